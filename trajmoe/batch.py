@@ -1,0 +1,71 @@
+"""Tensors the models consume: one city's cell table and a batch of visit sequences.
+
+Every model (TrajMoE, the dense Transformer, the GRU, the scorers) reads the same two objects,
+so baselines and TrajMoE are trained and evaluated through one interface. Built by
+``dataset.py``; the caller moves them to a device (``.to(device)``), modules never store one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+# Special index values.
+IGNORE = -100  # no target at this position (padding, or a training position without a successor)
+MISS = -1  # the true next cell is not among the city's candidates: always counts as a miss
+UNKNOWN_WEEKDAY = 7  # datasets whose weekday is unreliable (sf/la Gowalla) use this weekday index
+
+N_GAP_BUCKETS = 8  # time since previous visit: <0.5h, <1h, <2h, <4h, <8h, <24h, <72h, >=72h (0 first)
+N_DIST_BUCKETS = 8  # jump from previous visit: 0, <0.5, <1, <2, <5, <10, <20, >=20 km
+
+
+@dataclass
+class CityTensors:
+    """One city's candidate cells. N = number of candidate cells, F = feature width."""
+
+    name: str
+    features: torch.Tensor  # (N, F) float: features.cell_feature_matrix(...), schema in features.py
+    xy_km: torch.Tensor  # (N, 2) float: cell centre relative to the city centre, km
+    poi_share: torch.Tensor  # (N, C) float: POI category shares of the cell (router spatial prior)
+    log_pop: torch.Tensor  # (N,) float: log(1 + training-subset visits) of each cell
+    has_poi: bool = True  # False: the city has no POI data (POI features are masked)
+
+    @property
+    def n_cells(self) -> int:
+        return self.features.shape[0]
+
+    def to(self, device: torch.device | str) -> CityTensors:
+        return CityTensors(
+            name=self.name,
+            features=self.features.to(device),
+            xy_km=self.xy_km.to(device),
+            poi_share=self.poi_share.to(device),
+            log_pop=self.log_pop.to(device),
+            has_poi=self.has_poi,
+        )
+
+
+@dataclass
+class Batch:
+    """A batch of B visit sequences of length T (left-aligned, right-padded).
+
+    Position t holds visit t of the sequence; ``targets[:, t]`` is the cell of visit t+1 (the
+    next location to predict), IGNORE where nothing is to be predicted, MISS where the true next
+    cell is outside the candidates. The target visit's own time is never an input.
+    """
+
+    cells: torch.Tensor  # (B, T) long: index into CityTensors rows; 0 where padded
+    hour: torch.Tensor  # (B, T) long 0..23, local wall-clock
+    weekday: torch.Tensor  # (B, T) long 0..6 (Mon=0), UNKNOWN_WEEKDAY when unreliable
+    gap_bucket: torch.Tensor  # (B, T) long 0..N_GAP_BUCKETS-1
+    dist_bucket: torch.Tensor  # (B, T) long 0..N_DIST_BUCKETS-1
+    mask: torch.Tensor  # (B, T) bool: True where a real visit
+    targets: torch.Tensor  # (B, T) long: next cell index, IGNORE or MISS
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.cells.shape)  # type: ignore[return-value]
