@@ -16,8 +16,11 @@ IGNORE = -100  # no target at this position (padding, or a training position wit
 MISS = -1  # the true next cell is not among the city's candidates: always counts as a miss
 UNKNOWN_WEEKDAY = 7  # datasets whose weekday is unreliable (sf/la Gowalla) use this weekday index
 
-N_GAP_BUCKETS = 8  # time since previous visit: <0.5h, <1h, <2h, <4h, <8h, <24h, <72h, >=72h (0 first)
-N_DIST_BUCKETS = 8  # jump from previous visit: 0, <0.5, <1, <2, <5, <10, <20, >=20 km
+# Time since the previous visit of the same user: 0 = first visit, then <0.5h, <1h, <2h, <4h, <8h,
+# <24h, <72h, >=72h. Jump from the previous visit: 0 = first visit, then <0.5, <1, <2, <5, <10,
+# <20, >=20 km. The edges live in dataset.py (GAP_EDGES_H, DIST_EDGES_KM).
+N_GAP_BUCKETS = 9
+N_DIST_BUCKETS = 8
 
 
 @dataclass

@@ -1,0 +1,296 @@
+"""The ``trajmoe`` command (DESIGN.md §CLI contract). Flags map one to one to the dataclass configs.
+
+Errors a user can cause (TrajMoEError and its subclasses, missing files) print one clear message
+and exit with status 1 or 2; they never show a Python traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import TrajMoEError
+
+log = logging.getLogger("trajmoe")
+
+
+def _progress_bar(desc: str):
+    """A tqdm bar driven by train.fit's progress callback (step, total, loss)."""
+    from tqdm import tqdm
+
+    state = {"bar": None}
+
+    def update(step: int, total: int, loss: float) -> None:
+        if state["bar"] is None:
+            state["bar"] = tqdm(total=total, desc=desc, unit="step", file=sys.stderr)
+        state["bar"].update(1)
+        state["bar"].set_postfix(loss=f"{loss:.3f}")
+        if step >= total:
+            state["bar"].close()
+
+    return update
+
+
+def _write_json(path: str | Path, obj: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2))
+
+
+# --------------------------------------------------------------------------- data verbs
+def cmd_validate(args) -> int:
+    from .trajectories import read_trajectories
+
+    _, report = read_trajectories(args.file, timezone=args.timezone)
+    print(report.to_text())
+    return 0 if report.ok else 1
+
+
+def cmd_pois(args) -> int:
+    from .pois import fetch_pois, read_pois, write_pois
+
+    if args.osm or args.table:
+        pois = read_pois(args.osm or args.table)
+    elif args.polygon:
+        import geopandas as gpd
+
+        try:
+            shape = gpd.read_file(args.polygon).union_all()
+        except Exception as exc:
+            raise TrajMoEError(f"Cannot read polygon file {args.polygon}: {exc}. Give a GeoJSON polygon.") from exc
+        pois = fetch_pois(polygon=shape, timeout=args.timeout)
+    elif args.bbox:
+        pois = fetch_pois(bbox=tuple(args.bbox), timeout=args.timeout)
+    else:
+        pois = fetch_pois(place=args.place, timeout=args.timeout)
+    write_pois(pois, args.out)
+    counts = pois["category"].value_counts()
+    print(f"{len(pois)} POIs written to {args.out}")
+    for cat, n in counts.items():
+        print(f"  {cat:<18} {n}")
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    from .dataset import prepare
+
+    meta, report = prepare(
+        args.trajectories,
+        city=args.city,
+        out=args.out,
+        pois=args.pois,
+        resolution=args.resolution,
+        kind=args.kind,
+        timezone=args.timezone,
+        weekday_reliable=not args.weekday_unreliable,
+    )
+    print(report.to_text())
+    nv = meta["n_visits"]
+    print(
+        f"\nPrepared {meta['city']} ({meta['kind']}, H3 res {meta['resolution']}) in {args.out}: "
+        f"{meta['n_users']} users, {sum(nv.values())} visits (train {nv['train']}, val {nv['val']}, "
+        f"test {nv['test']}), {meta['n_cells']} candidate cells ({meta['n_cells_with_pois']} with POIs)."
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------- model verbs
+def _train_config(args, **overrides):
+    from .train import TrainConfig
+
+    kw = dict(epochs=args.epochs, max_steps=args.max_steps, seed=args.seed, batch_size=args.batch_size, lr=args.lr)
+    kw.update(overrides)
+    return TrainConfig(**kw)
+
+
+def cmd_pretrain(args) -> int:
+    from .checkpoint import save_checkpoint
+    from .dataset import CityData
+    from .models import new_trajmoe
+    from .train import dist_info, fit, maybe_init_distributed
+
+    maybe_init_distributed()
+    rank, world = dist_info()
+    cities = [CityData(d) for d in args.data]
+    model, config = new_trajmoe(d_model=args.d_model, n_layers=args.layers, seed=args.seed)
+    cfg = _train_config(args)
+    res = fit(model, cities, cfg, progress=_progress_bar("pretrain"))
+    if rank == 0:
+        info = {
+            "cities": [c.name for c in cities],
+            "domain_experts": [c.name for c in cities],
+            "training": {"kind": "pretrain", "steps": res.steps, "seconds": round(res.seconds, 1), "world_size": world,
+                         "final_loss": res.losses[-1] if res.losses else None, "data": [str(c.folder) for c in cities],
+                         "train_visits": {c.name: c.meta["n_visits"]["train"] for c in cities}},
+        }
+        save_checkpoint(args.out, model, arch="trajmoe", config=config, info=info)
+        print(f"pretrained on {', '.join(c.name for c in cities)}: {res.steps} steps in {res.seconds:.1f}s -> {args.out}")
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    from .checkpoint import load_checkpoint, save_checkpoint
+    from .dataset import CityData, FewShot
+    from .train import evaluate, fit
+
+    model, meta = load_checkpoint(args.checkpoint)
+    data = CityData(args.data)
+    cfg = _train_config(args, fraction=args.fraction, mode=args.mode)
+    res = fit(model, [data], cfg, val_city=data, progress=_progress_bar("fine-tune"))
+    seen = data.train_windows(FewShot(cfg.fraction, cfg.seed), max_len=cfg.max_len)
+    metrics = evaluate(model, data, split="test", city=data.city_tensors(seen))
+    info = {
+        "cities": sorted(set(meta.get("cities", [])) | {data.name}),
+        "domain_experts": list(getattr(model, "domain_expert_names", lambda: [])()),
+        "training": {"kind": "finetune", "from": str(args.checkpoint), "city": data.name, "fraction": cfg.fraction,
+                     "epochs": cfg.epochs, "mode": cfg.mode, "steps": res.steps, "seconds": round(res.seconds, 2)},
+        "metrics": {"test": metrics},
+    }
+    save_checkpoint(args.out, model, arch=meta["arch"], config=meta["config"], info=info)
+    print(f"fine-tuned on {cfg.fraction:.0%} of {data.name}: {res.steps} steps in {res.seconds:.1f}s -> {args.out}")
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .checkpoint import load_checkpoint
+    from .dataset import CityData
+    from .train import evaluate
+
+    model, _ = load_checkpoint(args.checkpoint)
+    data = CityData(args.data)
+    metrics = evaluate(model, data, split=args.split)
+    _write_json(args.json, metrics)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_baseline(args) -> int:
+    from .baselines import run_baseline
+    from .dataset import CityData
+
+    data = CityData(args.data)
+    metrics = run_baseline(args.model, data, fraction=args.fraction, seed=args.seed, progress=_progress_bar(args.model))
+    _write_json(args.json, metrics)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .checkpoint import load_checkpoint
+    from .dataset import CityData
+    from .flows import predict_next
+
+    model, _ = load_checkpoint(args.checkpoint)
+    data = CityData(args.data)
+    table = predict_next(model, data, top_k=args.top_k, split=args.split)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(args.out, index=False)
+    print(f"{len(table)} predictions ({table['user_id'].nunique()} users) -> {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="trajmoe", description="TrajMoE: next-location prediction for any city.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    s = sub.add_parser("validate", help="check a trajectory file and print the report")
+    s.add_argument("file", help="CSV/CSV.gz/Parquet with user_id,timestamp,lat,lon (or a raw Geolife/Gowalla/TSMC file)")
+    s.add_argument("--timezone", help="IANA zone for Unix-second timestamps, e.g. America/New_York")
+    s.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("pois", help="fetch or read POIs and write them as GeoParquet")
+    g = s.add_mutually_exclusive_group(required=True)
+    g.add_argument("--place", help="place name for OpenStreetMap (online), e.g. 'Helsinki, Finland'")
+    g.add_argument("--bbox", nargs=4, type=float, metavar=("W", "S", "E", "N"), help="bounding box in degrees (online)")
+    g.add_argument("--polygon", help="GeoJSON file with the area (online)")
+    g.add_argument("--osm", help="offline OSM file: .osm, .osm.bz2 or .osm.pbf")
+    g.add_argument("--table", help="offline POI table: CSV/Parquet with lat, lon and a category column")
+    s.add_argument("--out", required=True, help="output .parquet")
+    s.add_argument("--timeout", type=float, default=30, help="seconds before an online request gives up")
+    s.set_defaults(func=cmd_pois)
+
+    s = sub.add_parser("prepare", help="turn trajectories (+ POIs) into a prepared city folder")
+    s.add_argument("--trajectories", required=True, help="trajectory file (see validate)")
+    s.add_argument("--city", required=True, help="city name, e.g. 'New York'")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--pois", help="POI file (.parquet from `trajmoe pois`, OSM file or POI table)")
+    s.add_argument("--resolution", type=int, default=None, help="H3 resolution (default 8; 10 for bike stations)")
+    s.add_argument("--kind", default="auto", choices=["auto", "checkins", "gps", "trips", "stations"])
+    s.add_argument("--timezone", help="IANA zone for Unix-second timestamps")
+    s.add_argument("--weekday-unreliable", action="store_true",
+                   help="the source's weekday is not trustworthy (e.g. SNAP Gowalla SF/LA): use hour of day only")
+    s.set_defaults(func=cmd_prepare)
+
+    def train_flags(s, epochs=1):
+        s.add_argument("--epochs", type=int, default=epochs)
+        s.add_argument("--max-steps", type=int, default=None)
+        s.add_argument("--seed", type=int, default=0)
+        s.add_argument("--batch-size", type=int, default=32)
+        s.add_argument("--lr", type=float, default=3e-3)
+
+    s = sub.add_parser("pretrain", help="pretrain TrajMoE on several prepared cities (works under torchrun)")
+    s.add_argument("--data", nargs="+", required=True, help="prepared city folders")
+    s.add_argument("--out", required=True, help="checkpoint NAME.safetensors (NAME.json written beside it)")
+    s.add_argument("--d-model", type=int, default=128)
+    s.add_argument("--layers", type=int, default=2)
+    train_flags(s, epochs=3)
+    s.set_defaults(func=cmd_pretrain)
+
+    s = sub.add_parser("finetune", help="fine-tune a checkpoint on a share of one city")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--data", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--fraction", type=float, default=0.05)
+    s.add_argument("--mode", choices=["full", "light"], default="full")
+    train_flags(s)
+    s.set_defaults(func=cmd_finetune)
+
+    s = sub.add_parser("evaluate", help="metrics of a checkpoint on a prepared city")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--data", required=True)
+    s.add_argument("--json", required=True, help="write metrics JSON here")
+    s.add_argument("--split", choices=["val", "test"], default="test")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("baseline", help="train and evaluate a baseline on a prepared city")
+    s.add_argument("--model", required=True, choices=["popular", "markov", "epr", "gru", "transformer"])
+    s.add_argument("--data", required=True)
+    s.add_argument("--json", required=True)
+    s.add_argument("--fraction", type=float, default=1.0)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_baseline)
+
+    s = sub.add_parser("predict", help="top-k next-cell predictions for every target visit")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--data", required=True)
+    s.add_argument("--out", required=True, help="output .parquet")
+    s.add_argument("--top-k", type=int, default=10)
+    s.add_argument("--split", choices=["val", "test", "all"], default="test")
+    s.set_defaults(func=cmd_predict)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except TrajMoEError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"error: file not found: {exc.filename or exc}. Check the path.", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Ranking metrics exactly as DESIGN.md §Protocol defines them.
+
+Rank of the target = 1 + #candidates scored higher + #other candidates scored equal, so ties never
+help (a constant scorer ranks every target last). A target outside the candidates (MISS) has rank
+infinity: it counts in ``n`` and scores zero on every metric.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+KS = (1, 5, 10)
+
+
+def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Pessimistic rank of each target among all candidates.
+
+    Parameters
+    ----------
+    scores
+        (B, N) candidate scores (higher = more likely).
+    targets
+        (B,) candidate index, or a negative value for a target outside the candidates.
+
+    Returns
+    -------
+    (B,) float64 ranks, ``inf`` for targets outside the candidates.
+    """
+    scores = scores.float()
+    valid = targets >= 0
+    safe = targets.clamp(min=0)
+    target_score = scores.gather(1, safe[:, None])  # (B, 1)
+    higher = (scores > target_score).sum(1)
+    equal_others = (scores == target_score).sum(1) - 1
+    ranks = (1 + higher + equal_others).double()
+    return torch.where(valid, ranks, torch.full_like(ranks, float("inf")))
+
+
+def metrics_from_ranks(ranks: np.ndarray | torch.Tensor) -> dict[str, float]:
+    """Acc@1/5/10, MRR over the full ranking, NDCG@10, and ``n`` targets."""
+    r = np.asarray(ranks, dtype=np.float64)
+    n = len(r)
+    if n == 0:
+        return {"acc@1": 0.0, "acc@5": 0.0, "acc@10": 0.0, "mrr": 0.0, "ndcg@10": 0.0, "n": 0}
+    out = {f"acc@{k}": float((r <= k).mean()) for k in KS}
+    out["mrr"] = float((1.0 / r).mean())
+    out["ndcg@10"] = float(np.where(r <= 10, 1.0 / np.log2(r + 1.0), 0.0).mean())
+    out["n"] = int(n)
+    return out

@@ -1,0 +1,260 @@
+"""Pretraining, fine-tuning and evaluation loops shared by TrajMoE and the neural baselines.
+
+* Multi-city pretraining: every step draws ONE city (probability proportional to its number of
+  training windows ** temperature, 0.5 by default, so the largest city does not drown the rest)
+  and a batch of that city's windows.
+* Fine-tuning: the same loop on one city's few-shot windows; ``mode="light"`` trains only the
+  city's domain expert, the routers and the output heads.
+* Early stopping on the validation targets (the same few-shot share of them), best state restored.
+* Scale-out: unchanged under ``torchrun`` (DistributedDataParallel, gloo on CPU). Every rank draws
+  the same city and the same batch at each step and takes its own shard of it; the loss is the
+  token-summed cross-entropy divided by the GLOBAL token count, so the 2-rank update equals the
+  1-rank update (DESIGN.md §Protocol).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .batch import Batch, CityTensors
+from .dataset import DEFAULT_MAX_LEN, CityData, FewShot, iter_batches
+from .errors import TrajMoEError
+from .metrics import metrics_from_ranks, target_ranks
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, float], None]  # (step, total_steps, loss) -> None
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 1
+    max_steps: int | None = None  # stop after this many optimiser steps (None = epochs decide)
+    batch_size: int = 32  # windows per step
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 10
+    grad_clip: float = 1.0
+    max_len: int = DEFAULT_MAX_LEN  # L, window and context length
+    fraction: float = 1.0  # few-shot share of training windows (and of validation targets)
+    seed: int = 0
+    temperature: float = 0.5  # city sampling probability ~ n_windows ** temperature
+    mode: str = "full"  # "full" or "light" (domain expert + routers + heads only)
+    patience: int = 2  # epochs without validation improvement before stopping
+    eval_batch_size: int = 256
+    use_poi: bool = True  # False: POI features masked (ablation)
+
+    def __post_init__(self):
+        if self.mode not in ("full", "light"):
+            raise TrajMoEError(f"mode must be 'full' or 'light', got {self.mode!r}")
+        if self.epochs < 1:
+            raise TrajMoEError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise TrajMoEError(f"batch size must be >= 1, got {self.batch_size}")
+        FewShot(self.fraction, self.seed)  # validates the fraction
+
+
+@dataclass
+class TrainResult:
+    steps: int = 0
+    seconds: float = 0.0
+    losses: list[float] = field(default_factory=list)
+    val: list[dict] = field(default_factory=list)
+    best_epoch: int = -1
+
+
+# --------------------------------------------------------------------------- distributed
+def dist_info() -> tuple[int, int]:
+    """(rank, world size); (0, 1) when not running under torchrun."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def maybe_init_distributed() -> bool:
+    """Initialise gloo when launched by torchrun (WORLD_SIZE > 1). One thread per rank."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        torch.set_num_threads(1)
+        torch.distributed.init_process_group("gloo")
+        return True
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+# --------------------------------------------------------------------------- helpers
+def _lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def trainable_parameters(model: torch.nn.Module, mode: str) -> list[torch.nn.Parameter]:
+    """All parameters, or for ``light`` mode only domain experts, routers and output heads."""
+    if mode == "full":
+        return [p for p in model.parameters() if p.requires_grad]
+    light_keys = getattr(model, "light_parameter_keys", ("domain", "gate", "head"))
+    chosen = []
+    for name, p in model.named_parameters():
+        keep = any(k in name for k in light_keys)
+        p.requires_grad_(keep)
+        if keep:
+            chosen.append(p)
+    if not chosen:
+        raise TrajMoEError("light fine-tuning found no domain expert, router or head parameters: use --mode full")
+    return chosen
+
+
+def sequence_loss(model: torch.nn.Module, batch: Batch, city: CityTensors, *, n_global: int) -> tuple[torch.Tensor, float]:
+    """Token-summed CE / global token count (+ the model's auxiliary loss); returns (loss, ce)."""
+    out = model(batch, city, targets=False)
+    logits = out.logits  # (B, T, N)
+    tgt = batch.targets
+    valid = tgt >= 0
+    ce_sum = F.cross_entropy(logits[valid].float(), tgt[valid], reduction="sum")
+    _, world = dist_info()
+    loss = ce_sum * world / max(n_global, 1)
+    aux = getattr(out, "aux_loss", None)
+    if aux is not None:
+        loss = loss + aux
+    return loss, float(ce_sum) / max(int(valid.sum()), 1)
+
+
+def _shard(windows: list, rank: int, world: int) -> list:
+    return windows[rank::world] if world > 1 else windows
+
+
+# --------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def rank_targets(model, data: CityData, city: CityTensors, targets: np.ndarray, *, max_len: int = DEFAULT_MAX_LEN,
+                 batch_size: int = 256) -> np.ndarray:
+    """Pessimistic rank of every target (inf for targets outside the candidates)."""
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    ranks = []
+    for chunk in iter_batches(np.asarray(targets), batch_size):
+        batch = data.eval_batch(chunk, max_len=max_len)
+        scores = model.score_last(batch, city)  # (B, N)
+        last = batch.mask.sum(1) - 1
+        truth = batch.targets.gather(1, last[:, None]).squeeze(1)
+        ranks.append(target_ranks(scores, truth).numpy())
+    if was_training:
+        model.train()
+    return np.concatenate(ranks) if ranks else np.zeros(0)
+
+
+def evaluate(model, data: CityData, *, split: str = "test", city: CityTensors | None = None, few_shot: FewShot | None = None,
+             max_len: int = DEFAULT_MAX_LEN, batch_size: int = 256) -> dict:
+    """Metrics on a split's targets. ``city`` defaults to features from all training visits."""
+    city = city if city is not None else data.city_tensors()
+    targets = data.targets(split, few_shot)
+    return metrics_from_ranks(rank_targets(model, data, city, targets, max_len=max_len, batch_size=batch_size))
+
+
+# --------------------------------------------------------------------------- training
+def fit(
+    model: torch.nn.Module,
+    cities: list[CityData],
+    cfg: TrainConfig,
+    *,
+    val_city: CityData | None = None,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Train ``model`` on the training windows of ``cities`` (few-shot share ``cfg.fraction``).
+
+    With ``val_city``, validation Acc@1/MRR on its (few-shot) validation targets is measured after
+    every epoch; training stops after ``cfg.patience`` epochs without improvement and the best
+    state is restored.
+    """
+    rank, world = dist_info()
+    few = FewShot(cfg.fraction, cfg.seed)
+    windows = [c.train_windows(few, max_len=cfg.max_len) for c in cities]
+    keep = [i for i, w in enumerate(windows) if w]
+    if not keep:
+        raise TrajMoEError("No training windows: every city needs users with at least 2 training visits.")
+    cities = [cities[i] for i in keep]
+    windows = [windows[i] for i in keep]
+    tensors = [c.city_tensors(w, use_poi=cfg.use_poi) for c, w in zip(cities, windows)]
+    sizes = np.array([len(w) for w in windows], dtype=np.float64)
+    probs = sizes**cfg.temperature / (sizes**cfg.temperature).sum()
+    steps_per_epoch = max(1, int(math.ceil(sizes.sum() / cfg.batch_size)))
+    total = steps_per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
+
+    for c in cities:  # a city new to the model gets its (empty) domain expert before optimisation
+        if hasattr(model, "add_domain_expert"):
+            model.add_domain_expert(c.name)
+    params = trainable_parameters(model, cfg.mode)
+    train_model = model
+    if world > 1:
+        train_model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rng = np.random.default_rng(cfg.seed)  # identical on every rank: same city, same batch per step
+    orders = [rng.permutation(len(w)) for w in windows]
+    cursors = [0] * len(windows)
+    val_targets = val_city.targets("val", few) if val_city is not None else None
+    val_tensors = None
+    if val_city is not None:
+        j = next((i for i, c in enumerate(cities) if c is val_city), None)
+        val_tensors = tensors[j] if j is not None else val_city.city_tensors(
+            val_city.train_windows(few, max_len=cfg.max_len), use_poi=cfg.use_poi)
+
+    result = TrainResult()
+    best_score, best_state, bad_epochs = -1.0, None, 0
+    start = time.perf_counter()
+    model.train()
+    for step in range(total):
+        ci = int(rng.choice(len(cities), p=probs))
+        if cursors[ci] + cfg.batch_size > len(orders[ci]):
+            orders[ci], cursors[ci] = rng.permutation(len(windows[ci])), 0
+        picked = orders[ci][cursors[ci] : cursors[ci] + cfg.batch_size]
+        cursors[ci] += cfg.batch_size
+        batch_windows = [windows[ci][k] for k in picked]
+        n_global = sum(len(w) - 1 for w in batch_windows)
+        mine = _shard(batch_windows, rank, world)
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, total, cfg)
+        if mine:
+            loss, ce = sequence_loss(train_model, cities[ci].window_batch(mine), tensors[ci], n_global=n_global)
+        else:  # more ranks than windows: contribute a zero gradient so all-reduce stays in step
+            loss, ce = sum(p.sum() * 0.0 for p in params), 0.0
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        result.losses.append(ce)
+        result.steps = step + 1
+        if progress is not None and rank == 0:
+            progress(step + 1, total, ce)
+        epoch_end = (step + 1) % steps_per_epoch == 0 or step + 1 == total
+        if epoch_end and val_city is not None and len(val_targets):
+            m = metrics_from_ranks(rank_targets(model, val_city, val_tensors, val_targets, max_len=cfg.max_len,
+                                                batch_size=cfg.eval_batch_size))
+            result.val.append(m)
+            score = m["acc@1"] + m["mrr"]
+            if score > best_score:
+                best_score, bad_epochs = score, 0
+                best_state = copy.deepcopy(model.state_dict())
+                result.best_epoch = len(result.val) - 1
+            else:
+                bad_epochs += 1
+                if bad_epochs >= cfg.patience:
+                    log.info("early stop after %d epochs without validation improvement", bad_epochs)
+                    break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.eval()
+    result.seconds = time.perf_counter() - start
+    return result
