@@ -1,0 +1,74 @@
+"""Preferential-return features: how often and how recently each candidate cell appears in the
+user's own recent visits.
+
+Human mobility is mostly exploration and preferential return (Song et al. 2010, the EPR model):
+in nyc_foursquare 84% of next cells are among the user's previous 64 visits. These features are
+city-invariant, so they carry over to a new city with little data. TrajMoE's output head and the
+return + gravity baseline both use :func:`context_return_features`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def context_return_features(
+    cells: torch.Tensor,
+    mask: torch.Tensor,
+    n_cells: int,
+    *,
+    window: int = 64,
+    positions: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Count and recency of every candidate cell in each position's recent context.
+
+    For sequence b and query position t, the context is the real visits
+    ``cells[b, max(0, t - window + 1) : t + 1]`` (visit t itself included, padding excluded).
+
+    Parameters
+    ----------
+    cells
+        (B, T) long: cell index of each visit (any value where ``mask`` is False).
+    mask
+        (B, T) bool: True where a real visit.
+    n_cells
+        N, the number of candidate cells (``cells`` values of real visits are in ``[0, N)``).
+    window
+        How many most recent visits (up to and including t) count.
+    positions
+        Optional (B, Q) long query positions; default: every position ``0..T-1``. Scoring only
+        the last real position of each sequence (evaluation) passes (B, 1) and is much cheaper.
+
+    Returns
+    -------
+    count, recency : torch.Tensor
+        Both (B, Q, N) float (Q = T by default). ``count[b, q, n]`` is how many context visits are
+        in cell n; ``recency[b, q, n]`` is ``1 / (1 + steps since the last such visit)`` (1 when
+        visit t itself is in n) and 0 when n is not in the context.
+
+    Notes
+    -----
+    Vectorised over (query, context visit) pairs: a (B, Q, T) validity mask, then one
+    ``scatter_add_`` (counts) and one ``scatter_reduce_(amax)`` (last position) into the (B, Q, N)
+    outputs; no loop over positions and no (B, T, N) one-hot.
+    """
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    n_batch, n_steps = cells.shape
+    device = cells.device
+    if positions is None:
+        positions = torch.arange(n_steps, device=device).expand(n_batch, n_steps)
+    s = torch.arange(n_steps, device=device)  # context position
+    q = positions.unsqueeze(-1)  # (B, Q, 1)
+    valid = mask.unsqueeze(1) & (s <= q) & (s > q - window)  # (B, Q, T)
+    index = torch.where(mask, cells, 0).unsqueeze(1).expand_as(valid)  # (B, Q, T)
+    shape = (n_batch, positions.shape[1], n_cells)
+    count = torch.zeros(shape, device=device).scatter_add_(2, index, valid.float())
+    # Last occurrence as (position + 1) so that 0 means "absent"; amax keeps the most recent.
+    last = torch.zeros(shape, device=device).scatter_reduce_(
+        2, index, (s + 1).float() * valid, reduce="amax"
+    )
+    present = last > 0
+    # 1 / (1 + steps since) = 1 / (q + 2 - last); in place to keep (B, Q, N) temporaries few.
+    recency = last.neg_().add_(q + 2).reciprocal_().mul_(present)
+    return count, recency
