@@ -1,0 +1,252 @@
+"""TrajMoE model: causality, padding invariance, return features, overfitting, ablations, round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from trajmoe.batch import IGNORE, MISS, N_DIST_BUCKETS, N_GAP_BUCKETS, Batch, CityTensors
+from trajmoe.categories import CATEGORIES
+from trajmoe.errors import PreparedDataError, TrajMoEError
+from trajmoe.features import FEATURE_DIM, FEATURE_WIDTHS
+from trajmoe.model import TrajMoE, TrajMoEConfig
+from trajmoe.returns import context_return_features
+
+torch.set_num_threads(1)
+
+TINY = dict(d_model=32, n_layers=2, n_heads=4, max_len=16, dropout=0.0, encoder_group_dim=8,
+            n_routed_experts=4, top_k=2)
+
+
+def _city(n: int = 30, *, name: str = "testville", seed: int = 0) -> CityTensors:
+    """A random city whose feature matrix follows the feature groups (mask group all ones)."""
+    g = torch.Generator().manual_seed(seed)
+    parts = []
+    for group, width in FEATURE_WIDTHS.items():
+        parts.append(torch.ones(n, width) if group == "mask" else torch.rand(n, width, generator=g))
+    share = torch.rand(n, len(CATEGORIES), generator=g)
+    return CityTensors(name=name, features=torch.cat(parts, dim=1),
+                       xy_km=torch.randn(n, 2, generator=g) * 5,
+                       poi_share=share / share.sum(1, keepdim=True),
+                       log_pop=torch.rand(n, generator=g) * 3)
+
+
+def _batch(b: int = 3, t: int = 10, n: int = 30, *, lengths: list[int] | None = None, seed: int = 1) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    lengths = lengths or [t] * b
+    mask = torch.arange(t).unsqueeze(0) < torch.tensor(lengths).unsqueeze(1)
+    cells = torch.randint(0, n, (b, t), generator=g)
+    targets = torch.where(mask, torch.roll(cells, -1, dims=1), IGNORE)
+    targets[torch.arange(b), torch.tensor(lengths) - 1] = IGNORE
+    return Batch(cells=cells.masked_fill(~mask, 0),
+                 hour=torch.randint(0, 24, (b, t), generator=g),
+                 weekday=torch.randint(0, 8, (b, t), generator=g),
+                 gap_bucket=torch.randint(0, N_GAP_BUCKETS, (b, t), generator=g),
+                 dist_bucket=torch.randint(0, N_DIST_BUCKETS, (b, t), generator=g),
+                 mask=mask, targets=targets)
+
+
+def _model(**kw) -> TrajMoE:
+    torch.manual_seed(0)
+    return TrajMoE(TrajMoEConfig(**{**TINY, **kw}))
+
+
+def test_return_features_match_a_brute_force_loop():
+    g = torch.Generator().manual_seed(3)
+    b, t, n, window = 4, 13, 7, 5
+    cells = torch.randint(0, n, (b, t), generator=g)
+    mask = torch.rand(b, t, generator=g) > 0.2
+    count, recency = context_return_features(cells, mask, n, window=window)
+    assert count.shape == recency.shape == (b, t, n)
+    for i in range(b):
+        for q in range(t):
+            want_c, want_r = torch.zeros(n), torch.zeros(n)
+            for s in range(max(0, q - window + 1), q + 1):
+                if mask[i, s]:
+                    want_c[cells[i, s]] += 1
+                    want_r[cells[i, s]] = 1.0 / (1 + q - s)  # later s overwrite: most recent
+            torch.testing.assert_close(count[i, q], want_c)
+            torch.testing.assert_close(recency[i, q], want_r)
+    positions = torch.tensor([[12, 3], [0, 7], [5, 5], [11, 1]])
+    c2, r2 = context_return_features(cells, mask, n, window=window, positions=positions)
+    torch.testing.assert_close(c2, count.gather(1, positions.unsqueeze(-1).expand(-1, -1, n)))
+    torch.testing.assert_close(r2, recency.gather(1, positions.unsqueeze(-1).expand(-1, -1, n)))
+
+
+def test_causal_future_visits_do_not_change_past_scores():
+    model, city = _model().eval(), _city()
+    batch = _batch()
+    before = model(batch, city).logits
+    future = dataclasses.replace(batch, cells=batch.cells.clone(), hour=batch.hour.clone())
+    future.cells[:, 6:] = (future.cells[:, 6:] + 5) % city.n_cells
+    future.hour[:, 6:] = (future.hour[:, 6:] + 3) % 24
+    after = model(future, city).logits
+    torch.testing.assert_close(after[:, :6], before[:, :6])
+    assert not torch.allclose(after[:, 6:], before[:, 6:])
+
+
+def test_padding_does_not_change_real_positions_and_empty_rows_are_finite():
+    model, city = _model().eval(), _city()
+    batch = _batch(lengths=[10, 6, 3])
+    out = model(batch, city)
+    g = torch.Generator().manual_seed(9)
+    extra = 5  # more padding with garbage in the padded slots
+    pad = dict(cells=torch.randint(0, 30, (3, extra), generator=g),
+               hour=torch.randint(0, 24, (3, extra), generator=g),
+               weekday=torch.zeros(3, extra, dtype=torch.long),
+               gap_bucket=torch.zeros(3, extra, dtype=torch.long),
+               dist_bucket=torch.zeros(3, extra, dtype=torch.long),
+               mask=torch.zeros(3, extra, dtype=torch.bool),
+               targets=torch.full((3, extra), IGNORE))
+    longer = Batch(**{k: torch.cat([getattr(batch, k), v], dim=1) for k, v in pad.items()})
+    # Garbage inside the existing padding too.
+    longer.cells[2, 3:10] = 7
+    out_long = model(longer, city)
+    for i, length in enumerate([10, 6, 3]):
+        torch.testing.assert_close(out_long.logits[i, :length], out.logits[i, :length])
+        torch.testing.assert_close(out_long.router_probs[0][i, :length], out.router_probs[0][i, :length])
+    torch.testing.assert_close(out_long.loss, out.loss)
+    assert (out_long.router_probs[0][~longer.mask] == 0).all()
+    empty = _batch(lengths=[4, 1, 1])
+    empty.mask[1:] = False
+    empty.targets[1:] = IGNORE
+    res = model.train()(empty, city)
+    assert torch.isfinite(res.logits).all() and torch.isfinite(res.loss)
+
+
+def test_score_last_equals_forward_at_the_last_real_position():
+    model, city = _model().eval(), _city()
+    batch = _batch(lengths=[10, 4, 7])
+    full = model(batch, city, targets=False)
+    assert full.loss is None
+    last = model.score_last(batch, city)
+    torch.testing.assert_close(last, full.logits[torch.arange(3), torch.tensor([9, 3, 6])])
+
+
+def test_loss_ignores_padding_and_misses_and_aux_only_in_training():
+    model, city = _model(), _city()
+    batch = _batch()
+    batch.targets[0, :4] = MISS
+    model.eval()
+    out = model(batch, city)
+    assert out.aux_loss == 0
+    valid = batch.targets >= 0
+    want = torch.nn.functional.cross_entropy(out.logits[valid], batch.targets[valid])
+    torch.testing.assert_close(out.loss, want)
+    out = model.train()(batch, city)
+    assert out.aux_loss > 0 and len(out.router_probs) == 2
+    assert out.router_probs[0].shape == (3, 10, 4) and out.hidden.shape == (3, 10, 32)
+
+
+def test_tiny_model_overfits_a_tiny_synthetic_dataset():
+    """Next cell = a fixed permutation of the current cell: learnable only through the encoder."""
+    n = 24
+    city = _city(n)
+    g = torch.Generator().manual_seed(5)
+    perm = torch.randperm(n, generator=g)
+    start = torch.randint(0, n, (16,), generator=g)
+    seq = [start]
+    for _ in range(11):
+        seq.append(perm[seq[-1]])
+    cells = torch.stack(seq, dim=1)  # (16, 12)
+    batch = _batch(16, 12, n)
+    batch = dataclasses.replace(batch, cells=cells, mask=torch.ones(16, 12, dtype=torch.bool),
+                                targets=torch.cat([cells[:, 1:], torch.full((16, 1), IGNORE)], 1))
+    model = _model()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    first = None
+    for _ in range(250):
+        loss = model(batch, city).loss
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    out = model(batch, city)
+    valid = batch.targets >= 0
+    acc = (out.logits.argmax(-1)[valid] == batch.targets[valid]).float().mean().item()
+    assert out.loss.item() < 0.1 * first and acc > 0.95, (first, out.loss.item(), acc)
+
+
+@pytest.mark.parametrize("flags", [
+    dict(moe=False), dict(router_priors=False), dict(shared_expert=False),
+    dict(use_poi_features=False), dict(return_terms=False), dict(distance_term=False),
+    dict(moe=False, return_terms=False, distance_term=False, use_poi_features=False),
+])
+def test_ablation_flags_construct_train_and_score(flags):
+    model, city = _model(**flags).train(), _city()
+    out = model(_batch(lengths=[10, 5, 2]), city)
+    assert out.logits.shape == (3, 10, 30) and torch.isfinite(out.logits).all()
+    out.loss.backward()
+    if not flags.get("moe", True):
+        assert out.router_probs == () and out.aux_loss == 0
+    if flags.get("use_poi_features") is False:
+        assert "poi_share" not in model.encoder.group_proj
+    assert model.num_parameters(active=True) <= model.num_parameters()
+
+
+def test_state_dict_and_config_round_trip_give_identical_scores():
+    model, city = _model().eval(), _city()
+    model.add_domain_expert("testville")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    batch = _batch()
+    config = json.loads(json.dumps(dataclasses.asdict(model.config)))
+    clone = TrajMoE(TrajMoEConfig(**config)).eval()
+    clone.load_state_dict(model.state_dict(), strict=True)
+    assert clone.config == model.config
+    torch.testing.assert_close(clone(batch, city).logits, model(batch, city).logits, rtol=0, atol=0)
+
+
+def test_add_domain_expert_changes_only_its_city_and_feeds_light_mode():
+    model, batch = _model().eval(), _batch()
+    home, other = _city(name="helsinki"), _city(name="espoo")
+    before = model(batch, home).logits
+    model.add_domain_expert("helsinki")
+    model.add_domain_expert("helsinki")  # idempotent
+    assert model.config.domain_experts == ("helsinki",)
+    torch.testing.assert_close(model(batch, home).logits, before)  # starts as identity
+    light = list(model.light_parameters("helsinki"))
+    domain = [p for b in model.blocks for p in b.ffn.domain_experts["helsinki"].parameters()]
+    assert all(any(p is q for q in light) for p in domain)
+    assert not any(p is model.encoder.cross[0].weight for p in light)
+    with torch.no_grad():
+        for block in model.blocks:
+            block.ffn.domain_experts["helsinki"].up.weight.normal_()
+    assert not torch.allclose(model(batch, home).logits, before)
+    torch.testing.assert_close(model(batch, other).logits, model(batch, _city(name="espoo")).logits)
+    espoo_before = TrajMoE(TrajMoEConfig(**{**TINY, "domain_experts": ()}))
+    espoo_before.load_state_dict({k: v for k, v in model.state_dict().items() if "domain" not in k})
+    torch.testing.assert_close(espoo_before.eval()(batch, other).logits, model(batch, other).logits)
+
+
+def test_config_validation_and_feature_schema_errors():
+    assert sum(TrajMoEConfig().feature_groups.values()) == FEATURE_DIM
+    with pytest.raises(TrajMoEError, match="n_heads"):
+        TrajMoEConfig(d_model=30, n_heads=4)
+    with pytest.raises(TrajMoEError, match="top_k"):
+        TrajMoEConfig(n_routed_experts=2, top_k=3)
+    model = _model()
+    city = _city()
+    bad = dataclasses.replace(city, features=city.features[:, :-2])
+    with pytest.raises(PreparedDataError, match="features"):
+        model(_batch(), bad)
+    with pytest.raises(TrajMoEError, match="max_len"):
+        model(_batch(t=20), city)
+
+
+def test_missing_poi_mask_zeroes_poi_groups():
+    model = _model().eval()
+    city = _city()
+    no_poi = city.features.clone()
+    no_poi[:, -3] = 0.0  # has_poi = 0 in the mask group
+    other = no_poi.clone()
+    sl = slice(0, FEATURE_WIDTHS["poi_share"])
+    other[:, sl] = torch.rand_like(other[:, sl])  # POI values are ignored when masked
+    torch.testing.assert_close(model.encoder(no_poi), model.encoder(other))
+    assert not torch.allclose(model.encoder(city.features), model.encoder(no_poi))
