@@ -1,0 +1,53 @@
+"""Regenerate the app's embedded default: real Helsinki POIs and a SYNTHETIC population over them.
+
+    python sample_data/regenerate.py            # rewrites the two files next to this script
+    python sample_data/regenerate.py --out-dir /tmp/check
+
+Deterministic: the same code and package versions give the same rows (the gzip header carries no
+time stamp). See README.md in this folder for what the files are and the model behind them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from trajmoe.pois import helsinki_extract_path, read_pois, write_pois
+from trajmoe.synthetic import SyntheticConfig, generate_trajectories
+
+HERE = Path(__file__).resolve().parent
+POIS_NAME = "helsinki_pois.parquet"
+TRAJECTORIES_NAME = "helsinki_synthetic_trajectories.csv.gz"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out-dir", type=Path, default=HERE, help="folder to write both files to")
+    args = parser.parse_args(argv)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    pois_path = args.out_dir / POIS_NAME
+    trajectories_path = args.out_dir / TRAJECTORIES_NAME
+
+    started = time.perf_counter()
+    extract = helsinki_extract_path()
+    write_pois(read_pois(extract), pois_path)
+    # Simulate over the table exactly as shipped: its row order defines the location ids.
+    pois = read_pois(pois_path)
+    config = SyntheticConfig()
+    frame = generate_trajectories(pois, config=config)
+    frame.to_csv(trajectories_path, index=False, compression={"method": "gzip", "mtime": 0})
+    elapsed = time.perf_counter() - started
+
+    print(f"read {extract}")
+    print(f"wrote {pois_path}: {len(pois)} real OSM POIs, "
+          f"{pois['category'].nunique()} categories, {pois_path.stat().st_size / 1e6:.2f} MB")
+    print(f"wrote {trajectories_path}: SYNTHETIC, {frame['user_id'].nunique()} agents, "
+          f"{len(frame)} visits, {config.days} days from {config.start}, seed {config.seed}, "
+          f"{trajectories_path.stat().st_size / 1e6:.2f} MB")
+    print(f"took {elapsed:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
