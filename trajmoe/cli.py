@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--city", required=True, help="city name, e.g. 'New York'")
     s.add_argument("--out", required=True, help="output folder")
     s.add_argument("--pois", help="POI file (.parquet from `trajmoe pois`, OSM file or POI table)")
-    s.add_argument("--resolution", type=int, default=None, help="H3 resolution (default 8; 10 for bike stations)")
+    s.add_argument("--resolution", type=int, default=None, help="H3 resolution (default: 8 for a city; 10 for bike stations or an area under 5 km; 9 under 15 km)")
     s.add_argument("--kind", default="auto", choices=["auto", "checkins", "gps", "trips", "stations"])
     s.add_argument("--timezone", help="IANA zone for Unix-second timestamps")
     s.add_argument("--weekday-unreliable", action="store_true",

@@ -55,16 +55,33 @@ SPLITS = ("train", "val", "test")
 TRAIN_SHARE, VAL_SHARE = 0.7, 0.1
 MIN_VISITS = 3  # users with fewer visits (after collapsing repeats) cannot be evaluated
 DEFAULT_MAX_LEN = 64  # L: context / window length in visits
-DEFAULT_RESOLUTION = {"stations": 10}  # bike stations are ~300 m apart: res 8 merges them
+STATION_RESOLUTION = 10  # bike stations are ~300 m apart: res 8 (edge ~0.5 km) merges them
+# Automatic resolution for data covering a small area (a district, a campus): at res 8 a
+# 2 km-wide sample falls into a handful of cells and nothing is left to predict.
+AUTO_RESOLUTION_KM = ((5.0, 10), (15.0, 9))  # extent below X km -> resolution R; else 8
 GAP_EDGES_H = np.array([0.5, 1, 2, 4, 8, 24, 72])
 DIST_EDGES_KM = np.array([0.5, 1, 2, 5, 10, 20])
 POI_MARGIN_DEG = 0.02  # POIs farther than ~2 km outside the visits' bounding box are not candidates
 PREPARED_FILES = ("cells.parquet", "visits.parquet", "meta.json")
 
 
-def default_resolution(kind: str) -> int:
-    """H3 resolution used when the caller gives none (8; 10 for bike-share stations)."""
-    return DEFAULT_RESOLUTION.get(kind, 8)
+def default_resolution(kind: str, lat: np.ndarray, lon: np.ndarray) -> tuple[int, str]:
+    """H3 resolution when the caller gives none, and why in plain words.
+
+    8 (cells ~0.7 km²) for a city; 10 for bike-share stations; 9 or 10 when the visits cover a
+    small area (5th-95th percentile extent under 15 or 5 km), so a district still has cells.
+    """
+    if kind == "stations":
+        return STATION_RESOLUTION, "bike-share stations are a few hundred metres apart"
+    if len(lat) == 0:
+        return 8, "the default"
+    lo = np.percentile(np.column_stack([lat, lon]), 5, axis=0)
+    hi = np.percentile(np.column_stack([lat, lon]), 95, axis=0)
+    extent = float(np.hypot(*project_km(np.array([hi[0]]), np.array([hi[1]]), (lo[0], lo[1]))[0]))
+    for limit, res in AUTO_RESOLUTION_KM:
+        if extent < limit:
+            return res, f"the visits cover only about {extent:.1f} km across"
+    return 8, "the default for a city"
 
 
 def _collapse_repeats(visits: pd.DataFrame) -> pd.DataFrame:
@@ -149,7 +166,10 @@ def prepare(
         report.note(f"Detected kind: {kind}.")
     visits, kind = to_visits(frame, kind, report)
     report.kind = kind
-    resolution = default_resolution(kind) if resolution is None else int(resolution)
+    if resolution is None:
+        resolution, why = default_resolution(kind, visits["lat"].to_numpy(), visits["lon"].to_numpy())
+        report.note(f"H3 resolution {resolution} chosen automatically ({why}); set it with --resolution.")
+    resolution = int(resolution)
     if not 0 <= resolution <= 15:
         raise InputDataError(f"H3 resolution {resolution} is out of range: use 0..15 (default 8).")
     visits = visits.sort_values(["user_id", "timestamp"], kind="stable").reset_index(drop=True)

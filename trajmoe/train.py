@@ -40,6 +40,7 @@ Progress = Callable[[int, int, float], None]  # (step, total_steps, loss) -> Non
 class TrainConfig:
     epochs: int = 1
     max_steps: int | None = None  # stop after this many optimiser steps (None = epochs decide)
+    max_seconds: float | None = None  # wall-clock budget; the LR schedule assumes max_steps
     batch_size: int = 32  # windows per step
     lr: float = 3e-3
     weight_decay: float = 0.01
@@ -114,8 +115,11 @@ def trainable_parameters(model: torch.nn.Module, mode: str) -> list[torch.nn.Par
     return chosen
 
 
-def sequence_loss(model: torch.nn.Module, batch: Batch, city: CityTensors, *, n_global: int) -> tuple[torch.Tensor, float]:
-    """Token-summed CE / global token count (+ the model's auxiliary loss); returns (loss, ce)."""
+def sequence_loss(model: torch.nn.Module, batch: Batch, city: CityTensors, *, n_global: int) -> tuple[torch.Tensor, float, int]:
+    """Token-summed CE / global token count (+ the model's auxiliary loss).
+
+    Returns (loss to backpropagate, summed CE of this rank's tokens, number of those tokens).
+    """
     out = model(batch, city, targets=False)
     logits = out.logits  # (B, T, N)
     tgt = batch.targets
@@ -126,7 +130,7 @@ def sequence_loss(model: torch.nn.Module, batch: Batch, city: CityTensors, *, n_
     aux = getattr(out, "aux_loss", None)
     if aux is not None:
         loss = loss + aux
-    return loss, float(ce_sum) / max(int(valid.sum()), 1)
+    return loss, float(ce_sum), int(valid.sum())
 
 
 def _shard(windows: list, rank: int, world: int) -> list:
@@ -224,9 +228,14 @@ def fit(
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, total, cfg)
         if mine:
-            loss, ce = sequence_loss(train_model, cities[ci].window_batch(mine), tensors[ci], n_global=n_global)
+            loss, ce_sum, n_tok = sequence_loss(train_model, cities[ci].window_batch(mine), tensors[ci], n_global=n_global)
         else:  # more ranks than windows: contribute a zero gradient so all-reduce stays in step
-            loss, ce = sum(p.sum() * 0.0 for p in params), 0.0
+            loss, ce_sum, n_tok = sum(p.sum() * 0.0 for p in params), 0.0, 0
+        if world > 1:  # log the global mean CE, identical on every rank
+            stats = torch.tensor([ce_sum, float(n_tok)], dtype=torch.float64)
+            torch.distributed.all_reduce(stats)
+            ce_sum, n_tok = float(stats[0]), int(stats[1])
+        ce = ce_sum / max(n_tok, 1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
@@ -236,7 +245,12 @@ def fit(
         result.steps = step + 1
         if progress is not None and rank == 0:
             progress(step + 1, total, ce)
-        epoch_end = (step + 1) % steps_per_epoch == 0 or step + 1 == total
+        out_of_time = cfg.max_seconds is not None and time.perf_counter() - start > cfg.max_seconds
+        if world > 1:  # every rank stops at the same step
+            flag = torch.tensor([float(out_of_time)])
+            torch.distributed.all_reduce(flag)
+            out_of_time = bool(flag.item())
+        epoch_end = (step + 1) % steps_per_epoch == 0 or step + 1 == total or out_of_time
         if epoch_end and val_city is not None and len(val_targets):
             m = metrics_from_ranks(rank_targets(model, val_city, val_tensors, val_targets, max_len=cfg.max_len,
                                                 batch_size=cfg.eval_batch_size))
@@ -251,6 +265,9 @@ def fit(
                 if bad_epochs >= cfg.patience:
                     log.info("early stop after %d epochs without validation improvement", bad_epochs)
                     break
+        if out_of_time:
+            log.info("stopping after %d steps: time budget of %.0f s used", step + 1, cfg.max_seconds)
+            break
     if best_state is not None:
         model.load_state_dict(best_state)
     for p in model.parameters():

@@ -1,0 +1,264 @@
+"""Leave-one-metro-out transfer benchmark (DESIGN.md §Protocol), cached and resumable.
+
+For each target metro (New York = both NYC files, San Francisco, Los Angeles): pretrain TrajMoE
+and the dense Transformer on every OTHER dataset (GPS, taxi and bike cities included as sources),
+fine-tune ONE epoch on 5% of the target's training windows, evaluate on its test targets; on the
+same targets, baselines from scratch on 5% and 100%, TrajMoE without pretraining, and zero-shot.
+Ablations with New York as target. Every finished run is stored as one JSON file in
+``bench/results/transfer_runs/`` (committed), so a re-run computes only what is missing and the
+table can be completed across sessions.
+
+    python bench/transfer.py                      # everything missing, then the tables
+    python bench/transfer.py --targets la --budget-min 8
+    python bench/transfer.py --table-only         # re-render transfer.md / .json / .png
+
+Outputs: bench/results/transfer.md, transfer.json, transfer.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trajmoe.baselines import run_baseline
+from trajmoe.checkpoint import load_checkpoint, save_checkpoint
+from trajmoe.dataset import CityData, FewShot, prepare
+from trajmoe.models import new_model
+from trajmoe.realdata import REPO_ROOT, shared_data_dir
+from trajmoe.train import TrainConfig, evaluate, fit
+
+log = logging.getLogger("bench.transfer")
+RESULTS = REPO_ROOT / "bench" / "results"
+RUNS = RESULTS / "transfer_runs"
+CACHE = RESULTS / "cache"  # git-ignored: prepared folders and pretrained checkpoints
+BENCH_VERSION = 1  # bump when the protocol or a default changes: old runs are then ignored
+
+# key -> (file under cities/, city name, metro, POI file under pois/ or None, extra prepare kwargs)
+DATASETS = {
+    "nyc_foursquare": ("nyc_foursquare.csv.gz", "New York", "nyc", "nyc_osm_2013.csv", {}),
+    "nyc_gowalla": ("nyc_gowalla.csv.gz", "New York", "nyc", "nyc_osm_2013.csv", {}),
+    "sf_gowalla": ("sf_gowalla.csv.gz", "San Francisco", "sf", None, {"weekday_reliable": False}),
+    "la_gowalla": ("la_gowalla.csv.gz", "Los Angeles", "la", None, {"weekday_reliable": False}),
+    "beijing_geolife_gps": ("beijing_geolife_gps.csv.gz", "Beijing", "beijing", None, {"timezone": "Asia/Shanghai"}),
+    "sf_cabspotting_gps": ("sf_cabspotting_gps.csv.gz", "San Francisco taxis", "sf", None, {}),
+    "mexico_city_taxi_trips": ("mexico_city_taxi_trips.csv.gz", "Mexico City taxis", "mexico", None, {}),
+    "jersey_city_citibike": ("jersey_city_citibike.csv.gz", "Jersey City bikes", "jersey", None, {}),
+}
+CHECKIN_TARGETS = {"nyc": ["nyc_foursquare", "nyc_gowalla"], "sf": ["sf_gowalla"], "la": ["la_gowalla"]}
+OTHER_KINDS = ["beijing_geolife_gps", "sf_cabspotting_gps", "mexico_city_taxi_trips", "jersey_city_citibike"]
+FEW = 0.05
+SCRATCH = ["popular", "markov", "epr", "gru", "transformer", "trajmoe"]
+ABLATIONS = {  # name -> TrajMoE config overrides (pretrained and fine-tuned like TrajMoE)
+    "no_poi": {"use_poi_features": False},
+    "no_router_priors": {"router_priors": False},
+    "no_shared_expert": {"shared_expert": False},
+    "no_return_terms": {"return_terms": False},
+}
+MODEL_WIDTH = {"d_model": 128, "n_layers": 2}
+
+
+def prepared(key: str) -> CityData:
+    folder = CACHE / "prepared" / key
+    if not (folder / "meta.json").is_file():
+        file, city, _, pois, extra = DATASETS[key]
+        data = shared_data_dir()
+        t0 = time.perf_counter()
+        prepare(data / "cities" / file, city=city, out=folder, pois=data / "pois" / pois if pois else None, **extra)
+        log.info("prepared %s in %.1fs", key, time.perf_counter() - t0)
+    return CityData(folder)
+
+
+def run_key(target: str, method: str, fraction: float, seed: int) -> Path:
+    return RUNS / f"v{BENCH_VERSION}__{target}__{method}__f{fraction:g}__s{seed}.json"
+
+
+def cached(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def store(path: Path, result: dict) -> dict:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    return result
+
+
+# --------------------------------------------------------------------------- pretraining
+def pretrained(metro: str, arch: str, variant: str, overrides: dict, budget_s: float, sources: list[str] | None = None):
+    """Pretrain (or load) ``arch`` on every dataset outside ``metro``; returns the checkpoint path."""
+    ckpt = CACHE / "ckpt" / f"v{BENCH_VERSION}_{metro}_{variant}.safetensors"
+    if ckpt.is_file():
+        return ckpt
+    sources = sources or [k for k, v in DATASETS.items() if v[2] != metro]
+    cities = [prepared(k) for k in sources]
+    model, config = new_model(arch, seed=0, **MODEL_WIDTH, **overrides)
+    cfg = TrainConfig(epochs=1000, max_steps=100_000, max_seconds=budget_s, seed=0, batch_size=32, lr=2e-3,
+                      warmup_steps=50)
+    res = fit(model, cities, cfg)
+    info = {"cities": [c.name for c in cities], "domain_experts": model.domain_expert_names() if hasattr(model, "domain_expert_names") else [],
+            "training": {"kind": "pretrain", "sources": sources, "steps": res.steps, "seconds": round(res.seconds, 1),
+                         "final_loss": float(np.mean(res.losses[-50:]))}}
+    save_checkpoint(ckpt, model, arch=arch, config=config, info=info)
+    log.info("pretrained %s/%s on %s: %d steps in %.0fs", metro, variant, sources, res.steps, res.seconds)
+    return ckpt
+
+
+def finetune_run(ckpt: Path, data: CityData, seed: int, *, epochs: int = 1, zero_shot: bool = False) -> dict:
+    model, meta = load_checkpoint(ckpt)
+    few = FewShot(FEW, seed)
+    cfg = TrainConfig(fraction=FEW, epochs=epochs, seed=seed, batch_size=8, lr=1e-3, warmup_steps=1)
+    t0 = time.perf_counter()
+    steps = 0
+    if not zero_shot:
+        steps = fit(model, [data], cfg, val_city=data).steps
+    city = data.city_tensors(data.train_windows(few, max_len=cfg.max_len))
+    metrics = evaluate(model, data, split="test", city=city)
+    metrics.update(seconds=round(time.perf_counter() - t0, 2), steps=steps,
+                   pretrain_steps=meta["training"]["steps"], pretrain_seconds=meta["training"]["seconds"])
+    return metrics
+
+
+def scratch_run(method: str, data: CityData, fraction: float, seed: int) -> dict:
+    if method != "trajmoe":
+        return run_baseline(method, data, fraction=fraction, seed=seed)
+    from trajmoe.baselines import default_train_config
+
+    cfg = default_train_config(fraction=fraction, seed=seed)
+    t0 = time.perf_counter()
+    model, _ = new_model("trajmoe", seed=seed, **MODEL_WIDTH)
+    few = FewShot(fraction, seed)
+    steps = fit(model, [data], cfg, val_city=data).steps
+    metrics = evaluate(model, data, split="test", city=data.city_tensors(data.train_windows(few, max_len=cfg.max_len)))
+    metrics.update(seconds=round(time.perf_counter() - t0, 2), steps=steps)
+    return metrics
+
+
+def with_seeds(target: str, method: str, fraction: float, fn, seeds: int) -> None:
+    """Seed 0 first; seeds 1..n-1 only when a run takes under 2 minutes (budget rule)."""
+    first = cached(run_key(target, method, fraction, 0)) or store(run_key(target, method, fraction, 0), fn(0))
+    log.info("%s %s f=%g s0: acc@1 %.4f (%.0fs)", target, method, fraction, first["acc@1"], first["seconds"])
+    if first["seconds"] + first.get("pretrain_seconds", 0) * 0 < 120:
+        for s in range(1, seeds):
+            if cached(run_key(target, method, fraction, s)) is None:
+                r = store(run_key(target, method, fraction, s), fn(s))
+                log.info("%s %s f=%g s%d: acc@1 %.4f", target, method, fraction, s, r["acc@1"])
+
+
+def run_target(metro: str, *, seeds: int, budget_s: float, ablations: bool) -> None:
+    ck_moe = pretrained(metro, "trajmoe", "trajmoe", {}, budget_s)
+    ck_dense = pretrained(metro, "transformer", "transformer", {}, budget_s)
+    for target in CHECKIN_TARGETS[metro]:
+        data = prepared(target)
+        with_seeds(target, "trajmoe_pretrained_ft1", FEW, lambda s: finetune_run(ck_moe, data, s), seeds)
+        with_seeds(target, "trajmoe_zero_shot", FEW, lambda s: finetune_run(ck_moe, data, s, zero_shot=True), seeds)
+        with_seeds(target, "transformer_pretrained_ft1", FEW, lambda s: finetune_run(ck_dense, data, s), seeds)
+        for method in SCRATCH:
+            for fraction in (FEW, 1.0):
+                with_seeds(target, method, fraction, lambda s, m=method, f=fraction: scratch_run(m, data, f, s), seeds)
+    if ablations and metro == "nyc":
+        for name, overrides in ABLATIONS.items():
+            ck = pretrained(metro, "trajmoe", name, overrides, budget_s)
+            for target in CHECKIN_TARGETS[metro]:
+                data = prepared(target)
+                with_seeds(target, f"ablation_{name}", FEW, lambda s, c=ck: finetune_run(c, data, s), seeds)
+
+
+# --------------------------------------------------------------------------- tables
+METHOD_LABELS = [
+    ("trajmoe_pretrained_ft1", 0.05, "TrajMoE pretrained, fine-tuned 1 epoch on 5%"),
+    ("trajmoe_zero_shot", 0.05, "TrajMoE zero-shot (pretrained, no fine-tuning)"),
+    ("transformer_pretrained_ft1", 0.05, "Dense Transformer pretrained, fine-tuned 1 epoch on 5%"),
+    *[(m, f, f"{m} from scratch, {f:.0%}") for m in SCRATCH for f in (FEW, 1.0)],
+    *[(f"ablation_{a}", 0.05, f"ablation: {a.replace('_', ' ')}") for a in ABLATIONS],
+]
+
+
+def summarise() -> dict:
+    rows = {}
+    for path in sorted(RUNS.glob(f"v{BENCH_VERSION}__*.json")):
+        _, target, method, f, _ = path.stem.split("__")
+        rows.setdefault((target, method, float(f[1:])), []).append(json.loads(path.read_text()))
+    table = {}
+    for (target, method, f), runs in rows.items():
+        acc = np.array([r["acc@1"] for r in runs])
+        table.setdefault(target, {})[f"{method}@{f:g}"] = {
+            "acc@1": float(acc.mean()), "acc@1_std": float(acc.std()),
+            **{k: float(np.mean([r[k] for r in runs])) for k in ("acc@5", "acc@10", "mrr", "ndcg@10", "seconds", "steps")},
+            "seeds": len(runs), "n": runs[0]["n"],
+            "pretrain_steps": runs[0].get("pretrain_steps"), "pretrain_seconds": runs[0].get("pretrain_seconds"),
+        }
+    return table
+
+
+def render(table: dict) -> str:
+    targets = [t for t in [*sum(CHECKIN_TARGETS.values(), [])] if t in table]
+    lines = ["# Leave-one-metro-out transfer (real data, DESIGN.md §Protocol)", "",
+             "Acc@1 (mean ± std over seeds) / MRR; steps and wall time on this 2-core CPU machine in brackets.",
+             "Pretraining: every dataset of the OTHER metros (GPS, taxi, bike cities included), d=128, 2 layers.", ""]
+    for target in targets:
+        t = table[target]
+        lines += [f"## target: {target} ({t[next(iter(t))]['n']} test targets)", "",
+                  "| method | Acc@1 | Acc@5 | Acc@10 | MRR | NDCG@10 | seeds | steps | wall s | pretrain steps / s |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for method, f, label in METHOD_LABELS:
+            r = t.get(f"{method}@{f:g}")
+            if r is None:
+                continue
+            pre = f"{r['pretrain_steps']} / {r['pretrain_seconds']:.0f}" if r.get("pretrain_steps") else ""
+            lines.append(f"| {label} | {r['acc@1']:.4f} ± {r['acc@1_std']:.4f} | {r['acc@5']:.4f} | {r['acc@10']:.4f} | "
+                         f"{r['mrr']:.4f} | {r['ndcg@10']:.4f} | {r['seeds']} | {r['steps']:.0f} | {r['seconds']:.1f} | {pre} |")
+        lines.append("")
+    lines += ["Re-run: `python bench/transfer.py` (only missing runs are computed; `--table-only` re-renders).", ""]
+    return "\n".join(lines)
+
+
+def plot(table: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    targets = [t for t in sum(CHECKIN_TARGETS.values(), []) if t in table]
+    methods = [(m, f, lab) for m, f, lab in METHOD_LABELS if not m.startswith("ablation")]
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    width = 0.8 / max(1, len(methods))
+    for i, (m, f, lab) in enumerate(methods):
+        vals = [table[t].get(f"{m}@{f:g}", {}).get("acc@1", np.nan) for t in targets]
+        ax.bar(np.arange(len(targets)) + i * width, vals, width, label=lab)
+    ax.set_xticks(np.arange(len(targets)) + 0.4 - width / 2, targets)
+    ax.set_ylabel("test Acc@1")
+    ax.legend(fontsize=6, ncol=3, loc="upper right")
+    ax.set_title("TrajMoE leave-one-metro-out transfer")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--targets", nargs="+", default=list(CHECKIN_TARGETS), choices=list(CHECKIN_TARGETS))
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--budget-min", type=float, default=8.0, help="pretraining wall-time budget per model (<= 20)")
+    p.add_argument("--no-ablations", action="store_true")
+    p.add_argument("--table-only", action="store_true")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    torch.set_num_threads(2)
+    if shared_data_dir() is None:
+        raise SystemExit("../shared/data not found: the transfer benchmark needs the real data.")
+    if not args.table_only:
+        for metro in args.targets:
+            run_target(metro, seeds=args.seeds, budget_s=args.budget_min * 60, ablations=not args.no_ablations)
+    table = summarise()
+    (RESULTS / "transfer.json").write_text(json.dumps(table, indent=2))
+    (RESULTS / "transfer.md").write_text(render(table))
+    plot(table, RESULTS / "transfer.png")
+    print(render(table))
+
+
+if __name__ == "__main__":
+    main()

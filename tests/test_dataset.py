@@ -1,0 +1,147 @@
+"""The prepared-folder protocol: collapse, user filter, splits, candidates, targets, few-shot."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from trajmoe.batch import IGNORE, MISS
+from trajmoe.dataset import CityData, FewShot, prepare
+from trajmoe.errors import InputDataError, PreparedDataError
+from trajmoe.features import FEATURE_GROUPS
+
+
+def _spot(i):  # 12 well-separated places in a ~20 km city (res 8 cells are ~1 km wide)
+    return 40.70 + 0.02 * (i % 4), -74.00 + 0.03 * (i // 4)
+
+
+def _csv(tmp_path, rows):
+    frame = pd.DataFrame(rows, columns=["user_id", "timestamp", "lat", "lon"])
+    path = tmp_path / "visits.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _rows(user, places, start="2024-03-04T08:00:00-05:00"):
+    t0 = pd.Timestamp(start)
+    return [(user, (t0 + pd.Timedelta(hours=3 * k)).isoformat(), *_spot(p)) for k, p in enumerate(places)]
+
+
+@pytest.fixture
+def city(tmp_path):
+    rows = (_rows("a", [0, 1, 1, 2, 0, 1, 2, 0, 3, 0, 1])  # one repeat (1,1) collapses -> 10 visits
+            + _rows("b", [4, 5, 4, 5, 4, 6, 7, 4, 5, 8])
+            + _rows("c", [9, 9, 10]))  # 2 visits after collapsing: too short
+    out = tmp_path / "prep"
+    meta, report = prepare(_csv(tmp_path, rows), city="Testville", out=out, resolution=8)
+    return CityData(out), meta, report
+
+
+def test_collapse_filter_and_report(city):
+    data, meta, report = city
+    assert meta["n_users"] == 2
+    assert sum(report.reduced.values()) >= 2  # a's repeat and c's repeat
+    assert "user too short to evaluate" in report.dropped
+    assert "fewer than 3 visits" in report.to_text()
+    assert json.loads((data.folder / "meta.json").read_text())["city"] == "Testville"
+
+
+def test_split_is_chronological_70_10_20(city):
+    data, _, _ = city
+    v = data.visits
+    for _, g in v.groupby("user_id"):
+        assert g["timestamp"].is_monotonic_increasing
+        codes = g["split"].astype(str).tolist()
+        assert codes == sorted(codes, key=["train", "val", "test"].index)
+        assert codes.count("test") >= 1
+    a = v[v.user_id == "a"]["split"].astype(str).value_counts()
+    assert (a["train"], a["val"], a["test"]) == (7, 1, 2)
+
+
+def test_candidates_and_misses(city):
+    data, _, _ = city
+    train_cells = set(data.visits.loc[data.visits.split == "train", "cell"])
+    assert set(data.cells["cell"]) == train_cells  # no POIs: candidates = training cells
+    outside = data.visits[~data.visits.cell.isin(train_cells)]
+    assert (outside["cell_idx"] == MISS).all()
+    targets = data.targets("test")
+    batch = data.eval_batch(targets)
+    last = batch.mask.sum(1) - 1
+    truth = batch.targets.gather(1, last[:, None]).squeeze(1).numpy()
+    assert (truth == data.cell_idx[targets]).all()  # misses stay in as MISS, never dropped
+    assert ((batch.targets == IGNORE) | batch.mask).all()
+
+
+def test_targets_contexts_see_only_the_past(city):
+    data, _, _ = city
+    for t in data.targets("test"):
+        ctx = data.context(int(t))
+        assert len(ctx) and ctx.max() == t - 1
+        assert (data.user_of_visit[ctx] == data.user_of_visit[t]).all()
+    every = np.concatenate([data.targets("val"), data.targets("test")])
+    assert len(every) == len(set(every.tolist()))
+    assert len(every) == int((data.split > 0).sum())  # every val/test visit is a target once
+
+
+def test_windows_cover_every_training_transition(city):
+    data, _, _ = city
+    windows = data.all_train_windows(max_len=4)
+    assert all(2 <= len(w) <= 4 for w in windows)
+    pairs = {(int(w[i]), int(w[i + 1])) for w in windows for i in range(len(w) - 1)}
+    train = np.flatnonzero(data.split == 0)
+    expected = {(int(i), int(i) + 1) for i in train if i + 1 in set(train.tolist())
+                and data.user_of_visit[i] == data.user_of_visit[i + 1]}
+    assert pairs == expected
+    batch = data.window_batch(windows)
+    assert batch.targets[0, 0].item() == data.cell_idx[windows[0][1]]
+
+
+def test_few_shot_is_seeded_and_features_use_only_its_visits(city):
+    data, _, _ = city
+    f = FewShot(0.5, seed=3)
+    w1 = data.train_windows(f, max_len=3)
+    w2 = data.train_windows(FewShot(0.5, seed=3), max_len=3)
+    assert [list(a) for a in w1] == [list(b) for b in w2]
+    assert len(w1) == round(0.5 * len(data.all_train_windows(max_len=3)))
+    seen = data.train_visits(w1)
+    tensors = data.city_tensors(w1)
+    counts = np.bincount(data.cell_idx[seen], minlength=data.n_cells)
+    assert np.allclose(tensors.log_pop.numpy(), np.log1p(counts))
+    # validation / test visits never feed the features
+    full = data.city_tensors()
+    train_counts = np.bincount(data.cell_idx[data.split == 0], minlength=data.n_cells)
+    assert np.allclose(full.log_pop.numpy(), np.log1p(train_counts))
+    with pytest.raises(InputDataError):
+        FewShot(0.0)
+
+
+def test_broken_inputs_give_clear_errors(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("latitude,longitude,when\n1,2,3\n")
+    with pytest.raises(InputDataError, match="lat"):
+        prepare(bad, city="X", out=tmp_path / "o")
+    with pytest.raises(PreparedDataError, match="trajmoe prepare"):
+        CityData(tmp_path / "nothing")
+
+
+def test_small_area_gets_finer_resolution(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = []
+    for u in range(5):
+        for k in range(8):
+            rows.append((f"u{u}", f"2024-03-04T{8 + k:02d}:00:00", 60.17 + rng.uniform(0, 0.01), 24.94 + rng.uniform(0, 0.02)))
+    meta, report = prepare(_csv(tmp_path, rows), city="Tiny", out=tmp_path / "p")
+    assert meta["resolution"] == 10
+    assert "resolution 10 chosen automatically" in report.to_text()
+
+
+def test_real_city_feature_rows_differ(shared_data, tmp_path):
+    meta, _ = prepare(shared_data / "cities" / "nyc_foursquare.csv.gz", city="New York", out=tmp_path / "nyc",
+                      pois=shared_data / "pois" / "nyc_osm_2013.csv")
+    data = CityData(tmp_path / "nyc")
+    feats = data.city_tensors().features.numpy()
+    assert meta["n_cells_with_pois"] > 100
+    assert len(np.unique(feats.round(5), axis=0)) > 0.9 * len(feats)
+    poi = feats[:, FEATURE_GROUPS["poi_share"]]
+    assert (poi.sum(1) > 0).mean() > 0.3

@@ -1,0 +1,128 @@
+"""Training loop, checkpoints and torchrun scale-out on a small prepared city."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from trajmoe.checkpoint import load_checkpoint, save_checkpoint
+from trajmoe.dataset import CityData, FewShot, prepare
+from trajmoe.errors import CheckpointError
+from trajmoe.models import new_trajmoe
+from trajmoe.train import TrainConfig, evaluate, fit
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def small_city(tmp_path_factory, sample_trajectories):
+    out = tmp_path_factory.mktemp("prep") / "helsinki"
+    prepare(sample_trajectories, city="Helsinki", out=out, pois=REPO / "sample_data" / "helsinki_pois.parquet")
+    return out
+
+
+def test_fit_reduces_loss_and_beats_untrained(small_city):
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    data = CityData(small_city)
+    model, _ = new_trajmoe(d_model=32, n_layers=1, n_heads=2, seed=0)
+    before = evaluate(model, data, split="val")
+    res = fit(model, [data], TrainConfig(max_steps=40, batch_size=16, epochs=10, lr=3e-3), val_city=data)
+    assert np.mean(res.losses[-5:]) < np.mean(res.losses[:5])
+    after = evaluate(model, data, split="val")
+    assert after["mrr"] > before["mrr"]
+
+
+def test_light_mode_trains_only_domain_router_head(small_city):
+    data = CityData(small_city)
+    model, _ = new_trajmoe(d_model=32, n_layers=1, n_heads=2, seed=0)
+    enc = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("encoder.")}
+    fit(model, [data], TrainConfig(max_steps=3, batch_size=8, mode="light", fraction=0.2))
+    after = model.state_dict()
+    assert all(torch.equal(enc[k], after[k]) for k in enc)
+    assert any("domain" in k for k in after)
+
+
+def test_checkpoint_round_trip_is_exact(small_city, tmp_path):
+    data = CityData(small_city)
+    model, config = new_trajmoe(d_model=32, n_layers=1, n_heads=2, seed=1)
+    fit(model, [data], TrainConfig(max_steps=2, batch_size=8))
+    path = save_checkpoint(tmp_path / "m.safetensors", model, arch="trajmoe", config=config,
+                           info={"cities": ["Helsinki"], "domain_experts": model.domain_expert_names()})
+    loaded, meta = load_checkpoint(path)
+    city = data.city_tensors()
+    batch = data.eval_batch(data.targets("test")[:20])
+    model.eval()
+    assert torch.equal(model.score_last(batch, city), loaded.score_last(batch, city))
+    assert meta["cities"] == ["Helsinki"]
+
+
+def test_bad_checkpoints_are_refused(tmp_path, small_city):
+    data = CityData(small_city)
+    model, config = new_trajmoe(d_model=32, n_layers=1, n_heads=2)
+    good = save_checkpoint(tmp_path / "good.safetensors", model, arch="trajmoe", config=config)
+    raw = good.read_bytes()
+    cases = {
+        "empty": b"",
+        "truncated": raw[: len(raw) // 2],
+        "random": os.urandom(4096),
+        "pickle": b"\x80\x04\x95" + os.urandom(64),
+    }
+    for name, content in cases.items():
+        p = tmp_path / f"{name}.safetensors"
+        p.write_bytes(content)
+        (tmp_path / f"{name}.json").write_text(good.with_suffix(".json").read_text())
+        with pytest.raises(CheckpointError, match=name):
+            load_checkpoint(p)
+    (tmp_path / "nosidecar.safetensors").write_bytes(raw)
+    with pytest.raises(CheckpointError, match="sidecar"):
+        load_checkpoint(tmp_path / "nosidecar.safetensors")
+    side = json.loads(good.with_suffix(".json").read_text())
+    side["feature_schema"] = "something-else"
+    (tmp_path / "schema.safetensors").write_bytes(raw)
+    (tmp_path / "schema.json").write_text(json.dumps(side))
+    with pytest.raises(CheckpointError, match="schema"):
+        load_checkpoint(tmp_path / "schema.safetensors")
+
+
+def _run(cmd, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=REPO, **kw)
+
+
+def _losses(proc):
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("LOSSES ")][0]
+    return json.loads(line[len("LOSSES "):])
+
+
+def test_two_rank_torchrun_loss_equals_one_rank(small_city):
+    worker = str(REPO / "tests" / "ddp_worker.py")
+    one = _losses(_run([sys.executable, worker, str(small_city)]))
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    two = _losses(_run([torchrun, "--standalone", "--nproc-per-node", "2", worker, str(small_city)]))
+    assert len(one) == len(two) == 4
+    assert np.allclose(one, two, rtol=1e-4, atol=1e-5), (one, two)
+
+
+def test_cli_pretrain_under_torchrun_finishes(small_city, tmp_path):
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    out = tmp_path / "ddp.safetensors"
+    proc = _run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "trajmoe", "pretrain", "--data",
+                 str(small_city), "--out", str(out), "--max-steps", "3", "--d-model", "32", "--batch-size", "8"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["training"]["world_size"] == 2 and meta["training"]["steps"] == 3
+
+
+def test_few_shot_fit_uses_the_subset(small_city):
+    data = CityData(small_city)
+    model, _ = new_trajmoe(d_model=32, n_layers=1, n_heads=2)
+    res = fit(model, [data], TrainConfig(fraction=0.05, epochs=1, batch_size=8))
+    n = len(data.train_windows(FewShot(0.05, 0)))
+    assert res.steps == -(-n // 8)
