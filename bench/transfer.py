@@ -154,18 +154,18 @@ def run_target(metro: str, *, seeds: int, budget_s: float, ablations: bool) -> N
     ck_dense = pretrained(metro, "transformer", "transformer", {}, budget_s)
     for target in CHECKIN_TARGETS[metro]:
         data = prepared(target)
-        with_seeds(target, "trajmoe_pretrained_ft1", FEW, lambda s: finetune_run(ck_moe, data, s), seeds)
-        with_seeds(target, "trajmoe_zero_shot", FEW, lambda s: finetune_run(ck_moe, data, s, zero_shot=True), seeds)
-        with_seeds(target, "transformer_pretrained_ft1", FEW, lambda s: finetune_run(ck_dense, data, s), seeds)
+        with_seeds(target, "trajmoe_pretrained_ft1", FEW, lambda s, d=data: finetune_run(ck_moe, d, s), seeds)
+        with_seeds(target, "trajmoe_zero_shot", FEW, lambda s, d=data: finetune_run(ck_moe, d, s, zero_shot=True), seeds)
+        with_seeds(target, "transformer_pretrained_ft1", FEW, lambda s, d=data: finetune_run(ck_dense, d, s), seeds)
         for method in SCRATCH:
             for fraction in (FEW, 1.0):
-                with_seeds(target, method, fraction, lambda s, m=method, f=fraction: scratch_run(m, data, f, s), seeds)
+                with_seeds(target, method, fraction, lambda s, m=method, f=fraction, d=data: scratch_run(m, d, f, s), seeds)
     if ablations and metro == "nyc":
         for name, overrides in ABLATIONS.items():
             ck = pretrained(metro, "trajmoe", name, overrides, budget_s)
             for target in CHECKIN_TARGETS[metro]:
                 data = prepared(target)
-                with_seeds(target, f"ablation_{name}", FEW, lambda s, c=ck: finetune_run(c, data, s), seeds)
+                with_seeds(target, f"ablation_{name}", FEW, lambda s, c=ck, d=data: finetune_run(c, d, s), seeds)
 
 
 # --------------------------------------------------------------------------- tables

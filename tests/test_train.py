@@ -62,8 +62,7 @@ def test_checkpoint_round_trip_is_exact(small_city, tmp_path):
     assert meta["cities"] == ["Helsinki"]
 
 
-def test_bad_checkpoints_are_refused(tmp_path, small_city):
-    data = CityData(small_city)
+def test_bad_checkpoints_are_refused(tmp_path):
     model, config = new_trajmoe(d_model=32, n_layers=1, n_heads=2)
     good = save_checkpoint(tmp_path / "good.safetensors", model, arch="trajmoe", config=config)
     raw = good.read_bytes()
