@@ -31,6 +31,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 import geopandas as gpd
 import numpy as np
@@ -235,7 +236,8 @@ def fetch_pois(
                     f"OpenStreetMap has no POIs in {source}. Check the area, or load a POI table."
                 ) from exc
         except (requests.RequestException, ResponseStatusCodeError) as exc:
-            raise POIError(f"Could not get POIs from OpenStreetMap: {exc}. {OFFLINE_OPTIONS}") from exc
+            reason = _plain_reason(exc, timeout)
+            raise POIError(f"Could not get POIs from OpenStreetMap: {reason}. {OFFLINE_OPTIONS}") from exc
     report = POIReport(source=source)
     return _finish(_pois_from_features(features, report), report)
 
@@ -499,6 +501,17 @@ def _refuse_busy_or_failed(response: requests.Response, *args, **kwargs) -> None
     if b'"remark"' in tail and b"runtime error" in tail:
         remark = json.loads(response.content).get("remark", "")
         raise _ServerRefused(f"Overpass stopped the query ({remark}); try a smaller area")
+
+
+def _plain_reason(exc: Exception, timeout: float) -> str:
+    """Say what went wrong in words a planner can act on; the raw error stays chained."""
+    request = getattr(exc, "request", None)
+    host = urlparse(request.url).netloc if request is not None and request.url else "The server"
+    if isinstance(exc, requests.Timeout):  # before ConnectionError: ConnectTimeout is both
+        return f"{host} did not answer within {timeout:g} s"
+    if isinstance(exc, requests.ConnectionError):
+        return f"{host} could not be reached (no internet connection, or it is blocked here)"
+    return str(exc)
 
 
 def _cache_dir() -> Path:
