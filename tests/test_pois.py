@@ -107,7 +107,9 @@ def test_geoparquet_round_trip_keeps_frame_and_report(tmp_path):
     assert points.crs.to_epsg() == 4326 and (points.geom_type == "Point").all()
     back = read_pois(path)
     pd.testing.assert_frame_equal(back, frame)  # sources kept: the OSM tag, not "category:"
-    assert POIReport.of(back).n_pois == len(frame)
+    report = POIReport.of(back)
+    assert report.n_pois == len(frame)
+    assert f"Cached from {helsinki_extract_path()}, where" in report.to_text()
 
 
 def test_table_with_other_column_names_and_every_skip_reason(tmp_path):

@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import re
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -173,7 +174,14 @@ def read_pois(path: str | os.PathLike) -> pd.DataFrame:
     elif name.endswith(".pbf"):
         frame = _pois_from_features(_read_pbf(path, report), report)
     elif name.endswith((".csv", ".csv.gz", ".parquet", ".geoparquet")):
-        frame = _pois_from_table(_read_table(path), report)
+        table = _read_table(path)
+        earlier = POIReport.of(table)  # a file written by write_pois keeps its first report
+        if earlier is not None:
+            report.notes.append(
+                f"Cached from {earlier.source}, where {sum(earlier.skipped.values()):,} of "
+                f"{earlier.n_read:,} features were skipped."
+            )
+        frame = _pois_from_table(table, report)
     else:
         raise POIError(
             f"{path.name}: unknown POI file kind. Give an OSM file (.osm, .osm.bz2, .osm.pbf) or "
@@ -519,30 +527,35 @@ def _cache_dir() -> Path:
     return Path(base) / "trajmoe" / "osmnx"
 
 
+# OSMnx settings are module globals: app sessions run in threads, so one fetch at a time.
+_OSMNX_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def _osmnx_settings(timeout: float) -> Iterator[None]:
     """Bounded, fail-fast OSMnx settings for one call; the caller's settings come back after."""
     import osmnx as ox
 
     names = ("requests_timeout", "overpass_rate_limit", "cache_folder", "requests_kwargs")
-    saved = {name: getattr(ox.settings, name) for name in names}
-    ox.settings.requests_timeout = timeout
-    # The rate-limit check asks /status first and, when that fails, sleeps 60 s: one query from a
-    # planner does not need it, and a busy server is refused by the hook below instead.
-    ox.settings.overpass_rate_limit = False
-    if Path(saved["cache_folder"]) == Path("./cache"):  # OSMnx's default: the working directory
-        ox.settings.cache_folder = str(_cache_dir())
-    kwargs = dict(saved["requests_kwargs"])
-    hooks = dict(kwargs.get("hooks") or {})
-    previous = hooks.get("response") or []
-    previous = [previous] if callable(previous) else list(previous)
-    hooks["response"] = [*previous, _refuse_busy_or_failed]
-    ox.settings.requests_kwargs = {**kwargs, "hooks": hooks}
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(ox.settings, name, value)
+    with _OSMNX_LOCK:
+        saved = {name: getattr(ox.settings, name) for name in names}
+        ox.settings.requests_timeout = timeout
+        # The rate-limit check asks /status first and, when that fails, sleeps 60 s: one query
+        # from a planner does not need it, and a busy server is refused by the hook below instead.
+        ox.settings.overpass_rate_limit = False
+        if Path(saved["cache_folder"]) == Path("./cache"):  # OSMnx's default: the working dir
+            ox.settings.cache_folder = str(_cache_dir())
+        kwargs = dict(saved["requests_kwargs"])
+        hooks = dict(kwargs.get("hooks") or {})
+        previous = hooks.get("response") or []
+        previous = [previous] if callable(previous) else list(previous)
+        hooks["response"] = [*previous, _refuse_busy_or_failed]
+        ox.settings.requests_kwargs = {**kwargs, "hooks": hooks}
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                setattr(ox.settings, name, value)
 
 
 def _query_area(
