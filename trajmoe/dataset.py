@@ -321,7 +321,7 @@ class CityData:
         self.split = pd.Categorical(v["split"], categories=list(SPLITS)).codes.astype(np.int64)
         self.seq = v["seq"].to_numpy(np.int64)
         self.hour = ts.dt.hour.to_numpy(np.int64)
-        weekday = ts.dt.weekday.to_numpy(np.int64)
+        weekday = ts.dt.day_of_week.to_numpy(np.int64)
         self.weekday = weekday if self.weekday_reliable else np.full_like(weekday, UNKNOWN_WEEKDAY)
         first = self.seq == 0
         gap_h = np.r_[0.0, np.diff(ts.to_numpy().astype("datetime64[s]").astype(np.int64)) / 3600.0]

@@ -20,3 +20,32 @@ def shared_data_dir() -> Path | None:
         if (path / "MANIFEST.md").is_file():
             return path
     return None
+
+
+# The real datasets of ../shared/data/cities (see its MANIFEST.md) and how each is prepared.
+# key -> (file under cities/, city name, metro, POI file under pois/ or None, prepare kwargs)
+REAL_DATASETS: dict[str, tuple[str, str, str, str | None, dict]] = {
+    "nyc_foursquare": ("nyc_foursquare.csv.gz", "New York", "nyc", "nyc_osm_2013.csv", {}),
+    "nyc_gowalla": ("nyc_gowalla.csv.gz", "New York", "nyc", "nyc_osm_2013.csv", {}),
+    # SNAP Gowalla SF/LA: the weekday is rotated by an unknown constant (MANIFEST): hour only
+    "sf_gowalla": ("sf_gowalla.csv.gz", "San Francisco", "sf", None, {"weekday_reliable": False}),
+    "la_gowalla": ("la_gowalla.csv.gz", "Los Angeles", "la", None, {"weekday_reliable": False}),
+    "beijing_geolife_gps": ("beijing_geolife_gps.csv.gz", "Beijing", "beijing", None, {}),
+    "sf_cabspotting_gps": ("sf_cabspotting_gps.csv.gz", "San Francisco taxis", "sf", None, {}),
+    "mexico_city_taxi_trips": ("mexico_city_taxi_trips.csv.gz", "Mexico City taxis", "mexico", None, {}),
+    "jersey_city_citibike": ("jersey_city_citibike.csv.gz", "Jersey City bikes", "jersey", None, {}),
+}
+
+
+def prepare_real(key: str, cache: Path):
+    """Prepare real dataset ``key`` into ``cache/key`` once; return its CityData."""
+    from .dataset import CityData, prepare
+
+    folder = Path(cache) / key
+    if not (folder / "meta.json").is_file():
+        data = shared_data_dir()
+        if data is None:
+            raise FileNotFoundError("../shared/data not found next to the repository: the real data is needed here.")
+        file, city, _, pois, extra = REAL_DATASETS[key]
+        prepare(data / "cities" / file, city=city, out=folder, pois=data / "pois" / pois if pois else None, **extra)
+    return CityData(folder)

@@ -1,0 +1,118 @@
+"""Regenerate the shipped pretrained checkpoint ``assets/trajmoe_pretrained.safetensors`` (+ .json)
+and its model card ``assets/MODEL_CARD.md``.
+
+Pretrained on the TRAINING splits of every real dataset in ../shared/data/cities (all metros,
+check-ins, GPS, taxi and bike kinds), never on the embedded Helsinki default, so the app's view of
+the default is zero-shot. Validation/test visits are never trained on (train.fit only draws
+training windows).
+
+    python assets/regenerate.py [--budget-min 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+
+import numpy as np
+import torch
+
+from trajmoe.checkpoint import save_checkpoint
+from trajmoe.dataset import CityData, prepare
+from trajmoe.features import SCHEMA_ID
+from trajmoe.models import new_trajmoe
+from trajmoe.realdata import REAL_DATASETS, REPO_ROOT, prepare_real
+from trajmoe.train import TrainConfig, evaluate, fit
+
+ASSETS = REPO_ROOT / "assets"
+NAME = "trajmoe_pretrained"
+CACHE = REPO_ROOT / "bench" / "results" / "cache" / "prepared"
+
+LICENCES = """| data | source | licence / terms |
+|---|---|---|
+| nyc_foursquare | Foursquare TSMC2014 (Yang et al.), STAN-filtered release | research use |
+| nyc_gowalla, sf_gowalla, la_gowalla | Gowalla, SNAP (Cho et al. 2011) | research use, cite SNAP |
+| beijing_geolife_gps | Microsoft Research Geolife | Geolife licence, research use |
+| sf_cabspotting_gps | CRAWDAD epfl/mobility (Cabspotting) | CRAWDAD terms |
+| mexico_city_taxi_trips | public Mexico City taxi trips (via EPR-model-comparison, MIT) | as published |
+| jersey_city_citibike | Citi Bike system data | NYCBS data licence |
+| nyc_osm_2013 POIs | OpenStreetMap | ODbL, © OpenStreetMap contributors |"""
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--budget-min", type=float, default=15.0)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    torch.set_num_threads(2)
+    cities = [prepare_real(k, CACHE) for k in REAL_DATASETS]
+    model, config = new_trajmoe(seed=args.seed)
+    cfg = TrainConfig(epochs=1000, max_steps=100_000, max_seconds=args.budget_min * 60, seed=args.seed,
+                      batch_size=32, lr=2e-3, warmup_steps=50)
+    res = fit(model, cities, cfg)
+    in_domain = {c.name + f" ({k})": evaluate(model, c, split="test") for k, c in zip(REAL_DATASETS, cities)}
+    helsinki_dir = CACHE / "helsinki_default"
+    if not (helsinki_dir / "meta.json").is_file():
+        prepare(REPO_ROOT / "sample_data" / "helsinki_synthetic_trajectories.csv.gz", city="Helsinki (synthetic)",
+                out=helsinki_dir, pois=REPO_ROOT / "sample_data" / "helsinki_pois.parquet")
+    zero_shot = evaluate(model, CityData(helsinki_dir), split="test")
+    info = {
+        "cities": [c.name for c in cities],
+        "domain_experts": model.domain_expert_names(),
+        "training": {"kind": "pretrain", "datasets": list(REAL_DATASETS), "splits": "train only",
+                     "steps": res.steps, "seconds": round(res.seconds, 1), "batch_size": cfg.batch_size,
+                     "final_loss": float(np.mean(res.losses[-50:])), "seed": args.seed,
+                     "train_visits": {c.name: c.meta["n_visits"]["train"] for c in cities}},
+        "metrics": {"test_in_domain": in_domain, "zero_shot_helsinki_synthetic": zero_shot},
+        "created": time.strftime("%Y-%m-%d"),
+    }
+    path = save_checkpoint(ASSETS / f"{NAME}.safetensors", model, arch="trajmoe", config=config, info=info)
+    size_mb = path.stat().st_size / 1e6
+    rows = "\n".join(f"| {name} | {m['acc@1']:.4f} | {m['acc@5']:.4f} | {m['mrr']:.4f} | {m['n']} |"
+                     for name, m in {**in_domain, "Helsinki synthetic default (zero-shot)": zero_shot}.items())
+    card = f"""# Model card: {NAME}
+
+TrajMoE (spatially-aware mixture-of-experts next-location model, after arXiv 2505.18670),
+d_model {config.d_model}, {config.n_layers} SAMoE layers, {config.n_routed_experts} routed experts (top-{config.top_k}) +
+shared expert, one domain expert per training city; {model.num_parameters():,} parameters
+({model.num_parameters(active=True):,} active per token); weights {size_mb:.1f} MB (safetensors);
+feature schema `{SCHEMA_ID}`. Trained {res.steps} steps ({res.seconds / 60:.1f} min, 2 CPU cores), batch
+{cfg.batch_size} windows of up to {cfg.max_len} visits, cities drawn with probability ∝ size^0.5.
+
+## Training data (training splits only; validation and test visits never seen)
+
+{LICENCES}
+
+## Metrics (test split, H3 cells, DESIGN.md §Protocol)
+
+In-domain rows are cities the model was pretrained on (their training splits); the Helsinki row
+is zero-shot on the embedded SYNTHETIC default.
+
+| data | Acc@1 | Acc@5 | MRR | targets |
+|---|---|---|---|---|
+{rows}
+
+Cross-city transfer (leave-one-metro-out) is measured separately: bench/results/transfer.md.
+
+## Intended use and limits
+
+For: exploring likely next places and aggregate flows in a city, research on transferable
+mobility models, fine-tuning on a planner's own anonymised trajectories.
+Not for: tracking or re-identifying individuals, decisions about specific persons, law
+enforcement, or any use where a prediction about one person matters. The training data are
+old (2007-2019), small and biased toward Foursquare/Gowalla users, taxi fleets and bike-share
+users of a few cities; flows describe those samples, not whole populations. Outside those cities
+the model relies on POI semantics and the universal return/distance regularities.
+
+Regenerate: `python assets/regenerate.py --budget-min {args.budget_min:g}`.
+"""
+    (ASSETS / "MODEL_CARD.md").write_text(card)
+    print(card)
+    print(json.dumps({"size_mb": size_mb}))
+
+
+if __name__ == "__main__":
+    main()
