@@ -49,8 +49,8 @@ def context_return_features(
     Notes
     -----
     Vectorised over (query, context visit) pairs: a (B, Q, T) validity mask, then one
-    ``scatter_add_`` (counts) and one ``scatter_reduce_(amax)`` (last position) into the (B, Q, N)
-    outputs; no loop over positions and no (B, T, N) one-hot.
+    ``scatter_add_`` (counts) and one ``scatter_reduce_(amax)`` (recency) straight into the two
+    (B, Q, N) outputs; no loop over positions, no (B, T, N) one-hot or other temporaries.
     """
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
@@ -64,11 +64,8 @@ def context_return_features(
     index = torch.where(mask, cells, 0).unsqueeze(1).expand_as(valid)  # (B, Q, T)
     shape = (n_batch, positions.shape[1], n_cells)
     count = torch.zeros(shape, device=device).scatter_add_(2, index, valid.float())
-    # Last occurrence as (position + 1) so that 0 means "absent"; amax keeps the most recent.
-    last = torch.zeros(shape, device=device).scatter_reduce_(
-        2, index, (s + 1).float() * valid, reduce="amax"
-    )
-    present = last > 0
-    # 1 / (1 + steps since) = 1 / (q + 2 - last); in place to keep (B, Q, N) temporaries few.
-    recency = last.neg_().add_(q + 2).reciprocal_().mul_(present)
+    # 1 / (1 + steps since) grows with the context position s, so the amax over a cell's
+    # occurrences is the recency of its most recent one, and 0 (the initial value) if absent.
+    closeness = valid / (1.0 + (q - s)).clamp(min=1.0)  # (B, Q, T)
+    recency = torch.zeros(shape, device=device).scatter_reduce_(2, index, closeness, reduce="amax")
     return count, recency
