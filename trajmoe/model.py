@@ -13,7 +13,6 @@ cells, E routed experts, P prior width.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -25,7 +24,7 @@ from .batch import IGNORE, N_DIST_BUCKETS, N_GAP_BUCKETS, UNKNOWN_WEEKDAY, Batch
 from .categories import CATEGORIES
 from .errors import PreparedDataError, TrajMoEError
 from .features import FEATURE_WIDTHS
-from .moe import SEMANTIC_EXPERT_GROUPS, DenseFFN, MoEConfig, MoEOutput, SAMoE, domain_key
+from .moe import SEMANTIC_EXPERT_GROUPS, DenseFFN, MoEConfig, MoEOutput, SAMoE
 from .returns import context_return_features
 
 N_HOURS = 24
@@ -144,6 +143,92 @@ class Block(nn.Module):
         return x, res
 
 
+class _AddWeightedTerms(torch.autograd.Function):
+    """``logits += sum_i w_i * X_i`` in place, for constant features X_i (no gradient).
+
+    Autograd's ``addcmul_`` would materialise ``grad * X_i`` (and a scaled copy) per term in the
+    backward pass: (B, T, N) temporaries that dominate a CPU training step. Here the forward adds
+    in place and the backward is one dot product per term, allocating nothing of size (B, T, N).
+    A term may also be (N,) (per candidate, broadcast over positions).
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, weights: torch.Tensor, *terms: torch.Tensor) -> torch.Tensor:
+        for i, x in enumerate(terms):
+            logits.addcmul_(x, weights[i])
+        ctx.mark_dirty(logits)
+        ctx.save_for_backward(*terms)
+        return logits
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        flat = grad.reshape(-1)
+        per_candidate = None
+        grads = []
+        for x in ctx.saved_tensors:
+            if x.dim() == 1:  # (N,): sum the gradient over positions once
+                if per_candidate is None:
+                    per_candidate = grad.reshape(-1, grad.shape[-1]).sum(dim=0)
+                grads.append(torch.dot(per_candidate, x))
+            else:
+                grads.append(torch.dot(flat, x.reshape(-1)))
+        grad_weights = torch.stack(grads) if ctx.needs_input_grad[1] else None
+        return (grad, grad_weights, *([None] * len(ctx.saved_tensors)))
+
+
+class RetrievalHead(nn.Module):
+    """Next-cell scores (B, Q, N) over a city's candidate cells.
+
+    score = (W h) . cell_out(cell_emb) / sqrt(C)      similarity with each candidate's embedding
+            - softplus(a) * log(1 + km)                  gravity: distance from the current cell
+            + w_c * log1p(count) + w_r * recency         preferential return (returns.py)
+            + w_p * log_pop                              popularity in the training subset
+    The keys come from the SAME shared encoder, so any city with a cell table can be scored.
+    """
+
+    def __init__(self, config: TrajMoEConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.query = nn.Linear(config.d_model, config.d_model, bias=False)
+        self.cell_out = nn.Linear(config.d_model, config.d_model)  # output-side cell embedding
+        # Scalar terms start at sensible mobility priors (decay 1 per log-km, preferential
+        # return, popularity) so that few-shot fine-tuning starts from a good place.
+        self.distance_decay = nn.Parameter(torch.tensor(math.log(math.e - 1.0)))  # softplus -> 1
+        self.return_weights = nn.Parameter(torch.tensor([1.0, 1.0]))  # log1p(count), recency
+        self.pop_weight = nn.Parameter(torch.tensor(0.5))
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        positions: torch.Tensor | None,
+        *,
+        batch: Batch,
+        city: CityTensors,
+        cell_emb: torch.Tensor,
+    ) -> torch.Tensor:
+        """Scores (B, Q, N) from states ``h`` (B, Q, C) at ``positions`` (B, Q) (None = all T)."""
+        cfg = self.config
+        n_b, n_q, n_c = h.shape
+        n_cells = city.n_cells
+        keys = self.cell_out(cell_emb)  # (N, C)
+        logits = (self.query(h) / math.sqrt(n_c)) @ keys.T  # (B, Q, N)
+        current = batch.cells if positions is None else batch.cells.gather(1, positions)  # (B, Q)
+        weights, terms = [self.pop_weight], [city.log_pop.to(h.dtype)]
+        if cfg.distance_term:
+            xy = city.xy_km.to(h.dtype)
+            km = torch.cdist(xy[current].reshape(-1, 2), xy,
+                             compute_mode="donot_use_mm_for_euclid_dist")  # exact 0 for self
+            weights.append(-F.softplus(self.distance_decay))
+            terms.append(km.view(n_b, n_q, n_cells).log1p_())
+        if cfg.return_terms:
+            count, recency = context_return_features(
+                batch.cells, batch.mask, n_cells, window=cfg.return_window, positions=positions
+            )
+            weights.extend(self.return_weights.unbind())
+            terms.extend([count.log1p_().to(h.dtype), recency.to(h.dtype)])
+        return _AddWeightedTerms.apply(logits, torch.stack(weights), *terms)
+
+
 @dataclass
 class TrajMoEConfig:
     """Configuration of :class:`TrajMoE`; round-trips through ``dataclasses.asdict``.
@@ -241,15 +326,7 @@ class TrajMoE(nn.Module):
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.ln_f = nn.LayerNorm(d)
-        # Retrieval head: query from the final state, keys = output-side projection of the
-        # SAME encoder's cell embeddings, so any city with a cell table can be scored.
-        self.query = nn.Linear(d, d, bias=False)
-        self.cell_out = nn.Linear(d, d)
-        # Scalar head terms, started at sensible mobility priors (gravity decay 1 per log-km,
-        # preferential return, popularity) so that few-shot fine-tuning starts from a good place.
-        self.distance_decay = nn.Parameter(torch.tensor(math.log(math.e - 1.0)))  # softplus -> 1
-        self.return_weights = nn.Parameter(torch.tensor([1.0, 1.0]))  # log1p(count), recency
-        self.pop_weight = nn.Parameter(torch.tensor(0.5))
+        self.head = RetrievalHead(config)
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):  # GPT-2 scaled init of residual projections
@@ -287,20 +364,9 @@ class TrajMoE(nn.Module):
         if city not in self.config.domain_experts:
             self.config.domain_experts = (*self.config.domain_experts, city)
 
-    def light_parameters(self, city: str) -> Iterator[nn.Parameter]:
-        """Parameters the lightweight fine-tuning mode trains: the city's domain experts, the
-        routers and the output head (call :meth:`add_domain_expert` first)."""
-        for block in self.blocks:
-            ffn = block.ffn
-            if domain_key(city) in ffn.domain_experts:
-                yield from ffn.domain_experts[domain_key(city)].parameters()
-            if isinstance(ffn, SAMoE):
-                yield from ffn.gate.parameters()
-                if ffn.prior_gate is not None:
-                    yield from ffn.prior_gate.parameters()
-        yield from self.query.parameters()
-        yield from self.cell_out.parameters()
-        yield from (self.distance_decay, self.return_weights, self.pop_weight)
+    def domain_expert_names(self) -> list[str]:
+        """Cities that have a domain expert (a checkpoint sidecar stores them)."""
+        return list(self.config.domain_experts)
 
     def num_parameters(self, *, active: bool = False) -> int:
         """Parameter count; ``active=True`` counts only the top_k routed experts a token uses."""
@@ -361,39 +427,6 @@ class TrajMoE(nn.Module):
                 probs.append(full.masked_scatter(mask.unsqueeze(-1), res.router_probs))
         return self.ln_f(x), tuple(probs), aux
 
-    def _scores(
-        self,
-        h: torch.Tensor,
-        positions: torch.Tensor | None,
-        batch: Batch,
-        city: CityTensors,
-        cell_emb: torch.Tensor,
-    ) -> torch.Tensor:
-        """Scores (B, Q, N) from states ``h`` (B, Q, C) at ``positions`` (B, Q) (None = all T)."""
-        cfg = self.config
-        n_b, n_q, n_c = h.shape
-        n_cells = city.n_cells
-        keys = self.cell_out(cell_emb)  # (N, C)
-        logits = (self.query(h) / math.sqrt(n_c)) @ keys.T  # (B, Q, N)
-        # The terms below are added in place (addcmul_) so that each costs only its own
-        # constant (B, Q, N) feature, which autograd keeps for its weight's gradient.
-        current = batch.cells if positions is None else batch.cells.gather(1, positions)  # (B, Q)
-        if cfg.distance_term:
-            with torch.no_grad():
-                xy = city.xy_km.to(h.dtype)
-                km = torch.cdist(xy[current].reshape(-1, 2), xy,
-                                 compute_mode="donot_use_mm_for_euclid_dist")  # exact 0 for self
-                log_km = km.view(n_b, n_q, n_cells).log1p_()
-            logits.addcmul_(log_km, -F.softplus(self.distance_decay))
-        if cfg.return_terms:
-            count, recency = context_return_features(
-                batch.cells, batch.mask, n_cells, window=cfg.return_window, positions=positions
-            )
-            logits.addcmul_(count.log1p_().to(h.dtype), self.return_weights[0])
-            logits.addcmul_(recency.to(h.dtype), self.return_weights[1])
-        logits.addcmul_(city.log_pop.to(h.dtype), self.pop_weight)
-        return logits
-
     # ----------------------------------------------------------------- forward
     def forward(self, batch: Batch, city: CityTensors, *, targets: bool = True) -> ModelOutput:
         """Scores over the city's candidate cells for the next visit at every position.
@@ -403,7 +436,7 @@ class TrajMoE(nn.Module):
         """
         cell_emb = self.encoder(city.features)  # (N, C)
         h, probs, aux = self._trunk(batch, city, cell_emb)
-        logits = self._scores(h, None, batch, city, cell_emb)
+        logits = self.head(h, None, batch=batch, city=city, cell_emb=cell_emb)
         loss = None
         if targets:
             tgt = batch.targets.masked_fill(batch.targets < 0, IGNORE)  # MISS is not trainable
@@ -424,4 +457,4 @@ class TrajMoE(nn.Module):
         h, _, _ = self._trunk(batch, city, cell_emb)
         last = (batch.mask.sum(dim=1) - 1).clamp(min=0).unsqueeze(1)  # (B, 1)
         h_last = h.gather(1, last.unsqueeze(-1).expand(-1, -1, h.shape[-1]))  # (B, 1, C)
-        return self._scores(h_last, last, batch, city, cell_emb).squeeze(1)
+        return self.head(h_last, last, batch=batch, city=city, cell_emb=cell_emb).squeeze(1)

@@ -169,8 +169,12 @@ class DomainExpert(nn.Module):
 
 
 def domain_key(city: str) -> str:
-    """The nn.ModuleDict key of a city's domain expert (ModuleDict keys may not contain '.')."""
-    return city.replace(".", "_")
+    """The nn.ModuleDict key of a city's domain expert.
+
+    ModuleDict keys may not contain '.' nor shadow a ModuleDict attribute (a city called "keys"
+    or "pop"), hence the prefix.
+    """
+    return "city_" + city.replace(".", "_")
 
 
 class _FeedForward(nn.Module):
