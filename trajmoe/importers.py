@@ -189,6 +189,11 @@ def _open_parquet(table: Table, report: ValidationReport) -> Table | None:
     except READ_ERRORS as exc:
         report.fail(f"{table.label} starts like Parquet but could not be read ({explain(exc)}).")
         return None
+    twice = sorted({c for c in table.columns if table.columns.count(c) > 1})
+    if twice:
+        report.fail(f"{table.label} has several columns with the same name ({twice}): rename them "
+                    "so that each name appears once.")
+        return None
     return table
 
 
@@ -240,6 +245,11 @@ def _sniff_text(table: Table, sample: bytes, complete: bool, report: ValidationR
     while skip < len(lines) and (not lines[skip].strip() or lines[skip].startswith("#")):
         skip += 1
     head = lines[skip: skip + 51]
+    if not head:  # only comments, or a first line longer than the whole sample
+        report.fail(f"No column names were found in the first {SAMPLE_BYTES // 1024} KB of {label} "
+                    "(only blank or '#' lines, or one very long line): the file needs a header "
+                    "line such as user_id,timestamp,lat,lon.")
+        return False
     table.skip_lines = skip
     table.delimiter = _sniff_delimiter(head)
     rows = list(csv.reader(head, delimiter=table.delimiter))
@@ -284,6 +294,10 @@ def _unique_names(names: list[str], table: Table) -> list[str]:
     out: list[str] = []
     for i, name in enumerate(names):
         name = name.strip().lstrip("\ufeff") or f"_unnamed_{i + 1}"
+        if name == "row":  # the reader's own column: the source row number
+            table.notes.append(f"The column 'row' was read as 'row_{i + 1}': the report numbers "
+                               "rows itself.")
+            name = f"row_{i + 1}"
         if name in out:
             table.notes.append(f"Column name {name!r} appears twice; the second is "
                                f"'{name}_{i + 1}'.")
@@ -513,6 +527,7 @@ def read_foursquare_tsmc(path: Source | Table, *, name: str | None = None
         if iso.any():  # later releases write UTCTime as ISO text
             utc[iso] = parse_timestamps(chunk.loc[iso, cols["utc"]], timezone=None, state=state)
         minutes = pd.to_numeric(chunk[cols["offset"]], errors="coerce")
+        minutes = minutes.where(minutes.abs() <= 24 * 60)  # UTC offsets lie within -12..+14 h
         out["timestamp"] = utc + pd.to_timedelta(minutes, unit="min")
         if cols["local"] is not None:
             local = parse_timestamps(chunk[cols["local"]], timezone=None, state=state)
