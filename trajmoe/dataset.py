@@ -87,7 +87,7 @@ def default_resolution(kind: str, lat: np.ndarray, lon: np.ndarray) -> tuple[int
 def _collapse_repeats(visits: pd.DataFrame) -> pd.DataFrame:
     same_user = visits["user_id"].to_numpy()[1:] == visits["user_id"].to_numpy()[:-1]
     same_cell = visits["cell"].to_numpy()[1:] == visits["cell"].to_numpy()[:-1]
-    keep = np.concatenate([[True], ~(same_user & same_cell)])
+    keep = np.concatenate([[True], ~(same_user & same_cell)])[: len(visits)]  # 0 visits: none
     return visits[keep]
 
 
