@@ -409,6 +409,8 @@ def _split_offset(text: pd.Series) -> tuple[pd.Series, np.ndarray]:
             wall = pc.if_else(pa.array(match), sliced, wall)
             has &= ~match
             utc |= match & is_utc
+            if not has.any():
+                break
     return pd.Series(pd.array(wall, dtype="str"), index=text.index), utc
 
 
@@ -551,21 +553,35 @@ def _as_text(values: pd.Series) -> pd.Series:
 
 def finish(parts: list[pd.DataFrame], report: ValidationReport, state: ReadState, *,
            known_utc: bool = False) -> pd.DataFrame:
-    """Concatenate checked chunks, drop exact duplicates, sort, and write the summary notes."""
+    """Concatenate checked chunks, sort, drop exact duplicates, and write the summary notes."""
     optional = tuple(c for c in OPTIONAL if parts and c in parts[0])
     frame = pd.concat(parts, ignore_index=True) if parts else empty_frame(optional=optional)
-    duplicate = frame.duplicated(subset=[c for c in frame.columns if c != "row"])
-    if duplicate.any():
-        report.drop("exact duplicate", frame.loc[duplicate, "row"],
-                    "The row repeats an earlier row exactly (same user, time and place).")
-        frame = frame[~duplicate]
-    order = ["row", *REQUIRED, *(c for c in OPTIONAL if c in frame)]
-    frame = frame[order].sort_values(["user_id", "timestamp", "row"]).reset_index(drop=True)
+    frame = frame[["row", *REQUIRED, *(c for c in OPTIONAL if c in frame)]]
+    # One factorisation of user_id serves the sort, the user count and the duplicate search.
+    codes, users = pd.factorize(frame["user_id"], sort=True)
+    stamps = frame["timestamp"].to_numpy("datetime64[ns]").view("int64")
+    order = np.lexsort((frame["row"].to_numpy(), stamps, codes))
+    frame = frame.iloc[order].reset_index(drop=True)
+    codes, stamps = codes[order], stamps[order]
+    # Exact duplicates share user and time, so after the sort they sit in runs of equal
+    # (user, time): only those runs are compared column by column (earliest row kept).
+    same = (codes[1:] == codes[:-1]) & (stamps[1:] == stamps[:-1])
+    if same.any():
+        candidate = np.r_[same, False] | np.r_[False, same]
+        subset = frame[candidate]
+        duplicate = np.zeros(len(frame), dtype=bool)
+        duplicate[np.flatnonzero(candidate)] = subset.duplicated(
+            subset=[c for c in frame.columns if c != "row"]).to_numpy()
+        if duplicate.any():
+            report.drop("exact duplicate", frame.loc[duplicate, "row"],
+                        "The row repeats an earlier row exactly (same user, time and place).")
+            frame = frame[~duplicate].reset_index(drop=True)
+            codes = codes[~duplicate]
     frame["row"] = frame["row"].astype("int64")
     frame["timestamp"] = frame["timestamp"].astype("datetime64[ns]")
-    _summary_notes(frame, report, state, known_utc=known_utc)
+    _summary_notes(np.bincount(codes, minlength=len(users)), report, state, known_utc=known_utc)
     report.n_kept = len(frame)
-    report.n_users = int(frame["user_id"].nunique())
+    report.n_users = int((np.bincount(codes, minlength=len(users)) > 0).sum())
     if frame.empty and report.ok:
         reasons = "; ".join(f"{reason} ({e['count']:,})" for reason, e in report.dropped.items())
         report.fail("No usable rows" + (f": every row was dropped ({reasons})." if reasons
@@ -573,7 +589,7 @@ def finish(parts: list[pd.DataFrame], report: ValidationReport, state: ReadState
     return frame
 
 
-def _summary_notes(frame: pd.DataFrame, report: ValidationReport, state: ReadState, *,
+def _summary_notes(rows_per_user: np.ndarray, report: ValidationReport, state: ReadState, *,
                    known_utc: bool) -> None:
     if state.n_checked and state.n_swappable > state.n_checked / 2:
         report.note(f"lat and lon look swapped: {state.n_swappable:,} of {state.n_checked:,} rows "
@@ -591,7 +607,7 @@ def _summary_notes(frame: pd.DataFrame, report: ValidationReport, state: ReadSta
     for fmt in sorted(state.guessed_formats):
         report.note(f"Some timestamps are not ISO-8601; they were read with format {fmt!r}: "
                     "check that day and month are not swapped.")
-    counts = frame["user_id"].value_counts()
+    counts = rows_per_user[rows_per_user > 0]
     short = int((counts < MIN_ROWS_PER_USER).sum())
     if short:
         report.note(f"{short:,} of {len(counts):,} users have fewer than {MIN_ROWS_PER_USER} "
