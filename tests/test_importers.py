@@ -131,3 +131,9 @@ def test_gowalla_bad_rows_are_dropped_with_row_numbers(tmp_path, bad):
     assert frame["row"].tolist() == [1, 4]
     assert sorted(sum((e["rows"] for e in report.dropped.values()), [])) == [2, 3]
     assert frame.loc[0, "timestamp"] == pd.Timestamp("2010-10-19 18:55:27")
+
+
+def test_a_single_plt_file_points_to_the_folder(shared_data):
+    plt = next((shared_data / "raw" / "geolife_plt" / "000" / "Trajectory").glob("*.plt"))
+    _, report = read_trajectories(plt)
+    assert "pass the Geolife folder" in report.fatal[0]

@@ -283,3 +283,14 @@ def test_report_methods_accumulate():
     assert report.dropped["r"]["rows"] == [3, 5, *range(100, 118)]
     assert report.reduced == {"merged": 4} and report.notes == ["n"] and report.ok
     assert json.loads(json.dumps(report.to_dict()))["ok"] is True
+
+
+def test_a_source_column_named_row_does_not_clash_with_row_numbers():
+    frame, report = read(f"row,{HEADER}\n7,u,2012-04-07 13:42,40.7,-73.9\n")
+    assert report.ok and frame["row"].tolist() == [1]
+    assert any("'row'" in n for n in report.notes)
+
+
+def test_no_header_in_the_sniffed_sample_is_fatal():
+    _, report = read("# comment\n" * 8000 + f"{HEADER}\nu,2012-04-07,1,2\n")
+    assert "No column names were found" in report.fatal[0]

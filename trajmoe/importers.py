@@ -233,6 +233,10 @@ def _sniff_text(table: Table, sample: bytes, complete: bool, report: ValidationR
         report.fail(f"{label} is JSON, not CSV. Convert it to a CSV with the columns "
                     "user_id,timestamp,lat,lon (one row per visit or GPS fix).")
         return False
+    if stripped.startswith("Geolife trajectory"):
+        report.fail(f"{label} is a single Geolife .plt file: pass the Geolife folder (the one "
+                    "holding the NNN/Trajectory/*.plt user folders) instead.")
+        return False
     if stripped[0] == "<":
         kind = "GPX" if "<gpx" in stripped[:2000] else "XML/HTML"
         report.fail(f"{label} is {kind}, not CSV. Convert it to a CSV with the columns "

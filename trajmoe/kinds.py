@@ -125,6 +125,8 @@ def to_visits(frame: pd.DataFrame, kind: str, report: ValidationReport, *,
     report.kind = kind
     report.n_kept = len(visits)
     report.n_users = int(visits["user_id"].nunique())
+    log.info("%s: %d rows became %d %s visits of %d users", report.source, len(frame),
+             len(visits), kind, report.n_users)
     return visits, kind
 
 

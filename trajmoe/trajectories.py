@@ -5,8 +5,8 @@ One reader for everything a planner or researcher brings: CSV (plain or gzip/bz2
 original layouts of Geolife, SNAP Gowalla and Foursquare TSMC2014 (sniffed here, read by
 :mod:`trajmoe.importers`). Rows that cannot be used are dropped and counted, with their row
 numbers, in a :class:`ValidationReport`; a file that cannot be used at all gives a report with
-``fatal`` messages, never a raw pandas/pyarrow traceback. CSV is read in chunks of
-``CHUNK_ROWS`` rows, so memory grows with the kept columns only.
+``fatal`` messages, never a raw pandas/pyarrow traceback. Files are streamed in chunks
+(``importers.CHUNK_ROWS`` rows), so memory grows with the kept columns only.
 
 Time (DESIGN.md §Time): ``2012-04-07T13:42:00-04:00`` is read as the wall-clock it states,
 13:42 (the offset is dropped, not converted to UTC); a timestamp without an offset is taken as
@@ -582,6 +582,8 @@ def finish(parts: list[pd.DataFrame], report: ValidationReport, state: ReadState
     _summary_notes(np.bincount(codes, minlength=len(users)), report, state, known_utc=known_utc)
     report.n_kept = len(frame)
     report.n_users = int((np.bincount(codes, minlength=len(users)) > 0).sum())
+    log.info("%s: %d rows read, %d kept, %d dropped", report.source, report.n_rows,
+             report.n_kept, report.n_dropped)
     if frame.empty and report.ok:
         reasons = "; ".join(f"{reason} ({e['count']:,})" for reason, e in report.dropped.items())
         report.fail("No usable rows" + (f": every row was dropped ({reasons})." if reasons
