@@ -130,7 +130,7 @@ def sequence_loss(model: torch.nn.Module, batch: Batch, city: CityTensors, *, n_
     aux = getattr(out, "aux_loss", None)
     if aux is not None:
         loss = loss + aux
-    return loss, float(ce_sum), int(valid.sum())
+    return loss, float(ce_sum.detach()), int(valid.sum())
 
 
 def _shard(windows: list, rank: int, world: int) -> list:
