@@ -1,0 +1,203 @@
+"""Predictions, flows, the privacy rule, districts, exports and routing shares (trajmoe/flows.py)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import h3
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from trajmoe.dataset import CityData, prepare
+from trajmoe.flows import (
+    Routing,
+    counted_unit,
+    describe_experts,
+    expert_category_matrix,
+    expert_hour_matrix,
+    filter_transitions,
+    flows_csv,
+    flows_geojson,
+    observed_transitions,
+    predict_and_rank,
+    predict_next,
+    predicted_transitions,
+    read_zones,
+    routing_by_cell,
+    routing_table,
+    summarize_flows,
+)
+from trajmoe.models import new_trajmoe
+from trajmoe.train import rank_targets
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def city(tmp_path_factory, sample_trajectories, sample_pois) -> CityData:
+    """60 synthetic Helsinki people over real POIs, H3 resolution 9 (a few dozen cells)."""
+    frame = pd.read_csv(sample_trajectories)
+    small = frame[frame["user_id"].isin(frame["user_id"].unique()[:60])]
+    path = tmp_path_factory.mktemp("flows") / "small.csv"
+    small.to_csv(path, index=False)
+    out = path.parent / "city"
+    prepare(path, city="Helsinki", out=out, pois=sample_pois, resolution=9)
+    return CityData(out)
+
+
+@pytest.fixture(scope="module")
+def model():
+    model, _ = new_trajmoe(d_model=32, n_layers=2, n_heads=2, seed=0)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def predictions(model, city) -> pd.DataFrame:
+    return predict_next(model, city, top_k=5, stride=16)
+
+
+def test_predict_next_rows(model, city, predictions):
+    targets = city.targets("test")
+    assert list(predictions.columns) == ["user_id", "timestamp", "cell", "rank", "next_cell", "prob"]
+    assert len(predictions) == 5 * len(targets)
+    per_visit = predictions["prob"].to_numpy().reshape(-1, 5)
+    assert (np.diff(per_visit, axis=1) <= 1e-7).all()  # ranks in order of probability
+    assert (per_visit.sum(axis=1) <= 1 + 1e-5).all()
+    assert set(predictions["next_cell"]) <= set(city.cells["cell"])
+    origins = predictions[predictions["rank"] == 1]
+    assert (origins["cell"].to_numpy() == city.visits["cell"].to_numpy()[targets - 1]).all()
+    assert (origins["user_id"].to_numpy() == city.visits["user_id"].to_numpy()[targets - 1]).all()
+
+
+def test_stride_one_is_the_protocol_and_strided_contexts_stay_close(model, city):
+    """stride=1 reads every target at the end of its own full context: the protocol exactly."""
+    exact_table, exact = predict_and_rank(model, city, top_k=3)
+    one_table, one = predict_and_rank(model, city, top_k=3, stride=1)
+    protocol = rank_targets(model, city, city.city_tensors(), city.targets("test"))
+    np.testing.assert_array_equal(exact, protocol)
+    np.testing.assert_array_equal(one, protocol)
+    pd.testing.assert_frame_equal(exact_table.drop(columns="prob"), one_table.drop(columns="prob"))
+    np.testing.assert_allclose(exact_table["prob"], one_table["prob"], atol=1e-5)
+    # With stride 16 every target keeps >= 49 visits of context: the ranks barely move.
+    _, strided = predict_and_rank(model, city, top_k=3, stride=16)
+    assert len(strided) == len(protocol)
+    assert np.mean(strided == protocol) > 0.9
+
+
+def _users_per_place(transitions: pd.DataFrame) -> pd.Series:
+    ends = pd.concat([transitions[["user_id", "origin"]].set_axis(["u", "p"], axis=1),
+                      transitions[["user_id", "destination"]].set_axis(["u", "p"], axis=1)])
+    return ends.groupby("p")["u"].nunique()
+
+
+@pytest.mark.parametrize("which", ["observed", "predicted"])
+@pytest.mark.parametrize("k", [2, 5, 12])
+def test_no_flow_or_place_under_k_people_is_shown(city, predictions, which, k):
+    tr = observed_transitions(city) if which == "observed" else predicted_transitions(predictions, top_n=3)
+    summary = summarize_flows(tr, k=k)
+    moves = tr[tr["origin"] != tr["destination"]]
+    truth = moves.groupby(["origin", "destination"])["user_id"].nunique()
+    place_users = _users_per_place(tr)
+    for row in summary.flows.itertuples():
+        assert row.n_users == truth[(row.origin, row.destination)] >= k
+        assert place_users[row.origin] >= k and place_users[row.destination] >= k
+    assert (summary.places["n_users"] >= k).all()
+    assert summary.hidden_flows == len(truth) - len(summary.flows)
+    assert summary.hidden_places == len(place_users) - len(summary.places)
+    assert summary.hidden_flows > 0  # the small sample has rare flows: the rule must bite
+    # Totals add up the shown flows only (hidden ones cannot be recovered by subtraction).
+    assert summary.places["inflow"].sum() == pytest.approx(summary.flows["flow"].sum())
+    assert (summary.places["net"] == summary.places["inflow"] - summary.places["outflow"]).all()
+    # Exports carry exactly the shown flows.
+    exported = json.loads(flows_geojson(summary, label=which))
+    assert len(exported["features"]) == len(summary.flows)
+    assert all(f["properties"]["n_users"] >= k for f in exported["features"])
+    assert len(pd.read_csv(io.StringIO(flows_csv(summary)))) == len(summary.flows)
+
+
+def test_predicted_flows_count_the_same_moves_as_observed(city, predictions):
+    observed = observed_transitions(city)
+    predicted = predicted_transitions(predictions, top_n=5)
+    assert predicted["weight"].sum() == pytest.approx(observed["weight"].sum())
+    assert summarize_flows(observed, k=1).hidden_flows == 0
+
+
+def test_filters(city):
+    tr = observed_transitions(city)
+    morning = filter_transitions(tr, hours=(6, 10))
+    assert morning["hour"].between(6, 9).all() and len(morning) < len(tr)
+    weekend = filter_transitions(tr, day="weekend")
+    weekday = filter_transitions(tr, day="weekday")
+    assert weekend["weekday"].isin([5, 6]).all() and (weekday["weekday"] < 5).all()
+    assert len(weekend) + len(weekday) == len(tr)
+
+
+def test_districts(city, tmp_path):
+    """Two districts split the area west/east; flows between them respect the rule too."""
+    lat, lon = city.visits["lat"], city.visits["lon"]
+    mid = float(lon.median())
+    s, n, w, e = lat.min() - 0.01, lat.max() + 0.01, lon.min() - 0.01, lon.max() + 0.01
+    def square(x0, x1):
+        return {"type": "Polygon", "coordinates": [[[x0, s], [x1, s], [x1, n], [x0, n], [x0, s]]]}
+    geojson = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"name": "West"}, "geometry": square(w, mid)},
+        {"type": "Feature", "properties": {"name": "East"}, "geometry": square(mid, e)}]}
+    path = tmp_path / "districts.geojson"
+    path.write_text(json.dumps(geojson))
+    zones = read_zones(str(path), cells=city.visits["cell"])
+    assert set(zones.of_cell) == {"West", "East"}
+    tr = observed_transitions(city)
+    summary = summarize_flows(tr, k=5, zones=zones)
+    assert set(summary.flows["origin"]) <= {"West", "East"}
+    assert (summary.flows["n_users"] >= 5).all()
+    crossing = tr[tr["origin"].map(zones.of_cell) != tr["destination"].map(zones.of_cell)]
+    assert summary.flows["flow"].sum() == pytest.approx(len(crossing))
+    with pytest.raises(ValueError, match="GeoJSON"):
+        read_zones(b"not json", cells=city.visits["cell"])
+
+
+def test_routing(model, city):
+    routing = routing_table(model, city)
+    inside = int((city.cell_idx >= 0).sum())
+    assert routing.probs.shape == (inside, 2, 8)
+    np.testing.assert_allclose(routing.probs.sum(-1), 1.0, atol=1e-5)
+    private, hidden = routing.private(5)
+    users = pd.Series(routing.user).groupby(routing.cell).nunique()
+    assert hidden == int((users < 5).sum()) and hidden > 0
+    by_cell = routing_by_cell(private, layer=1)
+    assert (by_cell["n_users"] >= 5).all()
+    shares = by_cell[[f"expert_{e}" for e in range(1, 9)]].to_numpy()
+    np.testing.assert_allclose(shares.sum(1), 1.0, atol=1e-5)
+    assert (by_cell["dominant"] == shares.argmax(1) + 1).all()
+    assert expert_category_matrix(private).shape == (8, 20)
+    assert expert_hour_matrix(private).shape == (8, 168)
+    texts = describe_experts(private)
+    assert len(texts) == 8 and all(t.startswith(f"Expert {e + 1} (") for e, t in enumerate(texts))
+
+
+def test_expert_text_reads_the_data():
+    """An expert that takes the food-heavy evening visits is described as such."""
+    n = 400
+    rng = np.random.default_rng(0)
+    poi = np.zeros((n, 20))
+    food = np.arange(n) < n // 2
+    poi[food, 0] = 1.0  # food & drink cells
+    poi[~food, 12] = 1.0  # office cells
+    hour = np.where(food, rng.integers(19, 23, n), rng.integers(8, 12, n))
+    probs = np.zeros((n, 1, 2), dtype=np.float32)
+    probs[:, 0, 0] = np.where(food, 0.9, 0.1)
+    probs[:, 0, 1] = 1 - probs[:, 0, 0]
+    routing = Routing(probs=probs, cell=np.array([h3.latlng_to_cell(60.17, 24.94, 9)] * n),
+                      user=np.array([f"u{i % 50}" for i in range(n)]), hour=hour,
+                      weekday=np.zeros(n, dtype=np.int64), poi_share=poi)
+    first, second = describe_experts(routing)
+    assert "food & drink" in first and "evening" in first
+    assert "offices & work" in second and "morning" in second
+
+
+def test_counted_unit():
+    assert counted_unit("checkins") == "people" and counted_unit("gps") == "people"
+    assert counted_unit("trips") == "trips" and counted_unit("stations") == "bikes"
