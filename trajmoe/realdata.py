@@ -23,17 +23,19 @@ def shared_data_dir() -> Path | None:
 
 
 # The real datasets of ../shared/data/cities (see its MANIFEST.md) and how each is prepared.
-# key -> (file under cities/, city name, metro, POI file under pois/ or None, prepare kwargs)
+# key -> (file under cities/, city name, metro, POI file under pois/ or None, prepare kwargs).
+# H3 resolution is fixed at the protocol's 8 (10 for bike stations, ~39 cells at 8 per MANIFEST)
+# rather than chosen automatically, so numbers compare across cities and with the MANIFEST.
 REAL_DATASETS: dict[str, tuple[str, str, str, str | None, dict]] = {
-    "nyc_foursquare": ("nyc_foursquare.csv.gz", "New York", "nyc", "nyc_osm_2013.csv", {}),
-    "nyc_gowalla": ("nyc_gowalla.csv.gz", "New York", "nyc", "nyc_osm_2013.csv", {}),
+    "nyc_foursquare": ("nyc_foursquare.csv.gz", "New York", "nyc", "nyc_osm_2013.csv", {"resolution": 8}),
+    "nyc_gowalla": ("nyc_gowalla.csv.gz", "New York", "nyc", "nyc_osm_2013.csv", {"resolution": 8}),
     # SNAP Gowalla SF/LA: the weekday is rotated by an unknown constant (MANIFEST): hour only
-    "sf_gowalla": ("sf_gowalla.csv.gz", "San Francisco", "sf", None, {"weekday_reliable": False}),
-    "la_gowalla": ("la_gowalla.csv.gz", "Los Angeles", "la", None, {"weekday_reliable": False}),
-    "beijing_geolife_gps": ("beijing_geolife_gps.csv.gz", "Beijing", "beijing", None, {}),
-    "sf_cabspotting_gps": ("sf_cabspotting_gps.csv.gz", "San Francisco taxis", "sf", None, {}),
-    "mexico_city_taxi_trips": ("mexico_city_taxi_trips.csv.gz", "Mexico City taxis", "mexico", None, {}),
-    "jersey_city_citibike": ("jersey_city_citibike.csv.gz", "Jersey City bikes", "jersey", None, {}),
+    "sf_gowalla": ("sf_gowalla.csv.gz", "San Francisco", "sf", None, {"weekday_reliable": False, "resolution": 8}),
+    "la_gowalla": ("la_gowalla.csv.gz", "Los Angeles", "la", None, {"weekday_reliable": False, "resolution": 8}),
+    "beijing_geolife_gps": ("beijing_geolife_gps.csv.gz", "Beijing", "beijing", None, {"resolution": 8}),
+    "sf_cabspotting_gps": ("sf_cabspotting_gps.csv.gz", "San Francisco taxis", "sf", None, {"resolution": 8}),
+    "mexico_city_taxi_trips": ("mexico_city_taxi_trips.csv.gz", "Mexico City taxis", "mexico", None, {"resolution": 8}),
+    "jersey_city_citibike": ("jersey_city_citibike.csv.gz", "Jersey City bikes", "jersey", None, {"resolution": 10}),
 }
 
 
