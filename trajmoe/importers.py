@@ -169,8 +169,8 @@ def _load(source: Source) -> Path | bytes:
 
 def _check_zip(table: Table, report: ValidationReport) -> bool:
     with io.BytesIO(table.data) if isinstance(table.data, bytes) else open(table.data, "rb") as f:
-        names = zipfile.ZipFile(f).namelist()
-    members = [m for m in names if not m.endswith("/") and "__MACOSX" not in m]
+        archive = zipfile.ZipFile(f)
+        names, members = archive.namelist(), _zip_members(archive)
     if "[Content_Types].xml" in names:
         report.fail(f"{table.label} is an Excel workbook: save the sheet as CSV (UTF-8) and "
                     "upload that.")
