@@ -6,7 +6,7 @@ per-city ID tables, and the next visit is scored against the city's own candidat
 
 Read bottom-up, nanoGPT style: :class:`CellEncoder` (features -> cell embedding),
 :class:`CausalSelfAttention`, :class:`Block` (attention + SAMoE feed-forward),
-:class:`TrajMoEConfig`, :class:`TrajMoE`. Shapes: B batch, T visits, C d_model, N candidate
+:class:`RetrievalHead` (scores over the city's cells), :class:`TrajMoEConfig`, :class:`TrajMoE`. Shapes: B batch, T visits, C d_model, N candidate
 cells, E routed experts, P prior width.
 """
 

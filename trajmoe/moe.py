@@ -136,16 +136,19 @@ def router_z_loss(router_logits: torch.Tensor, *, mask: torch.Tensor | None = No
 
 
 class Expert(nn.Module):
-    """One feed-forward expert: Linear -> GELU -> Linear (nanoGPT's MLP)."""
+    """One feed-forward expert: Linear -> GELU -> Linear (nanoGPT's MLP).
 
-    def __init__(self, d_model: int, hidden: int, *, dropout: float = 0.0) -> None:
+    Bias-free, as the experts of Mixtral / Qwen2-MoE / DeepSeek: a bias adds one gradient
+    reduction per expert and layer for nothing a pre-norm residual block needs.
+    """
+
+    def __init__(self, d_model: int, hidden: int) -> None:
         super().__init__()
-        self.c_fc = nn.Linear(d_model, hidden)
-        self.c_proj = nn.Linear(hidden, d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.c_fc = nn.Linear(d_model, hidden, bias=False)
+        self.c_proj = nn.Linear(hidden, d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+        return self.c_proj(F.gelu(self.c_fc(x)))
 
 
 class DomainExpert(nn.Module):
@@ -217,8 +220,9 @@ class SAMoE(_FeedForward):
         # Router on the structured priors (POI shares, hour, weekday): a linear map, so its
         # weights read directly as "category/hour -> expert preference".
         self.prior_gate = nn.Linear(config.n_prior_features, n_exp, bias=False) if config.uses_priors else None
-        self.experts = nn.ModuleList(Expert(d, h, dropout=config.dropout) for _ in range(n_exp))
-        self.shared_expert = Expert(d, h, dropout=config.dropout) if config.shared_expert else None
+        self.experts = nn.ModuleList(Expert(d, h) for _ in range(n_exp))
+        self.shared_expert = Expert(d, h) if config.shared_expert else None
+        self.dropout = nn.Dropout(config.dropout)  # once on the layer output, not per expert
         nn.init.normal_(self.gate.weight, std=0.02)
         if self.prior_gate is not None:
             nn.init.zeros_(self.prior_gate.weight)
@@ -293,6 +297,7 @@ class SAMoE(_FeedForward):
         domain = self._domain(city)
         if domain is not None:
             out = out + domain(x)
+        out = self.dropout(out)
 
         if self.training and n_tok > 0:
             balance = load_balancing_loss(probs, top_i, n_experts=cfg.n_routed_experts, mask=mask)
@@ -314,7 +319,8 @@ class DenseFFN(_FeedForward):
         super().__init__(config.d_model, config.domain_expert_rank, 0)
         self.config = config
         hidden = (config.top_k + int(config.shared_expert)) * config.expert_hidden
-        self.mlp = Expert(config.d_model, hidden, dropout=config.dropout)
+        self.mlp = Expert(config.d_model, hidden)
+        self.dropout = nn.Dropout(config.dropout)
 
     def forward(
         self,
@@ -328,6 +334,7 @@ class DenseFFN(_FeedForward):
         domain = self._domain(city)
         if domain is not None:
             out = out + domain(x)
+        out = self.dropout(out)
         zero = x.new_zeros(())
         return MoEOutput(out, zero, zero, zero, None)
 
