@@ -1,0 +1,84 @@
+"""Flows: observed and predicted moves between places, side by side."""
+
+import pandas as pd
+import state
+import streamlit as st
+import views
+
+from trajmoe.errors import TrajMoEError
+from trajmoe.flows import (
+    filter_transitions,
+    flows_csv,
+    flows_geojson,
+    predicted_transitions,
+    summarize_flows,
+)
+
+st.title("Flows: where people move next")
+prep, data = state.require_city()
+shown = state.require_model(prep, data)
+meta, k = prep.meta, state.privacy_k()
+unit = state.unit(meta["kind"])
+days = (pd.to_datetime(data.visits["timestamp"]).max() - pd.to_datetime(data.visits["timestamp"]).min()).days + 1
+st.caption(
+    f"These flows describe the uploaded sample ({meta['n_users']:,} {unit} over {days} days), not the whole "
+    f"population. They use each {state.unit_one(meta['kind'])}'s held-out moves (the last 20% of their "
+    "visits): **observed** is where they really went, **predicted** is where the model expected them to go."
+)
+
+c1, c2, c3 = st.columns([2, 2, 2])
+hours = c1.slider("Hours of the day (start of the move)", 0, 24, (0, 24), key="fl_hours")
+day_names = {"All days": "all", "Weekdays": "weekday", "Weekends": "weekend"}
+day = c2.radio("Days", list(day_names), horizontal=True, key="fl_days", disabled=not data.weekday_reliable,
+               help=None if data.weekday_reliable else "This data's weekdays are not reliable.")
+top_n = c3.slider("Predicted places per move", 1, state.TOP_K, 5, key="fl_topn",
+                  help="Each move's most likely next places, their chances rescaled to add up to one.")
+with st.expander("Add flows up to districts (optional)"):
+    zone_file = st.file_uploader(f"A GeoJSON of district polygons (up to {state.max_upload_mb()} MB)",
+                                 type=["geojson", "json"], key="fl_zones")
+zones = None
+if zone_file is not None:
+    src = state.save_upload(zone_file, zone_file.name)
+    try:
+        zones = state.zones(src.key, src.path, prep.folder)
+        st.caption(f"Flows added up to {len(zones.position):,} districts; {len(zones.of_cell):,} cells lie inside them.")
+    except TrajMoEError as exc:
+        st.error(str(exc))
+
+observed = filter_transitions(state.observed(prep.folder), hours=hours, day=day_names[day])
+predicted = filter_transitions(
+    predicted_transitions(shown.outputs.predictions, top_n=top_n, weekday_reliable=data.weekday_reliable),
+    hours=hours, day=day_names[day])
+obs = summarize_flows(observed, k=k, zones=zones)
+pred = summarize_flows(predicted, k=k, zones=zones)
+names = None if zones is not None else state.cell_names(prep.folder, state.pois_source().key, state.pois())
+context = data.cells["cell"].tolist()
+
+left, right = st.columns(2)
+for col, what, summary, key in ((left, "Observed", obs, "observed"), (right, "Predicted", pred, "predicted")):
+    with col:
+        st.markdown(f"#### {what}: {summary.flows['flow'].sum():,.0f} moves shown in {len(summary.flows):,} flows")
+        views.show(views.flow_map(summary, context=context, names=names, unit=unit, zones=zones), key=f"map_{key}")
+        st.caption(state.hidden_note(f"the {key} map", summary.hidden_places, summary.hidden_flows, meta["kind"]))
+views.legend([("arc starts (origin)", "#e67814"), ("arc ends (destination)", "#5a28a0"),
+              ("more arrivals than departures", "#2166ac"), ("more departures than arrivals", "#d6604d")])
+
+st.markdown("#### Arrivals and departures per place")
+per_place = obs.places[["place", "inflow", "outflow", "net"]].merge(
+    pred.places[["place", "inflow", "outflow", "net"]], on="place", how="outer", suffixes=(" (observed)", " (predicted)"))
+if names is not None:
+    per_place.insert(0, "name", per_place["place"].map(names))
+per_place = per_place.rename(columns=lambda c: c.replace("inflow", "arrivals").replace("outflow", "departures"))
+st.dataframe(per_place.sort_values("arrivals (observed)", ascending=False), hide_index=True,
+             column_config={c: st.column_config.NumberColumn(format="%.1f") for c in per_place.columns if "(" in c})
+
+st.markdown("#### Download the flows shown")
+d = st.columns(4)
+tag = f"{meta['city'].lower().replace(' ', '_')}_{'districts' if zones is not None else 'cells'}"
+d[0].download_button("Observed (GeoJSON)", flows_geojson(obs, label="observed"), f"flows_observed_{tag}.geojson",
+                     mime="application/geo+json", key="dl_obs_geojson")
+d[1].download_button("Observed (CSV)", flows_csv(obs), f"flows_observed_{tag}.csv", mime="text/csv", key="dl_obs_csv")
+d[2].download_button("Predicted (GeoJSON)", flows_geojson(pred, label=f"predicted ({shown.label})"),
+                     f"flows_predicted_{tag}.geojson", mime="application/geo+json", key="dl_pred_geojson")
+d[3].download_button("Predicted (CSV)", flows_csv(pred), f"flows_predicted_{tag}.csv", mime="text/csv", key="dl_pred_csv")
+st.caption(f"Downloads contain only the flows on the maps: places and flows with fewer than {k} {unit} are left out.")

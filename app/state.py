@@ -1,0 +1,510 @@
+"""What the app is showing and the caches behind it (shared by every page).
+
+* Inputs are files: the bundled Helsinki sample, or uploads written once under ``WORK_DIR``
+  (keyed by content digest), so every step reads a path and caches on a short key.
+* A prepared city folder per (trajectories, POIs, city name, map detail), reused across
+  sessions and restarts (``st.cache_data`` + the folder on disk).
+* The pretrained model lives in ``st.cache_resource`` and is never modified: a session fine-tunes
+  its own deep copy, kept in ``st.session_state`` with its predictions.
+* torch is imported only inside the functions that need a model (``import torch`` costs ~2 s).
+
+Streamlit's rules from its own examples: no widgets in cached functions (progress bars are
+elements, created and emptied inside, so a cache hit replays nothing visible).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from trajmoe.errors import TrajMoEError
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_TRAJECTORIES = REPO / "sample_data" / "helsinki_synthetic_trajectories.csv.gz"
+SAMPLE_POIS = REPO / "sample_data" / "helsinki_pois.parquet"
+SHIPPED_CHECKPOINT = REPO / "assets" / "trajmoe_pretrained.safetensors"
+CHECKPOINT_ENV = "TRAJMOE_CHECKPOINT"  # another checkpoint to start from (tests, other deployments)
+WORK_DIR = Path(os.environ.get("TRAJMOE_APP_DIR", Path(tempfile.gettempdir()) / "trajmoe_app"))
+MIN_CELLS = 40  # a map with fewer cells says little: small areas get a finer H3 resolution
+MAX_AUTO_RESOLUTION = 10  # ~0.015 km2 cells; finer cells hold too few people for the privacy rule
+TOP_K = 10  # next cells kept per visit (the flows page uses up to this many)
+# Model passes read the last STRIDE positions of each window: every held-out visit keeps at least
+# 64 - 16 + 1 = 49 earlier visits as context (the benchmark protocol: up to 64) at ~16x less compute.
+STRIDE = 16
+SAMPLE_LABEL = "Helsinki sample: SYNTHETIC people (no real person) moving between real OpenStreetMap POIs"
+
+
+@dataclass(frozen=True)
+class Source:
+    """An input file: bundled or uploaded (written to disk once, named by its content digest)."""
+
+    label: str  # plain words for planners
+    path: str
+    key: str  # content digest: the cache key
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:20]
+
+
+def scratch_dir() -> Path:
+    """A new empty folder under WORK_DIR."""
+    WORK_DIR.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=WORK_DIR))
+
+
+@st.cache_data(show_spinner=False)
+def _file_digest(path: str, mtime: float) -> str:
+    return digest(Path(path).read_bytes())
+
+
+def bundled(path: Path, label: str) -> Source:
+    return Source(label=label, path=str(path), key=_file_digest(str(path), path.stat().st_mtime))
+
+
+def save_upload(upload, label: str) -> Source:
+    """Write an uploaded file under WORK_DIR once (same content -> same path) and describe it."""
+    memo = st.session_state.setdefault("_uploads", {})
+    if upload.file_id in memo:
+        return memo[upload.file_id]
+    data = upload.getvalue()
+    key = digest(data)
+    folder = WORK_DIR / "uploads" / key
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / Path(upload.name).name
+    if not path.is_file():
+        path.write_bytes(data)
+    memo[upload.file_id] = Source(label=label, path=str(path), key=key)
+    return memo[upload.file_id]
+
+
+def new_upload(what: str, upload) -> bool:
+    """True once per uploaded file: an uploader keeps its file across reruns, and choosing another
+    source afterwards must not bring the old upload back."""
+    seen = st.session_state.setdefault("_applied_uploads", {})
+    if seen.get(what) == upload.file_id:
+        return False
+    seen[what] = upload.file_id
+    return True
+
+
+def max_upload_mb() -> int:
+    return int(st.get_option("server.maxUploadSize"))
+
+
+# --------------------------------------------------------------------------- inputs of the session
+def trajectories() -> Source:
+    return st.session_state.get("trajectories") or bundled(SAMPLE_TRAJECTORIES, SAMPLE_LABEL)
+
+
+def pois_source() -> Source:
+    return st.session_state.get("pois") or bundled(SAMPLE_POIS, "Helsinki city centre POIs (real, OpenStreetMap)")
+
+
+def is_sample() -> bool:
+    return st.session_state.get("trajectories") is None
+
+
+def city_name() -> str:
+    return st.session_state.get("city") or "Helsinki"
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def read_poi_file(key: str, path: str) -> pd.DataFrame:
+    from trajmoe.pois import read_pois
+
+    return read_pois(path)
+
+
+def pois() -> pd.DataFrame:
+    src = pois_source()
+    return read_poi_file(src.key, src.path)
+
+
+# --------------------------------------------------------------------------- prepared city
+@dataclass
+class Prepared:
+    """A prepared city folder, or why it could not be made."""
+
+    folder: str | None
+    meta: dict = field(default_factory=dict)
+    report: dict = field(default_factory=dict)  # ValidationReport.to_dict()
+    error: str | None = None
+
+
+def _visited_cells(folder: Path, resolution: int) -> int:
+    visits = pd.read_parquet(folder / "visits.parquet", columns=["lat", "lon"]).drop_duplicates()
+    from trajmoe.features import latlon_to_cells
+
+    return len(set(latlon_to_cells(visits["lat"].to_numpy(), visits["lon"].to_numpy(), resolution)))
+
+
+def _auto_resolution(folder: Path, meta: dict) -> int:
+    """The coarsest resolution (from prepare's default up to 10) whose visited cells fill a map."""
+    res = int(meta["resolution"])
+    while res < MAX_AUTO_RESOLUTION and _visited_cells(folder, res) < MIN_CELLS:
+        res += 1
+    return res
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def prepare_city(traj_key: str, pois_key: str, city: str, resolution: int | None,
+                 _traj: Source, _pois: Source) -> Prepared:
+    """Prepare (or reuse from disk) the city folder; ``resolution`` None = chosen automatically."""
+    from trajmoe import __version__
+    from trajmoe.dataset import prepare
+    from trajmoe.features import SCHEMA_ID
+
+    tag = digest(json.dumps([traj_key, pois_key, city, resolution, SCHEMA_ID, __version__]).encode())
+    folder = WORK_DIR / "cities" / tag
+    if (folder / "meta.json").is_file():
+        meta = json.loads((folder / "meta.json").read_text())
+        return Prepared(str(folder), meta, meta["report"])
+    bar = st.progress(0.1, text="Reading and checking the trajectories, placing visits on the map grid...")
+    scratch = scratch_dir()
+    try:
+        poi_frame = read_poi_file(pois_key, _pois.path)
+        kw = dict(city=city, pois=poi_frame, name=Path(_traj.path).name)
+        meta, report = prepare(_traj.path, out=scratch / "a", resolution=resolution, **kw)
+        out = scratch / "a"
+        if resolution is None and meta["kind"] != "stations":
+            finer = _auto_resolution(out, meta)
+            if finer != meta["resolution"]:
+                bar.progress(0.6, text=f"The area is small: using finer map cells (H3 resolution {finer})...")
+                meta, report = prepare(_traj.path, out=scratch / "b", resolution=finer, **kw)
+                report.note(f"The area is small, so the map uses finer cells (H3 resolution {finer}) "
+                            "than the usual 8.")
+                meta["report"] = report.to_dict()
+                (scratch / "b" / "meta.json").write_text(json.dumps(meta, indent=2))
+                out = scratch / "b"
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        if not folder.exists():
+            out.rename(folder)  # atomic: another session never sees a half-written folder
+        return Prepared(str(folder), meta, report.to_dict())
+    except TrajMoEError as exc:
+        report = exc.report.to_dict() if getattr(exc, "report", None) is not None else {}
+        return Prepared(None, report=report, error=str(exc).split("\n")[0])
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        bar.empty()
+
+
+def prepared() -> Prepared:
+    traj, poi = trajectories(), pois_source()
+    res = st.session_state.get("resolution")  # None = automatic
+    return prepare_city(traj.key, poi.key, city_name(), res, traj, poi)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def city_data(folder: str):
+    """The prepared city (shared, read-only)."""
+    from trajmoe.dataset import CityData
+
+    return CityData(folder)
+
+
+def require_city() -> tuple[Prepared, object]:
+    """The prepared city and its CityData, or stop the page with the reason in plain words."""
+    prep = prepared()
+    if prep.folder is None:
+        st.error(f"The trajectories could not be used: {prep.error}")
+        st.page_link("app_pages/trajectories.py", label="See what was wrong on the Trajectories page")
+        st.stop()
+    return prep, city_data(prep.folder)
+
+
+# --------------------------------------------------------------------------- models
+def base_checkpoint() -> Path | None:
+    """The checkpoint this session starts from: uploaded, $TRAJMOE_CHECKPOINT, or the shipped one."""
+    uploaded = st.session_state.get("base_checkpoint")
+    if uploaded:
+        return Path(uploaded)
+    env = os.environ.get(CHECKPOINT_ENV)
+    if env:
+        return Path(env)
+    return SHIPPED_CHECKPOINT if SHIPPED_CHECKPOINT.is_file() else None
+
+
+@st.cache_resource(show_spinner="Loading the model...", max_entries=4)
+def load_model(path: str, mtime: float):
+    """(model, sidecar) of a checkpoint, shared by all sessions and never modified."""
+    import torch
+
+    from trajmoe.checkpoint import load_checkpoint
+
+    # The app's batches are small: one thread is faster than several that wait on each other,
+    # and much faster on a busy machine (measured 1.6 s vs 27 s for the sample's predictions).
+    torch.set_num_threads(1)
+    return load_checkpoint(path)
+
+
+def base_model():
+    """(model, sidecar, path) of the starting checkpoint, or None when there is none."""
+    path = base_checkpoint()
+    if path is None or not path.is_file():
+        return None
+    model, meta = load_model(str(path), path.stat().st_mtime)
+    return model, meta, path
+
+
+@dataclass
+class Outputs:
+    """What one model says about one city: next-cell predictions and router probabilities."""
+
+    predictions: pd.DataFrame
+    routing: object  # trajmoe.flows.Routing or None
+
+
+def compute_outputs(model, data) -> Outputs:
+    """Predictions on the test split and routing of every visit, with progress bars."""
+    from trajmoe.flows import predict_next, routing_table
+
+    bar = st.progress(0.0, text="Predicting where each person goes next...")
+    preds = predict_next(model, data, top_k=TOP_K, split="test", stride=STRIDE,
+                         progress=lambda d, t: bar.progress(d / max(t, 1) * 0.7,
+                                                            text=f"Predicting next places: {d:,} of {t:,} moves"))
+    routing = routing_table(model, data, progress=lambda d, t: bar.progress(
+        0.7 + 0.3 * d / max(t, 1), text="Reading which experts the model uses for each visit..."))
+    bar.empty()
+    return Outputs(preds, routing)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def base_outputs(path: str, mtime: float, folder: str) -> Outputs:
+    model, _ = load_model(path, mtime)
+    return compute_outputs(model, city_data(folder))
+
+
+@dataclass
+class Shown:
+    """The model whose predictions the pages show."""
+
+    label: str
+    model: object
+    outputs: Outputs
+    key: str  # identifies model + city for caches
+    finetuned: bool
+
+
+def finetuned_for(folder: str) -> dict | None:
+    ft = st.session_state.get("finetuned")
+    return ft if ft and ft["folder"] == folder else None
+
+
+def shown_model(prep: Prepared, data) -> Shown | None:
+    ft = finetuned_for(prep.folder)
+    if ft:
+        return Shown(ft["label"], ft["model"], ft["outputs"], ft["key"], True)
+    base = base_model()
+    if base is None:
+        return None
+    model, meta, path = base
+    outputs = base_outputs(str(path), path.stat().st_mtime, prep.folder)
+    what = "the shipped pretrained model" if path == SHIPPED_CHECKPOINT else f"the pretrained model {path.name}"
+    label = f"{what}, zero-shot (not fine-tuned on {prep.meta.get('city', 'this city')})"
+    return Shown(label, model, outputs, f"{path}:{path.stat().st_mtime}:{prep.folder}", False)
+
+
+def require_model(prep: Prepared, data) -> Shown:
+    shown = shown_model(prep, data)
+    if shown is None:
+        st.warning(
+            "No model to show: the shipped checkpoint `assets/trajmoe_pretrained.safetensors` (with its "
+            ".json) is not in this copy of the app. Upload a checkpoint on the **Fine-tune** page, "
+            "or put the shipped one back. The City & POIs and Trajectories pages work without it."
+        )
+        st.stop()
+    st.info(f"Showing **{shown.label}**.", icon=":material/model_training:")
+    return shown
+
+
+# --------------------------------------------------------------------------- privacy
+def privacy_k() -> int:
+    return int(st.session_state.get("privacy_k", 5))
+
+
+def unit(kind: str) -> str:
+    from trajmoe.flows import counted_unit
+
+    return counted_unit(kind)
+
+
+def unit_one(kind: str) -> str:
+    return {"people": "person", "trips": "trip", "bikes": "bike"}[unit(kind)]
+
+
+def hidden_note(what: str, n_places: int, n_flows: int | None, kind: str) -> str:
+    k = privacy_k()
+    flows = f" and {n_flows:,} flows" if n_flows is not None else ""
+    return (f"Privacy: {n_places:,} cells{flows} with fewer than {k} {unit(kind)} are hidden "
+            f"from {what} and its downloads.")
+
+
+# --------------------------------------------------------------------------- cell names
+@st.cache_data(show_spinner=False, max_entries=8)
+def cell_names(folder: str, pois_key: str, _pois: pd.DataFrame) -> pd.Series:
+    """A readable name per H3 cell of the city: 'near <the named POI closest to its centre>'."""
+    from trajmoe.features import latlon_to_cells
+
+    data = city_data(folder)
+    res = int(data.meta["resolution"])
+    cells = pd.Index(np.unique(np.r_[data.visits["cell"].to_numpy(str), data.cells["cell"].to_numpy(str)]))
+    names = pd.Series([f"cell {c[-6:]}" for c in cells], index=cells)
+    named = _pois[_pois["name"].astype(str).str.len() > 0]
+    if len(named):
+        cell = latlon_to_cells(named["lat"].to_numpy(), named["lon"].to_numpy(), res)
+        frame = pd.DataFrame({"cell": cell, "name": named["name"].astype(str).to_numpy(),
+                              "lat": named["lat"].to_numpy(), "lon": named["lon"].to_numpy()})
+        frame = frame[frame["cell"].isin(cells)]
+        import h3
+
+        centre = np.array([h3.cell_to_latlng(c) for c in frame["cell"]]).reshape(-1, 2)
+        frame["d"] = np.hypot(frame["lat"] - centre[:, 0], frame["lon"] - centre[:, 1])
+        best = frame.sort_values("d").drop_duplicates("cell").set_index("cell")["name"]
+        names.loc[best.index] = "near " + best
+    return names
+
+
+# --------------------------------------------------------------------------- fine-tuning
+def test_metrics(model, data, fraction: float) -> dict:
+    """Acc@k/MRR on every held-out (test) visit; cell features from the few-shot share only, as
+    for the baselines (DESIGN.md §Protocol); contexts as in :data:`STRIDE`."""
+    from trajmoe.dataset import FewShot
+    from trajmoe.flows import predict_and_rank
+    from trajmoe.metrics import metrics_from_ranks
+
+    city = data.city_tensors(data.train_windows(FewShot(fraction, 0)))
+    return metrics_from_ranks(predict_and_rank(model, data, top_k=1, split="test", city=city, stride=STRIDE)[1])
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def zero_shot_metrics(path: str, mtime: float, folder: str, fraction: float) -> dict:
+    """Test metrics of the unchanged pretrained model."""
+    model, _ = load_model(path, mtime)
+    return test_metrics(model, city_data(folder), fraction)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def baseline_metrics(folder: str, name: str, fraction: float) -> dict:
+    """Test metrics of a baseline trained on the same few-shot share (DESIGN.md §Protocol)."""
+    from trajmoe.baselines import run_baseline
+
+    return run_baseline(name, city_data(folder), fraction=fraction, seed=0)
+
+
+def checkpoint_from_upload(files) -> Path:
+    """Write an uploaded .safetensors + .json pair under WORK_DIR and return the weights path."""
+    from trajmoe.errors import CheckpointError
+
+    by_ext = {Path(f.name).suffix.lower(): f for f in files}
+    if set(by_ext) != {".safetensors", ".json"}:
+        raise CheckpointError("Upload both files of the checkpoint: NAME.safetensors and NAME.json.")
+    weights, sidecar = by_ext[".safetensors"].getvalue(), by_ext[".json"].getvalue()
+    folder = WORK_DIR / "checkpoints" / digest(weights + sidecar)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.safetensors").write_bytes(weights)
+    (folder / "model.json").write_bytes(sidecar)
+    return folder / "model.safetensors"
+
+
+def finetune(prep: Prepared, data, *, fraction: float, epochs: int, max_steps: int | None, mode: str) -> dict:
+    """Fine-tune a deep copy of the session's starting model; predictions, metrics, files.
+
+    The shared model in st.cache_resource is never touched: fit() trains the copy.
+    """
+    import copy
+
+    from trajmoe.checkpoint import save_checkpoint
+    from trajmoe.train import TrainConfig, fit
+
+    base, base_meta, path = base_model()
+    model = copy.deepcopy(base)
+    cfg = TrainConfig(epochs=epochs, max_steps=max_steps, fraction=fraction, mode=mode, seed=0)
+    bar = st.progress(0.0, text="Fine-tuning...")
+
+    def step(s: int, total: int, loss: float) -> None:
+        bar.progress(s / max(total, 1), text=f"Fine-tuning: step {s} of {total}, loss {loss:.3f}")
+
+    result = fit(model, [data], cfg, val_city=data, progress=step)
+    bar.empty()
+    outputs = compute_outputs(model, data)
+    bar = st.progress(0.0, text="Scoring on the held-out visits: fine-tuned model...")
+    metrics = {"fine-tuned": test_metrics(model, data, fraction)}
+    bar.progress(0.3, text="Scoring on the held-out visits: the pretrained model without fine-tuning...")
+    metrics["zero-shot"] = zero_shot_metrics(str(path), path.stat().st_mtime, prep.folder, fraction)
+    bar.progress(0.5, text="Scoring on the held-out visits: Markov baseline...")
+    metrics["markov"] = baseline_metrics(prep.folder, "markov", fraction)
+    bar.progress(0.7, text="Scoring on the held-out visits: return + gravity baseline...")
+    metrics["epr"] = baseline_metrics(prep.folder, "epr", fraction)
+    bar.empty()
+
+    city = prep.meta["city"]
+    out = scratch_dir() / "trajmoe_finetuned.safetensors"
+    info = {
+        "cities": sorted(set(base_meta.get("cities", [])) | {city}),
+        "domain_experts": list(getattr(model.config, "domain_experts", ())),
+        "training": {"kind": "finetune", "from": path.name, "city": city, "fraction": fraction, "epochs": epochs,
+                     "mode": mode, "steps": result.steps, "seconds": round(result.seconds, 2)},
+        "metrics": {"test": metrics["fine-tuned"]},
+    }
+    save_checkpoint(out, model, arch=base_meta["arch"], config=model.config, info=info)
+    files = {"safetensors": out.read_bytes(), "json": out.with_suffix(".json").read_bytes()}
+    shutil.rmtree(out.parent, ignore_errors=True)
+    label = f"your model fine-tuned on {fraction:.0%} of {city} ({epochs} epoch{'s' if epochs > 1 else ''})"
+    return {"folder": prep.folder, "model": model, "outputs": outputs, "metrics": metrics, "files": files,
+            "label": label, "steps": result.steps, "seconds": result.seconds, "losses": result.losses,
+            "key": f"finetuned:{digest(files['safetensors'])}:{prep.folder}", "city": city}
+
+
+# --------------------------------------------------------------------------- flows, scenario
+@st.cache_data(show_spinner=False, max_entries=8)
+def zones(key: str, path: str, folder: str):
+    """Districts from an uploaded GeoJSON, with each of the city's cells placed in one."""
+    from trajmoe.flows import read_zones
+
+    data = city_data(folder)
+    cells = set(data.visits["cell"].astype(str)) | set(data.cells["cell"].astype(str))
+    return read_zones(path, cells=cells, name=Path(path).name)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def observed(folder: str) -> pd.DataFrame:
+    from trajmoe.flows import observed_transitions
+
+    return observed_transitions(city_data(folder), split="test")
+
+
+def _scenario(model, data, edits: tuple):
+    from trajmoe.scenario import POIEdit, run_scenario
+
+    bar = st.progress(0.0, text="Asking the model again with the changed POIs...")
+    result = run_scenario(model, data, [POIEdit(*e) for e in edits], stride=STRIDE, progress=lambda d, t: bar.progress(
+        d / max(t, 1), text=f"Predicting next places before and after the change: {d:,} of {t:,}"))
+    bar.empty()
+    return result
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _base_scenario(path: str, mtime: float, folder: str, edits: tuple):
+    model, _ = load_model(path, mtime)
+    return _scenario(model, city_data(folder), edits)
+
+
+def scenario(shown: Shown, data, edits: tuple):
+    """The scenario result of the shown model (cached per model, city and edits)."""
+    if not shown.finetuned:
+        path = base_checkpoint()
+        return _base_scenario(str(path), path.stat().st_mtime, str(data.folder), edits)
+    memo = st.session_state.setdefault("_scenarios", {})
+    if (shown.key, edits) not in memo:
+        memo[(shown.key, edits)] = _scenario(shown.model, data, edits)
+    return memo[(shown.key, edits)]

@@ -1,0 +1,227 @@
+"""Maps (pydeck) and charts (plotly) the pages draw. Display only: the numbers come from trajmoe.
+
+Every map is ``pdk.Deck(map_provider=None)`` with no ``map_style``: no basemap, no request leaves
+the machine. A light grey layer of the city's cells stands in for the basemap so that the shape
+of the area stays readable.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import pydeck as pdk
+import streamlit as st
+
+from trajmoe.categories import CATEGORIES
+from trajmoe.flows import CATEGORY_LABELS
+
+# D3 category20: one colour per POI category (order of CATEGORIES).
+_CAT20 = ["#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728", "#ff9896",
+          "#9467bd", "#c5b0d5", "#8c564b", "#c49c94", "#e377c2", "#f7b6d2", "#7f7f7f", "#c7c7c7",
+          "#bcbd22", "#dbdb8d", "#17becf", "#9edae5"]
+CATEGORY_COLOURS = dict(zip(CATEGORIES, _CAT20))
+# Expert colours (ColorBrewer Dark2 + Set1), readable side by side.
+EXPERT_COLOURS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d",
+                  "#377eb8", "#666666", "#e41a1c", "#4daf4a", "#984ea3"]
+MAP_HEIGHT = 460
+PLOTLY_CONFIG = {"displaylogo": False}
+
+
+def rgb(hex_colour: str, alpha: int = 220) -> list[int]:
+    h = hex_colour.lstrip("#")
+    return [int(h[i : i + 2], 16) for i in (0, 2, 4)] + [alpha]
+
+
+def expert_colour(e: int) -> str:
+    """Colour of expert ``e`` (1-based)."""
+    return EXPERT_COLOURS[(e - 1) % len(EXPERT_COLOURS)]
+
+
+def view_of(lat: np.ndarray, lon: np.ndarray, *, width_px: int = 620) -> pdk.ViewState:
+    """A camera that shows all the given points."""
+    lat, lon = np.asarray(lat, dtype=float), np.asarray(lon, dtype=float)
+    if len(lat) == 0:
+        return pdk.ViewState(latitude=0, longitude=0, zoom=1)
+    lo_lat, hi_lat = np.nanpercentile(lat, [1, 99])
+    lo_lon, hi_lon = np.nanpercentile(lon, [1, 99])
+    span_lon = max(hi_lon - lo_lon, 1e-3) * 1.25
+    span_lat = max(hi_lat - lo_lat, 1e-3) * 1.25 / max(math.cos(math.radians((lo_lat + hi_lat) / 2)), 0.1)
+    zoom = min(math.log2(360 * width_px / (256 * span_lon)), math.log2(360 * MAP_HEIGHT / (256 * span_lat)))
+    return pdk.ViewState(latitude=float((lo_lat + hi_lat) / 2), longitude=float((lo_lon + hi_lon) / 2),
+                         zoom=float(np.clip(zoom, 1, 18)), pitch=0)
+
+
+def deck(layers: list, view: pdk.ViewState, *, height: int = MAP_HEIGHT) -> pdk.Deck:
+    """An offline deck: no basemap provider, no map style. Hover text comes from each row's ``tip``."""
+    return pdk.Deck(layers=layers, initial_view_state=view, map_provider=None, height=height,
+                    tooltip={"html": "{tip}", "style": {"fontSize": "13px"}})
+
+
+def show(d: pdk.Deck, key: str | None = None, *, height: int = MAP_HEIGHT) -> None:
+    st.pydeck_chart(d, height=height, key=key)
+
+
+def context_layer(cells) -> pdk.Layer:
+    """Light grey hexagons of the city's cells, in place of a basemap."""
+    frame = pd.DataFrame({"hex": list(cells)})
+    return pdk.Layer("H3HexagonLayer", frame, get_hexagon="hex", get_fill_color=[228, 230, 235, 255],
+                     get_line_color=[255, 255, 255, 255], line_width_min_pixels=1, stroked=True,
+                     filled=True, extruded=False, pickable=False)
+
+
+def hex_layer(frame: pd.DataFrame, *, colour_col: str = "colour", opacity: float = 0.85) -> pdk.Layer:
+    """Hexagons coloured by a ``[r, g, b, a]`` column; hover shows ``tip``."""
+    return pdk.Layer("H3HexagonLayer", frame, get_hexagon="hex", get_fill_color=colour_col,
+                     get_line_color=[255, 255, 255, 200], line_width_min_pixels=1, stroked=True,
+                     filled=True, extruded=False, pickable=True, opacity=opacity, auto_highlight=True)
+
+
+def outline_layer(cells, colour: list[int]) -> pdk.Layer:
+    frame = pd.DataFrame({"hex": list(cells), "tip": "edited cell"})
+    return pdk.Layer("H3HexagonLayer", frame, get_hexagon="hex", filled=False, stroked=True,
+                     get_line_color=colour, line_width_min_pixels=3, extruded=False, pickable=False)
+
+
+def diverging(values: np.ndarray, *, pos: str = "#2166ac", neg: str = "#d6604d") -> list[list[int]]:
+    """Blue for positive, red for negative, white near zero (scaled by the largest magnitude)."""
+    values = np.asarray(values, dtype=float)
+    scale = np.nanmax(np.abs(values)) if len(values) and np.nanmax(np.abs(values)) > 0 else 1.0
+    p, n = np.array(rgb(pos)[:3]), np.array(rgb(neg)[:3])
+    out = []
+    for v in values / scale:
+        base = p if v >= 0 else n
+        t = min(1.0, abs(float(v))) ** 0.6
+        out.append([int(round(255 + (c - 255) * t)) for c in base] + [230])
+    return out
+
+
+def sequential(values: np.ndarray, *, high: str = "#54278f") -> list[list[int]]:
+    """White-to-``high`` ramp over 0..max."""
+    values = np.asarray(values, dtype=float)
+    top = np.nanmax(values) if len(values) and np.nanmax(values) > 0 else 1.0
+    h = np.array(rgb(high)[:3])
+    return [[int(round(250 + (c - 250) * min(1.0, v / top))) for c in h] + [235] for v in values]
+
+
+def legend(items: list[tuple[str, str]]) -> None:
+    """A row of coloured squares with labels."""
+    chips = " ".join(
+        f'<span style="white-space:nowrap;margin-right:12px"><span style="display:inline-block;width:11px;'
+        f'height:11px;background:{colour};border-radius:2px;margin-right:4px"></span>{label}</span>'
+        for label, colour in items
+    )
+    st.markdown(f'<div style="font-size:0.85rem;line-height:1.8">{chips}</div>', unsafe_allow_html=True)
+
+
+# --------------------------------------------------------------------------- POIs
+def poi_map(pois: pd.DataFrame) -> pdk.Deck:
+    frame = pois[["lat", "lon", "category", "name"]].copy()
+    frame["colour"] = [rgb(CATEGORY_COLOURS.get(c, "#7f7f7f")) for c in frame["category"]]
+    label = frame["category"].map(CATEGORY_LABELS).fillna(frame["category"])
+    frame["tip"] = np.where(frame["name"].astype(str).str.len() > 0, frame["name"].astype(str) + "<br>", "") + label
+    layer = pdk.Layer("ScatterplotLayer", frame, get_position=["lon", "lat"], get_fill_color="colour",
+                      get_radius=12, radius_min_pixels=2.5, radius_max_pixels=8, pickable=True,
+                      stroked=False, auto_highlight=True)
+    return deck([layer], view_of(frame["lat"], frame["lon"]))
+
+
+def category_bar(pois: pd.DataFrame) -> go.Figure:
+    counts = pois["category"].value_counts().rename_axis("category").reset_index(name="POIs")
+    counts["label"] = counts["category"].map(CATEGORY_LABELS).fillna(counts["category"])
+    fig = px.bar(counts, x="POIs", y="label", orientation="h", color="category",
+                 color_discrete_map=CATEGORY_COLOURS, height=max(260, 24 * len(counts)))
+    fig.update_layout(showlegend=False, yaxis={"categoryorder": "total ascending", "title": None},
+                      margin={"l": 0, "r": 10, "t": 10, "b": 0})
+    return fig
+
+
+# --------------------------------------------------------------------------- flows
+def flow_map(summary, *, context, names: pd.Series | None, unit: str, zones=None, max_arcs: int = 400) -> pdk.Deck:
+    """Arcs of the shown flows over places coloured by net flow (blue: more arrivals)."""
+    layers = []
+    places = summary.places.copy()
+    label = (lambda p: names.get(p, p)) if names is not None else (lambda p: p)
+    if zones is not None:
+        layers.append(pdk.Layer("GeoJsonLayer", zones.geojson, stroked=True, filled=True,
+                                get_fill_color=[228, 230, 235, 160], get_line_color=[120, 120, 120, 255],
+                                line_width_min_pixels=1, pickable=False))
+        places["colour"] = diverging(places["net"].to_numpy())
+        places["tip"] = [f"<b>{p}</b><br>in {i:,.1f} · out {o:,.1f} · net {n:+,.1f}<br>{u} {unit}"
+                         for p, i, o, n, u in places[["place", "inflow", "outflow", "net", "n_users"]].itertuples(index=False)]
+        layers.append(pdk.Layer("ScatterplotLayer", places, get_position=["lon", "lat"], get_fill_color="colour",
+                                get_radius=60, radius_min_pixels=6, pickable=True, stroked=True,
+                                get_line_color=[60, 60, 60, 255], line_width_min_pixels=1))
+    else:
+        layers.append(context_layer(context))
+        places["hex"] = places["place"]
+        places["colour"] = diverging(places["net"].to_numpy())
+        places["tip"] = [f"<b>{label(p)}</b><br>arrivals {i:,.1f} · departures {o:,.1f} · net {n:+,.1f}<br>{u} {unit}"
+                         for p, i, o, n, u in places[["place", "inflow", "outflow", "net", "n_users"]].itertuples(index=False)]
+        layers.append(hex_layer(places, opacity=0.7))
+    flows = summary.flows.head(max_arcs).copy()
+    if len(flows):
+        top = flows["flow"].max()
+        flows["width"] = 1 + 9 * np.sqrt(flows["flow"] / top)
+        flows["tip"] = [f"<b>{label(o)} → {label(d)}</b><br>{f:,.1f} moves by {u} {unit}"
+                        for o, d, f, u in flows[["origin", "destination", "flow", "n_users"]].itertuples(index=False)]
+        layers.append(pdk.Layer("ArcLayer", flows, get_source_position=["o_lon", "o_lat"],
+                                get_target_position=["d_lon", "d_lat"], get_width="width",
+                                get_source_color=[230, 120, 20, 200], get_target_color=[90, 40, 160, 200],
+                                width_units="pixels", pickable=True, auto_highlight=True))
+    pos = places if len(places) else pd.DataFrame({"lat": [], "lon": []})
+    return deck(layers, view_of(pos["lat"], pos["lon"], width_px=520))
+
+
+# --------------------------------------------------------------------------- experts
+def dominant_map(by_cell: pd.DataFrame, *, names: pd.Series, context, unit: str) -> pdk.Deck:
+    frame = by_cell.copy()
+    frame["hex"] = frame["cell"]
+    frame["colour"] = [rgb(expert_colour(int(e)), 225) for e in frame["dominant"]]
+    frame["tip"] = [f"<b>{names.get(c, c)}</b><br>mostly expert {e} ({s:.0%})<br>{v:,} visits by {u} {unit}"
+                    for c, e, s, v, u in frame[["cell", "dominant", "dominant_share", "n_visits", "n_users"]].itertuples(index=False)]
+    lat_lon = np.array([latlng(c) for c in frame["cell"]]).reshape(-1, 2)
+    return deck([context_layer(context), hex_layer(frame)], view_of(lat_lon[:, 0], lat_lon[:, 1], width_px=520))
+
+
+def share_map(by_cell: pd.DataFrame, expert: int, *, names: pd.Series, context, unit: str) -> pdk.Deck:
+    frame = by_cell.copy()
+    col = f"expert_{expert}"
+    frame["hex"] = frame["cell"]
+    frame["colour"] = sequential(frame[col].to_numpy(), high=expert_colour(expert))
+    frame["tip"] = [f"<b>{names.get(c, c)}</b><br>expert {expert}: {s:.0%} of routing<br>{u} {unit}"
+                    for c, s, u in frame[["cell", col, "n_users"]].itertuples(index=False)]
+    lat_lon = np.array([latlng(c) for c in frame["cell"]]).reshape(-1, 2)
+    return deck([context_layer(context), hex_layer(frame)], view_of(lat_lon[:, 0], lat_lon[:, 1], width_px=520))
+
+
+def latlng(cell: str) -> tuple[float, float]:
+    import h3
+
+    return h3.cell_to_latlng(cell)
+
+
+def heatmap(matrix: pd.DataFrame, *, title: str, colour_label: str, scale="Purples", midpoint=None,
+            height: int = 340) -> go.Figure:
+    fig = px.imshow(matrix, aspect="auto", color_continuous_scale=scale, color_continuous_midpoint=midpoint,
+                    labels={"color": colour_label}, height=height)
+    fig.update_layout(title=title, margin={"l": 0, "r": 0, "t": 40, "b": 0}, xaxis_title=None, yaxis_title=None)
+    return fig
+
+
+# --------------------------------------------------------------------------- scenario
+def change_map(cells: pd.DataFrame, *, edited, names: pd.Series, context) -> pdk.Deck:
+    frame = cells.copy()
+    frame["hex"] = frame["cell"]
+    frame["colour"] = diverging(frame["change"].to_numpy())
+    frame["tip"] = [f"<b>{names.get(c, c)}</b><br>expected arrivals {b:,.1f} → {a:,.1f} ({d:+,.2f})"
+                    for c, b, a, d in frame[["cell", "inflow_before", "inflow_after", "change"]].itertuples(index=False)]
+    layers = [context_layer(context), hex_layer(frame), outline_layer(edited, [20, 20, 20, 255])]
+    return deck(layers, view_of(frame["lat"], frame["lon"]))
+
+
+def plotly(fig: go.Figure, key: str | None = None) -> None:
+    st.plotly_chart(fig, config=PLOTLY_CONFIG, key=key)

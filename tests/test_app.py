@@ -1,0 +1,215 @@
+"""The Streamlit app, page by page, driven through its widgets (streamlit.testing AppTest).
+
+The real pipeline runs on small data: a tiny untrained TrajMoE checkpoint (the shipped one is
+used by tests/test_browser.py and bench/app_speed.py), the embedded Helsinki sample and an
+upload of 60 of its people.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from trajmoe.checkpoint import save_checkpoint
+from trajmoe.models import new_trajmoe
+
+APP = Path(__file__).resolve().parent.parent / "app" / "streamlit_app.py"
+TIMEOUT = 240  # seconds per script run: the first run on a cold cache prepares the sample
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, sample_trajectories):
+    """A tiny checkpoint, an app work folder of our own, a small upload."""
+    root = tmp_path_factory.mktemp("app")
+    model, config = new_trajmoe(d_model=32, n_layers=2, n_heads=2, seed=0)
+    ckpt = save_checkpoint(root / "tiny.safetensors", model, arch="trajmoe", config=config,
+                           info={"cities": ["nowhere"], "domain_experts": []})
+    frame = pd.read_csv(sample_trajectories)
+    small = frame[frame["user_id"].isin(frame["user_id"].unique()[:60])]
+    saved = {k: os.environ.get(k) for k in ("TRAJMOE_CHECKPOINT", "TRAJMOE_APP_DIR")}
+    os.environ["TRAJMOE_CHECKPOINT"] = str(ckpt)
+    os.environ["TRAJMOE_APP_DIR"] = str(root / "work")
+    sys.path.insert(0, str(APP.parent))
+    import state  # the app's shared module (AppTest imports it from app/): its own work folder
+
+    state.WORK_DIR = root / "work"
+    yield {"checkpoint": ckpt, "csv": small.to_csv(index=False).encode(), "root": root}
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def open_app() -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def go(at: AppTest, page: str) -> AppTest:
+    at.switch_page(f"app_pages/{page}.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    return at
+
+
+def decks(at: AppTest) -> list[dict]:
+    return [json.loads(d.proto.json) for d in at.get("deck_gl_json_chart")]
+
+
+def layer_types(deck: dict) -> list[str]:
+    return [layer["@@type"] for layer in deck["layers"]]
+
+
+def text(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [i.value for i in at.info]
+    return "\n".join(parts + [w.value for w in at.warning] + [s.value for s in at.success])
+
+
+def test_opens_ready_on_the_embedded_default(env):
+    """Every page shows real content without the user doing anything."""
+    at = open_app()
+    assert "Helsinki city centre POIs" in text(at)
+    (poi_deck,) = decks(at)
+    assert layer_types(poi_deck) == ["ScatterplotLayer"]
+    # Offline: no basemap provider and no style (pydeck's placeholder, which Streamlit drops).
+    assert poi_deck.get("mapProvider") is None and poi_deck.get("mapStyle") in (None, "__MAP_STYLE__")
+    assert len(at.get("plotly_chart")) == 1
+
+    go(at, "trajectories")
+    assert "SYNTHETIC" in text(at)
+    assert [m.label for m in at.metric][:2] == ["Rows read", "Rows used"]
+    assert len(at.get("plotly_chart")) == 3 and len(decks(at)) == 1
+
+    go(at, "flows")
+    assert "zero-shot" in text(at) and "not the whole population" in text(at)
+    observed, predicted = decks(at)
+    for deck in (observed, predicted):
+        assert "ArcLayer" in layer_types(deck) and "H3HexagonLayer" in layer_types(deck)
+    assert len(at.get("download_button")) == 4
+
+    go(at, "experts")
+    assert len(decks(at)) == 2 and len(at.get("plotly_chart")) == 2
+    assert re.search(r"Expert 1 \(\d+% of routing\)", text(at))
+
+    go(at, "scenario")
+    (change,) = decks(at)
+    assert "H3HexagonLayer" in layer_types(change)
+    assert "Expected effect of adding 10 food & drink POIs" in text(at)
+
+    go(at, "finetune")
+    assert "Not fine-tuned yet" in text(at)
+
+
+def _arcs(deck: dict) -> list[dict]:
+    return next((layer["data"] for layer in deck["layers"] if layer["@@type"] == "ArcLayer"), [])
+
+
+def test_upload_finetune_and_flows(env):
+    at = open_app()
+    go(at, "trajectories")
+    at.file_uploader(key="traj_upload").set_value(("my_city.csv", env["csv"], "text/csv")).run()
+    assert not at.exception
+    assert "my_city.csv (uploaded)" in text(at)
+    n_rows = env["csv"].count(b"\n") - 1
+    assert at.metric[0].value == f"{n_rows:,}"  # rows read = the upload's data rows
+
+    go(at, "finetune")
+    at.number_input(key="ft_max_steps").set_value(2)
+    at.button(key="ft_run").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert re.search(r"Done: [12] training steps? in", text(at))
+    table = at.dataframe[0].value
+    assert list(table["Model"]) == ["Pretrained, no fine-tuning (zero-shot)", "Fine-tuned",
+                                    "Markov baseline (same data)", "Return + gravity baseline (same data)"]
+    assert table["First guess right"].between(0, 1).all()
+    weights, sidecar = at.get("download_button")[:2]
+    assert weights.proto.label.endswith("(.safetensors)") and sidecar.proto.label.endswith("(.json)")
+
+    go(at, "flows")
+    assert "fine-tuned on 5% of My City" in text(at)
+    k = at.sidebar.slider(key="privacy_k").value
+    assert k == 5
+    for deck in decks(at):
+        assert all(arc["n_users"] >= k for arc in _arcs(deck))
+    hidden_at_5 = [int(n) for n in re.findall(r"(\d+) flows with fewer", text(at))]
+    at.sidebar.slider(key="privacy_k").set_value(12).run()
+    assert not at.exception
+    for deck in decks(at):
+        assert all(arc["n_users"] >= 12 for arc in _arcs(deck))
+    hidden_at_12 = [int(n) for n in re.findall(r"(\d+) flows with fewer", text(at))]
+    assert all(b > a for a, b in zip(hidden_at_5, hidden_at_12))
+
+    at.slider(key="fl_hours").set_value((7, 10)).run()
+    assert not at.exception
+
+    go(at, "experts")
+    assert "fine-tuned" in text(at)
+    go(at, "scenario")
+    at.radio(key="sc_action").set_value("Remove").run()
+    at.selectbox(key="sc_category").set_value("retail").run()
+    assert not at.exception
+
+
+def test_districts_upload(env):
+    at = open_app()
+    go(at, "flows")
+    geojson = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"name": name}, "geometry": {"type": "Polygon", "coordinates": [[
+            [w, 60.15], [e, 60.15], [e, 60.19], [w, 60.19], [w, 60.15]]]}}
+        for name, w, e in (("West", 24.90, 24.943), ("East", 24.943, 24.99))]}
+    at.file_uploader(key="fl_zones").set_value(("districts.geojson", json.dumps(geojson).encode(),
+                                                "application/geo+json")).run()
+    assert not at.exception
+    assert "Flows added up to 2 districts" in text(at)
+    for deck in decks(at):
+        assert "GeoJsonLayer" in layer_types(deck)
+        assert {arc["origin"] for arc in _arcs(deck)} <= {"West", "East"}
+
+
+def test_bad_file_is_explained_not_crashed(env):
+    at = open_app()
+    go(at, "trajectories")
+    bad = b"person,when,latitude\nA,2024-01-01T10:00:00,60.1\n"
+    at.file_uploader(key="traj_upload").set_value(("bad.csv", bad, "text/csv")).run()
+    assert not at.exception
+    assert any("cannot be used" in e.value for e in at.error)
+    go(at, "flows")  # the model pages say why instead of failing
+    assert any("could not be used" in e.value for e in at.error)
+
+
+def test_pois_upload_and_offline_search(env, tmp_path):
+    at = open_app()
+    table = pd.DataFrame({"lat": [60.170, 60.171, 60.172], "lon": [24.94, 24.941, 24.942],
+                          "category": ["cafe", "supermarket", "school"], "name": ["A", "B", "C"]})
+    at.file_uploader(key="poi_upload").set_value(("pois.csv", table.to_csv(index=False).encode(), "text/csv")).run()
+    assert not at.exception
+    assert "pois.csv (uploaded)" in text(at)
+    assert [m.value for m in at.metric][0] == "3"
+    at.text_input(key="place").set_value("Kallio, Helsinki").run()
+    at.button(key="fetch_place").click().run()
+    assert not at.exception
+    # Offline, the search fails with the offline options; online it would load the place.
+    assert any("offline" in e.value.lower() for e in [*at.error, *at.info]) or "Kallio" in text(at)
+    at.button(key="use_bundled").click().run()
+    assert "Helsinki city centre POIs" in text(at)
+
+
+def test_without_a_checkpoint_the_data_pages_still_work(env, monkeypatch):
+    monkeypatch.setenv("TRAJMOE_CHECKPOINT", str(env["root"] / "missing.safetensors"))
+    at = open_app()
+    go(at, "trajectories")
+    assert len(decks(at)) == 1
+    for page in ("flows", "experts", "scenario", "finetune"):
+        go(at, page)
+        assert "not in this copy of the app" in text(at)
