@@ -3,7 +3,9 @@
 Loading never unpickles anything: weights are read only through ``safetensors`` after the file's
 header has been checked by hand, so a pickle (``.pt``/``.bin``, even renamed), an empty,
 truncated, random or lying-header file is refused with a :class:`CheckpointError` that names the
-file, before any deserialiser sees it.
+file, before any deserialiser sees it. The model the sidecar describes is compared with the
+header's tensor shapes on torch's "meta" device first, so a foreign or hostile sidecar cannot make
+the loader allocate a huge model.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import hashlib
 import json
 import logging
 import struct
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +75,11 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, *, arch: str, conf
     return weights
 
 
-def _check_safetensors_header(weights: Path) -> None:
-    """Refuse anything that is not a well-formed safetensors file, without deserialising it."""
+def _check_safetensors_header(weights: Path) -> dict:
+    """Refuse anything that is not a well-formed safetensors file, without deserialising it.
+
+    Returns the header: tensor name -> {dtype, shape, data_offsets} (and ``__metadata__``).
+    """
     size = weights.stat().st_size
     if size == 0:
         raise CheckpointError(f"Checkpoint {weights} is empty (0 bytes): the download or copy was cut; fetch it again.")
@@ -100,8 +106,54 @@ def _check_safetensors_header(weights: Path) -> None:
         if name == "__metadata__":
             continue
         offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-        if not (isinstance(offsets, list) and len(offsets) == 2 and end + offsets[1] <= size):
+        if not (isinstance(offsets, list) and len(offsets) == 2
+                and all(type(o) is int for o in offsets) and end + offsets[1] <= size):
             raise CheckpointError(f"{weights} is truncated or lies about tensor {name!r}: fetch it again.")
+    return header
+
+
+def _check_shapes(weights: Path, header: dict, meta: dict) -> None:
+    """Refuse weights whose tensors differ from the model the sidecar describes.
+
+    The model is built on torch's "meta" device (shapes only, no memory), so a sidecar that
+    describes a huge model costs nothing instead of allocating it before the mismatch shows.
+    """
+    from .models import build_model
+
+    n_tensors = sum(name != "__metadata__" for name in header)
+    builder = threading.get_ident()
+    registered = 0
+
+    def count(module, name, param):  # even on "meta", 1000 layers take minutes: stop early
+        nonlocal registered
+        if threading.get_ident() == builder:
+            registered += 1
+            if registered > 2 * n_tensors + 64:
+                raise CheckpointError(f"{weights} holds {n_tensors} tensors but its sidecar "
+                                      "describes a much larger model.")
+
+    hook = torch.nn.modules.module.register_module_parameter_registration_hook(count)
+    try:
+        with torch.device("meta"):
+            skeleton = build_model(meta["arch"], meta["config"], cities=meta.get("domain_experts", []))
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"{weights} does not fit its sidecar's model description: {exc}") from exc
+    finally:
+        hook.remove()
+    wanted = {name: list(t.shape) for name, t in skeleton.state_dict().items()}
+    found = {name: e.get("shape") for name, e in header.items() if name != "__metadata__"}
+    missing, extra = sorted(set(wanted) - set(found)), sorted(set(found) - set(wanted))
+    wrong = [f"{n} {found[n]} (the sidecar's config needs {wanted[n]})"
+             for n in sorted(set(wanted) & set(found)) if found[n] != wanted[n]]
+    if missing or extra or wrong:
+        details = "; ".join(f"{what}: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
+                            for what, names in (("missing tensors", missing),
+                                                ("unexpected tensors", extra),
+                                                ("wrong shapes", wrong)) if names)
+        raise CheckpointError(f"{weights} does not fit its sidecar's model description ({details}): "
+                              "keep each .safetensors with the .json written next to it.")
 
 
 def read_sidecar(path: str | Path) -> dict:
@@ -130,10 +182,11 @@ def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
     weights, _ = checkpoint_paths(path)
     if not weights.is_file():
         raise CheckpointError(f"Checkpoint {weights} not found: pass the path of a NAME.safetensors file.")
+    header = _check_safetensors_header(weights)  # first: a pickle is named as such, sidecar or not
     meta = read_sidecar(weights)
-    _check_safetensors_header(weights)
     if meta.get("sha256") and meta["sha256"] != _sha256(weights):
         raise CheckpointError(f"{weights} does not match its sidecar (checksum differs): the pair was mixed up or modified.")
+    _check_shapes(weights, header, meta)
     try:
         state = load_file(str(weights))
     except Exception as exc:  # safetensors raises its own error types for malformed files
