@@ -325,6 +325,9 @@ _OFFSET_FORMS = (  # (pattern on the tail, characters to cut, marks UTC)
 )
 _NUMBER = r"^[+-]?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?$"
 _UNIX_MIN_S, _UNIX_MAX_S = 1e8, 4.1e9  # 1973-03 .. 2099-12: other numbers are not Unix times
+# datetime64[ns] spans 1677-09-21 .. 2262-04-11; numpy wraps values outside it around silently
+# (9999-12-31 became 1816-03-30), so they become NaT and are dropped as unreadable.
+_TIME_MIN, _TIME_MAX = np.datetime64("1678-01-01"), np.datetime64("2262-01-01")
 
 
 def parse_timestamps(
@@ -338,10 +341,10 @@ def parse_timestamps(
     by value. Known-UTC values are converted to ``timezone``. Unparsable values become NaT.
     """
     if isinstance(values.dtype, pd.DatetimeTZDtype):  # Parquet timestamps with a zone
-        out = values.dt.tz_localize(None).to_numpy("datetime64[ns]")
+        out = _to_ns(values.dt.tz_localize(None))
         utc = np.full(len(values), str(values.dt.tz) in ("UTC", "Etc/UTC"))
     elif pd.api.types.is_datetime64_dtype(values.dtype):
-        out = values.to_numpy("datetime64[ns]")
+        out = _to_ns(values)
         utc = np.full(len(values), known_utc)
     elif pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values):
         out, utc = _from_unix(values.to_numpy("float64", na_value=np.nan), state)
@@ -422,7 +425,16 @@ def _parse_iso(wall: pd.Series) -> np.ndarray:
         parsed = wall.map(_parse_one)
     if isinstance(parsed.dtype, pd.DatetimeTZDtype):
         parsed = parsed.dt.tz_localize(None)
-    return parsed.to_numpy("datetime64[ns]")
+    return _to_ns(parsed)
+
+
+def _to_ns(values: pd.Series | np.ndarray) -> np.ndarray:
+    """Datetimes of any unit to datetime64[ns]; NaT outside 1678..2261 instead of a wrap-around."""
+    arr = np.asarray(values)
+    if arr.dtype.kind != "M":  # objects: Timestamps and NaT
+        arr = arr.astype("datetime64[us]")
+    inside = (arr >= _TIME_MIN) & (arr < _TIME_MAX)
+    return np.where(inside, arr, np.datetime64("NaT")).astype("datetime64[ns]")
 
 
 def _parse_guessed(text: pd.Series, state: ReadState) -> np.ndarray:
@@ -438,7 +450,7 @@ def _parse_guessed(text: pd.Series, state: ReadState) -> np.ndarray:
                 fmt = guess_datetime_format(sample, dayfirst=dayfirst)
             if fmt is None or "%z" in fmt or fmt == best_fmt:
                 continue
-            parsed = pd.to_datetime(text, format=fmt, errors="coerce").to_numpy("datetime64[ns]")
+            parsed = _to_ns(pd.to_datetime(text, format=fmt, errors="coerce"))
             if (~np.isnat(parsed)).sum() > best_n:
                 best_fmt, best_n, out = fmt, int((~np.isnat(parsed)).sum()), parsed
         if best_fmt is not None:
@@ -449,7 +461,7 @@ def _parse_guessed(text: pd.Series, state: ReadState) -> np.ndarray:
     if rest.any():  # truly mixed: parse each distinct value once
         values = text[rest]
         parsed = {value: _parse_one(value) for value in values.unique()}
-        out[rest] = values.map(parsed).to_numpy("datetime64[ns]")
+        out[rest] = _to_ns(values.map(parsed))
         if not all(stamp is pd.NaT for stamp in parsed.values()):
             state.guessed_formats.add("mixed, read value by value")
     return out
@@ -462,6 +474,8 @@ def _parse_one(value: str) -> pd.Timestamp:
             stamp = pd.Timestamp(value)
         except (ValueError, TypeError, OverflowError):
             return pd.NaT
+    if stamp is pd.NaT or not _TIME_MIN <= stamp.tz_localize(None).to_datetime64() < _TIME_MAX:
+        return pd.NaT
     return stamp.tz_localize(None) if stamp.tzinfo is not None else stamp
 
 
@@ -500,7 +514,7 @@ def drop_bad_timestamps(frame: pd.DataFrame, raw: pd.Series, report: ValidationR
             "unparsable timestamp", frame.loc[unparsable, "row"],
             f"The timestamp could not be read (e.g. row {frame.at[first, 'row']}: "
             f"{text.at[first]!r}). Use ISO-8601 such as 2012-04-07T13:42:00-04:00 (the offset "
-            "is optional) or Unix seconds since 1970.")
+            "is optional) or Unix seconds since 1970; dates must lie between 1678 and 2261.")
     return frame[~bad]
 
 
