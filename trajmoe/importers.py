@@ -526,6 +526,7 @@ def read_foursquare_tsmc(path: Source | Table, *, name: str | None = None
                 out[canon] = chunk[cols[canon]]
         utc = pd.to_datetime(chunk[cols["utc"]], format="%a %b %d %H:%M:%S %z %Y",
                              errors="coerce", utc=True)
+        utc = utc.where(utc.dt.year.between(1678, 2261))  # within datetime64[ns], as the reader
         utc = utc.dt.tz_localize(None).astype("datetime64[ns]")
         iso = utc.isna()
         if iso.any():  # later releases write UTCTime as ISO text
