@@ -28,9 +28,9 @@ import torch
 
 from trajmoe.baselines import run_baseline
 from trajmoe.checkpoint import load_checkpoint, save_checkpoint
-from trajmoe.dataset import CityData, FewShot, prepare
+from trajmoe.dataset import CityData, FewShot
 from trajmoe.models import new_model
-from trajmoe.realdata import REPO_ROOT, shared_data_dir
+from trajmoe.realdata import REAL_DATASETS, REPO_ROOT, prepare_real, shared_data_dir
 from trajmoe.train import TrainConfig, evaluate, fit
 
 log = logging.getLogger("bench.transfer")
@@ -39,17 +39,6 @@ RUNS = RESULTS / "transfer_runs"
 CACHE = RESULTS / "cache"  # git-ignored: prepared folders and pretrained checkpoints
 BENCH_VERSION = 1  # bump when the protocol or a default changes: old runs are then ignored
 
-# key -> (file under cities/, city name, metro, POI file under pois/ or None, extra prepare kwargs)
-DATASETS = {
-    "nyc_foursquare": ("nyc_foursquare.csv.gz", "New York", "nyc", "nyc_osm_2013.csv", {}),
-    "nyc_gowalla": ("nyc_gowalla.csv.gz", "New York", "nyc", "nyc_osm_2013.csv", {}),
-    "sf_gowalla": ("sf_gowalla.csv.gz", "San Francisco", "sf", None, {"weekday_reliable": False}),
-    "la_gowalla": ("la_gowalla.csv.gz", "Los Angeles", "la", None, {"weekday_reliable": False}),
-    "beijing_geolife_gps": ("beijing_geolife_gps.csv.gz", "Beijing", "beijing", None, {"timezone": "Asia/Shanghai"}),
-    "sf_cabspotting_gps": ("sf_cabspotting_gps.csv.gz", "San Francisco taxis", "sf", None, {}),
-    "mexico_city_taxi_trips": ("mexico_city_taxi_trips.csv.gz", "Mexico City taxis", "mexico", None, {}),
-    "jersey_city_citibike": ("jersey_city_citibike.csv.gz", "Jersey City bikes", "jersey", None, {}),
-}
 CHECKIN_TARGETS = {"nyc": ["nyc_foursquare", "nyc_gowalla"], "sf": ["sf_gowalla"], "la": ["la_gowalla"]}
 OTHER_KINDS = ["beijing_geolife_gps", "sf_cabspotting_gps", "mexico_city_taxi_trips", "jersey_city_citibike"]
 FEW = 0.05
@@ -64,14 +53,7 @@ MODEL_WIDTH = {"d_model": 128, "n_layers": 2}
 
 
 def prepared(key: str) -> CityData:
-    folder = CACHE / "prepared" / key
-    if not (folder / "meta.json").is_file():
-        file, city, _, pois, extra = DATASETS[key]
-        data = shared_data_dir()
-        t0 = time.perf_counter()
-        prepare(data / "cities" / file, city=city, out=folder, pois=data / "pois" / pois if pois else None, **extra)
-        log.info("prepared %s in %.1fs", key, time.perf_counter() - t0)
-    return CityData(folder)
+    return prepare_real(key, CACHE / "prepared")
 
 
 def run_key(target: str, method: str, fraction: float, seed: int) -> Path:
@@ -94,7 +76,7 @@ def pretrained(metro: str, arch: str, variant: str, overrides: dict, budget_s: f
     ckpt = CACHE / "ckpt" / f"v{BENCH_VERSION}_{metro}_{variant}.safetensors"
     if ckpt.is_file():
         return ckpt
-    sources = sources or [k for k, v in DATASETS.items() if v[2] != metro]
+    sources = sources or [k for k, v in REAL_DATASETS.items() if v[2] != metro]
     cities = [prepared(k) for k in sources]
     model, config = new_model(arch, seed=0, **MODEL_WIDTH, **overrides)
     cfg = TrainConfig(epochs=1000, max_steps=100_000, max_seconds=budget_s, seed=0, batch_size=32, lr=2e-3,
@@ -123,12 +105,17 @@ def finetune_run(ckpt: Path, data: CityData, seed: int, *, epochs: int = 1, zero
     return metrics
 
 
+SCRATCH_BUDGET_S = 300.0  # wall-time cap of one from-scratch neural run (set by --scratch-budget-min)
+
+
 def scratch_run(method: str, data: CityData, fraction: float, seed: int) -> dict:
-    if method != "trajmoe":
-        return run_baseline(method, data, fraction=fraction, seed=seed)
+    from dataclasses import replace
+
     from trajmoe.baselines import default_train_config
 
-    cfg = default_train_config(fraction=fraction, seed=seed)
+    cfg = replace(default_train_config(fraction=fraction, seed=seed), max_seconds=SCRATCH_BUDGET_S)
+    if method != "trajmoe":
+        return run_baseline(method, data, fraction=fraction, seed=seed, train_config=cfg)
     t0 = time.perf_counter()
     model, _ = new_model("trajmoe", seed=seed, **MODEL_WIDTH)
     few = FewShot(fraction, seed)
@@ -142,7 +129,7 @@ def with_seeds(target: str, method: str, fraction: float, fn, seeds: int) -> Non
     """Seed 0 first; seeds 1..n-1 only when a run takes under 2 minutes (budget rule)."""
     first = cached(run_key(target, method, fraction, 0)) or store(run_key(target, method, fraction, 0), fn(0))
     log.info("%s %s f=%g s0: acc@1 %.4f (%.0fs)", target, method, fraction, first["acc@1"], first["seconds"])
-    if first["seconds"] + first.get("pretrain_seconds", 0) * 0 < 120:
+    if first["seconds"] < 120:
         for s in range(1, seeds):
             if cached(run_key(target, method, fraction, s)) is None:
                 r = store(run_key(target, method, fraction, s), fn(s))
@@ -243,11 +230,14 @@ def main() -> None:
     p.add_argument("--targets", nargs="+", default=list(CHECKIN_TARGETS), choices=list(CHECKIN_TARGETS))
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--budget-min", type=float, default=8.0, help="pretraining wall-time budget per model (<= 20)")
+    p.add_argument("--scratch-budget-min", type=float, default=5.0, help="wall-time cap of one from-scratch neural run")
     p.add_argument("--no-ablations", action="store_true")
     p.add_argument("--table-only", action="store_true")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(2)
+    global SCRATCH_BUDGET_S
+    SCRATCH_BUDGET_S = args.scratch_budget_min * 60
     if shared_data_dir() is None:
         raise SystemExit("../shared/data not found: the transfer benchmark needs the real data.")
     if not args.table_only:
