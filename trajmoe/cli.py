@@ -50,7 +50,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_pois(args) -> int:
-    from .pois import fetch_pois, read_pois, write_pois
+    from .pois import POIReport, fetch_pois, read_pois, write_pois
 
     if args.osm or args.table:
         pois = read_pois(args.osm or args.table)
@@ -67,6 +67,9 @@ def cmd_pois(args) -> int:
     else:
         pois = fetch_pois(place=args.place, timeout=args.timeout)
     write_pois(pois, args.out)
+    report = POIReport.of(pois)
+    if report is not None:
+        print(report.to_text())
     counts = pois["category"].value_counts()
     print(f"{len(pois)} POIs written to {args.out}")
     for cat, n in counts.items():
