@@ -1,0 +1,100 @@
+"""The one model factory: new models by architecture name, and rebuilding them from checkpoints.
+
+Architectures (the ``arch`` string a checkpoint sidecar stores):
+
+* ``trajmoe``     :class:`~trajmoe.model.TrajMoE` (SAMoE feed-forward);
+* ``transformer`` the dense Transformer baseline: the same TrajMoE of the same width and depth
+  with ``moe=False`` (a dense FFN with SAMoE's active parameter count), so the comparison changes
+  exactly one thing;
+* ``gru``         :class:`~trajmoe.baselines.GRUNextLocation` (DeepMove-style).
+
+The config returned next to a model is the dataclass :func:`trajmoe.checkpoint.save_checkpoint`
+serialises; :func:`build_model` turns that JSON back into the same module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from .baselines import GRUConfig, GRUNextLocation
+from .errors import CheckpointError, TrajMoEError
+from .model import TrajMoE, TrajMoEConfig
+
+ARCHS = ("trajmoe", "transformer", "gru")
+
+
+def _config_class(arch: str) -> type:
+    if arch not in ARCHS:
+        raise TrajMoEError(f"Unknown model architecture {arch!r}: use one of {', '.join(ARCHS)}.")
+    return GRUConfig if arch == "gru" else TrajMoEConfig
+
+
+def _make(arch: str, config) -> nn.Module:
+    return GRUNextLocation(config) if arch == "gru" else TrajMoE(config)
+
+
+def build_model(arch: str, config: dict, *, cities: Iterable[str] = ()) -> nn.Module:
+    """Rebuild a model from a checkpoint sidecar's ``arch`` and ``config``.
+
+    Parameters
+    ----------
+    arch
+        ``trajmoe``, ``transformer`` or ``gru``.
+    config
+        The serialised config dataclass (``dataclasses.asdict``), e.g. a sidecar's ``config``.
+    cities
+        Cities whose domain experts the weights contain (sidecar ``domain_experts``); they are
+        added so that ``load_state_dict(strict=True)`` matches. Ignored by the GRU, which has none.
+
+    Returns
+    -------
+    nn.Module
+        A freshly initialised model of exactly that shape (load the weights next).
+    """
+    cls = _config_class(arch)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise CheckpointError(
+            f"model config for {arch!r} has fields this trajmoe version does not know ({', '.join(unknown)}): "
+            "load the checkpoint with the trajmoe version that wrote it, or retrain."
+        )
+    cfg = cls(**config)
+    if arch == "transformer" and cfg.moe:
+        raise CheckpointError("a 'transformer' checkpoint must have moe=False in its config: the sidecar is inconsistent.")
+    model = _make(arch, cfg)
+    if hasattr(model, "add_domain_expert"):
+        for city in cities:
+            model.add_domain_expert(city)
+    return model
+
+
+def new_model(arch: str, *, seed: int = 0, **overrides) -> tuple[nn.Module, object]:
+    """A new model of ``arch`` with its config dataclass; ``overrides`` set config fields.
+
+    The weights are initialised from ``torch.manual_seed(seed)``, so the same seed gives the same
+    model. ``transformer`` forces ``moe=False``; everything else (width, depth, heads, head terms)
+    is TrajMoE's default unless overridden, so it matches a TrajMoE built with the same overrides.
+    """
+    cls = _config_class(arch)
+    if arch == "transformer":
+        if overrides.get("moe", False):
+            raise TrajMoEError("the dense Transformer baseline has moe=False; use arch='trajmoe' for SAMoE.")
+        overrides = {**overrides, "moe": False}
+    try:
+        config = cls(**overrides)
+    except TypeError as exc:  # an unknown keyword: name the valid ones
+        names = ", ".join(f.name for f in dataclasses.fields(cls))
+        raise TrajMoEError(f"{exc}; {cls.__name__} fields are: {names}") from exc
+    torch.manual_seed(seed)
+    model = _make(arch, config)
+    return model, model.config
+
+
+def new_trajmoe(*, d_model: int = 128, n_layers: int = 2, seed: int = 0, **overrides) -> tuple[TrajMoE, TrajMoEConfig]:
+    """A new TrajMoE (``d_model`` wide, ``n_layers`` SAMoE blocks) and its config."""
+    return new_model("trajmoe", seed=seed, d_model=d_model, n_layers=n_layers, **overrides)
