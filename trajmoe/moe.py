@@ -165,7 +165,8 @@ class DomainExpert(nn.Module):
         self.up = nn.Linear(rank, d_model)
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
-        self.router_bias = nn.Parameter(torch.zeros(n_routed_experts))
+        # None for a dense FFN, which has no router.
+        self.router_bias = nn.Parameter(torch.zeros(n_routed_experts)) if n_routed_experts else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.up(F.gelu(self.down(x)))
@@ -195,7 +196,7 @@ class _FeedForward(nn.Module):
             # Created on the device/dtype of the layer so fine-tuning can add one to a loaded model.
             ref = next(self.parameters())
             self.domain_experts[key] = DomainExpert(
-                self._d_model, self._domain_rank, max(self._n_router_bias, 1)
+                self._d_model, self._domain_rank, self._n_router_bias
             ).to(device=ref.device, dtype=ref.dtype)
         return self.domain_experts[key]  # type: ignore[return-value]
 
@@ -250,7 +251,7 @@ class SAMoE(_FeedForward):
                 raise ValueError("this SAMoE layer routes with priors: pass the (M, P) prior vector")
             logits = logits + self.prior_gate(prior.to(self.prior_gate.weight.dtype)).float()
         domain = self._domain(city)
-        if domain is not None:
+        if domain is not None and domain.router_bias is not None:
             logits = logits + domain.router_bias.float()
         return logits
 
