@@ -74,6 +74,7 @@ _BINARY = {  # magic bytes of things people upload by mistake -> what to do inst
 }
 _ISO_RE = re.compile(r"^\d{4}-\d\d-\d\d[T ]\d\d?:\d\d")
 _TSMC_TIME_RE = re.compile(r"^[A-Z][a-z]{2} [A-Z][a-z]{2} \d\d \d\d:\d\d:\d\d [+-]\d{4} \d{4}$")
+_SURPLUS = " surplus"  # spare column: rows with too many fields (names never start with a space)
 _NUMBER_RE = re.compile(r"^[+-]?(\d+([.,]\d*)?|[.,]\d+)([eE][+-]?\d+)?$")
 
 # What pandas, pyarrow and the decompressors raise on bad bytes; shown to the user in words.
@@ -331,8 +332,10 @@ def iter_chunks(table: Table, report: ValidationReport, *, has_header: bool, nam
                 ) -> Iterator[pd.DataFrame]:
     """Yield chunks of the table with a 1-based ``row`` column (data rows, header not counted).
 
-    Rows with more fields than the header are skipped by pandas and dropped in ``report`` with
-    their row numbers; blank lines are counted as dropped too, so row numbers stay exact.
+    Rows with more fields than the header are dropped in ``report`` with their row numbers
+    (pandas skips most of them; with ``index_col=False`` it silently cuts the surplus off when the
+    first data row has it, so one spare column catches those); blank lines are counted as dropped
+    too, so row numbers stay exact.
     """
     if table.fmt == "parquet":
         offset = 0
@@ -344,10 +347,13 @@ def iter_chunks(table: Table, report: ValidationReport, *, has_header: bool, nam
             yield chunk
         return
     skip = table.skip_lines + int(has_header)
+    message = ("The row has more fields than the header (e.g. row {row}: {why}); often a delimiter "
+               "inside an unquoted value. Quote such values or remove the extra delimiters.")
     with table.open() as stream:
         try:
             reader = pd.read_csv(
-                stream, sep=table.delimiter, header=None, names=names, skiprows=skip, dtype=dtype,
+                stream, sep=table.delimiter, header=None, names=[*names, _SURPLUS], skiprows=skip,
+                dtype={**dtype, _SURPLUS: "str"},
                 encoding=table.encoding, decimal=table.decimal, skip_blank_lines=False,
                 index_col=False, chunksize=CHUNK_ROWS, on_bad_lines="warn", low_memory=False)
         except pd.errors.EmptyDataError:
@@ -358,15 +364,13 @@ def iter_chunks(table: Table, report: ValidationReport, *, has_header: bool, nam
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 chunk = next(reader, None)
-            new = [(int(line) - skip, why) for w in caught if issubclass(
-                w.category, pd.errors.ParserWarning)
-                for line, why in re.findall(r"line (\d+): (.*)", str(w.message))]
+            new = [(int(line) - skip, re.sub(r"expected \d+", f"expected {len(names)}", why))
+                   for w in caught if issubclass(w.category, pd.errors.ParserWarning)
+                   for line, why in re.findall(r"line (\d+): (.*)", str(w.message))]
             if new:
                 skipped = sorted(skipped + [r for r, _ in new])
                 report.drop("wrong number of fields", [r for r, _ in new],
-                            f"The row has more fields than the header (e.g. row {new[0][0]}: "
-                            f"{new[0][1]}); often a delimiter inside an unquoted value. Quote "
-                            "such values or remove the extra delimiters.")
+                            message.format(row=new[0][0], why=new[0][1]))
                 report.n_rows += len(new)
             if chunk is None:
                 return
@@ -376,6 +380,12 @@ def iter_chunks(table: Table, report: ValidationReport, *, has_header: bool, nam
             chunk.insert(0, "row", k + np.searchsorted(gaps, k, side="right"))
             parsed += len(chunk)
             report.n_rows += len(chunk)
+            surplus = chunk.pop(_SURPLUS).notna()
+            if surplus.any():
+                row = int(chunk.loc[surplus, "row"].iloc[0])
+                report.drop("wrong number of fields", chunk.loc[surplus, "row"], message.format(
+                    row=row, why=f"expected {len(names)} fields, saw {len(names) + 1}"))
+                chunk = chunk[~surplus]
             blank = chunk[names].isna().all(axis=1)
             if blank.any():
                 report.drop("blank line", chunk.loc[blank, "row"], "The line is empty.")
