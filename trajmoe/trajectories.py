@@ -22,6 +22,7 @@ import re
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -448,7 +449,7 @@ def _parse_guessed(text: pd.Series, state: ReadState) -> np.ndarray:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "Parsing dates in %d/%m/%Y format..."
                 fmt = guess_datetime_format(sample, dayfirst=dayfirst)
-            if fmt is None or "%z" in fmt or fmt == best_fmt:
+            if fmt is None or "%z" in fmt or "%d" not in fmt or fmt == best_fmt:
                 continue
             parsed = _to_ns(pd.to_datetime(text, format=fmt, errors="coerce"))
             if (~np.isnat(parsed)).sum() > best_n:
@@ -476,7 +477,23 @@ def _parse_one(value: str) -> pd.Timestamp:
             return pd.NaT
     if stamp is pd.NaT or not _TIME_MIN <= stamp.tz_localize(None).to_datetime64() < _TIME_MAX:
         return pd.NaT
+    if not _has_date(value):  # "12:00": pandas would fill in today's date
+        return pd.NaT
     return stamp.tz_localize(None) if stamp.tzinfo is not None else stamp
+
+
+def _has_date(value: str) -> bool:
+    """False when the text names no full date: parsing it against two defaults gives two days."""
+    from dateutil import parser
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            one = parser.parse(value, default=datetime(2001, 1, 1))
+            two = parser.parse(value, default=datetime(2002, 2, 2))
+    except (ValueError, OverflowError):  # a form only pandas reads: trust it
+        return True
+    return one.date() == two.date()
 
 
 def _generic_converter(
