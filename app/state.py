@@ -34,12 +34,12 @@ SAMPLE_POIS = REPO / "sample_data" / "helsinki_pois.parquet"
 SHIPPED_CHECKPOINT = REPO / "assets" / "trajmoe_pretrained.safetensors"
 CHECKPOINT_ENV = "TRAJMOE_CHECKPOINT"  # another checkpoint to start from (tests, other deployments)
 WORK_DIR = Path(os.environ.get("TRAJMOE_APP_DIR", Path(tempfile.gettempdir()) / "trajmoe_app"))
-MIN_CELLS = 40  # a map with fewer cells says little: small areas get a finer H3 resolution
-MAX_AUTO_RESOLUTION = 10  # ~0.015 km2 cells; finer cells hold too few people for the privacy rule
 TOP_K = 10  # next cells kept per visit (the flows page uses up to this many)
-# Model passes read the last STRIDE positions of each window: every held-out visit keeps at least
-# 64 - 16 + 1 = 49 earlier visits as context (the benchmark protocol: up to 64) at ~16x less compute.
-STRIDE = 16
+# Model passes read the last STRIDE positions of each sequence (trajmoe.flows.iter_next_scores):
+# every visit keeps at least 64 - 32 + 1 = 33 earlier visits as context (the benchmark protocol:
+# up to 64) at ~32x less compute; on the Helsinki sample the metrics match stride 16 to 0.1 pt.
+STRIDE = 32
+FRACTION = 0.05  # the paper's few-shot share; the pretrained model's views use the same features
 SAMPLE_LABEL = "Helsinki sample: SYNTHETIC people (no real person) moving between real OpenStreetMap POIs"
 
 
@@ -141,25 +141,11 @@ class Prepared:
     error: str | None = None
 
 
-def _visited_cells(folder: Path, resolution: int) -> int:
-    visits = pd.read_parquet(folder / "visits.parquet", columns=["lat", "lon"]).drop_duplicates()
-    from trajmoe.features import latlon_to_cells
-
-    return len(set(latlon_to_cells(visits["lat"].to_numpy(), visits["lon"].to_numpy(), resolution)))
-
-
-def _auto_resolution(folder: Path, meta: dict) -> int:
-    """The coarsest resolution (from prepare's default up to 10) whose visited cells fill a map."""
-    res = int(meta["resolution"])
-    while res < MAX_AUTO_RESOLUTION and _visited_cells(folder, res) < MIN_CELLS:
-        res += 1
-    return res
-
-
 @st.cache_data(show_spinner=False, max_entries=8)
 def prepare_city(traj_key: str, pois_key: str, city: str, resolution: int | None,
                  _traj: Source, _pois: Source) -> Prepared:
-    """Prepare (or reuse from disk) the city folder; ``resolution`` None = chosen automatically."""
+    """Prepare (or reuse from disk) the city folder; ``resolution`` None = prepare's automatic choice
+    (8 for a city, finer for a small area)."""
     from trajmoe import __version__
     from trajmoe.dataset import prepare
     from trajmoe.features import SCHEMA_ID
@@ -172,23 +158,11 @@ def prepare_city(traj_key: str, pois_key: str, city: str, resolution: int | None
     bar = st.progress(0.1, text="Reading and checking the trajectories, placing visits on the map grid...")
     scratch = scratch_dir()
     try:
-        poi_frame = read_poi_file(pois_key, _pois.path)
-        kw = dict(city=city, pois=poi_frame, name=Path(_traj.path).name)
-        meta, report = prepare(_traj.path, out=scratch / "a", resolution=resolution, **kw)
-        out = scratch / "a"
-        if resolution is None and meta["kind"] != "stations":
-            finer = _auto_resolution(out, meta)
-            if finer != meta["resolution"]:
-                bar.progress(0.6, text=f"The area is small: using finer map cells (H3 resolution {finer})...")
-                meta, report = prepare(_traj.path, out=scratch / "b", resolution=finer, **kw)
-                report.note(f"The area is small, so the map uses finer cells (H3 resolution {finer}) "
-                            "than the usual 8.")
-                meta["report"] = report.to_dict()
-                (scratch / "b" / "meta.json").write_text(json.dumps(meta, indent=2))
-                out = scratch / "b"
+        meta, report = prepare(_traj.path, out=scratch / "city", city=city, pois=read_poi_file(pois_key, _pois.path),
+                               resolution=resolution, name=Path(_traj.path).name)
         folder.parent.mkdir(parents=True, exist_ok=True)
         if not folder.exists():
-            out.rename(folder)  # atomic: another session never sees a half-written folder
+            (scratch / "city").rename(folder)  # atomic: another session never sees a half-written folder
         return Prepared(str(folder), meta, report.to_dict())
     except TrajMoEError as exc:
         report = exc.report.to_dict() if getattr(exc, "report", None) is not None else {}
@@ -256,32 +230,32 @@ def base_model():
     return model, meta, path
 
 
-@dataclass
-class Outputs:
-    """What one model says about one city: next-cell predictions and router probabilities."""
+def few_shot_windows(data, fraction: float) -> list:
+    from trajmoe.dataset import FewShot
 
-    predictions: pd.DataFrame
-    routing: object  # trajmoe.flows.Routing or None
+    return data.train_windows(FewShot(fraction, 0))
 
 
-def compute_outputs(model, data) -> Outputs:
-    """Predictions on the test split and routing of every visit, with progress bars."""
-    from trajmoe.flows import predict_next, routing_table
+def compute_outputs(model, data, fraction: float):
+    """One pass over every visit: next-cell predictions, ranks of the true next cells and routing.
+
+    Cell features come from the training visits of the few-shot share ``fraction`` (what a model
+    fine-tuned on that share saw), so zero-shot and fine-tuned views are compared like for like.
+    """
+    from trajmoe.flows import predict
 
     bar = st.progress(0.0, text="Predicting where each person goes next...")
-    preds = predict_next(model, data, top_k=TOP_K, split="test", stride=STRIDE,
-                         progress=lambda d, t: bar.progress(d / max(t, 1) * 0.7,
-                                                            text=f"Predicting next places: {d:,} of {t:,} moves"))
-    routing = routing_table(model, data, progress=lambda d, t: bar.progress(
-        0.7 + 0.3 * d / max(t, 1), text="Reading which experts the model uses for each visit..."))
+    out = predict(model, data, top_k=TOP_K, split="all", city=data.city_tensors(few_shot_windows(data, fraction)),
+                  stride=STRIDE, progress=lambda d, t: bar.progress(
+                      d / max(t, 1), text=f"Predicting where each person goes next: {d:,} of {t:,} moves"))
     bar.empty()
-    return Outputs(preds, routing)
+    return out
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def base_outputs(path: str, mtime: float, folder: str) -> Outputs:
+def base_outputs(path: str, mtime: float, folder: str, fraction: float = FRACTION):
     model, _ = load_model(path, mtime)
-    return compute_outputs(model, city_data(folder))
+    return compute_outputs(model, city_data(folder), fraction)
 
 
 @dataclass
@@ -290,7 +264,8 @@ class Shown:
 
     label: str
     model: object
-    outputs: Outputs
+    outputs: object  # trajmoe.flows.Predictions over every visit
+    fraction: float  # few-shot share whose training visits give the cell features
     key: str  # identifies model + city for caches
     finetuned: bool
 
@@ -303,7 +278,7 @@ def finetuned_for(folder: str) -> dict | None:
 def shown_model(prep: Prepared, data) -> Shown | None:
     ft = finetuned_for(prep.folder)
     if ft:
-        return Shown(ft["label"], ft["model"], ft["outputs"], ft["key"], True)
+        return Shown(ft["label"], ft["model"], ft["outputs"], ft["fraction"], ft["key"], True)
     base = base_model()
     if base is None:
         return None
@@ -311,7 +286,7 @@ def shown_model(prep: Prepared, data) -> Shown | None:
     outputs = base_outputs(str(path), path.stat().st_mtime, prep.folder)
     what = "the shipped pretrained model" if path == SHIPPED_CHECKPOINT else f"the pretrained model {path.name}"
     label = f"{what}, zero-shot (not fine-tuned on {prep.meta.get('city', 'this city')})"
-    return Shown(label, model, outputs, f"{path}:{path.stat().st_mtime}:{prep.folder}", False)
+    return Shown(label, model, outputs, FRACTION, f"{path}:{path.stat().st_mtime}:{prep.folder}", False)
 
 
 def require_model(prep: Prepared, data) -> Shown:
@@ -323,7 +298,7 @@ def require_model(prep: Prepared, data) -> Shown:
             "or put the shipped one back. The City & POIs and Trajectories pages work without it."
         )
         st.stop()
-    st.info(f"Showing **{shown.label}**.", icon=":material/model_training:")
+    st.info(f"Showing **{shown.label}**.")
     return shown
 
 
@@ -375,24 +350,6 @@ def cell_names(folder: str, pois_key: str, _pois: pd.DataFrame) -> pd.Series:
 
 
 # --------------------------------------------------------------------------- fine-tuning
-def test_metrics(model, data, fraction: float) -> dict:
-    """Acc@k/MRR on every held-out (test) visit; cell features from the few-shot share only, as
-    for the baselines (DESIGN.md §Protocol); contexts as in :data:`STRIDE`."""
-    from trajmoe.dataset import FewShot
-    from trajmoe.flows import predict_and_rank
-    from trajmoe.metrics import metrics_from_ranks
-
-    city = data.city_tensors(data.train_windows(FewShot(fraction, 0)))
-    return metrics_from_ranks(predict_and_rank(model, data, top_k=1, split="test", city=city, stride=STRIDE)[1])
-
-
-@st.cache_data(show_spinner=False, max_entries=16)
-def zero_shot_metrics(path: str, mtime: float, folder: str, fraction: float) -> dict:
-    """Test metrics of the unchanged pretrained model."""
-    model, _ = load_model(path, mtime)
-    return test_metrics(model, city_data(folder), fraction)
-
-
 @st.cache_data(show_spinner=False, max_entries=32)
 def baseline_metrics(folder: str, name: str, fraction: float) -> dict:
     """Test metrics of a baseline trained on the same few-shot share (DESIGN.md §Protocol)."""
@@ -436,12 +393,10 @@ def finetune(prep: Prepared, data, *, fraction: float, epochs: int, max_steps: i
 
     result = fit(model, [data], cfg, val_city=data, progress=step)
     bar.empty()
-    outputs = compute_outputs(model, data)
-    bar = st.progress(0.0, text="Scoring on the held-out visits: fine-tuned model...")
-    metrics = {"fine-tuned": test_metrics(model, data, fraction)}
-    bar.progress(0.3, text="Scoring on the held-out visits: the pretrained model without fine-tuning...")
-    metrics["zero-shot"] = zero_shot_metrics(str(path), path.stat().st_mtime, prep.folder, fraction)
-    bar.progress(0.5, text="Scoring on the held-out visits: Markov baseline...")
+    outputs = compute_outputs(model, data, fraction)
+    metrics = {"fine-tuned": outputs.metrics(data, "test"),
+               "zero-shot": base_outputs(str(path), path.stat().st_mtime, prep.folder, fraction).metrics(data, "test")}
+    bar = st.progress(0.5, text="Scoring on the held-out visits: Markov baseline...")
     metrics["markov"] = baseline_metrics(prep.folder, "markov", fraction)
     bar.progress(0.7, text="Scoring on the held-out visits: return + gravity baseline...")
     metrics["epr"] = baseline_metrics(prep.folder, "epr", fraction)
@@ -460,7 +415,7 @@ def finetune(prep: Prepared, data, *, fraction: float, epochs: int, max_steps: i
     files = {"safetensors": out.read_bytes(), "json": out.with_suffix(".json").read_bytes()}
     shutil.rmtree(out.parent, ignore_errors=True)
     label = f"your model fine-tuned on {fraction:.0%} of {city} ({epochs} epoch{'s' if epochs > 1 else ''})"
-    return {"folder": prep.folder, "model": model, "outputs": outputs, "metrics": metrics, "files": files,
+    return {"folder": prep.folder, "model": model, "outputs": outputs, "fraction": fraction, "metrics": metrics, "files": files,
             "label": label, "steps": result.steps, "seconds": result.seconds, "losses": result.losses,
             "key": f"finetuned:{digest(files['safetensors'])}:{prep.folder}", "city": city}
 
@@ -480,31 +435,32 @@ def zones(key: str, path: str, folder: str):
 def observed(folder: str) -> pd.DataFrame:
     from trajmoe.flows import observed_transitions
 
-    return observed_transitions(city_data(folder), split="test")
+    return observed_transitions(city_data(folder), split="all")
 
 
-def _scenario(model, data, edits: tuple):
+def _scenario(model, data, fraction: float, edits: tuple):
     from trajmoe.scenario import POIEdit, run_scenario
 
     bar = st.progress(0.0, text="Asking the model again with the changed POIs...")
-    result = run_scenario(model, data, [POIEdit(*e) for e in edits], stride=STRIDE, progress=lambda d, t: bar.progress(
+    result = run_scenario(model, data, [POIEdit(*e) for e in edits], windows=few_shot_windows(data, fraction),
+                          stride=STRIDE, progress=lambda d, t: bar.progress(
         d / max(t, 1), text=f"Predicting next places before and after the change: {d:,} of {t:,}"))
     bar.empty()
     return result
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def _base_scenario(path: str, mtime: float, folder: str, edits: tuple):
+def _base_scenario(path: str, mtime: float, folder: str, fraction: float, edits: tuple):
     model, _ = load_model(path, mtime)
-    return _scenario(model, city_data(folder), edits)
+    return _scenario(model, city_data(folder), fraction, edits)
 
 
 def scenario(shown: Shown, data, edits: tuple):
     """The scenario result of the shown model (cached per model, city and edits)."""
     if not shown.finetuned:
         path = base_checkpoint()
-        return _base_scenario(str(path), path.stat().st_mtime, str(data.folder), edits)
+        return _base_scenario(str(path), path.stat().st_mtime, str(data.folder), shown.fraction, edits)
     memo = st.session_state.setdefault("_scenarios", {})
     if (shown.key, edits) not in memo:
-        memo[(shown.key, edits)] = _scenario(shown.model, data, edits)
+        memo[(shown.key, edits)] = _scenario(shown.model, data, shown.fraction, edits)
     return memo[(shown.key, edits)]

@@ -7,15 +7,17 @@
 import state
 import streamlit as st
 
-st.set_page_config(page_title="TrajMoE · where people go next", page_icon=":material/map:", layout="wide")
+# No icons anywhere: a ":material/...:" page icon becomes a favicon fetched from fonts.gstatic.com,
+# and the app must make no request outside the machine (tests/test_browser.py checks).
+st.set_page_config(page_title="TrajMoE · where people go next", layout="wide")
 
 pages = [
-    st.Page("app_pages/city.py", title="City & POIs", icon=":material/location_city:", default=True),
-    st.Page("app_pages/trajectories.py", title="Trajectories", icon=":material/route:"),
-    st.Page("app_pages/finetune.py", title="Fine-tune", icon=":material/model_training:"),
-    st.Page("app_pages/flows.py", title="Flows", icon=":material/moving:"),
-    st.Page("app_pages/experts.py", title="Experts", icon=":material/hub:"),
-    st.Page("app_pages/scenario.py", title="Scenario", icon=":material/add_location_alt:"),
+    st.Page("app_pages/city.py", title="City & POIs", default=True),
+    st.Page("app_pages/trajectories.py", title="Trajectories"),
+    st.Page("app_pages/finetune.py", title="Fine-tune"),
+    st.Page("app_pages/flows.py", title="Flows"),
+    st.Page("app_pages/experts.py", title="Experts"),
+    st.Page("app_pages/scenario.py", title="Scenario"),
 ]
 nav = st.navigation(pages)
 

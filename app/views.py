@@ -41,18 +41,20 @@ def expert_colour(e: int) -> str:
     return EXPERT_COLOURS[(e - 1) % len(EXPERT_COLOURS)]
 
 
-def view_of(lat: np.ndarray, lon: np.ndarray, *, width_px: int = 620) -> pdk.ViewState:
-    """A camera that shows all the given points."""
+def view_of(lat: np.ndarray, lon: np.ndarray, *, width_px: int = 620, height_px: int = MAP_HEIGHT) -> pdk.ViewState:
+    """A top-down camera that shows all the given points with a margin."""
     lat, lon = np.asarray(lat, dtype=float), np.asarray(lon, dtype=float)
     if len(lat) == 0:
         return pdk.ViewState(latitude=0, longitude=0, zoom=1)
-    lo_lat, hi_lat = np.nanpercentile(lat, [1, 99])
-    lo_lon, hi_lon = np.nanpercentile(lon, [1, 99])
-    span_lon = max(hi_lon - lo_lon, 1e-3) * 1.25
-    span_lat = max(hi_lat - lo_lat, 1e-3) * 1.25 / max(math.cos(math.radians((lo_lat + hi_lat) / 2)), 0.1)
-    zoom = min(math.log2(360 * width_px / (256 * span_lon)), math.log2(360 * MAP_HEIGHT / (256 * span_lat)))
-    return pdk.ViewState(latitude=float((lo_lat + hi_lat) / 2), longitude=float((lo_lon + hi_lon) / 2),
-                         zoom=float(np.clip(zoom, 1, 18)), pitch=0)
+    lo_lat, hi_lat, lo_lon, hi_lon = lat.min(), lat.max(), lon.min(), lon.max()
+    mid = (lo_lat + hi_lat) / 2
+    # deck.gl's Web Mercator: 512 * 2**zoom pixels per 360 degrees of longitude (512-px tiles);
+    # latitude is stretched by 1/cos(lat).
+    span_lon = max(hi_lon - lo_lon, 2e-3) * 1.3
+    span_lat = max(hi_lat - lo_lat, 1e-3) * 1.3 / max(math.cos(math.radians(mid)), 0.1)
+    zoom = min(math.log2(360 * width_px / (512 * span_lon)), math.log2(360 * height_px / (512 * span_lat)))
+    return pdk.ViewState(latitude=float(mid), longitude=float((lo_lon + hi_lon) / 2),
+                         zoom=float(np.clip(zoom, 1, 17)), pitch=0, bearing=0)
 
 
 def deck(layers: list, view: pdk.ViewState, *, height: int = MAP_HEIGHT) -> pdk.Deck:
@@ -168,12 +170,14 @@ def flow_map(summary, *, context, names: pd.Series | None, unit: str, zones=None
         flows["width"] = 1 + 9 * np.sqrt(flows["flow"] / top)
         flows["tip"] = [f"<b>{label(o)} → {label(d)}</b><br>{f:,.1f} moves by {u} {unit}"
                         for o, d, f, u in flows[["origin", "destination", "flow", "n_users"]].itertuples(index=False)]
+        # Low arcs: seen from straight above, tall arcs come close to the camera and fan out.
+        # A quoted string is a literal for pydeck (a bare one becomes a data accessor).
         layers.append(pdk.Layer("ArcLayer", flows, get_source_position=["o_lon", "o_lat"],
-                                get_target_position=["d_lon", "d_lat"], get_width="width",
-                                get_source_color=[230, 120, 20, 200], get_target_color=[90, 40, 160, 200],
-                                width_units="pixels", pickable=True, auto_highlight=True))
-    pos = places if len(places) else pd.DataFrame({"lat": [], "lon": []})
-    return deck(layers, view_of(pos["lat"], pos["lon"], width_px=520))
+                                get_target_position=["d_lon", "d_lat"], get_width="width", get_height=0.15,
+                                get_source_color=[230, 120, 20, 210], get_target_color=[90, 40, 160, 210],
+                                width_units="'pixels'", great_circle=False, pickable=True, auto_highlight=True))
+    frame = zones.position if zones is not None else pd.DataFrame([latlng(c) for c in context], columns=["lat", "lon"])
+    return deck(layers, view_of(frame["lat"], frame["lon"], width_px=560))
 
 
 # --------------------------------------------------------------------------- experts
@@ -183,8 +187,7 @@ def dominant_map(by_cell: pd.DataFrame, *, names: pd.Series, context, unit: str)
     frame["colour"] = [rgb(expert_colour(int(e)), 225) for e in frame["dominant"]]
     frame["tip"] = [f"<b>{names.get(c, c)}</b><br>mostly expert {e} ({s:.0%})<br>{v:,} visits by {u} {unit}"
                     for c, e, s, v, u in frame[["cell", "dominant", "dominant_share", "n_visits", "n_users"]].itertuples(index=False)]
-    lat_lon = np.array([latlng(c) for c in frame["cell"]]).reshape(-1, 2)
-    return deck([context_layer(context), hex_layer(frame)], view_of(lat_lon[:, 0], lat_lon[:, 1], width_px=520))
+    return deck([context_layer(context), hex_layer(frame)], view_of_cells(context, width_px=560))
 
 
 def share_map(by_cell: pd.DataFrame, expert: int, *, names: pd.Series, context, unit: str) -> pdk.Deck:
@@ -194,8 +197,12 @@ def share_map(by_cell: pd.DataFrame, expert: int, *, names: pd.Series, context, 
     frame["colour"] = sequential(frame[col].to_numpy(), high=expert_colour(expert))
     frame["tip"] = [f"<b>{names.get(c, c)}</b><br>expert {expert}: {s:.0%} of routing<br>{u} {unit}"
                     for c, s, u in frame[["cell", col, "n_users"]].itertuples(index=False)]
-    lat_lon = np.array([latlng(c) for c in frame["cell"]]).reshape(-1, 2)
-    return deck([context_layer(context), hex_layer(frame)], view_of(lat_lon[:, 0], lat_lon[:, 1], width_px=520))
+    return deck([context_layer(context), hex_layer(frame)], view_of_cells(context, width_px=560))
+
+
+def view_of_cells(cells, *, width_px: int = 620) -> pdk.ViewState:
+    lat_lon = np.array([latlng(c) for c in cells]).reshape(-1, 2)
+    return view_of(lat_lon[:, 0], lat_lon[:, 1], width_px=width_px)
 
 
 def latlng(cell: str) -> tuple[float, float]:
@@ -212,6 +219,22 @@ def heatmap(matrix: pd.DataFrame, *, title: str, colour_label: str, scale="Purpl
     return fig
 
 
+def hour_heatmap(matrix: pd.DataFrame, *, title: str) -> go.Figure:
+    """Experts x hours of the week, one tick per day."""
+    fig = go.Figure(go.Heatmap(z=matrix.to_numpy(), x=list(range(matrix.shape[1])), y=list(matrix.index),
+                               customdata=np.tile(np.array(matrix.columns), (len(matrix), 1)),
+                               colorscale="RdBu_r", zmid=1.0, colorbar={"title": "× usual"},
+                               hovertemplate="%{y}, %{customdata}: %{z:.2f}× usual<extra></extra>"))
+    if matrix.shape[1] == 168:
+        fig.update_xaxes(tickvals=list(range(12, 168, 24)), ticktext=["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"])
+        for day in range(24, 168, 24):
+            fig.add_vline(x=day - 0.5, line_width=1, line_color="white")
+    else:
+        fig.update_xaxes(tickvals=list(range(0, 24, 3)), ticktext=[f"{h:02d}h" for h in range(0, 24, 3)])
+    fig.update_layout(title=title, height=340, margin={"l": 0, "r": 0, "t": 40, "b": 0}, yaxis_autorange="reversed")
+    return fig
+
+
 # --------------------------------------------------------------------------- scenario
 def change_map(cells: pd.DataFrame, *, edited, names: pd.Series, context) -> pdk.Deck:
     frame = cells.copy()
@@ -220,7 +243,7 @@ def change_map(cells: pd.DataFrame, *, edited, names: pd.Series, context) -> pdk
     frame["tip"] = [f"<b>{names.get(c, c)}</b><br>expected arrivals {b:,.1f} → {a:,.1f} ({d:+,.2f})"
                     for c, b, a, d in frame[["cell", "inflow_before", "inflow_after", "change"]].itertuples(index=False)]
     layers = [context_layer(context), hex_layer(frame), outline_layer(edited, [20, 20, 20, 255])]
-    return deck(layers, view_of(frame["lat"], frame["lon"]))
+    return deck(layers, view_of_cells(context, width_px=700))
 
 
 def plotly(fig: go.Figure, key: str | None = None) -> None:

@@ -22,12 +22,11 @@ from trajmoe.flows import (
     flows_csv,
     flows_geojson,
     observed_transitions,
-    predict_and_rank,
+    predict,
     predict_next,
     predicted_transitions,
     read_zones,
     routing_by_cell,
-    routing_table,
     summarize_flows,
 )
 from trajmoe.models import new_trajmoe
@@ -74,17 +73,21 @@ def test_predict_next_rows(model, city, predictions):
 
 def test_stride_one_is_the_protocol_and_strided_contexts_stay_close(model, city):
     """stride=1 reads every target at the end of its own full context: the protocol exactly."""
-    exact_table, exact = predict_and_rank(model, city, top_k=3)
-    one_table, one = predict_and_rank(model, city, top_k=3, stride=1)
+    exact = predict(model, city, top_k=3)
+    one = predict(model, city, top_k=3, stride=1)
     protocol = rank_targets(model, city, city.city_tensors(), city.targets("test"))
-    np.testing.assert_array_equal(exact, protocol)
-    np.testing.assert_array_equal(one, protocol)
-    pd.testing.assert_frame_equal(exact_table.drop(columns="prob"), one_table.drop(columns="prob"))
-    np.testing.assert_allclose(exact_table["prob"], one_table["prob"], atol=1e-5)
+    np.testing.assert_array_equal(exact.ranks, protocol)
+    np.testing.assert_array_equal(one.ranks, protocol)
+    assert exact.metrics(city) == one.metrics(city)
+    pd.testing.assert_frame_equal(exact.table.drop(columns="prob"), one.table.drop(columns="prob"))
+    np.testing.assert_allclose(exact.table["prob"], one.table["prob"], atol=1e-5)
     # With stride 16 every target keeps >= 49 visits of context: the ranks barely move.
-    _, strided = predict_and_rank(model, city, top_k=3, stride=16)
-    assert len(strided) == len(protocol)
-    assert np.mean(strided == protocol) > 0.9
+    strided = predict(model, city, top_k=3, stride=16)
+    np.testing.assert_array_equal(strided.targets, city.targets("test"))
+    assert np.mean(strided.ranks == protocol) > 0.9
+    # One pass over every visit serves any split's metrics.
+    everything = predict(model, city, top_k=3, split="all", stride=16)
+    assert everything.metrics(city, "test")["n"] == len(protocol)
 
 
 def _users_per_place(transitions: pd.DataFrame) -> pd.Series:
@@ -160,9 +163,9 @@ def test_districts(city, tmp_path):
 
 
 def test_routing(model, city):
-    routing = routing_table(model, city)
-    inside = int((city.cell_idx >= 0).sum())
-    assert routing.probs.shape == (inside, 2, 8)
+    routing = predict(model, city, split="all", stride=32).routing
+    origins = np.flatnonzero(city.seq > 0) - 1  # every visit a next visit is predicted from
+    assert routing.probs.shape == (int((city.cell_idx[origins] >= 0).sum()), 2, 8)
     np.testing.assert_allclose(routing.probs.sum(-1), 1.0, atol=1e-5)
     private, hidden = routing.private(5)
     users = pd.Series(routing.user).groupby(routing.cell).nunique()

@@ -1,15 +1,15 @@
 """What the model says about a city, in the aggregates planners read: next-cell predictions,
 origin -> destination flows over H3 cells, and which routed expert each place and hour goes to.
 
-* :func:`predict_next` - the top-k next cells (with probabilities) for every target visit; the
-  ``trajmoe predict`` verb writes it.
+* :func:`predict` / :func:`predict_next` - the top-k next cells (with probabilities) for every
+  target visit, and the rank of the true one; the ``trajmoe predict`` verb writes the table.
 * Flows. A *transition* is one person's move from an origin cell to a destination cell, with a
   weight: 1 for an observed move, the predicted probability for a predicted one (each visit's
   top-N next cells, rescaled to sum to one, so observed and predicted maps count the same number
   of moves). :func:`summarize_flows` adds them up per (origin, destination) pair and per cell
   (or per district, with :func:`read_zones`), and applies the privacy rule.
-* Routing. :func:`routing_table` runs the model over every visit once and keeps each MoE layer's
-  router probabilities; :func:`routing_by_cell`, :func:`expert_category_matrix`,
+* Routing. A strided :func:`predict` pass also keeps each MoE layer's router probabilities at
+  every visit it predicts from; :func:`routing_by_cell`, :func:`expert_category_matrix`,
   :func:`expert_hour_matrix` and :func:`describe_experts` turn them into maps, heatmaps and text.
 
 Privacy rule: a cell (or district) that fewer than ``k`` distinct persons contribute to, and a flow
@@ -105,15 +105,18 @@ def _strided_windows(data: CityData, targets: np.ndarray, max_len: int, stride: 
 def iter_next_scores(model, data: CityData, targets: np.ndarray, *, city: CityTensors | None = None,
                      stride: int | None = None, max_len: int | None = None, batch_size: int = 256,
                      progress: Progress | None = None):
-    """Yield ``(chunk, scores)``: target visit indices and their (B, N) float32 next-cell scores
-    (logits: ``softmax`` gives probabilities).
+    """Yield ``(chunk, scores, router)`` for the target visits ``targets``.
+
+    ``scores`` (B, N) float32 are the next-cell logits of each target's predecessor (``softmax``
+    gives probabilities); ``router`` (B, n_layers, E) the router probabilities of that
+    predecessor visit, or None (exact passes, models without routed experts).
 
     ``stride=None`` is the protocol exactly (DESIGN.md §Protocol): each target's context is up to
-    ``max_len`` earlier visits of its user, one model pass per target. ``stride=s`` reads the
-    last ``s`` positions of each pass instead, so a target's context is at least
-    ``max_len - s + 1`` visits (all of them near a user's start) at about ``s`` times less compute:
-    the app uses it to stay interactive. ``city`` defaults to features from all training visits.
-    Chunks come in no particular order.
+    ``max_len`` earlier visits of its user, one sequence per target. ``stride=s`` reads the last
+    ``s`` positions of each sequence instead, so one sequence serves ``s`` targets (about ``s``
+    times less compute) and a target's context is at least ``max_len - s + 1`` visits (or all
+    of its user's earlier visits): the app uses it to stay interactive. ``city`` defaults to
+    features from all training visits. Chunks come in no particular order.
     """
     import torch
 
@@ -130,29 +133,48 @@ def iter_next_scores(model, data: CityData, targets: np.ndarray, *, city: CityTe
             done += len(chunk)
             if progress is not None:
                 progress(done, len(targets))
-            yield chunk, scores.float()
+            yield chunk, scores.float(), None
         return
     if not 1 <= stride <= max_len:
         raise InputDataError(f"stride must be in 1..{max_len}, got {stride}")
     windows, positions, covered = _strided_windows(data, targets, max_len, stride)
-    per_batch = max(1, batch_size // stride)
+    per_batch = max(1, batch_size // 4)  # sequences per pass (each up to max_len visits)
     for group in iter_batches(list(range(len(windows))), per_batch):
         with torch.no_grad():
-            logits = model(data.window_batch([windows[w] for w in group]), city, targets=False).logits  # (B, T, N)
-        rows = np.concatenate([np.full(len(positions[w]), b) for b, w in enumerate(group)])
-        cols = np.concatenate([positions[w] for w in group])
+            out = model(data.window_batch([windows[w] for w in group]), city, targets=False)
+        rows = torch.from_numpy(np.concatenate([np.full(len(positions[w]), b) for b, w in enumerate(group)]))
+        cols = torch.from_numpy(np.concatenate([positions[w] for w in group]))
+        layers = getattr(out, "router_probs", None)
+        router = torch.stack([p[rows, cols] for p in layers], dim=1) if layers else None  # (B, n_layers, E)
         chunk = np.concatenate([covered[w] for w in group])
         done += len(chunk)
         if progress is not None:
             progress(done, len(targets))
-        yield chunk, logits[torch.from_numpy(rows), torch.from_numpy(cols)].float()
+        yield chunk, out.logits[rows, cols].float(), router
 
 
-def predict_and_rank(model, data: CityData, *, top_k: int = 10, split: str = "test", city: CityTensors | None = None,
-                     stride: int | None = None, max_len: int | None = None, batch_size: int = 256,
-                     progress: Progress | None = None) -> tuple[pd.DataFrame, np.ndarray]:
-    """:func:`predict_next`'s table and, from the same pass, the rank of each target's true cell
-    (pessimistic, ``inf`` outside the candidates: feed :func:`trajmoe.metrics.metrics_from_ranks`)."""
+@dataclass
+class Predictions:
+    """One model pass over a split's target visits."""
+
+    table: pd.DataFrame  # predict_next rows: user_id, timestamp, cell, rank, next_cell, prob
+    targets: np.ndarray  # (n,) the target visits, ascending
+    ranks: np.ndarray  # (n,) pessimistic rank of each target's true cell (inf outside the candidates)
+    routing: Routing | None  # router probabilities at each target's predecessor (strided passes)
+
+    def metrics(self, data: CityData, split: str = "test") -> dict:
+        """Acc@1/5/10, MRR, NDCG@10 over this pass's targets of ``split``."""
+        from .dataset import SPLITS
+        from .metrics import metrics_from_ranks
+
+        return metrics_from_ranks(self.ranks[data.split[self.targets] == SPLITS.index(split)])
+
+
+def predict(model, data: CityData, *, top_k: int = 10, split: str = "test", city: CityTensors | None = None,
+            stride: int | None = None, max_len: int | None = None, batch_size: int = 256,
+            progress: Progress | None = None) -> Predictions:
+    """Top-k next cells of every target's predecessor, the rank of each true next cell and (with
+    ``stride``) the routing of each predecessor visit, from one pass (see :func:`iter_next_scores`)."""
     import torch
 
     from .metrics import target_ranks
@@ -161,29 +183,36 @@ def predict_and_rank(model, data: CityData, *, top_k: int = 10, split: str = "te
         raise InputDataError(f"top_k must be >= 1, got {top_k}: e.g. --top-k 10")
     targets = target_visits(data, split)
     k = min(top_k, data.n_cells)
-    order, idx, prob, ranks = [], [], [], []
-    for chunk, scores in iter_next_scores(model, data, targets, city=city, stride=stride, max_len=max_len,
-                                          batch_size=batch_size, progress=progress):
+    order, idx, prob, ranks, router = [], [], [], [], []
+    for chunk, scores, probs in iter_next_scores(model, data, targets, city=city, stride=stride, max_len=max_len,
+                                                 batch_size=batch_size, progress=progress):
         p, i = scores.softmax(dim=-1).topk(k, dim=-1)  # (B, k)
         order.append(chunk)
         idx.append(i.numpy())
         prob.append(p.numpy())
         ranks.append(target_ranks(scores, torch.from_numpy(data.cell_idx[chunk])).numpy())
-    if not order:
-        return pd.DataFrame(columns=["user_id", "timestamp", "cell", "rank", "next_cell", "prob"]), np.zeros(0)
-    chunk = np.concatenate(order)
+        if probs is not None:
+            router.append(probs.numpy())
+    chunk = np.concatenate(order) if order else np.zeros(0, dtype=np.int64)
     sort = np.argsort(chunk, kind="stable")
-    origin = np.repeat(chunk[sort] - 1, k)
+    chunk = chunk[sort]
+    origin = np.repeat(chunk - 1, k)
     v = data.visits
     table = pd.DataFrame({
         "user_id": v["user_id"].to_numpy()[origin],
         "timestamp": pd.to_datetime(v["timestamp"]).to_numpy()[origin],
         "cell": v["cell"].to_numpy()[origin],
         "rank": np.tile(np.arange(1, k + 1), len(chunk)),
-        "next_cell": data.cells["cell"].to_numpy()[np.concatenate(idx)[sort].reshape(-1)],
-        "prob": np.concatenate(prob)[sort].reshape(-1),
+        "next_cell": data.cells["cell"].to_numpy()[np.concatenate(idx)[sort].reshape(-1)] if idx else [],
+        "prob": np.concatenate(prob)[sort].reshape(-1) if prob else np.zeros(0, dtype=np.float32),
     })
-    return table, np.concatenate(ranks)[sort]
+    routing = None
+    if router:
+        origins = chunk - 1
+        routing = _routing(data, city if city is not None else data.city_tensors(), origins,
+                           np.concatenate(router)[sort])
+    return Predictions(table=table, targets=chunk, ranks=np.concatenate(ranks)[sort] if ranks else np.zeros(0),
+                       routing=routing)
 
 
 def predict_next(model, data: CityData, *, top_k: int = 10, split: str = "test", city: CityTensors | None = None,
@@ -197,8 +226,8 @@ def predict_next(model, data: CityData, *, top_k: int = 10, split: str = "test",
         One row per (visit, rank), in visit order: ``user_id``, ``timestamp`` and ``cell`` of the
         visit the prediction is made at, ``rank`` (1 = most likely), ``next_cell``, ``prob``.
     """
-    return predict_and_rank(model, data, top_k=top_k, split=split, city=city, stride=stride, max_len=max_len,
-                            batch_size=batch_size, progress=progress)[0]
+    return predict(model, data, top_k=top_k, split=split, city=city, stride=stride, max_len=max_len,
+                   batch_size=batch_size, progress=progress).table
 
 
 # --------------------------------------------------------------------------- transitions
@@ -359,7 +388,7 @@ def flows_csv(summary: FlowSummary) -> str:
 # --------------------------------------------------------------------------- routing
 @dataclass
 class Routing:
-    """Router probabilities of every visit (inside the candidate cells) under one model."""
+    """Router probabilities of visits (inside the candidate cells) under one model."""
 
     probs: np.ndarray  # (V, n_layers, E) float32 router softmax
     cell: np.ndarray  # (V,) H3 cell of the visit
@@ -387,36 +416,10 @@ class Routing:
         return self.subset(np.isin(self.cell, ok)), int((users < k).sum())
 
 
-def routing_table(model, data: CityData, *, city: CityTensors | None = None, max_len: int | None = None,
-                  batch_size: int = 64, progress: Progress | None = None) -> Routing | None:
-    """Run the model once over every visit (each user's visits in consecutive windows of
-    ``max_len``) and keep the router probabilities; None for a model without routed experts."""
-    import torch
-
-    from .dataset import iter_batches
-
-    city = city if city is not None else data.city_tensors()
-    max_len = _model_max_len(model, max_len)
-    windows = []
-    for first, end in zip(data.user_start, np.r_[data.user_start[1:], len(data.seq)]):
-        windows += [np.arange(s, min(s + max_len, end)) for s in range(first, end, max_len)]
-    probs, visits = [], []
-    done = 0
-    for chunk in iter_batches(windows, batch_size):
-        batch = data.window_batch(chunk)
-        with torch.no_grad():
-            out = model(batch, city, targets=False)
-        layers = getattr(out, "router_probs", None)
-        if not layers:
-            return None
-        stacked = torch.stack(layers, dim=2)  # (B, T, n_layers, E)
-        probs.append(stacked[batch.mask].numpy())
-        visits.append(np.concatenate(chunk))
-        done += len(chunk)
-        if progress is not None:
-            progress(done, len(windows))
-    probs, visits = np.concatenate(probs), np.concatenate(visits)
-    inside = data.cell_idx[visits] >= 0  # visits outside the candidates were routed as padding cell 0
+def _routing(data: CityData, city: CityTensors, visits: np.ndarray, probs: np.ndarray) -> Routing:
+    """Routing of ``visits`` (their router probabilities ``probs``), leaving out visits outside
+    the candidates: the model saw them as padding cell 0, so their routing says nothing."""
+    inside = data.cell_idx[visits] >= 0
     visits, probs = visits[inside], probs[inside]
     return Routing(probs=probs.astype(np.float32), cell=data.visits["cell"].to_numpy()[visits],
                    user=data.visits["user_id"].to_numpy()[visits], hour=data.hour[visits],
@@ -450,9 +453,10 @@ def expert_category_matrix(routing: Routing, *, layer: int = 0) -> pd.DataFrame:
                         columns=[CATEGORY_LABELS[c] for c in CATEGORIES])
 
 
-def expert_hour_matrix(routing: Routing, *, layer: int = 0) -> pd.DataFrame:
-    """(E, 168) mean router probability per hour of week (Mon 00 ...), or (E, 24) per hour of day
-    when the weekday is unknown; NaN where no visit falls."""
+def expert_hour_matrix(routing: Routing, *, layer: int = 0, relative: bool = False) -> pd.DataFrame:
+    """(E, 168) mean router probability per hour of week (columns ``Mon 00h`` ...), or (E, 24)
+    per hour of day when the weekday is unknown; NaN where no visit falls. ``relative``
+    divides each expert's row by its mean over all visits (1 = as often as usual)."""
     p = routing.probs[:, layer, :].astype(np.float64)
     known = bool(len(routing.weekday)) and bool((routing.weekday < 7).all())
     slot = routing.weekday * 24 + routing.hour if known else routing.hour
@@ -461,19 +465,26 @@ def expert_hour_matrix(routing: Routing, *, layer: int = 0) -> pd.DataFrame:
     np.add.at(total, slot, p)
     count = np.bincount(slot, minlength=n_slots).astype(np.float64)
     mean = np.divide(total, count[:, None], out=np.full_like(total, np.nan), where=count[:, None] > 0)
+    if relative:
+        mean = mean / np.maximum(p.mean(axis=0), 1e-12)
     days = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
     cols = [f"{days[s // 24]} {s % 24:02d}h" for s in range(168)] if known else [f"{h:02d}h" for h in range(24)]
     return pd.DataFrame(mean.T, index=[f"Expert {e + 1}" for e in range(routing.n_experts)], columns=cols)
 
 
+MIN_BLOCK_SHARE = 0.05  # a time of day needs >= 5% of the visits before it can describe an expert
+
+
 def _peak_hours(p_e: np.ndarray, hour: np.ndarray) -> str:
-    """Where in the day an expert's share is highest relative to its own average (4-hour block)."""
+    """The 4-hour block of the day where an expert takes the largest share of visits relative to
+    its own average, among blocks holding enough visits to say so."""
     count = np.bincount(hour, minlength=24).astype(np.float64)
-    mean = np.divide(np.bincount(hour, weights=p_e, minlength=24), count, out=np.zeros(24), where=count > 0)
-    rel = mean / max(p_e.mean(), 1e-12)
-    block = [rel[[(s + i) % 24 for i in range(4)]][count[[(s + i) % 24 for i in range(4)]] > 0].mean()
-             if count[[(s + i) % 24 for i in range(4)]].any() else 0.0 for s in range(24)]
-    start = int(np.argmax(block))
+    weight = np.bincount(hour, weights=p_e, minlength=24)
+    blocks = [[(s + i) % 24 for i in range(4)] for s in range(24)]
+    n = np.array([count[b].sum() for b in blocks])
+    rel = np.array([weight[b].sum() for b in blocks]) / np.maximum(n, 1) / max(p_e.mean(), 1e-12)
+    rel[n < MIN_BLOCK_SHARE * count.sum()] = -np.inf
+    start = int(np.argmax(rel))
     centre = (start + 2) % 24
     part = next(text for a, b, text in _DAY_PARTS if a <= centre < b)
     return f"{part} ({start:02d}-{(start + 4) % 24:02d} h)"

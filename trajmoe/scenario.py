@@ -102,17 +102,20 @@ def _with_cells(data: CityData, cells: pd.DataFrame) -> CityData:
     return edited
 
 
-def expected_inflow(model, data: CityData, targets: np.ndarray, *, stride: int | None = None,
-                    progress: Progress | None = None) -> np.ndarray:
-    """(N,) expected arrivals per candidate cell: the sum of next-cell probabilities over targets."""
+def expected_inflow(model, data: CityData, targets: np.ndarray, *, windows: list[np.ndarray] | None = None,
+                    stride: int | None = None, progress: Progress | None = None) -> np.ndarray:
+    """(N,) expected arrivals per candidate cell: the sum of next-cell probabilities over targets
+    (cell features from the training visits in ``windows``, all of them when None)."""
     total = torch.zeros(data.n_cells, dtype=torch.float64)
-    for _, scores in iter_next_scores(model, data, targets, stride=stride, progress=progress):
+    city = data.city_tensors(windows)
+    for _, scores, _ in iter_next_scores(model, data, targets, city=city, stride=stride, progress=progress):
         total += scores.softmax(dim=-1).double().sum(dim=0)
     return total.numpy()
 
 
 def run_scenario(model, data: CityData, edits: Sequence[POIEdit], *, split: str = "test",
-                 stride: int | None = None, progress: Progress | None = None) -> ScenarioResult:
+                 windows: list[np.ndarray] | None = None, stride: int | None = None,
+                 progress: Progress | None = None) -> ScenarioResult:
     """Expected arrivals per cell before and after ``edits``, on the same target visits.
 
     Apply the privacy rule with :meth:`ScenarioResult.private` before showing or exporting.
@@ -127,6 +130,9 @@ def run_scenario(model, data: CityData, edits: Sequence[POIEdit], *, split: str 
         POIs to add or remove.
     split
         Whose next locations are predicted: ``test`` (held-out visits), ``val`` or ``all``.
+    windows
+        The training windows whose visits give the cell features (the few-shot share a model was
+        fine-tuned on); None = all training visits.
     stride
         None: each target's exact protocol context; an int: the faster strided passes of
         :func:`trajmoe.flows.iter_next_scores` (the same contexts before and after the edit).
@@ -142,8 +148,9 @@ def run_scenario(model, data: CityData, edits: Sequence[POIEdit], *, split: str 
     def half(offset: int):
         return None if progress is None else (lambda done, _total: progress(offset + done, 2 * n))
 
-    before = expected_inflow(model, data, targets, stride=stride, progress=half(0))
-    after = expected_inflow(model, _with_cells(data, cells), targets, stride=stride, progress=half(n))
+    before = expected_inflow(model, data, targets, windows=windows, stride=stride, progress=half(0))
+    after = expected_inflow(model, _with_cells(data, cells), targets, windows=windows, stride=stride,
+                            progress=half(n))
     users = data.visits.groupby("cell")["user_id"].nunique()
     n_users = users.reindex(data.cells["cell"], fill_value=0).to_numpy()
     edited = {e.cell for e in applied}

@@ -90,8 +90,9 @@ long = table.melt(id_vars="Model", value_vars=["First guess right", "Right place
 fig = px.bar(long, x="measure", y="value", color="Model", barmode="group", height=320)
 fig.update_layout(yaxis_tickformat=".0%", xaxis_title=None, yaxis_title=None, margin={"l": 0, "r": 0, "t": 10, "b": 0})
 views.plotly(fig, key="ft_metrics")
-st.caption("The baselines learn from the same share of data. Held-out visits are the last 20% of each "
-           "person's visits, never seen in training.")
+st.caption(f"The baselines learn from the same share of data. Held-out visits are the last 20% of each "
+           f"person's visits, never seen in training; each is predicted from at least "
+           f"{64 - state.STRIDE + 1} earlier visits (the benchmarks use up to 64).")
 
 d1, d2, d3 = st.columns(3)
 stem = f"trajmoe_{city.lower().replace(' ', '_')}"

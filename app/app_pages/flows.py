@@ -22,8 +22,8 @@ unit = state.unit(meta["kind"])
 days = (pd.to_datetime(data.visits["timestamp"]).max() - pd.to_datetime(data.visits["timestamp"]).min()).days + 1
 st.caption(
     f"These flows describe the uploaded sample ({meta['n_users']:,} {unit} over {days} days), not the whole "
-    f"population. They use each {state.unit_one(meta['kind'])}'s held-out moves (the last 20% of their "
-    "visits): **observed** is where they really went, **predicted** is where the model expected them to go."
+    "population. **Observed**: the moves they really made. **Predicted**: where the model expected each of "
+    "them to go next, from the same places at the same times."
 )
 
 c1, c2, c3 = st.columns([2, 2, 2])
@@ -47,7 +47,7 @@ if zone_file is not None:
 
 observed = filter_transitions(state.observed(prep.folder), hours=hours, day=day_names[day])
 predicted = filter_transitions(
-    predicted_transitions(shown.outputs.predictions, top_n=top_n, weekday_reliable=data.weekday_reliable),
+    predicted_transitions(shown.outputs.table, top_n=top_n, weekday_reliable=data.weekday_reliable),
     hours=hours, day=day_names[day])
 obs = summarize_flows(observed, k=k, zones=zones)
 pred = summarize_flows(predicted, k=k, zones=zones)
@@ -68,6 +68,7 @@ per_place = obs.places[["place", "inflow", "outflow", "net"]].merge(
     pred.places[["place", "inflow", "outflow", "net"]], on="place", how="outer", suffixes=(" (observed)", " (predicted)"))
 if names is not None:
     per_place.insert(0, "name", per_place["place"].map(names))
+    per_place = per_place[[c for c in per_place.columns if c != "place"] + ["place"]].rename(columns={"place": "cell id"})
 per_place = per_place.rename(columns=lambda c: c.replace("inflow", "arrivals").replace("outflow", "departures"))
 st.dataframe(per_place.sort_values("arrivals (observed)", ascending=False), hide_index=True,
              column_config={c: st.column_config.NumberColumn(format="%.1f") for c in per_place.columns if "(" in c})

@@ -61,9 +61,9 @@ here = edited["change"].sum()
 verb = "adding" if change > 0 else "removing"
 st.markdown(
     f"**Expected effect of {verb} {abs(change)} {CATEGORY_LABELS[category]} POIs in {len(chosen)} place"
-    f"{'s' if len(chosen) > 1 else ''}**: {here:+,.1f} arrivals there out of {result.n_targets:,} predicted "
-    f"moves ({here / max(edited['inflow_before'].sum(), 1e-9):+.1%}); the other shown places change by "
-    f"{total - here:+,.1f} in total."
+    f"{'s' if len(chosen) > 1 else ''}**: {here:+,.2f} arrivals there out of {result.n_targets:,} predicted "
+    f"moves ({here / max(edited['inflow_before'].sum(), 1e-9):+.2%}); the other shown places change by "
+    f"{total - here:+,.2f} in total."
 )
 left, right = st.columns([3, 2])
 with left:
@@ -74,6 +74,9 @@ with right:
     st.dataframe(pd.DataFrame({
         "place": top["cell"].map(names), "before": top["inflow_before"], "after": top["inflow_after"],
         "change": top["change"], "change %": top["change_pct"],
-    }), hide_index=True, column_config={c: st.column_config.NumberColumn(format="%.2f") for c in ("before", "after", "change", "change %")})
+    }), hide_index=True, column_config={"before": st.column_config.NumberColumn(format="%.1f"),
+                                   "after": st.column_config.NumberColumn(format="%.1f"),
+                                   "change": st.column_config.NumberColumn(format="%+.3f"),
+                                   "change %": st.column_config.NumberColumn(format="%+.2f%%")})
 st.caption(state.hidden_note("this map", hidden, None, meta["kind"]) +
            f" Showing {shown.label}; arrivals are the model's expected counts on the held-out moves.")
