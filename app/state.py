@@ -290,7 +290,11 @@ def shown_model(prep: Prepared, data) -> Shown | None:
 
 
 def require_model(prep: Prepared, data) -> Shown:
-    shown = shown_model(prep, data)
+    try:
+        shown = shown_model(prep, data)
+    except TrajMoEError as exc:  # a broken or foreign checkpoint: say so, keep the app running
+        st.error(f"The pretrained model cannot be used: {exc} Upload a checkpoint on the **Fine-tune** page.")
+        st.stop()
     if shown is None:
         st.warning(
             "No model to show: the shipped checkpoint `assets/trajmoe_pretrained.safetensors` (with its "

@@ -213,3 +213,14 @@ def test_without_a_checkpoint_the_data_pages_still_work(env, monkeypatch):
     for page in ("flows", "experts", "scenario", "finetune"):
         go(at, page)
         assert "not in this copy of the app" in text(at)
+
+
+def test_a_broken_checkpoint_is_explained(env, monkeypatch):
+    broken = env["root"] / "broken.safetensors"
+    broken.write_bytes(env["checkpoint"].read_bytes()[:1000])  # cut short, next to an intact sidecar
+    broken.with_suffix(".json").write_bytes(env["checkpoint"].with_suffix(".json").read_bytes())
+    monkeypatch.setenv("TRAJMOE_CHECKPOINT", str(broken))
+    at = open_app()
+    for page in ("flows", "experts", "scenario", "finetune"):
+        go(at, page)
+        assert any("cannot be" in e.value for e in at.error), page

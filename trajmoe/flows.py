@@ -248,14 +248,17 @@ def observed_transitions(data: CityData, *, split: str = "test") -> pd.DataFrame
 def predicted_transitions(predictions: pd.DataFrame, *, top_n: int = DEFAULT_TOP_N,
                           weekday_reliable: bool = True) -> pd.DataFrame:
     """Expected moves from :func:`predict_next` rows: each visit's top-N, rescaled to sum to one."""
-    p = predictions[predictions["rank"] <= top_n]
-    visit = (p["rank"] == 1).cumsum()  # rows of one visit are consecutive, rank 1 first
-    weight = p["prob"].to_numpy(np.float64) / p.groupby(visit)["prob"].transform("sum").to_numpy(np.float64)
-    ts = pd.to_datetime(p["timestamp"])
-    weekday = ts.dt.day_of_week.to_numpy() if weekday_reliable else np.full(len(p), 7)
-    return pd.DataFrame({"user_id": p["user_id"].to_numpy(), "origin": p["cell"].to_numpy(),
-                         "destination": p["next_cell"].to_numpy(), "weight": weight,
-                         "hour": ts.dt.hour.to_numpy(), "weekday": weekday})
+    k = int(predictions["rank"].max()) if len(predictions) else 1  # every visit has ranks 1..k, in order
+    n = min(top_n, k)
+    prob = predictions["prob"].to_numpy(np.float64).reshape(-1, k)[:, :n]
+    first = predictions.iloc[::k]  # one row per visit
+    ts = pd.to_datetime(first["timestamp"])
+    weekday = ts.dt.day_of_week.to_numpy() if weekday_reliable else np.full(len(first), 7)
+    return pd.DataFrame({"user_id": np.repeat(first["user_id"].to_numpy(), n),
+                         "origin": np.repeat(first["cell"].to_numpy(), n),
+                         "destination": predictions["next_cell"].to_numpy().reshape(-1, k)[:, :n].reshape(-1),
+                         "weight": (prob / prob.sum(axis=1, keepdims=True)).reshape(-1),
+                         "hour": np.repeat(ts.dt.hour.to_numpy(), n), "weekday": np.repeat(weekday, n)})
 
 
 def filter_transitions(transitions: pd.DataFrame, *, hours: tuple[int, int] = (0, 24),
@@ -341,13 +344,16 @@ def summarize_flows(transitions: pd.DataFrame, *, k: int = DEFAULT_MIN_USERS, zo
     if zones is not None:
         tr = tr.assign(origin=tr["origin"].map(zones.of_cell), destination=tr["destination"].map(zones.of_cell))
         tr = tr.dropna(subset=["origin", "destination"])
+    # Distinct persons = rows left after dropping duplicates (much faster than groupby nunique).
     ends = pd.concat([tr[["user_id", "origin"]].set_axis(["user_id", "place"], axis=1),
                       tr[["user_id", "destination"]].set_axis(["user_id", "place"], axis=1)])
-    place_users = ends.groupby("place")["user_id"].nunique()
+    place_users = ends.drop_duplicates().groupby("place").size()
     ok_places = place_users.index[place_users >= k]
     moves = tr[tr["origin"] != tr["destination"]]
-    flows = (moves.groupby(["origin", "destination"], sort=False)
-             .agg(flow=("weight", "sum"), n_users=("user_id", "nunique")).reset_index())
+    flows = moves.groupby(["origin", "destination"], sort=False)["weight"].sum().rename("flow").to_frame()
+    pairs = moves[["origin", "destination", "user_id"]].drop_duplicates()
+    flows["n_users"] = pairs.groupby(["origin", "destination"]).size().reindex(flows.index)
+    flows = flows.reset_index()
     keep = (flows["n_users"] >= k) & flows["origin"].isin(ok_places) & flows["destination"].isin(ok_places)
     hidden_flows = int((~keep).sum())
     flows = flows[keep].sort_values("flow", ascending=False).reset_index(drop=True)
