@@ -135,6 +135,14 @@ def test_upload_finetune_and_flows(env):
     assert table["First guess right"].between(0, 1).all()
     weights, sidecar = at.get("download_button")[:2]
     assert weights.proto.label.endswith("(.safetensors)") and sidecar.proto.label.endswith("(.json)")
+    # The session trained its own copy: the shared cached model still equals the checkpoint file.
+    import state
+    from safetensors.torch import load_file
+
+    shared, _ = state.load_model(str(env["checkpoint"]), env["checkpoint"].stat().st_mtime)
+    on_disk = load_file(str(env["checkpoint"]))
+    assert all(torch.equal(t, on_disk[name]) for name, t in shared.state_dict().items())
+    assert at.session_state["finetuned"]["model"] is not shared
 
     go(at, "flows")
     assert "fine-tuned on 5% of My City" in text(at)

@@ -121,6 +121,12 @@ def test_upload_finetune_and_maps_draw(browser, server, upload):
     page.wait_for_selector(MAP, timeout=SLOW)  # the POI map of the bundled Helsinki centre
     shoot(page, "1_city_pois")
 
+    visit(page, "Flows")  # opens ready: the pretrained model's zero-shot flows of the embedded default
+    page.get_by_text("zero-shot").first.wait_for(timeout=SLOW)
+    page.wait_for_function("document.querySelectorAll('[data-testid=stDeckGlJsonChart] canvas').length >= 2",
+                           timeout=SLOW)
+    shoot(page, "1b_flows_default")
+
     visit(page, "Trajectories")
     page.get_by_text("Use your own file").click()
     page.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(str(upload))

@@ -80,6 +80,9 @@ if prep.folder is None:
 
 data = state.city_data(prep.folder)
 meta = prep.meta
+if not meta.get("n_pois"):
+    st.warning("No POI lies near these trajectories, so the model works from the visits alone. Load the "
+               "city's POIs on the **City & POIs** page (the city is prepared again automatically).")
 nv = meta["n_visits"]
 st.markdown(
     f"**{meta['city']}**: {meta['n_users']:,} {state.unit(meta['kind'])}, {sum(nv.values()):,} visits in "
