@@ -84,6 +84,15 @@ def default_resolution(kind: str, lat: np.ndarray, lon: np.ndarray) -> tuple[int
     return 8, "the default for a city"
 
 
+def _sorted_by_user_time(visits: pd.DataFrame) -> bool:
+    user = visits["user_id"].to_numpy()
+    if len(user) < 2:
+        return True
+    same = user[1:] == user[:-1]
+    ts = visits["timestamp"].to_numpy()
+    return bool((user[1:] >= user[:-1]).all() and (ts[1:][same] >= ts[:-1][same]).all())
+
+
 def _collapse_repeats(visits: pd.DataFrame) -> pd.DataFrame:
     same_user = visits["user_id"].to_numpy()[1:] == visits["user_id"].to_numpy()[:-1]
     same_cell = visits["cell"].to_numpy()[1:] == visits["cell"].to_numpy()[:-1]
@@ -172,7 +181,9 @@ def prepare(
     resolution = int(resolution)
     if not 0 <= resolution <= 15:
         raise InputDataError(f"H3 resolution {resolution} is out of range: use 0..15 (default 8).")
-    visits = visits.sort_values(["user_id", "timestamp"], kind="stable").reset_index(drop=True)
+    if not _sorted_by_user_time(visits):  # the reader already sorts; re-sort only if needed
+        visits = visits.sort_values(["user_id", "timestamp"], kind="stable")
+    visits = visits.reset_index(drop=True)
     visits["cell"] = latlon_to_cells(visits["lat"].to_numpy(), visits["lon"].to_numpy(), resolution)
 
     if kind != "trips":

@@ -62,12 +62,14 @@ RING_POI_COLUMNS = [f"ring_poi_n_{c}" for c in CATEGORIES]
 
 def latlon_to_cells(lat: np.ndarray, lon: np.ndarray, resolution: int) -> np.ndarray:
     """Map coordinates to H3 cell ids (str). Unique coordinate pairs are resolved once."""
-    coords = np.column_stack([np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64)])
-    if len(coords) == 0:
+    lat = np.asarray(lat, dtype=np.float64)
+    if len(lat) == 0:
         return np.array([], dtype=object)
-    uniq, inverse = np.unique(coords, axis=0, return_inverse=True)
-    cells = np.array([h3.latlng_to_cell(a, b, resolution) for a, b in uniq], dtype=object)
-    return cells[inverse.ravel()]
+    # One hash pass over exact (lat, lon) pairs packed as complex numbers: much faster than
+    # np.unique(axis=0), and check-ins / POIs repeat the same venue coordinates a lot.
+    codes, uniq = pd.factorize(lat + 1j * np.asarray(lon, dtype=np.float64))
+    cells = np.array([h3.latlng_to_cell(z.real, z.imag, resolution) for z in uniq], dtype=object)
+    return cells[codes]
 
 
 def project_km(lat: np.ndarray, lon: np.ndarray, centre: tuple[float, float]) -> np.ndarray:
