@@ -136,9 +136,9 @@ def _check_shapes(weights: Path, header: dict, meta: dict) -> None:
     try:
         with torch.device("meta"):
             skeleton = build_model(meta["arch"], meta["config"], cities=meta.get("domain_experts", []))
-    except CheckpointError:
-        raise
     except (KeyError, TypeError, RuntimeError, ValueError) as exc:
+        if isinstance(exc, CheckpointError) and str(weights) in str(exc):
+            raise  # the size guard above
         raise CheckpointError(f"{weights} does not fit its sidecar's model description: {exc}") from exc
     finally:
         hook.remove()
