@@ -27,7 +27,7 @@ CATEGORY_COLOURS = dict(zip(CATEGORIES, _CAT20))
 # Expert colours (ColorBrewer Dark2 + Set1), readable side by side.
 EXPERT_COLOURS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d",
                   "#377eb8", "#666666", "#e41a1c", "#4daf4a", "#984ea3"]
-MAP_HEIGHT = 460
+MAP_HEIGHT = 520
 PLOTLY_CONFIG = {"displaylogo": False}
 
 

@@ -20,19 +20,22 @@ shown = state.require_model(prep, data)
 meta, k = prep.meta, state.privacy_k()
 unit = state.unit(meta["kind"])
 days = (pd.to_datetime(data.visits["timestamp"]).max() - pd.to_datetime(data.visits["timestamp"]).min()).days + 1
+sample = "synthetic Helsinki sample" if state.is_sample() else "uploaded sample"
 st.caption(
-    f"These flows describe the uploaded sample ({meta['n_users']:,} {unit} over {days} days), not the whole "
+    f"These flows describe the {sample} ({meta['n_users']:,} {unit} over {days} days), not the whole "
     "population. **Observed**: the moves they really made. **Predicted**: where the model expected each of "
     "them to go next, from the same places at the same times."
 )
 
-c1, c2, c3 = st.columns([2, 2, 2])
+c1, c2, c3, c4 = st.columns([2, 2, 2, 2])
 hours = c1.slider("Hours of the day (start of the move)", 0, 24, (0, 24), key="fl_hours")
 day_names = {"All days": "all", "Weekdays": "weekday", "Weekends": "weekend"}
 day = c2.radio("Days", list(day_names), horizontal=True, key="fl_days", disabled=not data.weekday_reliable,
                help=None if data.weekday_reliable else "This data's weekdays are not reliable.")
 top_n = c3.slider("Predicted places per move", 1, state.TOP_K, 5, key="fl_topn",
                   help="Each move's most likely next places, their chances rescaled to add up to one.")
+n_arcs = c4.slider("Largest flows drawn", 20, 500, 150, step=10, key="fl_arcs",
+                   help="Only the drawing is thinned out: totals, the table and the downloads use every flow shown.")
 with st.expander("Add flows up to districts (optional)"):
     zone_file = st.file_uploader(f"A GeoJSON of district polygons (up to {state.max_upload_mb()} MB)",
                                  type=["geojson", "json"], key="fl_zones")
@@ -58,7 +61,8 @@ left, right = st.columns(2)
 for col, what, summary, key in ((left, "Observed", obs, "observed"), (right, "Predicted", pred, "predicted")):
     with col:
         st.markdown(f"#### {what}: {summary.flows['flow'].sum():,.0f} moves shown in {len(summary.flows):,} flows")
-        views.show(views.flow_map(summary, context=context, names=names, unit=unit, zones=zones), key=f"map_{key}")
+        views.show(views.flow_map(summary, context=context, names=names, unit=unit, zones=zones, max_arcs=n_arcs),
+                   key=f"map_{key}")
         st.caption(state.hidden_note(f"the {key} map", summary.hidden_places, summary.hidden_flows, meta["kind"]))
 views.legend([("arc starts (origin)", "#e67814"), ("arc ends (destination)", "#5a28a0"),
               ("more arrivals than departures", "#2166ac"), ("more departures than arrivals", "#d6604d")])
