@@ -71,16 +71,19 @@ def store(path: Path, result: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- pretraining
+PRETRAIN_STEPS = 400  # fixed optimiser steps (set by --pretrain-steps): results do not depend on machine load
+
+
 def pretrained(metro: str, arch: str, variant: str, overrides: dict, budget_s: float, sources: list[str] | None = None):
     """Pretrain (or load) ``arch`` on every dataset outside ``metro``; returns the checkpoint path."""
-    ckpt = CACHE / "ckpt" / f"v{BENCH_VERSION}_{metro}_{variant}.safetensors"
+    ckpt = CACHE / "ckpt" / f"v{BENCH_VERSION}_{metro}_{variant}_{PRETRAIN_STEPS}.safetensors"
     if ckpt.is_file():
         return ckpt
     sources = sources or [k for k, v in REAL_DATASETS.items() if v[2] != metro]
     cities = [prepared(k) for k in sources]
     model, config = new_model(arch, seed=0, **MODEL_WIDTH, **overrides)
-    cfg = TrainConfig(epochs=1000, max_steps=100_000, max_seconds=budget_s, seed=0, batch_size=32, lr=2e-3,
-                      warmup_steps=50)
+    cfg = TrainConfig(epochs=1000, max_steps=PRETRAIN_STEPS, max_seconds=budget_s, seed=0, batch_size=32, lr=2e-3,
+                      warmup_steps=30)
     res = fit(model, cities, cfg)
     info = {"cities": [c.name for c in cities], "domain_experts": model.domain_expert_names() if hasattr(model, "domain_expert_names") else [],
             "training": {"kind": "pretrain", "sources": sources, "steps": res.steps, "seconds": round(res.seconds, 1),
@@ -186,7 +189,9 @@ def render(table: dict) -> str:
     targets = [t for t in [*sum(CHECKIN_TARGETS.values(), [])] if t in table]
     lines = ["# Leave-one-metro-out transfer (real data, DESIGN.md §Protocol)", "",
              "Acc@1 (mean ± std over seeds) / MRR; steps and wall time on this 2-core CPU machine in brackets.",
-             "Pretraining: every dataset of the OTHER metros (GPS, taxi, bike cities included), d=128, 2 layers.", ""]
+             f"Pretraining: every dataset of the OTHER metros (GPS, taxi, bike cities included), d=128, 2 layers, "
+             f"{PRETRAIN_STEPS} steps of 32 windows (cities drawn ∝ size^0.5).",
+             "Wall times were measured on a machine shared with other jobs (load 5-7 on 2 cores): read them as upper bounds.", ""]
     for target in targets:
         t = table[target]
         lines += [f"## target: {target} ({t[next(iter(t))]['n']} test targets)", "",
@@ -229,15 +234,17 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--targets", nargs="+", default=list(CHECKIN_TARGETS), choices=list(CHECKIN_TARGETS))
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--budget-min", type=float, default=8.0, help="pretraining wall-time budget per model (<= 20)")
+    p.add_argument("--pretrain-steps", type=int, default=PRETRAIN_STEPS, help="optimiser steps of each pretraining")
+    p.add_argument("--budget-min", type=float, default=20.0, help="wall-time cap of each pretraining (<= 20)")
     p.add_argument("--scratch-budget-min", type=float, default=5.0, help="wall-time cap of one from-scratch neural run")
     p.add_argument("--no-ablations", action="store_true")
     p.add_argument("--table-only", action="store_true")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(2)
-    global SCRATCH_BUDGET_S
+    global SCRATCH_BUDGET_S, PRETRAIN_STEPS
     SCRATCH_BUDGET_S = args.scratch_budget_min * 60
+    PRETRAIN_STEPS = args.pretrain_steps
     if shared_data_dir() is None:
         raise SystemExit("../shared/data not found: the transfer benchmark needs the real data.")
     if not args.table_only:
