@@ -231,6 +231,7 @@ def plot(table: dict, path: Path) -> None:
 
 
 def main() -> None:
+    global SCRATCH_BUDGET_S, PRETRAIN_STEPS
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--targets", nargs="+", default=list(CHECKIN_TARGETS), choices=list(CHECKIN_TARGETS))
     p.add_argument("--seeds", type=int, default=3)
@@ -242,7 +243,6 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(2)
-    global SCRATCH_BUDGET_S, PRETRAIN_STEPS
     SCRATCH_BUDGET_S = args.scratch_budget_min * 60
     PRETRAIN_STEPS = args.pretrain_steps
     if shared_data_dir() is None:
