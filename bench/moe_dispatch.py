@@ -11,6 +11,7 @@ Run: ``.venv/bin/python bench/moe_dispatch.py [--pairs 15]``
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -46,6 +47,7 @@ def main() -> None:
 
     cfg = MoEConfig(d_model=args.d_model, n_routed_experts=8, top_k=2, shared_expert=True,
                     router_priors=True, n_prior_features=52)
+    load_start = os.getloadavg()[0]
     moe, dense = SAMoE(cfg).train(), DenseFFN(cfg).train()
     x = torch.randn(args.tokens, args.d_model, requires_grad=True)
     prior = torch.rand(args.tokens, 52)
@@ -68,7 +70,9 @@ def main() -> None:
         f"tokens {args.tokens}, d_model {args.d_model}, E 8, top_k 2, shared expert, "
         f"priors 52; dense hidden {dense.mlp.c_fc.out_features}",
         f"params: SAMoE total {n_moe:,}, dense {n_dense:,}",
-        f"pairs {len(t_moe)} after {args.warmup} warm-up pairs",
+        f"pairs {len(t_moe)} after {args.warmup} warm-up pairs; 1-min load average "
+        f"{load_start:.1f} at start, {os.getloadavg()[0]:.1f} at end (shared cores: a loaded "
+        "machine slows the many small MoE ops more than the dense FFN's few large ones)",
         f"SAMoE  median {m * 1e3:8.2f} ms",
         f"dense  median {d * 1e3:8.2f} ms",
         f"median of per-pair ratios {ratios:.3f}",
