@@ -142,7 +142,7 @@ class Prepared:
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def prepare_city(traj_key: str, pois_key: str, city: str, resolution: int | None,
+def prepare_city(traj_key: str, pois_key: str, city: str, resolution: int | None, weekday_reliable: bool,
                  _traj: Source, _pois: Source) -> Prepared:
     """Prepare (or reuse from disk) the city folder; ``resolution`` None = prepare's automatic choice
     (8 for a city, finer for a small area)."""
@@ -150,7 +150,7 @@ def prepare_city(traj_key: str, pois_key: str, city: str, resolution: int | None
     from trajmoe.dataset import prepare
     from trajmoe.features import SCHEMA_ID
 
-    tag = digest(json.dumps([traj_key, pois_key, city, resolution, SCHEMA_ID, __version__]).encode())
+    tag = digest(json.dumps([traj_key, pois_key, city, resolution, weekday_reliable, SCHEMA_ID, __version__]).encode())
     folder = WORK_DIR / "cities" / tag
     if (folder / "meta.json").is_file():
         meta = json.loads((folder / "meta.json").read_text())
@@ -159,7 +159,7 @@ def prepare_city(traj_key: str, pois_key: str, city: str, resolution: int | None
     scratch = scratch_dir()
     try:
         meta, report = prepare(_traj.path, out=scratch / "city", city=city, pois=read_poi_file(pois_key, _pois.path),
-                               resolution=resolution, name=Path(_traj.path).name)
+                               resolution=resolution, weekday_reliable=weekday_reliable, name=Path(_traj.path).name)
         folder.parent.mkdir(parents=True, exist_ok=True)
         if not folder.exists():
             (scratch / "city").rename(folder)  # atomic: another session never sees a half-written folder
@@ -175,7 +175,8 @@ def prepare_city(traj_key: str, pois_key: str, city: str, resolution: int | None
 def prepared() -> Prepared:
     traj, poi = trajectories(), pois_source()
     res = st.session_state.get("resolution")  # None = automatic
-    return prepare_city(traj.key, poi.key, city_name(), res, traj, poi)
+    weekday = not st.session_state.get("weekday_unreliable", False)
+    return prepare_city(traj.key, poi.key, city_name(), res, weekday, traj, poi)
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)

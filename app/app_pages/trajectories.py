@@ -40,6 +40,8 @@ with st.expander("Use your own file", expanded=not state.is_sample()):
     choice = st.selectbox("Map detail", list(detail), key="detail",
                           help="Automatic uses cells of ~0.7 km² for a city and finer cells for a small area.")
     st.session_state["resolution"] = detail[choice]
+    st.toggle("The weekdays in this file are not reliable (use the hour of the day only)", key="weekday_unreliable",
+              help="Some public check-in sets shifted their dates: their hour is right but the weekday is not.")
 
 prep = state.prepared()
 src = state.trajectories()
@@ -86,9 +88,13 @@ if not meta.get("n_pois"):
 nv = meta["n_visits"]
 st.markdown(
     f"**{meta['city']}**: {meta['n_users']:,} {state.unit(meta['kind'])}, {sum(nv.values()):,} visits in "
-    f"{meta['n_cells']:,} map cells (H3 resolution {meta['resolution']}). The model learns from the first "
-    f"70% of each person's visits ({nv['train']:,}), checks itself on the next 10% ({nv['val']:,}) and is "
-    f"scored on the last 20% ({nv['test']:,}), which it never sees while learning."
+    f"{meta['n_cells']:,} map cells (H3 resolution {meta['resolution']}). " + (
+        f"The model learns from the earliest 70% of the trips ({nv['train']:,} visits), checks itself on the next "
+        f"10% ({nv['val']:,}) and is scored on the latest 20% ({nv['test']:,}), which it never sees while learning."
+        if meta["kind"] == "trips" else
+        f"The model learns from the first 70% of each {state.unit_one(meta['kind'])}'s visits ({nv['train']:,}), "
+        f"checks itself on the next 10% ({nv['val']:,}) and is scored on the last 20% ({nv['test']:,}), which it "
+        "never sees while learning.")
 )
 
 v = data.visits
