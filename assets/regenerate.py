@@ -6,7 +6,7 @@ check-ins, GPS, taxi and bike kinds), never on the embedded Helsinki default, so
 the default is zero-shot. Validation/test visits are never trained on (train.fit only draws
 training windows).
 
-    python assets/regenerate.py [--budget-min 15]
+    python assets/regenerate.py [--steps 500] [--budget-min 20]
 """
 
 from __future__ import annotations
@@ -43,15 +43,16 @@ LICENCES = """| data | source | licence / terms |
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--budget-min", type=float, default=15.0)
+    p.add_argument("--steps", type=int, default=500, help="optimiser steps of 32 windows")
+    p.add_argument("--budget-min", type=float, default=20.0, help="wall-time cap")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(2)
     cities = [prepare_real(k, CACHE) for k in REAL_DATASETS]
     model, config = new_trajmoe(seed=args.seed)
-    cfg = TrainConfig(epochs=1000, max_steps=100_000, max_seconds=args.budget_min * 60, seed=args.seed,
-                      batch_size=32, lr=2e-3, warmup_steps=50)
+    cfg = TrainConfig(epochs=1000, max_steps=args.steps, max_seconds=args.budget_min * 60, seed=args.seed,
+                      batch_size=32, lr=2e-3, warmup_steps=30)
     res = fit(model, cities, cfg)
     in_domain = {c.name + f" ({k})": evaluate(model, c, split="test") for k, c in zip(REAL_DATASETS, cities)}
     helsinki_dir = CACHE / "helsinki_default"
@@ -107,7 +108,7 @@ old (2007-2019), small and biased toward Foursquare/Gowalla users, taxi fleets a
 users of a few cities; flows describe those samples, not whole populations. Outside those cities
 the model relies on POI semantics and the universal return/distance regularities.
 
-Regenerate: `python assets/regenerate.py --budget-min {args.budget_min:g}`.
+Regenerate: `python assets/regenerate.py --steps {args.steps} --budget-min {args.budget_min:g}`.
 """
     (ASSETS / "MODEL_CARD.md").write_text(card)
     print(card)
