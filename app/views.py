@@ -102,11 +102,15 @@ def diverging(values: np.ndarray, *, pos: str = "#2166ac", neg: str = "#d6604d")
 
 
 def sequential(values: np.ndarray, *, high: str = "#54278f") -> list[list[int]]:
-    """White-to-``high`` ramp over 0..max."""
+    """Light-to-``high`` ramp from the smallest to the largest value (the smallest still visible)."""
     values = np.asarray(values, dtype=float)
-    top = np.nanmax(values) if len(values) and np.nanmax(values) > 0 else 1.0
+    if len(values) == 0:
+        return []
+    lo, hi = np.nanmin(values), np.nanmax(values)
+    t = (values - lo) / (hi - lo) if hi > lo else np.ones_like(values)
+    t = 0.12 + 0.88 * t
     h = np.array(rgb(high)[:3])
-    return [[int(round(250 + (c - 250) * min(1.0, v / top))) for c in h] + [235] for v in values]
+    return [[int(round(245 + (c - 245) * x)) for c in h] + [235] for x in t]
 
 
 def legend(items: list[tuple[str, str]]) -> None:

@@ -102,6 +102,7 @@ def upload(tmp_path, sample_trajectories) -> Path:
 
 def shoot(page, name: str) -> None:
     SHOTS.mkdir(exist_ok=True)
+    page.wait_for_selector("[data-testid=stStatusWidget]", state="detached", timeout=SLOW)  # the run is over
     page.wait_for_timeout(800)  # let deck.gl finish its first frames
     page.locator("[data-testid=stMainBlockContainer]").screenshot(path=str(SHOTS / f"{name}.png"))
 
