@@ -276,23 +276,23 @@ def finetuned_for(folder: str) -> dict | None:
     return ft if ft and ft["folder"] == folder else None
 
 
-def shown_model(prep: Prepared, data) -> Shown | None:
+def shown_model(prep: Prepared) -> Shown | None:
     ft = finetuned_for(prep.folder)
     if ft:
         return Shown(ft["label"], ft["model"], ft["outputs"], ft["fraction"], ft["key"], True)
     base = base_model()
     if base is None:
         return None
-    model, meta, path = base
+    model, _, path = base
     outputs = base_outputs(str(path), path.stat().st_mtime, prep.folder)
     what = "the shipped pretrained model" if path == SHIPPED_CHECKPOINT else f"the pretrained model {path.name}"
     label = f"{what}, zero-shot (not fine-tuned on {prep.meta.get('city', 'this city')})"
     return Shown(label, model, outputs, FRACTION, f"{path}:{path.stat().st_mtime}:{prep.folder}", False)
 
 
-def require_model(prep: Prepared, data) -> Shown:
+def require_model(prep: Prepared) -> Shown:
     try:
-        shown = shown_model(prep, data)
+        shown = shown_model(prep)
     except TrajMoEError as exc:  # a broken or foreign checkpoint: say so, keep the app running
         st.error(f"The pretrained model cannot be used: {exc} Upload a checkpoint on the **Fine-tune** page.")
         st.stop()
@@ -420,9 +420,10 @@ def finetune(prep: Prepared, data, *, fraction: float, epochs: int, max_steps: i
     files = {"safetensors": out.read_bytes(), "json": out.with_suffix(".json").read_bytes()}
     shutil.rmtree(out.parent, ignore_errors=True)
     label = f"your model fine-tuned on {fraction:.0%} of {city} ({epochs} epoch{'s' if epochs > 1 else ''})"
-    return {"folder": prep.folder, "model": model, "outputs": outputs, "fraction": fraction, "metrics": metrics, "files": files,
-            "label": label, "steps": result.steps, "seconds": result.seconds, "losses": result.losses,
-            "key": f"finetuned:{digest(files['safetensors'])}:{prep.folder}", "city": city}
+    return {"folder": prep.folder, "model": model, "outputs": outputs, "fraction": fraction, "metrics": metrics,
+            "files": files,
+            "label": label, "steps": result.steps, "seconds": result.seconds,
+            "key": f"finetuned:{digest(files['safetensors'])}:{prep.folder}"}
 
 
 # --------------------------------------------------------------------------- flows, scenario

@@ -18,7 +18,7 @@ st.markdown(
     "model reads the city: where it sees nightlife, commuting, errands..."
 )
 prep, data = state.require_city()
-shown = state.require_model(prep, data)
+shown = state.require_model(prep)
 routing = shown.outputs.routing
 if routing is None:
     st.warning("This model has no experts to show (it is a dense model). Fine-tune a TrajMoE checkpoint.")

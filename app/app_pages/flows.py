@@ -16,7 +16,7 @@ from trajmoe.flows import (
 
 st.title("Flows: where people move next")
 prep, data = state.require_city()
-shown = state.require_model(prep, data)
+shown = state.require_model(prep)
 meta, k = prep.meta, state.privacy_k()
 unit = state.unit(meta["kind"])
 days = (pd.to_datetime(data.visits["timestamp"]).max() - pd.to_datetime(data.visits["timestamp"]).min()).days + 1

@@ -16,7 +16,7 @@ st.markdown(
     "arrivals in each place changes."
 )
 prep, data = state.require_city()
-shown = state.require_model(prep, data)
+shown = state.require_model(prep)
 meta, k = prep.meta, state.privacy_k()
 if not bool(data.cells["poi_known"].iloc[0]):
     st.warning("This city has no POI data, so there are no POIs to add or remove. Load POIs on the "
