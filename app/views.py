@@ -11,7 +11,6 @@ import math
 
 import numpy as np
 import pandas as pd
-import plotly.express as px
 import plotly.graph_objects as go
 import pydeck as pdk
 import streamlit as st
@@ -136,12 +135,12 @@ def poi_map(pois: pd.DataFrame) -> pdk.Deck:
 
 
 def category_bar(pois: pd.DataFrame) -> go.Figure:
-    counts = pois["category"].value_counts().rename_axis("category").reset_index(name="POIs")
-    counts["label"] = counts["category"].map(CATEGORY_LABELS).fillna(counts["category"])
-    fig = px.bar(counts, x="POIs", y="label", orientation="h", color="category",
-                 color_discrete_map=CATEGORY_COLOURS, height=max(260, 24 * len(counts)))
-    fig.update_layout(showlegend=False, yaxis={"categoryorder": "total ascending", "title": None},
-                      margin={"l": 0, "r": 10, "t": 10, "b": 0})
+    """POIs per category, one bar trace (much lighter to build and draw than one trace per colour)."""
+    counts = pois["category"].value_counts(ascending=True)
+    fig = go.Figure(go.Bar(x=counts.to_numpy(), y=[CATEGORY_LABELS.get(c, c) for c in counts.index], orientation="h",
+                           marker_color=[CATEGORY_COLOURS.get(c, "#7f7f7f") for c in counts.index],
+                           hovertemplate="%{y}: %{x:,} POIs<extra></extra>"))
+    fig.update_layout(height=max(260, 24 * len(counts)), xaxis_title="POIs", margin={"l": 0, "r": 10, "t": 10, "b": 0})
     return fig
 
 
@@ -217,9 +216,10 @@ def latlng(cell: str) -> tuple[float, float]:
 
 def heatmap(matrix: pd.DataFrame, *, title: str, colour_label: str, scale="Purples", midpoint=None,
             height: int = 340) -> go.Figure:
-    fig = px.imshow(matrix, aspect="auto", color_continuous_scale=scale, color_continuous_midpoint=midpoint,
-                    labels={"color": colour_label}, height=height)
-    fig.update_layout(title=title, margin={"l": 0, "r": 0, "t": 40, "b": 0}, xaxis_title=None, yaxis_title=None)
+    fig = go.Figure(go.Heatmap(z=matrix.to_numpy(), x=list(matrix.columns), y=list(matrix.index), colorscale=scale,
+                               zmid=midpoint, colorbar={"title": colour_label},
+                               hovertemplate="%{y}, %{x}: %{z:.2f}<extra></extra>"))
+    fig.update_layout(title=title, height=height, margin={"l": 0, "r": 0, "t": 40, "b": 0}, yaxis_autorange="reversed")
     return fig
 
 
