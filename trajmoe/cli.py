@@ -152,7 +152,7 @@ def cmd_finetune(args) -> int:
                      "epochs": cfg.epochs, "mode": cfg.mode, "steps": res.steps, "seconds": round(res.seconds, 2)},
         "metrics": {"test": metrics},
     }
-    save_checkpoint(args.out, model, arch=meta["arch"], config=meta["config"], info=info)
+    save_checkpoint(args.out, model, arch=meta["arch"], config=model.config, info=info)
     print(f"fine-tuned on {cfg.fraction:.0%} of {data.name}: {res.steps} steps in {res.seconds:.1f}s -> {args.out}")
     print(json.dumps(metrics, indent=2))
     return 0

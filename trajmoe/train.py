@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .batch import Batch, CityTensors
+from .batch import IGNORE, Batch, CityTensors
 from .dataset import DEFAULT_MAX_LEN, CityData, FewShot, iter_batches
 from .errors import TrajMoEError
 from .metrics import metrics_from_ranks, target_ranks
@@ -122,9 +122,11 @@ def sequence_loss(model: torch.nn.Module, batch: Batch, city: CityTensors, *, n_
     """
     out = model(batch, city, targets=False)
     logits = out.logits  # (B, T, N)
-    tgt = batch.targets
+    tgt = batch.targets.masked_fill(batch.targets < 0, IGNORE)  # MISS is not trainable
     valid = tgt >= 0
-    ce_sum = F.cross_entropy(logits[valid].float(), tgt[valid], reduction="sum")
+    # ignore_index on the flat view: no (B, T, N) copy of the selected rows
+    ce_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=IGNORE,
+                             reduction="sum")
     _, world = dist_info()
     loss = ce_sum * world / max(n_global, 1)
     aux = getattr(out, "aux_loss", None)
