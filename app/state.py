@@ -373,9 +373,10 @@ def checkpoint_from_upload(files) -> Path:
     weights, sidecar = by_ext[".safetensors"].getvalue(), by_ext[".json"].getvalue()
     folder = WORK_DIR / "checkpoints" / digest(weights + sidecar)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "model.safetensors").write_bytes(weights)
-    (folder / "model.json").write_bytes(sidecar)
-    return folder / "model.safetensors"
+    path = folder / Path(by_ext[".safetensors"].name).name  # the planner's own file name, in messages
+    path.write_bytes(weights)
+    path.with_suffix(".json").write_bytes(sidecar)  # the sidecar must sit next to it, same stem
+    return path
 
 
 def finetune(prep: Prepared, data, *, fraction: float, epochs: int, max_steps: int | None, mode: str) -> dict:

@@ -232,3 +232,28 @@ def test_a_broken_checkpoint_is_explained(env, monkeypatch):
     for page in ("flows", "experts", "scenario", "finetune"):
         go(at, page)
         assert any("cannot be" in e.value for e in at.error), page
+
+
+def test_downloaded_checkpoint_loads_and_can_be_uploaded_again(env, tmp_path):
+    from trajmoe.checkpoint import load_checkpoint
+
+    at = open_app()
+    go(at, "trajectories")
+    at.file_uploader(key="traj_upload").set_value(("my_city.csv", env["csv"], "text/csv")).run()
+    go(at, "finetune")
+    at.button(key="ft_run").click().run()
+    files = at.session_state["finetuned"]["files"]
+    (tmp_path / "ft.safetensors").write_bytes(files["safetensors"])
+    (tmp_path / "ft.json").write_bytes(files["json"])
+    model, meta = load_checkpoint(tmp_path / "ft.safetensors")
+    assert "My City" in meta["cities"] and meta["training"]["fraction"] == 0.05
+
+    at.radio(key="ckpt_choice").set_value("A checkpoint I upload").run()
+    at.file_uploader(key="ckpt_upload").set_value([
+        ("ft.safetensors", files["safetensors"], "application/octet-stream"),
+        ("ft.json", files["json"], "application/json")]).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert "Starting from the uploaded checkpoint" in text(at)
+    assert "Not fine-tuned yet" in text(at)  # a new starting point: the earlier fine-tuning is dropped
+    go(at, "flows")
+    assert "the pretrained model ft.safetensors" in text(at)
