@@ -1,0 +1,160 @@
+"""How fast the app feels, measured in a real browser on the embedded Helsinki default.
+
+    python bench/app_speed.py                      # writes bench/results/app_speed.md
+    python bench/app_speed.py --checkpoint X.safetensors
+
+1. Cold start: from launching ``streamlit run`` (empty caches, fresh work folder) until the first
+   page is interactive (its POI map drawn by deck.gl).                          Goal <= 8 s.
+2. Fine-tune on the embedded default with the app's defaults (5%, 1 epoch), from the click until
+   the before/after table is on screen (training, predictions for every visit, the zero-shot,
+   Markov and return + gravity scores).                                          Goal <= 15 s.
+3. Page switch once cached: click a page in the sidebar until its map is drawn.  Goal <= 1 s.
+
+Uses the shipped checkpoint (assets/trajmoe_pretrained.safetensors) unless --checkpoint is given;
+when neither exists, an untrained TrajMoE of the default size (same compute) stands in and the
+report says so. Needs Chromium (apt-get install -y chromium).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "bench" / "results" / "app_speed.md"
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+MAP = "[data-testid=stDeckGlJsonChart] canvas"
+GOALS = {"cold start": 8.0, "fine-tune": 15.0, "page switch": 1.0}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stand_in_checkpoint(folder: Path) -> Path:
+    from trajmoe.checkpoint import save_checkpoint
+    from trajmoe.models import new_trajmoe
+
+    model, config = new_trajmoe(seed=0)
+    return save_checkpoint(folder / "untrained_default_size.safetensors", model, arch="trajmoe", config=config,
+                           info={"cities": ["(untrained stand-in)"]})
+
+
+def maps_drawn(page, n: int, timeout_ms: int) -> None:
+    page.wait_for_function(f"document.querySelectorAll('{MAP}').length >= {n}", timeout=timeout_ms)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, help="checkpoint to start from (default: the shipped one)")
+    parser.add_argument("--switches", type=int, default=3, help="rounds of page switches to time")
+    args = parser.parse_args(argv)
+    from playwright.sync_api import sync_playwright
+
+    work = Path(tempfile.mkdtemp(prefix="trajmoe_bench_"))
+    shipped = REPO / "assets" / "trajmoe_pretrained.safetensors"
+    checkpoint = args.checkpoint or (shipped if shipped.is_file() else stand_in_checkpoint(work))
+    env = {**os.environ, "TRAJMOE_APP_DIR": str(work / "app"), "TRAJMOE_CHECKPOINT": str(checkpoint)}
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    results: dict[str, float] = {}
+    switch_times: list[float] = []
+    heading_times: list[float] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1500, "height": 2000})
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app/streamlit_app.py", "--server.headless", "true",
+             "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            while True:
+                try:
+                    if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
+                        break
+                except OSError:
+                    time.sleep(0.05)
+            page.goto(url)
+            page.wait_for_selector(MAP, timeout=120_000)
+            results["cold start"] = time.perf_counter() - start
+
+            nav = page.locator("[data-testid=stSidebarNav] a")
+            nav.filter(has_text="Trajectories").click()
+            page.get_by_text("Where the visits are").wait_for(timeout=300_000)  # the sample is prepared
+            maps_drawn(page, 1, 300_000)
+            nav.filter(has_text="Fine-tune").click()
+            button = page.get_by_role("button", name="Fine-tune on 5% of Helsinki")
+            button.wait_for(timeout=120_000)
+            t = time.perf_counter()
+            button.click()
+            page.get_by_text("How often each model guesses").wait_for(timeout=600_000)
+            results["fine-tune"] = time.perf_counter() - t
+
+            pages = [("Flows", 2), ("Experts", 2), ("Scenario", 1)]
+            for title, n in pages:  # first visits fill the caches (scenario: two model passes)
+                nav.filter(has_text=title).click()
+                page.get_by_role("heading", level=1).filter(has_text=title.split()[0]).wait_for(timeout=300_000)
+                maps_drawn(page, n, 300_000)
+            for _ in range(args.switches):
+                for title, n in pages:
+                    t = time.perf_counter()
+                    nav.filter(has_text=title).click()
+                    page.get_by_role("heading", level=1).filter(has_text=title.split()[0]).wait_for(timeout=60_000)
+                    heading_times.append(time.perf_counter() - t)
+                    maps_drawn(page, n, 60_000)
+                    page.wait_for_selector("[data-testid=stStatusWidget]", state="detached", timeout=60_000)
+                    switch_times.append(time.perf_counter() - t)
+            results["page switch"] = statistics.median(switch_times)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+            browser.close()
+
+    load = os.getloadavg()
+    model_note = ("the shipped checkpoint" if checkpoint == shipped else
+                  "an UNTRAINED stand-in of the default size (no shipped checkpoint yet)"
+                  if checkpoint.name.startswith("untrained") else f"`{checkpoint}`")
+    lines = [
+        "# App speed (bench/app_speed.py)",
+        "",
+        f"Embedded Helsinki default, {model_note}; Chromium headless on 127.0.0.1; "
+        f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
+        f"load average after the run {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min; other jobs share the machine).",
+        "",
+        "| measure | seconds | goal | |",
+        "|---|---:|---:|---|",
+    ]
+    for name, goal in GOALS.items():
+        value = results[name]
+        lines.append(f"| {name} | {value:.2f} | <= {goal:g} | {'ok' if value <= goal else 'OVER'} |")
+    lines += [
+        "",
+        "- cold start: `streamlit run` launched -> first page's POI map drawn (empty caches).",
+        "- fine-tune: click -> results table shown (5% of the training windows, 1 epoch; then one strided pass over",
+        "  every visit for the fine-tuned model, the zero-shot pass, Markov and return + gravity baselines).",
+        f"- page switch: median of {len(switch_times)} sidebar clicks among Flows, Experts, Scenario after caching "
+        f"(min {min(switch_times):.2f} s, max {max(switch_times):.2f} s), until every map on the page is drawn",
+        f"  and the script has finished; the page title shows after {statistics.median(heading_times):.2f} s (median).",
+    ]
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
