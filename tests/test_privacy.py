@@ -1,0 +1,279 @@
+"""The privacy rule: no cell, district or flow that fewer than k distinct persons contribute to
+leaves the app (maps, tables, downloads), and the number hidden is reported.
+
+Crafted data puts a secret place and secret flows at exactly k - 1 persons (the most a rule can
+be off by) next to public ones at exactly k. The library functions are checked one by one
+(observed and predicted flows, per-place totals, districts, GeoJSON/CSV exports, routing maps,
+scenario tables); then the app itself is driven with an upload in which k - 1 persons visit a
+remote place, and every map layer, table and text of every page is searched for it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import h3
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from trajmoe.flows import (
+    Routing,
+    Zones,
+    describe_experts,
+    expert_hour_matrix,
+    flows_csv,
+    flows_geojson,
+    predicted_transitions,
+    routing_by_cell,
+    summarize_flows,
+)
+from trajmoe.scenario import ScenarioResult
+
+K = 5
+RES = 9
+PLACES = {"A": (60.170, 24.940), "B": (60.176, 24.952), "C": (60.163, 24.930), "S": (60.185, 24.990)}
+CELL = {name: h3.latlng_to_cell(lat, lon, RES) for name, (lat, lon) in PLACES.items()}
+
+
+def moves(origin: str, destination: str, users: list[str], *, repeat: int = 1, hour: int = 9) -> list[dict]:
+    return [{"user_id": u, "origin": CELL[origin], "destination": CELL[destination], "weight": 1.0,
+             "hour": hour, "weekday": 2} for u in users for _ in range(repeat)]
+
+
+def people(prefix: str, n: int) -> list[str]:
+    return [f"{prefix}{i}" for i in range(n)]
+
+
+@pytest.fixture
+def transitions() -> pd.DataFrame:
+    """Public: A->B by 10 persons, B->C by exactly K. Secret (K - 1 persons): A->C between public
+    places, A->S to a place nobody else visits, and 50 moves B->A by one tireless person."""
+    rows = (moves("A", "B", people("ab", 10)) + moves("B", "C", people("bc", K))
+            + moves("A", "C", people("ac", K - 1)) + moves("A", "S", people("as", K - 1))
+            + moves("B", "A", ["tireless"], repeat=50) + moves("C", "C", people("stay", 2)))
+    return pd.DataFrame(rows)
+
+
+def secret_free(text: str) -> None:
+    assert CELL["S"] not in text
+    lat, lon = PLACES["S"]
+    assert f"{lat:.3f}" not in text or f"{lon:.3f}" not in text
+
+
+def test_flows_places_totals_and_exports_hide_everything_under_k(transitions):
+    summary = summarize_flows(transitions, k=K)
+    shown = set(zip(summary.flows["origin"], summary.flows["destination"]))
+    assert shown == {(CELL["A"], CELL["B"]), (CELL["B"], CELL["C"])}  # exactly K persons is enough
+    assert summary.hidden_flows == 3  # A->C, A->S, B->A (50 moves but one person)
+    assert set(summary.places["place"]) == {CELL["A"], CELL["B"], CELL["C"]}
+    assert summary.hidden_places == 1  # S
+    assert (summary.flows["n_users"] >= K).all() and (summary.places["n_users"] >= K).all()
+    # per-place totals count only shown flows: A's departures are the 10 to B, not 10 + 4 + 4
+    places = summary.places.set_index("place")
+    assert places.loc[CELL["A"], "outflow"] == 10 and places.loc[CELL["A"], "inflow"] == 0
+    assert places.loc[CELL["B"], "inflow"] == 10 and places.loc[CELL["B"], "outflow"] == K
+    assert places.loc[CELL["C"], "inflow"] == K
+    assert places["inflow"].sum() == summary.flows["flow"].sum() == places["outflow"].sum()
+    for text in (flows_geojson(summary, label="observed"), flows_csv(summary), summary.places.to_csv()):
+        secret_free(text)
+    exported = json.loads(flows_geojson(summary, label="observed"))
+    assert exported["properties"]["hidden_flows"] == 3 and exported["properties"]["privacy_k"] == K
+    assert len(exported["features"]) == 2
+    csv = pd.read_csv(io.StringIO(flows_csv(summary)))
+    assert set(zip(csv["origin"], csv["destination"])) == shown
+
+
+@pytest.mark.parametrize("k", [1, 2, K, K + 1, 11])
+def test_the_rule_holds_at_every_k(transitions, k):
+    summary = summarize_flows(transitions, k=k)
+    moved = transitions[transitions["origin"] != transitions["destination"]]
+    persons = moved.groupby(["origin", "destination"])["user_id"].nunique()
+    places = set(summary.places["place"])
+    for row in summary.flows.itertuples():
+        assert persons[(row.origin, row.destination)] >= k and {row.origin, row.destination} <= places
+    assert summary.hidden_flows == len(persons) - len(summary.flows)
+    assert (summary.places["n_users"] >= k).all()
+
+
+def test_districts_under_k_are_hidden(transitions):
+    zones = Zones(of_cell=pd.Series({CELL["A"]: "Centre", CELL["B"]: "Centre", CELL["C"]: "South",
+                                     CELL["S"]: "Far away"}),
+                  position=pd.DataFrame({"lat": [60.17, 60.16, 60.19], "lon": [24.94, 24.93, 24.99]},
+                                        index=["Centre", "South", "Far away"]),
+                  geojson={"type": "FeatureCollection", "features": []})
+    summary = summarize_flows(transitions, k=K, zones=zones)
+    assert "Far away" not in set(summary.places["place"]) and summary.hidden_places == 1
+    assert "Far away" not in flows_csv(summary) + flows_geojson(summary, label="districts")
+    assert set(zip(summary.flows["origin"], summary.flows["destination"])) == {("Centre", "South")}
+    # Centre -> South: bc (K persons) + ac (K - 1): 9 persons, shown; Centre -> Far away: K - 1, hidden
+    assert summary.flows["n_users"].tolist() == [2 * K - 1]
+
+
+def test_predicted_flows_hide_destinations_predicted_for_under_k_persons():
+    """Top-3 predictions of 12 persons at A: B and C for everyone, S only for K - 1 of them."""
+    rows = []
+    for i in range(12):
+        third = "S" if i < K - 1 else "A"
+        for rank, (where, prob) in enumerate((("B", 0.5), ("C", 0.3), (third, 0.2)), start=1):
+            rows.append({"user_id": f"p{i}", "timestamp": pd.Timestamp("2024-10-08 09:00") + pd.Timedelta(hours=i),
+                         "cell": CELL["A"], "rank": rank, "next_cell": CELL[where], "prob": prob})
+    predicted = predicted_transitions(pd.DataFrame(rows), top_n=3)
+    summary = summarize_flows(predicted, k=K)
+    assert set(summary.flows["destination"]) == {CELL["B"], CELL["C"]}
+    assert CELL["S"] not in set(summary.places["place"]) and summary.hidden_places == 1
+    assert summary.hidden_flows == 1
+    secret_free(flows_geojson(summary, label="predicted") + flows_csv(summary))
+
+
+def test_routing_maps_hide_cells_under_k():
+    cells = [CELL["A"]] * 30 + [CELL["S"]] * 8
+    users = [f"a{i % 10}" for i in range(30)] + [f"s{i % (K - 1)}" for i in range(8)]
+    n = len(cells)
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(4), size=(n, 2)).astype(np.float32)  # (V, layers, E)
+    routing = Routing(probs=probs, cell=np.array(cells), user=np.array(users), hour=np.arange(n) % 24,
+                      weekday=np.arange(n) % 7, poi_share=rng.dirichlet(np.ones(20), size=n))
+    private, hidden = routing.private(K)
+    assert hidden == 1 and CELL["S"] not in set(private.cell)
+    by_cell = routing_by_cell(private)
+    assert set(by_cell["cell"]) == {CELL["A"]} and (by_cell["n_users"] >= K).all()
+    secret_free(by_cell.to_csv() + "\n".join(describe_experts(private)) + expert_hour_matrix(private).to_csv())
+
+
+def test_scenario_tables_hide_cells_under_k():
+    table = pd.DataFrame({"cell": [CELL["A"], CELL["S"]], "lat": [60.17, 60.185], "lon": [24.94, 24.99],
+                          "inflow_before": [10.0, 2.0], "inflow_after": [11.0, 3.0], "change": [1.0, 1.0],
+                          "change_pct": [10.0, 50.0], "edited": [True, False], "n_users": [12, K - 1]})
+    shown, hidden = ScenarioResult(cells=table, n_targets=20, applied=[]).private(K)
+    assert shown["cell"].tolist() == [CELL["A"]] and hidden == 1
+
+
+# --------------------------------------------------------------------------- the app
+APP = Path(__file__).resolve().parent.parent / "app" / "streamlit_app.py"
+SECRET = (60.1900, 24.9950)  # a remote place, ~3 km from the sample's area, visited by K - 1 persons
+
+
+@pytest.fixture(scope="module")
+def app_env(tmp_path_factory, sample_trajectories):
+    """A tiny checkpoint, a work folder of our own, and an upload with the secret place."""
+    from streamlit.testing.v1 import AppTest  # noqa: F401  (fails early if streamlit is missing)
+
+    from trajmoe.checkpoint import save_checkpoint
+    from trajmoe.models import new_trajmoe
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("privacy_app")
+    model, config = new_trajmoe(d_model=32, n_layers=1, n_heads=2, seed=0)
+    ckpt = save_checkpoint(root / "tiny.safetensors", model, arch="trajmoe", config=config,
+                           info={"cities": ["nowhere"], "domain_experts": []})
+    frame = pd.read_csv(sample_trajectories)
+    public = frame[frame["user_id"].isin(frame["user_id"].unique()[:60])]
+    secret = []
+    for p in range(K - 1):  # each alternates between the busy centre and the secret place
+        for v in range(24):
+            lat, lon = (SECRET if v % 2 else (60.1699, 24.9384))
+            secret.append({"user_id": f"secret{p}", "timestamp": f"2024-10-{7 + v // 3:02d}T{8 + 4 * (v % 3) + p:02d}:00:00+03:00",
+                           "lat": lat + 0.0004 * p, "lon": lon})
+    upload = pd.concat([public, pd.DataFrame(secret)], ignore_index=True).to_csv(index=False).encode()
+    saved = {key: os.environ.get(key) for key in ("TRAJMOE_CHECKPOINT", "TRAJMOE_APP_DIR")}
+    os.environ["TRAJMOE_CHECKPOINT"] = str(ckpt)
+    os.environ["TRAJMOE_APP_DIR"] = str(root / "work")
+    sys.path.insert(0, str(APP.parent))
+    import state
+
+    state.WORK_DIR = root / "work"
+    yield upload
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def _km(lat: float, lon: float) -> float:
+    dy = (lat - SECRET[0]) * 111.2
+    dx = (lon - SECRET[1]) * 111.2 * math.cos(math.radians(SECRET[0]))
+    return math.hypot(dx, dy)
+
+
+def _drawn(deck: dict, *, context: bool) -> list[tuple[str, float, float]]:
+    """(layer, lat, lon) of everything a deck draws; grey context hexagons only when asked."""
+    points = []
+    for layer in deck["layers"]:
+        kind, rows = layer["@@type"], layer.get("data") or []
+        grey = kind == "H3HexagonLayer" and layer.get("getFillColor") == [228, 230, 235, 255]
+        if grey and not context or not isinstance(rows, list):
+            continue
+        for row in rows:
+            if "hex" in row:
+                points.append((kind, *h3.cell_to_latlng(row["hex"])))
+            for a, b in (("o_lat", "o_lon"), ("d_lat", "d_lon"), ("lat", "lon")):
+                if a in row and b in row:
+                    points.append((kind, row[a], row[b]))
+    return points
+
+
+def _visit_every_page(upload: bytes):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=240).run()
+    at.switch_page("app_pages/trajectories.py").run()
+    at.file_uploader(key="traj_upload").set_value(("survey.csv", upload, "text/csv")).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.sidebar.slider(key="privacy_k").value == K
+    pages = {}
+    for page in ("trajectories", "flows", "experts", "scenario"):
+        at.switch_page(f"app_pages/{page}.py").run()
+        assert not at.exception, (page, [e.message for e in at.exception])
+        decks = [json.loads(d.proto.json) for d in at.get("deck_gl_json_chart")]
+        texts = [m.value for m in (*at.markdown, *at.caption, *at.info, *at.warning, *at.error)]
+        tables = [df.value.to_csv() for df in at.dataframe]
+        options = [str(o) for box in at.multiselect for o in box.options]
+        pages[page] = decks, texts, tables, options
+    return at, pages
+
+
+@pytest.fixture(scope="module")
+def visited(app_env):
+    return _visit_every_page(app_env)
+
+
+def test_the_app_never_shows_the_secret_place(visited):
+    _, pages = visited
+    drawn_somewhere = False
+    for page, (decks, _texts, tables, options) in pages.items():
+        for deck in decks:
+            points = _drawn(deck, context=False)
+            drawn_somewhere |= bool(points)
+            near = [p for p in points if _km(p[1], p[2]) < 1.0]
+            assert not near, f"{page}: the secret place is drawn: {near[:3]}"
+        for text in (*tables, *options):
+            for res in range(7, 12):
+                assert h3.latlng_to_cell(*SECRET, res) not in text, f"{page}: the secret cell is listed"
+    assert drawn_somewhere
+
+
+def test_the_app_reports_what_it_hides(visited):
+    _, pages = visited
+    notes = [t for page in ("trajectories", "flows", "experts") for t in pages[page][1] if t.startswith("Privacy:")]
+    assert len(notes) >= 4  # trajectories map, two flow maps, expert maps
+    assert all(f"fewer than {K}" in t for t in notes)
+    assert all(int(t.split()[1].replace(",", "")) >= 1 for t in notes)  # the secret place at least
+
+
+@pytest.mark.xfail(reason="views.context_layer draws every candidate cell as a grey hexagon on every map, "
+                          "so a cell visited by fewer than k persons still shows where they went (app engineer: "
+                          "draw only cells with >= k persons or with POIs)", strict=False)
+def test_not_even_the_grey_background_reveals_the_secret_place(visited):
+    _, pages = visited
+    for page, (decks, *_rest) in pages.items():
+        for deck in decks:
+            near = [p for p in _drawn(deck, context=True) if _km(p[1], p[2]) < 1.0]
+            assert not near, f"{page}: {near[:3]}"
