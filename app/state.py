@@ -329,6 +329,20 @@ def hidden_note(what: str, n_places: int, n_flows: int | None, kind: str) -> str
             f"from {what} and its downloads.")
 
 
+@st.cache_data(show_spinner=False, max_entries=32)
+def context_cells(folder: str, k: int) -> list[str]:
+    """The grey background cells of the maps: cells with POIs (public places) or visited by at
+    least k persons. A candidate cell only a few people went to is not drawn at all, so the
+    background never shows where they went."""
+    from trajmoe.features import POI_COLUMNS
+
+    data = city_data(folder)
+    people = data.visits.groupby("cell")["user_id"].nunique()
+    has_poi = data.cells[POI_COLUMNS].sum(axis=1).to_numpy() > 0
+    busy = data.cells["cell"].map(people).fillna(0).to_numpy() >= k
+    return data.cells.loc[has_poi | busy, "cell"].tolist()
+
+
 # --------------------------------------------------------------------------- cell names
 @st.cache_data(show_spinner=False, max_entries=8)
 def cell_names(folder: str, pois_key: str, _pois: pd.DataFrame) -> pd.Series:

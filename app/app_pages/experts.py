@@ -36,7 +36,7 @@ if routing.n_layers > 1:
                                       help="Each layer of the model has its own experts. Layer 1 is the most readable."))
 by_cell = routing_by_cell(private, layer=layer)
 names = state.cell_names(prep.folder, state.pois_source().key, state.pois())
-context = data.cells["cell"].tolist()
+context = state.context_cells(prep.folder, state.privacy_k())
 experts = list(range(1, routing.n_experts + 1))
 
 left, right = st.columns(2)

@@ -55,7 +55,7 @@ predicted = filter_transitions(
 obs = summarize_flows(observed, k=k, zones=zones)
 pred = summarize_flows(predicted, k=k, zones=zones)
 names = None if zones is not None else state.cell_names(prep.folder, state.pois_source().key, state.pois())
-context = data.cells["cell"].tolist()
+context = state.context_cells(prep.folder, state.privacy_k())
 
 left, right = st.columns(2)
 for col, what, summary, key in ((left, "Observed", obs, "observed"), (right, "Predicted", pred, "predicted")):

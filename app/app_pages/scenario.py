@@ -67,7 +67,7 @@ st.markdown(
 )
 left, right = st.columns([3, 2])
 with left:
-    views.show(views.change_map(table, edited=chosen, names=names, context=data.cells["cell"].tolist()), key="map_change")
+    views.show(views.change_map(table, edited=chosen, names=names, context=state.context_cells(prep.folder, k)), key="map_change")
     views.legend([("more arrivals", "#2166ac"), ("fewer arrivals", "#d6604d"), ("changed place (outlined)", "#141414")])
 with right:
     top = table.reindex(table["change"].abs().sort_values(ascending=False).index).head(12)

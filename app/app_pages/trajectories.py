@@ -127,6 +127,7 @@ shown = counts[counts["people"] >= k].copy()
 shown["hex"] = shown["cell"]
 shown["colour"] = views.sequential(np.log1p(shown["visits"].to_numpy()))
 shown["tip"] = [f"{n:,} visits by {p:,} {state.unit(meta['kind'])}" for n, p in shown[["visits", "people"]].itertuples(index=False)]
-views.show(views.deck([views.context_layer(data.cells["cell"]), views.hex_layer(shown)],
-                      views.view_of_cells(data.cells["cell"], width_px=1000)), key="visit_map")
+context = state.context_cells(prep.folder, k)
+views.show(views.deck([views.context_layer(context), views.hex_layer(shown)],
+                      views.view_of_cells(context, width_px=1000)), key="visit_map")
 st.caption(state.hidden_note("this map", int((counts["people"] < k).sum()), None, meta["kind"]))
