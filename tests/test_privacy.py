@@ -268,10 +268,8 @@ def test_the_app_reports_what_it_hides(visited):
     assert all(int(t.split()[1].replace(",", "")) >= 1 for t in notes)  # the secret place at least
 
 
-@pytest.mark.xfail(reason="views.context_layer draws every candidate cell as a grey hexagon on every map, "
-                          "so a cell visited by fewer than k persons still shows where they went (app engineer: "
-                          "draw only cells with >= k persons or with POIs)", strict=False)
 def test_not_even_the_grey_background_reveals_the_secret_place(visited):
+    """The grey hexagons drawn in place of a basemap are cells too: none under k persons."""
     _, pages = visited
     for page, (decks, *_rest) in pages.items():
         for deck in decks:
