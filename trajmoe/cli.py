@@ -290,6 +290,14 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"error: file not found: {exc.filename or exc}. Check the path.", file=sys.stderr)
         return 2
+    except OSError as exc:  # --out naming a file, --json naming a folder, no permission, disk full
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}. Check the path, its permissions and "
+              "the free disk space.", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: out of memory. Split the input into smaller files or use a machine with more "
+              "memory.", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
