@@ -417,3 +417,12 @@ def test_a_city_across_the_antimeridian_stays_a_city(tmp_path):
     cells = pd.read_parquet(tmp_path / "c" / "cells.parquet")
     assert cells["lon"].min() < -179.9 and cells["lon"].max() > 179.9  # both sides of the line
     assert cells["x_km"].abs().max() < 50  # the ~10 km wide area stays ~10 km wide
+
+
+def test_cli_output_paths_that_cannot_be_written_give_one_line(tmp_path):
+    path = tmp_path / "upload.csv"
+    path.write_bytes((H + OK_ROWS * 3).encode())
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    code, text = run_cli(["prepare", "--trajectories", str(path), "--city", "X", "--out", str(blocker)])
+    assert code == 2 and text.startswith("error: ") and "a_file" in text and text.count("\n") == 1
