@@ -306,3 +306,14 @@ def test_mutated_checkpoints_load_or_are_refused_never_crash(tmp_path, good):
         assert isinstance(model, torch.nn.Module)
 
     check()
+
+
+def test_cli_evaluate_gives_one_line_for_every_broken_checkpoint(tmp_path, good, city):
+    for case, (content, _) in broken_weights(good).items():
+        path = write_pair(tmp_path, case.replace(" ", "_") + ".safetensors", content, sidecar(good, sha256=None))
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli.main(["evaluate", "--checkpoint", str(path), "--data", str(city), "--json", str(tmp_path / "m.json")])
+        lines = err.getvalue().strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (case, err.getvalue())
+        assert path.name in lines[0] and not out.getvalue()
