@@ -100,6 +100,11 @@ def upload(tmp_path, sample_trajectories) -> Path:
     return path
 
 
+def maps_drawn(page, n: int) -> None:
+    # Poll on a timer: the default (every animation frame) keeps Chromium repainting the maps.
+    page.wait_for_function(f"document.querySelectorAll('{MAP}').length >= {n}", timeout=SLOW, polling=200)
+
+
 def shoot(page, name: str) -> None:
     SHOTS.mkdir(exist_ok=True)
     page.wait_for_selector("[data-testid=stStatusWidget]", state="detached", timeout=SLOW)  # the run is over
@@ -124,8 +129,7 @@ def test_upload_finetune_and_maps_draw(browser, server, upload):
 
     visit(page, "Flows")  # opens ready: the pretrained model's zero-shot flows of the embedded default
     page.get_by_text("zero-shot").first.wait_for(timeout=SLOW)
-    page.wait_for_function("document.querySelectorAll('[data-testid=stDeckGlJsonChart] canvas').length >= 2",
-                           timeout=SLOW)
+    maps_drawn(page, 2)
     shoot(page, "1b_flows_default")
 
     visit(page, "Trajectories")
@@ -143,14 +147,12 @@ def test_upload_finetune_and_maps_draw(browser, server, upload):
 
     visit(page, "Flows")
     page.get_by_text("fine-tuned on 5% of My City").first.wait_for(timeout=SLOW)
-    page.wait_for_function("document.querySelectorAll('[data-testid=stDeckGlJsonChart] canvas').length >= 2",
-                           timeout=SLOW)
+    maps_drawn(page, 2)
     shoot(page, "4_flows")
 
     visit(page, "Experts")
     page.get_by_text("What each expert stands for").wait_for(timeout=SLOW)
-    page.wait_for_function("document.querySelectorAll('[data-testid=stDeckGlJsonChart] canvas').length >= 2",
-                           timeout=SLOW)
+    maps_drawn(page, 2)
     shoot(page, "5_experts")
 
     visit(page, "Scenario")
