@@ -240,9 +240,12 @@ def main() -> None:
     p.add_argument("--scratch-budget-min", type=float, default=5.0, help="wall-time cap of one from-scratch neural run")
     p.add_argument("--no-ablations", action="store_true")
     p.add_argument("--table-only", action="store_true")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a loaded machine)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    torch.set_num_threads(2)
+    # One thread: on a shared 2-core machine two OpenMP threads spin-wait on each other and a
+    # training step gets several times slower (bench/results/moe_dispatch.txt shows the effect).
+    torch.set_num_threads(args.threads)
     SCRATCH_BUDGET_S = args.scratch_budget_min * 60
     PRETRAIN_STEPS = args.pretrain_steps
     if shared_data_dir() is None:
