@@ -404,9 +404,6 @@ def test_cli_prepare_in_a_subprocess_prints_one_error_line(tmp_path, case, kind)
     assert "Traceback" not in proc.stderr and proc.stderr.startswith("error: ")
 
 
-@pytest.mark.xfail(reason="features.project_km does not wrap longitudes: a city across the antimeridian "
-                          "(Fiji, Chukotka) gets cells ~40,000 km apart; fix: dlon = (lon - lon0 + 180) % 360 - 180",
-                   strict=False)
 def test_a_city_across_the_antimeridian_stays_a_city(tmp_path):
     rows = [f"p{u},2021-01-{1 + v:02d}T{8 + v % 10:02d}:00:00,{-17.8 + 0.01 * ((u * v) % 7)},"
             f"{(179.95 + 0.02 * ((u + v) % 5) + 180) % 360 - 180:.5f}" for u in range(6) for v in range(10)]

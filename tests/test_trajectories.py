@@ -294,3 +294,14 @@ def test_a_source_column_named_row_does_not_clash_with_row_numbers():
 def test_no_header_in_the_sniffed_sample_is_fatal():
     _, report = read("# comment\n" * 8000 + f"{HEADER}\nu,2012-04-07,1,2\n")
     assert "No column names were found" in report.fatal[0]
+
+
+def test_max_rows_refuses_big_files_with_a_clear_message(tmp_path):
+    path = tmp_path / "big.csv"
+    path.write_text("user_id,timestamp,lat,lon\n" + "".join(
+        f"u{i % 7},2024-01-01T{i % 24:02d}:00:00,60.1,24.9\n" for i in range(50)))
+    frame, report = read_trajectories(path, max_rows=20)
+    assert not report.ok and len(frame) == 0
+    assert "more than 20 rows" in report.to_text() and "trajmoe prepare" in report.to_text()
+    frame, report = read_trajectories(path, max_rows=50)
+    assert report.ok

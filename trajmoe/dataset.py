@@ -130,6 +130,7 @@ def prepare(
     timezone: str | None = None,
     weekday_reliable: bool = True,
     name: str | None = None,
+    max_rows: int | None = None,
 ):
     """Validate, reduce and split one city's trajectories; write a prepared folder.
 
@@ -152,6 +153,8 @@ def prepare(
     weekday_reliable
         False when the source's weekday is not trustworthy (sf/la Gowalla): weekday features
         fall back to "unknown".
+    max_rows
+        Refuse files with more rows than this (the app's bound on memory); None = no limit.
 
     Returns
     -------
@@ -165,7 +168,7 @@ def prepare(
         raise InputDataError("No city name given: pass --city NAME (e.g. --city 'New York').")
     if kind != "auto" and kind not in KINDS:
         raise InputDataError(f"Unknown kind {kind!r}: use auto or one of {', '.join(KINDS)}.")
-    frame, report = read_trajectories(trajectories, timezone=timezone, name=name)
+    frame, report = read_trajectories(trajectories, timezone=timezone, name=name, max_rows=max_rows)
     if not report.ok:
         err = InputDataError(report.to_text())
         err.report = report

@@ -74,8 +74,9 @@ def latlon_to_cells(lat: np.ndarray, lon: np.ndarray, resolution: int) -> np.nda
 
 def project_km(lat: np.ndarray, lon: np.ndarray, centre: tuple[float, float]) -> np.ndarray:
     """Local equirectangular projection (km east, km north of ``centre``); exact enough in a city."""
-    lat0, lon0 = np.radians(centre[0]), np.radians(centre[1])
-    x = (np.radians(np.asarray(lon)) - lon0) * np.cos(lat0) * EARTH_RADIUS_KM
+    lat0 = np.radians(centre[0])
+    dlon = (np.asarray(lon, dtype=np.float64) - centre[1] + 180.0) % 360.0 - 180.0  # across the antimeridian
+    x = np.radians(dlon) * np.cos(lat0) * EARTH_RADIUS_KM
     y = (np.radians(np.asarray(lat)) - lat0) * EARTH_RADIUS_KM
     return np.column_stack([x, y])
 

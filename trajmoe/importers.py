@@ -396,19 +396,30 @@ def iter_chunks(table: Table, report: ValidationReport, *, has_header: bool, nam
 def collect(table: Table, report: ValidationReport,
             convert: Callable[[pd.DataFrame], pd.DataFrame], *, state: ReadState,
             has_header: bool, names: list[str], dtype: dict[str, str],
-            usecols: list[str] | None = None, known_utc: bool = False) -> pd.DataFrame:
+            usecols: list[str] | None = None, known_utc: bool = False,
+            max_rows: int | None = None) -> pd.DataFrame:
     """Stream ``table`` through ``convert`` and the row checks, then finish the frame.
 
     A file that stops being UTF-8 after the sniffed sample is read again as Latin-1; a file
-    pandas cannot parse fails the report with the reason in words.
+    pandas cannot parse fails the report with the reason in words. With ``max_rows``, a file
+    with more data rows fails as soon as the limit is passed (bounded memory for uploads,
+    whose compressed size says little about their row count).
     """
     for text in table.notes:
         report.note(text)
     fresh = copy.deepcopy(report)
     while True:
         try:
-            parts = [check_rows(convert(chunk), report, state) for chunk in iter_chunks(
-                table, report, has_header=has_header, names=names, dtype=dtype, usecols=usecols)]
+            parts, n_read = [], 0
+            for chunk in iter_chunks(table, report, has_header=has_header, names=names, dtype=dtype,
+                                     usecols=usecols):
+                n_read += len(chunk)
+                if max_rows is not None and n_read > max_rows:
+                    report.fail(f"{table.label} has more than {max_rows:,} rows, the most this tool takes "
+                                "at once. Split the file (e.g. by month or by user), or prepare it with the "
+                                "command line: `trajmoe prepare --trajectories FILE ...`.")
+                    return empty_frame()
+                parts.append(check_rows(convert(chunk), report, state))
             return finish(parts, report, state, known_utc=known_utc)
         except UnicodeDecodeError:
             if table.encoding == "latin-1":  # latin-1 decodes any byte: cannot happen twice

@@ -176,7 +176,8 @@ def empty_frame(*, optional: tuple[str, ...] = ()) -> pd.DataFrame:
 
 
 def read_trajectories(
-    source: Source, *, timezone: str | None = None, name: str | None = None
+    source: Source, *, timezone: str | None = None, name: str | None = None,
+    max_rows: int | None = None,
 ) -> tuple[pd.DataFrame, ValidationReport]:
     """Read trajectories into the canonical frame and a report of every dropped row.
 
@@ -192,6 +193,8 @@ def read_trajectories(
         wall-clock they state; naive ones are taken as local.
     name
         File name used in messages when ``source`` is bytes or a file object.
+    max_rows
+        Refuse (fatal report) a CSV/Parquet with more data rows than this (the app's limit).
 
     Returns
     -------
@@ -236,7 +239,7 @@ def read_trajectories(
     text = [c for c, canon in mapping.items() if canon in TEXT_COLUMNS]
     frame = importers.collect(table, report, convert, state=state, has_header=True,
                               names=list(table.columns), usecols=list(mapping),
-                              dtype={c: "str" for c in text})
+                              dtype={c: "str" for c in text}, max_rows=max_rows)
     return frame, report
 
 
