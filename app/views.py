@@ -67,18 +67,20 @@ def show(d: pdk.Deck, key: str | None = None, *, height: int = MAP_HEIGHT) -> No
 
 
 def context_layer(cells) -> pdk.Layer:
-    """Light grey hexagons of the city's cells, in place of a basemap."""
+    """Light grey hexagons of the city's cells, in place of a basemap (drawn like :func:`hex_layer`)."""
     frame = pd.DataFrame({"hex": list(cells)})
     return pdk.Layer("H3HexagonLayer", frame, get_hexagon="hex", get_fill_color=[228, 230, 235, 255],
-                     get_line_color=[255, 255, 255, 255], line_width_min_pixels=1, stroked=True,
-                     filled=True, extruded=False, pickable=False)
+                     coverage=0.92, stroked=False, filled=True, extruded=False, pickable=False, high_precision=False)
 
 
 def hex_layer(frame: pd.DataFrame, *, colour_col: str = "colour", opacity: float = 0.85) -> pdk.Layer:
-    """Hexagons coloured by a ``[r, g, b, a]`` column; hover shows ``tip``."""
-    return pdk.Layer("H3HexagonLayer", frame, get_hexagon="hex", get_fill_color=colour_col,
-                     get_line_color=[255, 255, 255, 200], line_width_min_pixels=1, stroked=True,
-                     filled=True, extruded=False, pickable=True, opacity=opacity, auto_highlight=True)
+    """Hexagons coloured by a ``[r, g, b, a]`` column; hover shows ``tip``.
+
+    Instanced hexagons scaled to 92% (gaps instead of outline paths): several times less geometry,
+    which matters where the browser draws WebGL in software."""
+    return pdk.Layer("H3HexagonLayer", frame, get_hexagon="hex", get_fill_color=colour_col, coverage=0.92,
+                     stroked=False, filled=True, extruded=False, pickable=True, opacity=opacity, auto_highlight=True,
+                     high_precision=False)
 
 
 def outline_layer(cells, colour: list[int]) -> pdk.Layer:

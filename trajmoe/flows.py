@@ -459,10 +459,12 @@ def expert_category_matrix(routing: Routing, *, layer: int = 0) -> pd.DataFrame:
                         columns=[CATEGORY_LABELS[c] for c in CATEGORIES])
 
 
-def expert_hour_matrix(routing: Routing, *, layer: int = 0, relative: bool = False) -> pd.DataFrame:
+def expert_hour_matrix(routing: Routing, *, layer: int = 0, relative: bool = False,
+                       min_visits: int = 1) -> pd.DataFrame:
     """(E, 168) mean router probability per hour of week (columns ``Mon 00h`` ...), or (E, 24)
-    per hour of day when the weekday is unknown; NaN where no visit falls. ``relative``
-    divides each expert's row by its mean over all visits (1 = as often as usual)."""
+    per hour of day when the weekday is unknown; NaN where fewer than ``min_visits`` visits fall
+    (a mean over a handful of night-time visits is noise). ``relative`` divides each expert's
+    row by its mean over all visits (1 = as often as usual)."""
     p = routing.probs[:, layer, :].astype(np.float64)
     known = bool(len(routing.weekday)) and bool((routing.weekday < 7).all())
     slot = routing.weekday * 24 + routing.hour if known else routing.hour
@@ -470,7 +472,8 @@ def expert_hour_matrix(routing: Routing, *, layer: int = 0, relative: bool = Fal
     total = np.zeros((n_slots, routing.n_experts))
     np.add.at(total, slot, p)
     count = np.bincount(slot, minlength=n_slots).astype(np.float64)
-    mean = np.divide(total, count[:, None], out=np.full_like(total, np.nan), where=count[:, None] > 0)
+    enough = count[:, None] >= max(min_visits, 1)
+    mean = np.divide(total, count[:, None], out=np.full_like(total, np.nan), where=enough)
     if relative:
         mean = mean / np.maximum(p.mean(axis=0), 1e-12)
     days = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")

@@ -58,5 +58,6 @@ cats = expert_category_matrix(private, layer=layer)
 cats = cats.loc[:, (private.poi_share.sum(axis=0) > 0)]
 views.plotly(views.heatmap(cats, title="Kinds of place each expert's visits are in (1 = city average)",
                            colour_label="× average", scale="RdBu_r", midpoint=1.0, height=360), key="heat_categories")
-hours = expert_hour_matrix(private, layer=layer, relative=True)
-views.plotly(views.hour_heatmap(hours, title="When each expert is used (1 = its usual share)"), key="heat_hours")
+hours = expert_hour_matrix(private, layer=layer, relative=True, min_visits=20)
+views.plotly(views.hour_heatmap(hours, title="When each expert is used (1 = its usual share; blank: under 20 visits)"),
+             key="heat_hours")
