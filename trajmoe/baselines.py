@@ -7,7 +7,7 @@ by :func:`trajmoe.train.fit` exactly like TrajMoE.
 
 * :class:`MostPopular` — training-subset visit count of each cell (``city.log_pop``).
 * :class:`Markov` — first-order transition counts from the run's training windows, backing off to
-  popularity for cells without (or beyond) outgoing transitions.
+  popularity among candidates without an observed transition from the current cell.
 * :class:`ReturnGravity` — exploration and preferential return (Song et al. 2010, the EPR model)
   plus a gravity term: a log-linear scorer over a few per-candidate features, weights fitted by
   maximum likelihood on the run's validation targets.
@@ -107,10 +107,10 @@ class Markov(nn.Module):
     (consecutive windows share one visit, so no transition is counted twice or lost).
     """
 
-    def __init__(self, n_cells: int = 0) -> None:
+    def __init__(self) -> None:
         super().__init__()
         # CSR transition table: transitions out of cell c are dst[ptr[c]:ptr[c+1]] with counts.
-        self.register_buffer("ptr", torch.zeros(n_cells + 1, dtype=torch.long))
+        self.register_buffer("ptr", torch.zeros(1, dtype=torch.long))  # unfitted: no cells
         self.register_buffer("dst", torch.zeros(0, dtype=torch.long))
         self.register_buffer("count", torch.zeros(0, dtype=torch.float64))
 
