@@ -48,7 +48,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # fastest on the shared 2-core machine (see bench/transfer.py)
     cities = [prepare_real(k, CACHE) for k in REAL_DATASETS]
     model, config = new_trajmoe(seed=args.seed)
     cfg = TrainConfig(epochs=1000, max_steps=args.steps, max_seconds=args.budget_min * 60, seed=args.seed,
@@ -70,7 +70,9 @@ def main() -> None:
         "metrics": {"test_in_domain": in_domain, "zero_shot_helsinki_synthetic": zero_shot},
         "created": time.strftime("%Y-%m-%d"),
     }
-    path = save_checkpoint(ASSETS / f"{NAME}.safetensors", model, arch="trajmoe", config=config, info=info)
+    # float16 on disk keeps the file under 8 MB; weights load back into float32 parameters
+    path = save_checkpoint(ASSETS / f"{NAME}.safetensors", model, arch="trajmoe", config=config, info=info,
+                           dtype=torch.float16)
     size_mb = path.stat().st_size / 1e6
     rows = "\n".join(f"| {name} | {m['acc@1']:.4f} | {m['acc@5']:.4f} | {m['mrr']:.4f} | {m['n']} |"
                      for name, m in {**in_domain, "Helsinki synthetic default (zero-shot)": zero_shot}.items())
@@ -79,7 +81,7 @@ def main() -> None:
 TrajMoE (spatially-aware mixture-of-experts next-location model, after arXiv 2505.18670),
 d_model {config.d_model}, {config.n_layers} SAMoE layers, {config.n_routed_experts} routed experts (top-{config.top_k}) +
 shared expert, one domain expert per training city; {model.num_parameters():,} parameters
-({model.num_parameters(active=True):,} active per token); weights {size_mb:.1f} MB (safetensors);
+({model.num_parameters(active=True):,} active per token); weights {size_mb:.1f} MB (safetensors, float16);
 feature schema `{SCHEMA_ID}`. Trained {res.steps} steps ({res.seconds / 60:.1f} min, 2 CPU cores), batch
 {cfg.batch_size} windows of up to {cfg.max_len} visits, cities drawn with probability ∝ size^0.5.
 

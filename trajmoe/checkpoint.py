@@ -52,13 +52,20 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(path: str | Path, model: torch.nn.Module, *, arch: str, config: Any, info: dict | None = None) -> Path:
-    """Write weights and sidecar. ``config`` is a dataclass (or dict) that rebuilds ``model``."""
+def save_checkpoint(path: str | Path, model: torch.nn.Module, *, arch: str, config: Any, info: dict | None = None,
+                    dtype: torch.dtype | None = None) -> Path:
+    """Write weights and sidecar. ``config`` is a dataclass (or dict) that rebuilds ``model``.
+
+    ``dtype`` (e.g. ``torch.float16``) stores floating-point weights at lower precision to halve a
+    shipped file; loading copies them back into the model's float32 parameters.
+    """
     weights, sidecar = checkpoint_paths(path)
     if weights.suffix != ".safetensors":
         raise CheckpointError(f"Checkpoint path {path} must end in .safetensors (e.g. model.safetensors).")
     weights.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     save_file(state, str(weights), metadata={"format": FORMAT})
     cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
     meta = {

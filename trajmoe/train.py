@@ -115,6 +115,26 @@ def trainable_parameters(model: torch.nn.Module, mode: str) -> list[torch.nn.Par
     return chosen
 
 
+HEAD_PRIOR_LR_SCALE = 50.0  # learning-rate multiplier of the head's scalar mobility-prior weights
+
+
+def param_groups(model: torch.nn.Module, params: list[torch.nn.Parameter], lr: float) -> list[dict]:
+    """Optimizer groups: the output head's few scalar prior weights (distance decay, return,
+    popularity, current-cell terms) get a larger learning rate. Adam moves every parameter by
+    about ``lr`` per step, so at 2e-3 a weight that must reach -8 (never predict the current
+    cell on collapsed check-ins) would need thousands of steps; the return + gravity baseline
+    fits the same weights to convergence with L-BFGS."""
+    chosen = {id(p) for p in params}
+    scalars = [p for n, p in model.named_parameters()
+               if id(p) in chosen and n.startswith("head.") and p.numel() <= 4]
+    fast = {id(p) for p in scalars}
+    rest = [p for p in params if id(p) not in fast]
+    groups = [{"params": rest, "lr_scale": 1.0}]
+    if scalars:
+        groups.append({"params": scalars, "lr_scale": HEAD_PRIOR_LR_SCALE, "weight_decay": 0.0})
+    return groups
+
+
 def sequence_loss(model: torch.nn.Module, batch: Batch, city: CityTensors, *, n_global: int) -> tuple[torch.Tensor, float, int]:
     """Token-summed CE / global token count (+ the model's auxiliary loss).
 
@@ -203,7 +223,7 @@ def fit(
     train_model = model
     if world > 1:
         train_model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(param_groups(model, params, cfg.lr), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)  # identical on every rank: same city, same batch per step
     orders = [rng.permutation(len(w)) for w in windows]
     cursors = [0] * len(windows)
@@ -228,7 +248,7 @@ def fit(
         n_global = sum(len(w) - 1 for w in batch_windows)
         mine = _shard(batch_windows, rank, world)
         for g in opt.param_groups:
-            g["lr"] = _lr_at(step, total, cfg)
+            g["lr"] = _lr_at(step, total, cfg) * g["lr_scale"]
         if mine:
             loss, ce_sum, n_tok = sequence_loss(train_model, cities[ci].window_batch(mine), tensors[ci], n_global=n_global)
         else:  # more ranks than windows: contribute a zero gradient so all-reduce stays in step
