@@ -452,11 +452,28 @@ def zones(key: str, path: str, folder: str):
     return read_zones(path, cells=cells, name=Path(path).name)
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
-def observed(folder: str) -> pd.DataFrame:
-    from trajmoe.flows import observed_transitions
+@st.cache_data(show_spinner=False, max_entries=64)
+def _flow_summaries(model_key: str, folder: str, hours: tuple, day: str, top_n: int, k: int,
+                    zones_key: str | None, _predictions, _zones):
+    from trajmoe.flows import (
+        filter_transitions,
+        observed_transitions,
+        predicted_transitions,
+        summarize_flows,
+    )
 
-    return observed_transitions(city_data(folder), split="all")
+    data = city_data(folder)
+    observed = filter_transitions(observed_transitions(data, split="all"), hours=hours, day=day)
+    predicted = filter_transitions(predicted_transitions(_predictions.table, top_n=top_n,
+                                                         weekday_reliable=data.weekday_reliable), hours=hours, day=day)
+    return summarize_flows(observed, k=k, zones=_zones), summarize_flows(predicted, k=k, zones=_zones)
+
+
+def flow_summaries(shown: Shown, data, *, hours: tuple, day: str, top_n: int, k: int, zones, zones_key: str | None):
+    """Observed and predicted flows after the filters and the privacy rule (cached per model,
+    city, filters and districts: switching back to a page does not redo the work)."""
+    return _flow_summaries(shown.key, str(data.folder), tuple(hours), day, top_n, k, zones_key,
+                           shown.outputs, zones)
 
 
 def _scenario(model, data, fraction: float, edits: tuple):

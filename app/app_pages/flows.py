@@ -6,13 +6,7 @@ import streamlit as st
 import views
 
 from trajmoe.errors import TrajMoEError
-from trajmoe.flows import (
-    filter_transitions,
-    flows_csv,
-    flows_geojson,
-    predicted_transitions,
-    summarize_flows,
-)
+from trajmoe.flows import flows_csv, flows_geojson
 
 st.title("Flows: where people move next")
 prep, data = state.require_city()
@@ -39,21 +33,17 @@ n_arcs = c4.slider("Largest flows drawn", 20, 500, 150, step=10, key="fl_arcs",
 with st.expander("Add flows up to districts (optional)"):
     zone_file = st.file_uploader(f"A GeoJSON of district polygons (up to {state.max_upload_mb()} MB)",
                                  type=["geojson", "json"], key="fl_zones")
-zones = None
+zones, zones_key = None, None
 if zone_file is not None:
     src = state.save_upload(zone_file, zone_file.name)
     try:
-        zones = state.zones(src.key, src.path, prep.folder)
+        zones, zones_key = state.zones(src.key, src.path, prep.folder), src.key
         st.caption(f"Flows added up to {len(zones.position):,} districts; {len(zones.of_cell):,} cells lie inside them.")
     except TrajMoEError as exc:
         st.error(str(exc))
 
-observed = filter_transitions(state.observed(prep.folder), hours=hours, day=day_names[day])
-predicted = filter_transitions(
-    predicted_transitions(shown.outputs.table, top_n=top_n, weekday_reliable=data.weekday_reliable),
-    hours=hours, day=day_names[day])
-obs = summarize_flows(observed, k=k, zones=zones)
-pred = summarize_flows(predicted, k=k, zones=zones)
+obs, pred = state.flow_summaries(shown, data, hours=hours, day=day_names[day], top_n=top_n, k=k,
+                                 zones=zones, zones_key=zones_key)
 names = None if zones is not None else state.cell_names(prep.folder, state.pois_source().key, state.pois())
 context = state.context_cells(prep.folder, state.privacy_k())
 
