@@ -476,6 +476,31 @@ def flow_summaries(shown: Shown, data, *, hours: tuple, day: str, top_n: int, k:
                            shown.outputs, zones)
 
 
+@st.cache_data(show_spinner=False, max_entries=32)
+def _expert_view(model_key: str, layer: int, k: int, _routing) -> dict | None:
+    from trajmoe.flows import (
+        describe_experts,
+        expert_category_matrix,
+        expert_hour_matrix,
+        routing_by_cell,
+    )
+
+    private, hidden = _routing.private(k)
+    if len(private.cell) == 0:
+        return None
+    categories = expert_category_matrix(private, layer=layer)
+    return {"by_cell": routing_by_cell(private, layer=layer), "hidden": hidden,
+            "texts": describe_experts(private, layer=layer),
+            "categories": categories.loc[:, private.poi_share.sum(axis=0) > 0],
+            "hours": expert_hour_matrix(private, layer=layer, relative=True, min_visits=20)}
+
+
+def expert_view(shown: Shown, *, layer: int, k: int) -> dict | None:
+    """Routing maps, heatmaps and texts of one layer from the visits in cells with >= k persons
+    (None when no cell has enough); cached per model, layer and k."""
+    return _expert_view(shown.key, layer, k, shown.outputs.routing)
+
+
 def _scenario(model, data, fraction: float, edits: tuple):
     from trajmoe.scenario import POIEdit, run_scenario
 

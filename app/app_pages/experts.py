@@ -4,13 +4,6 @@ import state
 import streamlit as st
 import views
 
-from trajmoe.flows import (
-    describe_experts,
-    expert_category_matrix,
-    expert_hour_matrix,
-    routing_by_cell,
-)
-
 st.title("Experts: the model's specialists")
 st.markdown(
     "Inside the model, every visit is handed to a few of its **experts**: small sub-networks that "
@@ -24,17 +17,16 @@ if routing is None:
     st.warning("This model has no experts to show (it is a dense model). Fine-tune a TrajMoE checkpoint.")
     st.stop()
 meta, unit = prep.meta, state.unit(prep.meta["kind"])
-private, hidden = routing.private(state.privacy_k())
-if len(private.cell) == 0:
-    st.warning("No cell has enough people to be shown under the privacy setting.")
-    st.stop()
-
 layer = 0
 if routing.n_layers > 1:
     labels = [f"Layer {i + 1}" + (" (closest to the places)" if i == 0 else "") for i in range(routing.n_layers)]
     layer = labels.index(st.selectbox("Model layer", labels, key="ex_layer",
                                       help="Each layer of the model has its own experts. Layer 1 is the most readable."))
-by_cell = routing_by_cell(private, layer=layer)
+view = state.expert_view(shown, layer=layer, k=state.privacy_k())
+if view is None:
+    st.warning("No cell has enough people to be shown under the privacy setting.")
+    st.stop()
+by_cell, hidden = view["by_cell"], view["hidden"]
 names = state.cell_names(prep.folder, state.pois_source().key, state.pois())
 context = state.context_cells(prep.folder, state.privacy_k())
 experts = list(range(1, routing.n_experts + 1))
@@ -52,12 +44,9 @@ with right:
 st.caption(state.hidden_note("these maps and charts", hidden, None, meta["kind"]))
 
 st.markdown("#### What each expert stands for")
-st.markdown("\n".join(f"- {text}" for text in describe_experts(private, layer=layer)))
+st.markdown("\n".join(f"- {text}" for text in view["texts"]))
 
-cats = expert_category_matrix(private, layer=layer)
-cats = cats.loc[:, (private.poi_share.sum(axis=0) > 0)]
-views.plotly(views.heatmap(cats, title="Kinds of place each expert's visits are in (1 = city average)",
+views.plotly(views.heatmap(view["categories"], title="Kinds of place each expert's visits are in (1 = city average)",
                            colour_label="× average", scale="RdBu_r", midpoint=1.0, height=360), key="heat_categories")
-hours = expert_hour_matrix(private, layer=layer, relative=True, min_visits=20)
-views.plotly(views.hour_heatmap(hours, title="When each expert is used (1 = its usual share; blank: under 20 visits)"),
+views.plotly(views.hour_heatmap(view["hours"], title="When each expert is used (1 = its usual share; blank: under 20 visits)"),
              key="heat_hours")
