@@ -46,7 +46,7 @@ if base is None:
                "this copy of the app. Upload a checkpoint above to fine-tune.")
     st.stop()
 _, base_meta, base_path = base
-trained_on = ", ".join(base_meta.get("cities", [])) or "other cities"
+trained_on = ", ".join(dict.fromkeys(base_meta.get("cities", []))) or "other cities"  # once each
 st.caption(f"Starting checkpoint: `{base_path.name}`, pretrained on {trained_on}.")
 
 c1, c2 = st.columns(2)

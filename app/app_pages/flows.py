@@ -21,7 +21,7 @@ st.caption(
     "them to go next, from the same places at the same times."
 )
 
-c1, c2, c3, c4 = st.columns([2, 2, 2, 2])
+c1, c2, c3, c4 = st.columns([2, 3, 2, 2])
 hours = c1.slider("Hours of the day (start of the move)", 0, 24, (0, 24), key="fl_hours")
 day_names = {"All days": "all", "Weekdays": "weekday", "Weekends": "weekend"}
 day = c2.radio("Days", list(day_names), horizontal=True, key="fl_days", disabled=not data.weekday_reliable,
