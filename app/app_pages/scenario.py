@@ -65,7 +65,7 @@ st.markdown(
     f"moves ({here / max(edited['inflow_before'].sum(), 1e-9):+.2%}); the other shown places change by "
     f"{total - here:+,.2f} in total."
 )
-left, right = st.columns([3, 2])
+left, right = st.columns([5, 4])
 with left:
     views.show(views.change_map(table, edited=chosen, names=names, context=state.context_cells(prep.folder, k)), key="map_change")
     views.legend([("more arrivals", "#2166ac"), ("fewer arrivals", "#d6604d"), ("changed place (outlined)", "#141414")])
