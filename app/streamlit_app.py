@@ -4,8 +4,9 @@
     make app    # or: streamlit run app/streamlit_app.py
 """
 
-import state
 import streamlit as st
+
+import state
 
 # No icons anywhere: a ":material/...:" page icon becomes a favicon fetched from fonts.gstatic.com,
 # and the app must make no request outside the machine (tests/test_browser.py checks).

@@ -136,8 +136,9 @@ def test_upload_finetune_and_flows(env):
     weights, sidecar = at.get("download_button")[:2]
     assert weights.proto.label.endswith("(.safetensors)") and sidecar.proto.label.endswith("(.json)")
     # The session trained its own copy: the shared cached model still equals the checkpoint file.
-    import state
     from safetensors.torch import load_file
+
+    import state
 
     shared, _ = state.load_model(str(env["checkpoint"]), env["checkpoint"].stat().st_mtime)
     on_disk = load_file(str(env["checkpoint"]))

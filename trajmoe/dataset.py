@@ -180,7 +180,7 @@ def prepare(
     report.kind = kind
     if resolution is None:
         resolution, why = default_resolution(kind, visits["lat"].to_numpy(), visits["lon"].to_numpy())
-        report.note(f"H3 resolution {resolution} chosen automatically ({why}); set it with --resolution.")
+        report.note(f"H3 resolution {resolution} chosen automatically ({why}); a different resolution (map detail) can be chosen.")
     resolution = int(resolution)
     if not 0 <= resolution <= 15:
         raise InputDataError(f"H3 resolution {resolution} is out of range: use 0..15 (default 8).")

@@ -1,9 +1,9 @@
 """City & POIs: where the points of interest come from, a map of them and their counts."""
 
-import state
 import streamlit as st
-import views
 
+import state
+import views
 from trajmoe.errors import POIError, TrajMoEError
 
 st.title("City & points of interest")

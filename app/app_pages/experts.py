@@ -1,7 +1,8 @@
 """Experts: which of the model's specialists each place and hour is routed to, and what they do."""
 
-import state
 import streamlit as st
+
+import state
 import views
 
 st.title("Experts: the model's specialists")

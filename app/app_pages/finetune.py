@@ -2,10 +2,10 @@
 
 import pandas as pd
 import plotly.express as px
-import state
 import streamlit as st
-import views
 
+import state
+import views
 from trajmoe.errors import TrajMoEError
 
 st.title("Fine-tune the model on this city")

@@ -1,10 +1,10 @@
 """Flows: observed and predicted moves between places, side by side."""
 
 import pandas as pd
-import state
 import streamlit as st
-import views
 
+import state
+import views
 from trajmoe.errors import TrajMoEError
 from trajmoe.flows import flows_csv, flows_geojson
 

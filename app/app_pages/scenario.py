@@ -1,10 +1,10 @@
 """Scenario: add or remove POIs and see where the model expects people to go instead."""
 
 import pandas as pd
-import state
 import streamlit as st
-import views
 
+import state
+import views
 from trajmoe.categories import CATEGORIES
 from trajmoe.errors import TrajMoEError
 from trajmoe.flows import CATEGORY_LABELS

@@ -5,8 +5,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import plotly.express as px
-import state
 import streamlit as st
+
+import state
 import views
 
 st.title("Trajectories")
