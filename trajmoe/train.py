@@ -54,6 +54,7 @@ class TrainConfig:
     patience: int = 2  # epochs without validation improvement before stopping
     eval_batch_size: int = 256
     use_poi: bool = True  # False: POI features masked (ablation)
+    calibrate: bool = True  # after training, fit the head's prior weights on the validation targets
 
     def __post_init__(self):
         if self.mode not in ("full", "light"):
@@ -72,6 +73,7 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
     val: list[dict] = field(default_factory=list)
     best_epoch: int = -1
+    calibration: dict = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- distributed
@@ -125,13 +127,17 @@ def param_groups(model: torch.nn.Module, params: list[torch.nn.Parameter], lr: f
     cell on collapsed check-ins) would need thousands of steps; the return + gravity baseline
     fits the same weights to convergence with L-BFGS."""
     chosen = {id(p) for p in params}
-    scalars = [p for n, p in model.named_parameters()
-               if id(p) in chosen and n.startswith("head.") and p.numel() <= 4]
-    fast = {id(p) for p in scalars}
-    rest = [p for p in params if id(p) not in fast]
-    groups = [{"params": rest, "lr_scale": 1.0}]
+    named = [(n, p) for n, p in model.named_parameters() if id(p) in chosen]
+    # head.sim_scale (trust in the learned similarity) is set only by calibrate_head: trained by
+    # gradient steps from the start it collapses while the embeddings are still noise.
+    frozen = [p for n, p in named if n == "head.sim_scale"]
+    scalars = [p for n, p in named if n.startswith("head.") and p.numel() <= 4 and n != "head.sim_scale"]
+    special = {id(p) for p in scalars + frozen}
+    groups = [{"params": [p for _, p in named if id(p) not in special], "lr_scale": 1.0}]
     if scalars:
         groups.append({"params": scalars, "lr_scale": HEAD_PRIOR_LR_SCALE, "weight_decay": 0.0})
+    if frozen:
+        groups.append({"params": frozen, "lr_scale": 0.0, "weight_decay": 0.0})
     return groups
 
 
@@ -294,6 +300,76 @@ def fit(
         model.load_state_dict(best_state)
     for p in model.parameters():
         p.requires_grad_(True)
+    if cfg.calibrate and val_city is not None and val_targets is not None and len(val_targets):
+        result.calibration = calibrate_head(model, val_city, val_tensors, val_targets, max_len=cfg.max_len,
+                                            batch_size=cfg.eval_batch_size)
     model.eval()
     result.seconds = time.perf_counter() - start
     return result
+
+
+# --------------------------------------------------------------------------- head calibration
+def calibrate_head(model, data: CityData, city: CityTensors, targets: np.ndarray, *, max_len: int = DEFAULT_MAX_LEN,
+                   batch_size: int = 256, max_iter: int = 100) -> dict:
+    """Fit the output head's scalar prior weights (distance decay, return, seen, current-cell,
+    popularity) by maximum likelihood on ``targets`` with L-BFGS, everything else frozen.
+
+    The same fit the return + gravity baseline gets on the run's (few-shot) validation targets:
+    a handful of gradient steps cannot move these city-dependent weights far, L-BFGS converges
+    in seconds because the Transformer states are computed once. Returns NLL before/after.
+    """
+    head = getattr(model, "head", None)
+    if head is None or not len(targets):
+        return {}
+    scalars = [p for p in head.parameters() if p.numel() <= 4]
+    model.eval()
+    cached = []
+    with torch.no_grad():
+        cell_emb = model.encoder(city.features)
+        for chunk in iter_batches(np.asarray(targets), batch_size):
+            batch = data.eval_batch(chunk, max_len=max_len)
+            h, _, _ = model._trunk(batch, city, cell_emb)
+            last = (batch.mask.sum(dim=1) - 1).clamp(min=0).unsqueeze(1)
+            h_last = h.gather(1, last.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
+            truth = batch.targets.gather(1, last).squeeze(1)
+            keep = truth >= 0
+            if keep.any():
+                cached.append((batch, last, h_last, truth, keep))
+    if not cached:
+        return {}
+    frozen = [p for p in model.parameters() if p.requires_grad and all(p is not s for s in scalars)]
+    for p in frozen:
+        p.requires_grad_(False)
+    n = sum(int(c[4].sum()) for c in cached)
+
+    def nll() -> torch.Tensor:
+        total = torch.zeros(())
+        for batch, last, h_last, truth, keep in cached:
+            logits = head(h_last, last, batch=batch, city=city, cell_emb=cell_emb).squeeze(1)
+            total = total + F.cross_entropy(logits[keep], truth[keep], reduction="sum")
+        return total / n
+
+    saved = [p.detach().clone() for p in scalars]
+    try:
+        with torch.no_grad():
+            before = float(nll())
+        opt = torch.optim.LBFGS(scalars, lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = nll()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        with torch.no_grad():
+            after = float(nll())
+        if not after <= before:  # never leave the head worse on the data it was fitted on
+            with torch.no_grad():
+                for p, v in zip(scalars, saved):
+                    p.copy_(v)
+            after = before
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    return {"nll_before": before, "nll_after": after, "targets": n}
