@@ -319,8 +319,8 @@ def calibrate_head(model, data: CityData, city: CityTensors, targets: np.ndarray
     in seconds because the Transformer states are computed once. Returns NLL before/after.
     """
     head = getattr(model, "head", None)
-    if head is None or not len(targets):
-        return {}
+    if not (hasattr(model, "_trunk") and hasattr(model, "encoder") and head is not None) or not len(targets):
+        return {}  # only the TrajMoE family (and its dense variant) has the prior-term head
     scalars = [p for p in head.parameters() if p.numel() <= 4]
     model.eval()
     cached = []
