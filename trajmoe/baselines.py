@@ -267,7 +267,7 @@ class ReturnGravity(nn.Module):
         return nll, grad, second.double() - mean.double() @ mean.double().T, len(truth)
 
     def fit(self, data: CityData, city: CityTensors, targets: np.ndarray, *, max_len: int = DEFAULT_MAX_LEN,
-            max_iter: int = 50, l2: float = 1e-4, tol: float = 1e-9, batch_size: int = 512, progress=None) -> dict:
+            max_iter: int = 50, l2: float = 1e-4, tol: float = 1e-7, batch_size: int = 512, progress=None) -> dict:
         """Maximum-likelihood weights on ``targets`` (the run's validation targets).
 
         The negative log-likelihood of a softmax over all candidates is convex in the weights, and
@@ -276,7 +276,8 @@ class ReturnGravity(nn.Module):
         recomputes the features chunk by chunk (``batch_size`` targets), so memory stays at one
         (8, batch_size, N) block. ``l2`` (per target) keeps weights finite when a feature
         separates perfectly (``is_current`` on check-ins). Stops when half the Newton decrement
-        (the predicted NLL gain) is below ``tol``.
+        (the predicted NLL gain per target) is below ``tol``, or when no step along the Newton
+        direction lowers the NLL any more (float32 features limit how far it can be resolved).
 
         Returns
         -------
@@ -311,12 +312,15 @@ class ReturnGravity(nn.Module):
                 progress(it + 1, max_iter, objective)
             if decrement / 2 < tol:
                 break
-            t = 1.0
-            while True:  # Armijo backtracking: a full Newton step is usually accepted at once
-                new = stats(w - t * step)
-                if new[0] <= objective - 0.25 * t * decrement or t < 1e-6:
+            t, new = 1.0, None
+            while t >= 1 / 32:  # Armijo backtracking: a full Newton step is usually accepted at once
+                trial = stats(w - t * step)
+                if trial[0] <= objective - 0.25 * t * decrement:
+                    new = trial
                     break
                 t /= 2
+            if new is None:  # no step decreases the NLL at float32 precision: converged
+                break
             w = w - t * step
             objective, _, grad, hess = new
         if progress is not None:
