@@ -215,9 +215,6 @@ BROKEN_ANSWERS = {  # a 200 OK that is not OpenStreetMap data: proxies, captive 
 }
 
 
-@pytest.mark.xfail(reason="pois.fetch_pois reads a 200 answer that is not JSON (proxy/login page) as 'no POIs "
-                          "in the area' or 'unknown place', without the offline options (POI engineer)",
-                   strict=False)
 @pytest.mark.parametrize("broken", list(BROKEN_ANSWERS), ids=list(BROKEN_ANSWERS))
 @pytest.mark.parametrize("where", ["overpass", "nominatim"])
 def test_a_page_that_is_not_osm_data_is_named_a_network_fault(osmnx_settings, broken, where):

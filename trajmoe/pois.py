@@ -240,6 +240,7 @@ def fetch_pois(
             try:
                 features = ox.features_from_polygon(area, tags=osm_query_tags())
             except InsufficientResponseError as exc:
+                _raise_if_not_osm_data(exc)
                 raise POIError(
                     f"OpenStreetMap has no POIs in {source}. Check the area, or load a POI table."
                 ) from exc
@@ -248,6 +249,17 @@ def fetch_pois(
             raise POIError(f"Could not get POIs from OpenStreetMap: {reason}. {OFFLINE_OPTIONS}") from exc
     report = POIReport(source=source)
     return _finish(_pois_from_features(features, report), report)
+
+
+def _raise_if_not_osm_data(exc: Exception) -> None:
+    """OSMnx reports a 200 answer that is not JSON (a proxy, captive-portal login or error page,
+    an empty body) as "insufficient response" with "<host> responded: ..." in the message: that
+    is a network fault, not an empty area or an unknown place, so say so and name the offline way."""
+    if " responded: " in str(exc):
+        raise POIError(
+            "Could not get POIs from OpenStreetMap: the server answered with something that is not "
+            f"OpenStreetMap data (a proxy, login or error page?). {OFFLINE_OPTIONS}"
+        ) from exc
 
 
 def write_pois(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
@@ -571,6 +583,7 @@ def _query_area(
         try:
             area = ox.geocode_to_gdf(place.strip()).union_all()
         except InsufficientResponseError as exc:
+            _raise_if_not_osm_data(exc)
             raise POIError(
                 f"OpenStreetMap's geocoder (Nominatim) does not know the place {place!r}. Check the "
                 "spelling, add the city and country ('Kallio, Helsinki, Finland'), or give a bbox "
