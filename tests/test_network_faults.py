@@ -227,10 +227,6 @@ def test_a_page_that_is_not_osm_data_is_named_a_network_fault(osmnx_settings, br
             fails_fast({"place": PLACE})
 
 
-@pytest.mark.xfail(reason="requests' timeout bounds each read, not the whole answer: a server trickling a "
-                          "byte every 0.3 s holds fetch_pois (and the OSMnx lock every app session "
-                          "waits on) for as long as it trickles (POI engineer: a total deadline)",
-                   strict=False)
 def test_a_trickling_server_is_given_up_on(osmnx_settings):
     with RawServer(trickle) as bad:
         osmnx_settings.overpass_url = bad.url + "/api"

@@ -234,11 +234,11 @@ def fetch_pois(
         raise POIError("fetch_pois needs exactly one of place=, polygon= or bbox=.")
     if not timeout > 0:
         raise POIError(f"timeout must be a positive number of seconds, got {timeout!r}.")
-    with _osmnx_settings(timeout):
+    def download():
         try:
             area, source = _query_area(place=place, polygon=polygon, bbox=bbox)
             try:
-                features = ox.features_from_polygon(area, tags=osm_query_tags())
+                return ox.features_from_polygon(area, tags=osm_query_tags()), source
             except InsufficientResponseError as exc:
                 _raise_if_not_osm_data(exc)
                 raise POIError(
@@ -247,8 +247,42 @@ def fetch_pois(
         except (requests.RequestException, ResponseStatusCodeError) as exc:
             reason = _plain_reason(exc, timeout)
             raise POIError(f"Could not get POIs from OpenStreetMap: {reason}. {OFFLINE_OPTIONS}") from exc
+
+    with _osmnx_settings(timeout):
+        features, source = _with_deadline(download, TOTAL_DEADLINE_FACTOR * timeout + 1.0)
     report = POIReport(source=source)
     return _finish(_pois_from_features(features, report), report)
+
+
+TOTAL_DEADLINE_FACTOR = 3  # a whole fetch (geocoder + Overpass) may take this many timeouts
+
+
+def _with_deadline(fn, seconds: float):
+    """Run ``fn`` in a worker thread and give up after ``seconds`` in total.
+
+    requests' timeout bounds each socket read, not a whole answer: a server trickling one byte at
+    a time would hold the fetch (and the OSMnx lock every app session waits on) indefinitely.
+    The abandoned worker is a daemon thread and ends with its connection.
+    """
+    box_: dict = {}
+
+    def run():
+        try:
+            box_["value"] = fn()
+        except BaseException as exc:  # re-raised in the caller's thread
+            box_["error"] = exc
+
+    worker = threading.Thread(target=run, name="trajmoe-osm-fetch", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise POIError(
+            f"Could not get POIs from OpenStreetMap: no complete answer within {seconds:.0f} s "
+            f"(the server is too slow or the connection stalls). {OFFLINE_OPTIONS}"
+        )
+    if "error" in box_:
+        raise box_["error"]
+    return box_["value"]
 
 
 def _raise_if_not_osm_data(exc: Exception) -> None:
