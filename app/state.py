@@ -101,6 +101,11 @@ def max_upload_mb() -> int:
     return int(st.get_option("server.maxUploadSize"))
 
 
+# A compressed upload under the size limit can still hold tens of millions of rows: bound the rows
+# too (5M rows prepare in ~2 GB, bench/results/large_upload.md); bigger files go through the CLI.
+MAX_ROWS = 5_000_000
+
+
 # --------------------------------------------------------------------------- inputs of the session
 def trajectories() -> Source:
     return st.session_state.get("trajectories") or bundled(SAMPLE_TRAJECTORIES, SAMPLE_LABEL)
@@ -159,7 +164,8 @@ def prepare_city(traj_key: str, pois_key: str, city: str, resolution: int | None
     scratch = scratch_dir()
     try:
         meta, report = prepare(_traj.path, out=scratch / "city", city=city, pois=read_poi_file(pois_key, _pois.path),
-                               resolution=resolution, weekday_reliable=weekday_reliable, name=Path(_traj.path).name)
+                               resolution=resolution, weekday_reliable=weekday_reliable, name=Path(_traj.path).name,
+                               max_rows=MAX_ROWS)
         folder.parent.mkdir(parents=True, exist_ok=True)
         if not folder.exists():
             (scratch / "city").rename(folder)  # atomic: another session never sees a half-written folder

@@ -18,7 +18,7 @@ st.markdown(
 
 with st.expander("Use your own file", expanded=not state.is_sample()):
     st.write(
-        f"CSV (also .csv.gz) or Parquet, up to {state.max_upload_mb()} MB, with the columns "
+        f"CSV (also .csv.gz) or Parquet, up to {state.max_upload_mb()} MB and {state.MAX_ROWS:,} rows, with the columns "
         "`user_id, timestamp, lat, lon` (optional: `location_id`, `category`). Timestamps are local "
         "time, e.g. `2024-10-07T08:15:00+03:00`."
     )
