@@ -435,8 +435,9 @@ class GRUNextLocation(nn.Module):
 # targets); the rest is train.py's TrainConfig default (32 windows of up to 64 visits per step,
 # AdamW lr 3e-3, cosine schedule). On nyc_foursquare at 100% (1,623 windows, 51 steps per epoch)
 # the GRU's validation Acc@1 still rises until ~epoch 20 (10 epochs: test 0.258, 25: 0.299), so
-# 20 epochs is the cap: ~15 s per epoch for the GRU and ~60 s for the dense Transformer on the
-# shared 2-core CPU, validation included.
+# 20 epochs is the cap. Measured there with OMP_NUM_THREADS=1 on the shared 2-core CPU, validation
+# included: GRU 20 epochs in 4 min (test Acc@1 0.297), dense Transformer early-stopped after 13
+# epochs in 11 min (0.349). Two torch threads on a busy 2-core machine ran 4-5x slower.
 NEURAL_EPOCHS = 20
 NEURAL_PATIENCE = 3
 
