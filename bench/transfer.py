@@ -191,7 +191,7 @@ def render(table: dict) -> str:
              "Acc@1 (mean ± std over seeds) / MRR; steps and wall time on this 2-core CPU machine in brackets.",
              "Pretraining: every dataset of the OTHER metros (GPS, taxi, bike cities included), d=128, 2 layers, "
              "batches of 32 windows (cities drawn ∝ size^0.5); its steps and seconds are in the last column.",
-             "Neural runs from scratch: up to 10 epochs with early stopping, capped at 3 minutes each (`--scratch-budget-min 3`).",
+             "Neural runs from scratch: up to 20 epochs, early stopping with patience 3, capped at 3 minutes each (`--scratch-budget-min 3`).",
              "Wall times were measured on a machine shared with other jobs (load 5-7 on 2 cores): read them as upper bounds.", ""]
     for target in targets:
         t = table[target]
