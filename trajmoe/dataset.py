@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -453,7 +452,3 @@ def iter_batches(items: list | np.ndarray, batch_size: int, *, shuffle: bool = F
     for i in range(0, len(order), batch_size):
         chunk = order[i : i + batch_size]
         yield [items[j] for j in chunk] if isinstance(items, list) else items[chunk]
-
-
-def n_batches(n: int, batch_size: int) -> int:
-    return math.ceil(n / batch_size)
