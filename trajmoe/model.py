@@ -479,7 +479,11 @@ class TrajMoE(nn.Module):
         is computed for one position per sequence only.
         """
         cell_emb = self.encoder(city.features)
+        h_last, last = self.last_states(batch, city, cell_emb)
+        return self.head(h_last, last, batch=batch, city=city, cell_emb=cell_emb).squeeze(1)
+
+    def last_states(self, batch: Batch, city: CityTensors, cell_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final state at each sequence's last real position (B, 1, C) and that position (B, 1)."""
         h, _, _ = self._trunk(batch, city, cell_emb)
         last = (batch.mask.sum(dim=1) - 1).clamp(min=0).unsqueeze(1)  # (B, 1)
-        h_last = h.gather(1, last.unsqueeze(-1).expand(-1, -1, h.shape[-1]))  # (B, 1, C)
-        return self.head(h_last, last, batch=batch, city=city, cell_emb=cell_emb).squeeze(1)
+        return h.gather(1, last.unsqueeze(-1).expand(-1, -1, h.shape[-1])), last

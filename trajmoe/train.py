@@ -319,7 +319,7 @@ def calibrate_head(model, data: CityData, city: CityTensors, targets: np.ndarray
     in seconds because the Transformer states are computed once. Returns NLL before/after.
     """
     head = getattr(model, "head", None)
-    if not (hasattr(model, "_trunk") and hasattr(model, "encoder") and head is not None) or not len(targets):
+    if not (hasattr(model, "last_states") and head is not None) or not len(targets):
         return {}  # only the TrajMoE family (and its dense variant) has the prior-term head
     scalars = [p for p in head.parameters() if p.numel() <= 4]
     model.eval()
@@ -328,9 +328,7 @@ def calibrate_head(model, data: CityData, city: CityTensors, targets: np.ndarray
         cell_emb = model.encoder(city.features)
         for chunk in iter_batches(np.asarray(targets), batch_size):
             batch = data.eval_batch(chunk, max_len=max_len)
-            h, _, _ = model._trunk(batch, city, cell_emb)
-            last = (batch.mask.sum(dim=1) - 1).clamp(min=0).unsqueeze(1)
-            h_last = h.gather(1, last.unsqueeze(-1).expand(-1, -1, h.shape[-1]))
+            h_last, last = model.last_states(batch, city, cell_emb)
             truth = batch.targets.gather(1, last).squeeze(1)
             keep = truth >= 0
             if keep.any():
