@@ -31,16 +31,31 @@ from trajmoe.checkpoint import load_checkpoint, save_checkpoint
 from trajmoe.dataset import CityData, FewShot
 from trajmoe.models import new_model
 from trajmoe.realdata import REAL_DATASETS, REPO_ROOT, prepare_real, shared_data_dir
-from trajmoe.train import TrainConfig, evaluate, fit
+from trajmoe.train import TrainConfig, calibrate_head, evaluate, fit
 
 log = logging.getLogger("bench.transfer")
 RESULTS = REPO_ROOT / "bench" / "results"
 RUNS = RESULTS / "transfer_runs"
 CACHE = RESULTS / "cache"  # git-ignored: prepared folders and pretrained checkpoints
-BENCH_VERSION = 1  # bump when the protocol or a default changes: old runs are then ignored
+# Bump when the protocol or a default changes: runs of an older version are then ignored. The count
+# baselines and return + gravity are still version 1; every model with the TrajMoE head is version
+# 2 (per-kind prior weights + calibration prior, session 2).
+BENCH_VERSION = 2
+BASELINE_VERSION = 1
+COUNT_BASELINES = ("popular", "markov", "epr", "gru")
+
+
+def method_version(method: str) -> int:
+    return BASELINE_VERSION if method in COUNT_BASELINES else BENCH_VERSION
 
 CHECKIN_TARGETS = {"nyc": ["nyc_foursquare", "nyc_gowalla"], "sf": ["sf_gowalla"], "la": ["la_gowalla"]}
 OTHER_KINDS = ["beijing_geolife_gps", "sf_cabspotting_gps", "mexico_city_taxi_trips", "jersey_city_citibike"]
+# Second table (MANIFEST: these kinds get "the protocol their kind allows"): the same leave-one-metro-out
+# transfer for GPS staypoints (Beijing), taxi trips (SF Cabspotting: the SF checkpoint; Mexico City:
+# origin -> destination only, every "user" is one trip) and bike stations (Jersey City), against
+# the count baselines and TrajMoE from scratch. The dense Transformer and the GRU are left out
+# of this table to keep it inside the compute budget.
+OTHER_SCRATCH = ["popular", "markov", "epr", "trajmoe"]
 FEW = 0.05
 SCRATCH = ["popular", "markov", "epr", "gru", "transformer", "trajmoe"]
 ABLATIONS = {  # name -> TrajMoE config overrides (pretrained and fine-tuned like TrajMoE)
@@ -57,7 +72,7 @@ def prepared(key: str) -> CityData:
 
 
 def run_key(target: str, method: str, fraction: float, seed: int) -> Path:
-    return RUNS / f"v{BENCH_VERSION}__{target}__{method}__f{fraction:g}__s{seed}.json"
+    return RUNS / f"v{method_version(method)}__{target}__{method}__f{fraction:g}__s{seed}.json"
 
 
 def cached(path: Path) -> dict | None:
@@ -93,15 +108,23 @@ def pretrained(metro: str, arch: str, variant: str, overrides: dict, budget_s: f
     return ckpt
 
 
-def finetune_run(ckpt: Path, data: CityData, seed: int, *, epochs: int = 1, zero_shot: bool = False) -> dict:
+def finetune_run(ckpt: Path, data: CityData, seed: int, *, epochs: int = 1, zero_shot: bool = False,
+                 prior_only: bool = False) -> dict:
+    """Fine-tune 1 epoch on 5% (or zero-shot) and evaluate. ``prior_only``: the ablation "mobility-prior
+    terms alone": the similarity scale set to 0 (no Transformer, no embeddings), the kind's pretrained
+    prior weights calibrated on the 5% validation targets exactly as after fine-tuning."""
     model, meta = load_checkpoint(ckpt)
     few = FewShot(FEW, seed)
     cfg = TrainConfig(fraction=FEW, epochs=epochs, seed=seed, batch_size=8, lr=1e-3, warmup_steps=1)
     t0 = time.perf_counter()
     steps = 0
-    if not zero_shot:
-        steps = fit(model, [data], cfg, val_city=data).steps
     city = data.city_tensors(data.train_windows(few, max_len=cfg.max_len))
+    if prior_only:
+        with torch.no_grad():
+            model.head.sim_scale.zero_()
+        calibrate_head(model, data, city, data.targets("val", few), fit_similarity=False)
+    elif not zero_shot:
+        steps = fit(model, [data], cfg, val_city=data).steps
     metrics = evaluate(model, data, split="test", city=city)
     metrics.update(seconds=round(time.perf_counter() - t0, 2), steps=steps,
                    pretrain_steps=meta["training"]["steps"], pretrain_seconds=meta["training"]["seconds"])
@@ -139,7 +162,35 @@ def with_seeds(target: str, method: str, fraction: float, fn, seeds: int) -> Non
                 log.info("%s %s f=%g s%d: acc@1 %.4f", target, method, fraction, s, r["acc@1"])
 
 
-def run_target(metro: str, *, seeds: int, budget_s: float, ablations: bool) -> None:
+def run_target(metro: str, *, seeds: int, budget_s: float, ablations: bool, main_table: bool = True) -> None:
+    if main_table:
+        main_runs(metro, seeds=seeds, budget_s=budget_s)
+    if ablations and metro == "nyc":
+        ck_moe = pretrained(metro, "trajmoe", "trajmoe", {}, budget_s)
+        for target in CHECKIN_TARGETS[metro]:
+            data = prepared(target)
+            with_seeds(target, "ablation_prior_terms_only", FEW,
+                       lambda s, d=data: finetune_run(ck_moe, d, s, prior_only=True), seeds)
+        for name, overrides in ABLATIONS.items():
+            ck = pretrained(metro, "trajmoe", name, overrides, budget_s)
+            for target in CHECKIN_TARGETS[metro]:
+                data = prepared(target)
+                with_seeds(target, f"ablation_{name}", FEW, lambda s, c=ck, d=data: finetune_run(c, d, s), seeds)
+
+
+def other_kind_runs(key: str, *, seeds: int, budget_s: float) -> None:
+    """The second table: one GPS / taxi / bike dataset as target, its metro held out of pretraining."""
+    metro = REAL_DATASETS[key][2]
+    ck_moe = pretrained(metro, "trajmoe", "trajmoe", {}, budget_s)
+    data = prepared(key)
+    with_seeds(key, "trajmoe_pretrained_ft1", FEW, lambda s: finetune_run(ck_moe, data, s), seeds)
+    with_seeds(key, "trajmoe_zero_shot", FEW, lambda s: finetune_run(ck_moe, data, s, zero_shot=True), seeds)
+    for method in OTHER_SCRATCH:
+        for fraction in (FEW, 1.0):
+            with_seeds(key, method, fraction, lambda s, m=method, f=fraction: scratch_run(m, data, f, s), seeds)
+
+
+def main_runs(metro: str, *, seeds: int, budget_s: float) -> None:
     ck_moe = pretrained(metro, "trajmoe", "trajmoe", {}, budget_s)
     ck_dense = pretrained(metro, "transformer", "transformer", {}, budget_s)
     for target in CHECKIN_TARGETS[metro]:
@@ -150,12 +201,6 @@ def run_target(metro: str, *, seeds: int, budget_s: float, ablations: bool) -> N
         for method in SCRATCH:
             for fraction in (FEW, 1.0):
                 with_seeds(target, method, fraction, lambda s, m=method, f=fraction, d=data: scratch_run(m, d, f, s), seeds)
-    if ablations and metro == "nyc":
-        for name, overrides in ABLATIONS.items():
-            ck = pretrained(metro, "trajmoe", name, overrides, budget_s)
-            for target in CHECKIN_TARGETS[metro]:
-                data = prepared(target)
-                with_seeds(target, f"ablation_{name}", FEW, lambda s, c=ck, d=data: finetune_run(c, d, s), seeds)
 
 
 # --------------------------------------------------------------------------- tables
@@ -165,13 +210,16 @@ METHOD_LABELS = [
     ("transformer_pretrained_ft1", 0.05, "Dense Transformer pretrained, fine-tuned 1 epoch on 5%"),
     *[(m, f, f"{m} from scratch, {f:.0%}") for m in SCRATCH for f in (FEW, 1.0)],
     *[(f"ablation_{a}", 0.05, f"ablation: {a.replace('_', ' ')}") for a in ABLATIONS],
+    ("ablation_prior_terms_only", 0.05, "ablation: mobility-prior terms alone (pretrained kind weights, no Transformer)"),
 ]
 
 
 def summarise() -> dict:
     rows = {}
-    for path in sorted(RUNS.glob(f"v{BENCH_VERSION}__*.json")):
-        _, target, method, f, _ = path.stem.split("__")
+    for path in sorted(RUNS.glob("v*__*.json")):
+        version, target, method, f, _ = path.stem.split("__")
+        if version != f"v{method_version(method)}":
+            continue
         rows.setdefault((target, method, float(f[1:])), []).append(json.loads(path.read_text()))
     table = {}
     for (target, method, f), runs in rows.items():
@@ -186,15 +234,22 @@ def summarise() -> dict:
 
 
 def render(table: dict) -> str:
-    targets = [t for t in [*sum(CHECKIN_TARGETS.values(), [])] if t in table]
+    checkins = [t for t in [*sum(CHECKIN_TARGETS.values(), [])] if t in table]
+    others = [t for t in OTHER_KINDS if t in table]
     lines = ["# Leave-one-metro-out transfer (real data, DESIGN.md §Protocol)", "",
              "Acc@1 (mean ± std over seeds) / MRR; steps and wall time on this 2-core CPU machine in brackets.",
              "Pretraining: every dataset of the OTHER metros (GPS, taxi, bike cities included), d=128, 2 layers, "
              "batches of 32 windows (cities drawn ∝ size^0.5); its steps and seconds are in the last column.",
              "Neural runs from scratch: up to 20 epochs, early stopping with patience 3, capped at 3 minutes each (`--scratch-budget-min 3`).",
              "Wall times were measured on a machine shared with other jobs (load 5-7 on 2 cores): read them as upper bounds.", ""]
-    for target in targets:
+    for target in checkins + others:
         t = table[target]
+        if target == (others[0] if others else None):
+            lines += ["# Second table: GPS, taxi and bike cities (MANIFEST: reported separately)", "",
+                      "Same leave-one-metro-out protocol (each dataset's metro held out of pretraining; "
+                      "sf_cabspotting_gps uses the San Francisco checkpoint). mexico_city_taxi_trips is origin -> "
+                      "destination only (each 'user' is one trip, split by time); jersey_city_citibike is H3 "
+                      "resolution 10 (stations). Dense Transformer and GRU not run for this table.", ""]
         lines += [f"## target: {target} ({t[next(iter(t))]['n']} test targets)", "",
                   "| method | Acc@1 | Acc@5 | Acc@10 | MRR | NDCG@10 | seeds | steps | wall s | pretrain steps / s |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
@@ -241,6 +296,9 @@ def main() -> None:
     p.add_argument("--budget-min", type=float, default=20.0, help="wall-time cap of each pretraining (<= 20)")
     p.add_argument("--scratch-budget-min", type=float, default=5.0, help="wall-time cap of one from-scratch neural run")
     p.add_argument("--no-ablations", action="store_true")
+    p.add_argument("--ablations-only", action="store_true", help="only the New York ablations (run beside the main table)")
+    p.add_argument("--other-kinds", nargs="*", choices=OTHER_KINDS, default=None,
+                   help="the second table: GPS / taxi / bike targets (none given: all four)")
     p.add_argument("--table-only", action="store_true")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a loaded machine)")
     args = p.parse_args()
@@ -252,9 +310,13 @@ def main() -> None:
     PRETRAIN_STEPS = args.pretrain_steps
     if shared_data_dir() is None:
         raise SystemExit("../shared/data not found: the transfer benchmark needs the real data.")
-    if not args.table_only:
+    if not args.table_only and args.other_kinds is not None:
+        for key in args.other_kinds or OTHER_KINDS:
+            other_kind_runs(key, seeds=args.seeds, budget_s=args.budget_min * 60)
+    elif not args.table_only:
         for metro in args.targets:
-            run_target(metro, seeds=args.seeds, budget_s=args.budget_min * 60, ablations=not args.no_ablations)
+            run_target(metro, seeds=args.seeds, budget_s=args.budget_min * 60, ablations=not args.no_ablations,
+                       main_table=not args.ablations_only)
     table = summarise()
     (RESULTS / "transfer.json").write_text(json.dumps(table, indent=2))
     (RESULTS / "transfer.md").write_text(render(table))

@@ -224,7 +224,7 @@ def test_add_domain_expert_changes_only_its_city_and_feeds_light_mode():
     # Light fine-tuning (train.py) selects parameters by name: domain experts, routers, head.
     light = {id(p) for p in trainable_parameters(model, "light")}
     names = {n for n, p in model.named_parameters() if id(p) in light}
-    assert any(".domain_experts." in n for n in names) and "head.distance_decay" in names
+    assert any(".domain_experts." in n for n in names) and "head.prior" in names
     assert "blocks.0.ffn.gate.weight" in names and "blocks.0.ffn.prior_gate.weight" in names
     assert not any(n.startswith(("encoder.", "blocks.0.attn", "blocks.0.ffn.experts")) for n in names)
 
@@ -269,3 +269,27 @@ def test_head_terms_are_added_in_place_with_exact_weight_gradients():
     )
     out = _AddWeightedTerms.apply(logits.clone(), weights, *terms)
     torch.testing.assert_close(out, logits + weights[0] * terms[0] + weights[1] * terms[1])
+
+
+def test_head_prior_weights_are_one_row_per_kind_of_data():
+    from trajmoe.kinds import KINDS
+    from trajmoe.model import PRIOR_TERMS
+
+    model = _model().eval()
+    assert tuple(model.head.prior.shape) == (len(KINDS), len(PRIOR_TERMS))
+    checkins, trips = _city(), dataclasses.replace(_city(), kind="trips")
+    batch = _batch()
+    before = model(batch, checkins).logits.clone()
+    with torch.no_grad():  # trips may stay put: a trips-only weight must not touch check-in scores
+        model.head.prior[KINDS.index("trips"), PRIOR_TERMS.index("is_current")] = 5.0
+    torch.testing.assert_close(model(batch, checkins).logits, before)
+    assert not torch.allclose(model(batch, trips).logits, before)
+    # a check-in city's loss moves only the check-in row
+    model.train()
+    model.zero_grad()
+    model(batch, checkins).loss.backward()
+    grad = model.head.prior.grad
+    assert grad[KINDS.index("checkins")].abs().sum() > 0
+    assert torch.all(grad[[i for i, k in enumerate(KINDS) if k != "checkins"]] == 0)
+    with pytest.raises(TrajMoEError, match="unknown kind"):
+        model(batch, dataclasses.replace(_city(), kind="teleport"))

@@ -127,3 +127,24 @@ def test_few_shot_fit_uses_the_subset(small_city):
     res = fit(model, [data], TrainConfig(fraction=0.05, epochs=1, batch_size=8))
     n = len(data.train_windows(FewShot(0.05, 0)))
     assert res.steps == -(-n // 8)
+
+
+def test_head_calibration_prior_limits_how_far_few_targets_move_the_weights(small_city):
+    from trajmoe.train import calibrate_head
+
+    data = CityData(small_city)
+    few = FewShot(0.05, seed=0)
+    targets = data.targets("val", few)[:40]  # a small validation share, as for a 5% city
+    city = data.city_tensors(data.train_windows(few))
+    moved = {}
+    for strength in (0.0, 100.0, 1e6):
+        model, _ = new_trajmoe(d_model=32, n_layers=1, n_heads=2, seed=0)
+        start = model.head.prior.detach().clone()
+        res = calibrate_head(model, data, city, targets, prior_targets=strength)
+        assert res["targets"] == 40
+        if strength == 0.0:  # plain maximum likelihood never ends worse on its own targets
+            assert res["nll_after"] < res["nll_before"]
+        moved[strength] = float((model.head.prior.detach() - start).norm())
+        other = [i for i in range(start.shape[0]) if i != 0]  # only the city's kind (check-ins) row moves
+        assert torch.equal(model.head.prior.detach()[other], start[other])
+    assert moved[0.0] > moved[100.0] > moved[1e6] and moved[1e6] < 1e-2

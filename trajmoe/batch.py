@@ -33,6 +33,7 @@ class CityTensors:
     poi_share: torch.Tensor  # (N, C) float: POI category shares of the cell (router spatial prior)
     log_pop: torch.Tensor  # (N,) float: log(1 + training-subset visits) of each cell
     has_poi: bool = True  # False: the city has no POI data (POI features are masked)
+    kind: str = "checkins"  # kind of data (kinds.KINDS): selects the model head's prior weights
 
     @property
     def n_cells(self) -> int:
@@ -46,6 +47,7 @@ class CityTensors:
             poi_share=self.poi_share.to(device),
             log_pop=self.log_pop.to(device),
             has_poi=self.has_poi,
+            kind=self.kind,
         )
 
 

@@ -200,6 +200,9 @@ def cmd_predict(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="trajmoe", description="TrajMoE: next-location prediction for any city.")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads for the model verbs (default 1: on a shared or 2-core machine "
+                        "more threads spin-wait on each other and run several times slower)")
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     s = sub.add_parser("validate", help="check a trajectory file and print the report")
@@ -282,7 +285,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.threads < 1:
+        print("error: --threads must be >= 1", file=sys.stderr)
+        return 2
     try:
+        if args.verb in ("pretrain", "finetune", "evaluate", "baseline", "predict"):
+            import torch
+
+            torch.set_num_threads(args.threads)
         return args.func(args)
     except TrajMoEError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -410,6 +410,7 @@ class CityData:
             poi_share=torch.from_numpy(poi_share_matrix(self.cells, use_poi=use_poi)),
             log_pop=torch.from_numpy(np.log1p(pop).astype(np.float32)),
             has_poi=bool(use_poi and len(self.cells) and bool(self.cells["poi_known"].iloc[0])),
+            kind=self.kind,
         )
 
     # ------------------------------------------------------------------ tensors
