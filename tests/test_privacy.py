@@ -30,6 +30,7 @@ from trajmoe.flows import (
     expert_hour_matrix,
     flows_csv,
     flows_geojson,
+    pooled_histogram,
     predicted_transitions,
     routing_by_cell,
     summarize_flows,
@@ -100,6 +101,28 @@ def test_the_rule_holds_at_every_k(transitions, k):
         assert persons[(row.origin, row.destination)] >= k and {row.origin, row.destination} <= places
     assert summary.hidden_flows == len(persons) - len(summary.flows)
     assert (summary.places["n_users"] >= k).all()
+
+
+@pytest.mark.parametrize("k", [1, 3, 5, 10])
+@pytest.mark.parametrize("n", [0, 4, 5, 9, 37, 350, 5000])
+def test_visits_per_person_bars_hold_k_persons_and_hide_the_maximum(n, k):
+    values = np.random.default_rng(n * 31 + k).zipf(1.6, n)
+    if n:
+        values[0] = 123_457  # one person with an exact, unusual count
+    bars = pooled_histogram(values, k=k)
+    if n < k:
+        assert bars.empty
+        return
+    assert (bars["persons"] >= k).all() and bars["persons"].sum() == n  # nobody dropped, nobody alone
+    assert len(bars) <= 40
+    assert pd.isna(bars["high"].iloc[-1]) and bars["label"].iloc[-1].endswith("+")
+    if k > 1:  # the outlier's count never shows (k = 1 is no privacy rule)
+        assert not any("123457" in label for label in bars["label"])
+    lows = bars["low"].to_numpy()
+    assert (np.diff(lows) > 0).all()  # bars cover disjoint, increasing ranges
+    for low, high, persons in bars[["low", "high", "persons"]].itertuples(index=False):
+        inside = (values >= low) & (values <= (np.inf if pd.isna(high) else high))
+        assert inside.sum() == persons
 
 
 def test_districts_under_k_are_hidden(transitions):

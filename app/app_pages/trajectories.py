@@ -9,6 +9,7 @@ import streamlit as st
 
 import state
 import views
+from trajmoe.flows import pooled_histogram
 
 st.title("Trajectories")
 st.markdown(
@@ -116,10 +117,14 @@ with mid:
     fig.update_layout(margin={"l": 0, "r": 0, "t": 40, "b": 0}, yaxis_title="moves")
     views.plotly(fig, key="move_lengths")
 with right:
-    per_user = v.groupby("user_id").size().rename("visits").reset_index()
-    fig = px.histogram(per_user, x="visits", nbins=40, title=f"Visits per {state.unit_one(meta['kind'])}", height=300)
-    fig.update_layout(margin={"l": 0, "r": 0, "t": 40, "b": 0}, yaxis_title="count")
+    # Bars of at least k persons each (the privacy rule), so the heaviest user is never a bar alone.
+    bars = pooled_histogram(v.groupby("user_id").size(), k=state.privacy_k())
+    fig = px.bar(bars, x="label", y="persons", title=f"Visits per {state.unit_one(meta['kind'])}", height=300)
+    fig.update_layout(margin={"l": 0, "r": 0, "t": 40, "b": 0}, xaxis_title="visits",
+                      yaxis_title=state.unit(meta["kind"]), xaxis_type="category")
     views.plotly(fig, key="per_user")
+    st.caption(f"Privacy: every bar holds at least {state.privacy_k()} {state.unit(meta['kind'])}; the last bar "
+               "is open-ended so nobody's exact count shows.")
 
 st.markdown("#### Where the visits are")
 counts = v.groupby("cell").agg(visits=("user_id", "size"), people=("user_id", "nunique")).reset_index()
