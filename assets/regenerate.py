@@ -108,7 +108,10 @@ Not for: tracking or re-identifying individuals, decisions about specific person
 enforcement, or any use where a prediction about one person matters. The training data are
 old (2007-2019), small and biased toward Foursquare/Gowalla users, taxi fleets and bike-share
 users of a few cities; flows describe those samples, not whole populations. Outside those cities
-the model relies on POI semantics and the universal return/distance regularities.
+the model relies on POI semantics and the universal return/distance regularities. The output
+head keeps one set of mobility-prior weights per kind of data (check-ins, GPS staypoints, trips,
+bike stations), learned from every training city of that kind: prepare a new city with the
+right `--kind` (detected automatically unless given).
 
 Regenerate: `python assets/regenerate.py --steps {args.steps} --budget-min {args.budget_min:g}`.
 """

@@ -87,6 +87,14 @@ def store(path: Path, result: dict) -> dict:
 
 # --------------------------------------------------------------------------- pretraining
 PRETRAIN_STEPS = 600  # fixed optimiser steps (set by --pretrain-steps): results do not depend on machine load
+DEFAULT_PRETRAIN_STEPS = 600
+LONG_PRETRAIN_STEPS = 3000  # the "longer pretraining" rows (--pretrain-steps 3000)
+
+
+def pre(method: str) -> str:
+    """Run name of a pretrained method: ``trajmoe_pretrained_ft1`` at the default step count,
+    ``trajmoe_pretrained_ft1_3000`` for another, so both rows live side by side in the table."""
+    return method if PRETRAIN_STEPS == DEFAULT_PRETRAIN_STEPS else f"{method}_{PRETRAIN_STEPS}"
 
 
 def pretrained(metro: str, arch: str, variant: str, overrides: dict, budget_s: float, sources: list[str] | None = None):
@@ -166,16 +174,16 @@ def run_target(metro: str, *, seeds: int, budget_s: float, ablations: bool, main
     if main_table:
         main_runs(metro, seeds=seeds, budget_s=budget_s)
     if ablations and metro == "nyc":
-        ck_moe = pretrained(metro, "trajmoe", "trajmoe", {}, budget_s)
-        for target in CHECKIN_TARGETS[metro]:
-            data = prepared(target)
-            with_seeds(target, "ablation_prior_terms_only", FEW,
-                       lambda s, d=data: finetune_run(ck_moe, d, s, prior_only=True), seeds)
         for name, overrides in ABLATIONS.items():
             ck = pretrained(metro, "trajmoe", name, overrides, budget_s)
             for target in CHECKIN_TARGETS[metro]:
                 data = prepared(target)
                 with_seeds(target, f"ablation_{name}", FEW, lambda s, c=ck, d=data: finetune_run(c, d, s), seeds)
+        ck_moe = pretrained(metro, "trajmoe", "trajmoe", {}, budget_s)
+        for target in CHECKIN_TARGETS[metro]:
+            data = prepared(target)
+            with_seeds(target, "ablation_prior_terms_only", FEW,
+                       lambda s, d=data: finetune_run(ck_moe, d, s, prior_only=True), seeds)
 
 
 def other_kind_runs(key: str, *, seeds: int, budget_s: float) -> None:
@@ -183,8 +191,8 @@ def other_kind_runs(key: str, *, seeds: int, budget_s: float) -> None:
     metro = REAL_DATASETS[key][2]
     ck_moe = pretrained(metro, "trajmoe", "trajmoe", {}, budget_s)
     data = prepared(key)
-    with_seeds(key, "trajmoe_pretrained_ft1", FEW, lambda s: finetune_run(ck_moe, data, s), seeds)
-    with_seeds(key, "trajmoe_zero_shot", FEW, lambda s: finetune_run(ck_moe, data, s, zero_shot=True), seeds)
+    with_seeds(key, pre("trajmoe_pretrained_ft1"), FEW, lambda s: finetune_run(ck_moe, data, s), seeds)
+    with_seeds(key, pre("trajmoe_zero_shot"), FEW, lambda s: finetune_run(ck_moe, data, s, zero_shot=True), seeds)
     for method in OTHER_SCRATCH:
         for fraction in (FEW, 1.0):
             with_seeds(key, method, fraction, lambda s, m=method, f=fraction: scratch_run(m, data, f, s), seeds)
@@ -195,9 +203,9 @@ def main_runs(metro: str, *, seeds: int, budget_s: float) -> None:
     ck_dense = pretrained(metro, "transformer", "transformer", {}, budget_s)
     for target in CHECKIN_TARGETS[metro]:
         data = prepared(target)
-        with_seeds(target, "trajmoe_pretrained_ft1", FEW, lambda s, d=data: finetune_run(ck_moe, d, s), seeds)
-        with_seeds(target, "trajmoe_zero_shot", FEW, lambda s, d=data: finetune_run(ck_moe, d, s, zero_shot=True), seeds)
-        with_seeds(target, "transformer_pretrained_ft1", FEW, lambda s, d=data: finetune_run(ck_dense, d, s), seeds)
+        with_seeds(target, pre("trajmoe_pretrained_ft1"), FEW, lambda s, d=data: finetune_run(ck_moe, d, s), seeds)
+        with_seeds(target, pre("trajmoe_zero_shot"), FEW, lambda s, d=data: finetune_run(ck_moe, d, s, zero_shot=True), seeds)
+        with_seeds(target, pre("transformer_pretrained_ft1"), FEW, lambda s, d=data: finetune_run(ck_dense, d, s), seeds)
         for method in SCRATCH:
             for fraction in (FEW, 1.0):
                 with_seeds(target, method, fraction, lambda s, m=method, f=fraction, d=data: scratch_run(m, d, f, s), seeds)
@@ -208,6 +216,9 @@ METHOD_LABELS = [
     ("trajmoe_pretrained_ft1", 0.05, "TrajMoE pretrained, fine-tuned 1 epoch on 5%"),
     ("trajmoe_zero_shot", 0.05, "TrajMoE zero-shot (pretrained, no fine-tuning)"),
     ("transformer_pretrained_ft1", 0.05, "Dense Transformer pretrained, fine-tuned 1 epoch on 5%"),
+    (f"trajmoe_pretrained_ft1_{LONG_PRETRAIN_STEPS}", 0.05, f"TrajMoE pretrained {LONG_PRETRAIN_STEPS} steps, fine-tuned 1 epoch on 5%"),
+    (f"trajmoe_zero_shot_{LONG_PRETRAIN_STEPS}", 0.05, f"TrajMoE pretrained {LONG_PRETRAIN_STEPS} steps, zero-shot"),
+    (f"transformer_pretrained_ft1_{LONG_PRETRAIN_STEPS}", 0.05, f"Dense Transformer pretrained {LONG_PRETRAIN_STEPS} steps, fine-tuned 1 epoch on 5%"),
     *[(m, f, f"{m} from scratch, {f:.0%}") for m in SCRATCH for f in (FEW, 1.0)],
     *[(f"ablation_{a}", 0.05, f"ablation: {a.replace('_', ' ')}") for a in ABLATIONS],
     ("ablation_prior_terms_only", 0.05, "ablation: mobility-prior terms alone (pretrained kind weights, no Transformer)"),
