@@ -123,8 +123,8 @@ with right:
     fig.update_layout(margin={"l": 0, "r": 0, "t": 40, "b": 0}, xaxis_title="visits",
                       yaxis_title=state.unit(meta["kind"]), xaxis_type="category")
     views.plotly(fig, key="per_user")
-    st.caption(f"Privacy: every bar holds at least {state.privacy_k()} {state.unit(meta['kind'])}; the last bar "
-               "is open-ended so nobody's exact count shows.")
+    st.caption(f"Each bar holds at least {state.privacy_k()} {state.unit(meta['kind'])} (the privacy rule); the "
+               "last bar is open-ended, so nobody's exact count shows.")
 
 st.markdown("#### Where the visits are")
 counts = v.groupby("cell").agg(visits=("user_id", "size"), people=("user_id", "nunique")).reset_index()
