@@ -219,3 +219,13 @@ def test_real_nyc_foursquare_epr_beats_markov_beats_popular(shared_data, tmp_pat
     nyc = prepare_real("nyc_foursquare", tmp_path_factory.mktemp("real"))
     acc = {name: run_baseline(name, nyc)["acc@1"] for name in ("popular", "markov", "epr")}
     assert acc["epr"] > acc["markov"] + 0.1 > acc["popular"] + 0.1, acc
+
+
+def test_return_gravity_fits_real_taxi_trips_with_collinear_features(shared_data, tmp_path_factory):
+    """Mexico City taxi trips: the context is one origin, so recency = is_current = seen and the Newton
+    Hessian is near-singular; the full Newton step is huge. The fit used to give up at zero weights
+    (Acc@1 0: every candidate tied) after 5 halvings; it must backtrack further and fit."""
+    torch.set_num_threads(1)
+    trips = prepare_real("mexico_city_taxi_trips", tmp_path_factory.mktemp("real"))
+    acc = {name: run_baseline(name, trips)["acc@1"] for name in ("popular", "epr")}
+    assert acc["epr"] > acc["popular"] + 0.05, acc

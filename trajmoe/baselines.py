@@ -313,7 +313,10 @@ class ReturnGravity(nn.Module):
             if decrement / 2 < tol:
                 break
             t, new = 1.0, None
-            while t >= 1 / 32:  # Armijo backtracking: a full Newton step is usually accepted at once
+            # Armijo backtracking: a full Newton step is usually accepted at once. Collinear features
+            # (trip data: the context is one origin, so recency = is_current = seen) leave the Hessian
+            # near-singular and the Newton step huge: backtrack far enough to still take a step.
+            while t >= 2.0**-30:
                 trial = stats(w - t * step)
                 if trial[0] <= objective - 0.25 * t * decrement:
                     new = trial
