@@ -38,8 +38,8 @@ Progress = Callable[[int, int, float], None]  # (step, total_steps, loss) -> Non
 
 # How strongly head calibration pulls the prior weights back toward the ones training left (the
 # weights the city's kind learned in pretraining): a Gaussian prior worth this many validation
-# targets. Chosen on SOURCE cities only (bench/results/calibration_prior.md): with 54 validation
-# targets (LA's 5% share) a plain maximum-likelihood fit loses 0.02-0.03 Acc@1 to noise.
+# targets. Chosen on SOURCE cities only (bench/results/calibration_prior.md: refitting on 54 validation
+# targets, la_gowalla's 5% share, the optimum is flat from 30 up; plain maximum likelihood is noisy).
 CALIBRATION_PRIOR_TARGETS = 100.0
 
 
