@@ -331,9 +331,9 @@ def calibrate_head(model, data: CityData, city: CityTensors, targets: np.ndarray
     likelihood, the fit the return + gravity baseline gets). The similarity scale has no prior:
     how far the learned embeddings carry over is the one thing that differs most between cities
     (on la_gowalla, with no POIs, the pretrained similarity lowers zero-shot validation Acc@1 from
-    0.19 with the prior terms alone to 0.17), so the city's own targets decide it. A handful of gradient steps cannot move these
-    city-dependent weights far; L-BFGS converges in seconds because the Transformer states are
-    computed once. ``fit_similarity=False`` leaves the similarity scale as it is (an ablation sets
+    0.19 with the prior terms alone to 0.17), so the city's own targets decide it. A handful of
+    gradient steps cannot move these city-dependent weights far; L-BFGS converges in seconds
+    because the Transformer states are computed once. ``fit_similarity=False`` leaves the similarity scale as it is (an ablation sets
     it to 0 to score with the prior terms alone). Returns NLL before/after (without the prior
     term) and the target count.
     """
