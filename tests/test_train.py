@@ -1,5 +1,6 @@
 """Training loop, checkpoints and torchrun scale-out on a small prepared city."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -148,3 +149,33 @@ def test_head_calibration_prior_limits_how_far_few_targets_move_the_weights(smal
         other = [i for i in range(start.shape[0]) if i != 0]  # only the city's kind (check-ins) row moves
         assert torch.equal(model.head.prior.detach()[other], start[other])
     assert moved[0.0] > moved[100.0] > moved[1e6] and moved[1e6] < 1e-2
+
+
+def test_fit_records_the_kinds_it_trained_and_old_sidecars_trust_every_kind(small_city):
+    from trajmoe.kinds import KINDS
+    from trajmoe.models import build_model
+
+    data = CityData(small_city)
+    model, config = new_trajmoe(d_model=32, n_layers=1, n_heads=2, seed=0)
+    assert config.pretrained_kinds == ()
+    res = fit(model, [data], TrainConfig(max_steps=2, batch_size=8, fraction=0.2), val_city=data)
+    assert model.config.pretrained_kinds == (data.kind,) == ("checkins",)
+    assert res.calibration["targets"] > 0
+    # A sidecar written before the field existed: every kind's row counts as trained.
+    old = {k: v for k, v in dataclasses.asdict(config).items() if k != "pretrained_kinds"}
+    assert build_model("trajmoe", old).config.pretrained_kinds == KINDS
+
+
+def test_calibration_prior_applies_only_to_a_kind_trained_before(small_city, monkeypatch):
+    import trajmoe.train as train_module
+
+    data = CityData(small_city)
+    seen = []
+    real = train_module.calibrate_head
+    monkeypatch.setattr(train_module, "calibrate_head",
+                        lambda *a, **kw: seen.append(kw["prior_targets"]) or real(*a, **kw))
+    model, _ = new_trajmoe(d_model=32, n_layers=1, n_heads=2, seed=0)
+    cfg = TrainConfig(max_steps=2, batch_size=8, fraction=0.2, calibration_prior=100.0)
+    fit(model, [data], cfg, val_city=data)  # first time this kind is trained: no prior to pull toward
+    fit(model, [data], cfg, val_city=data)  # now the check-in row holds trained weights
+    assert seen == [0.0, 100.0]

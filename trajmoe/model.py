@@ -207,7 +207,9 @@ class RetrievalHead(nn.Module):
     weights fitted on Beijing GPS or SF taxis scored 0.16 / 0.04 Acc@1 on LA check-ins, weights
     fitted on any other check-in city 0.21-0.22. A new city of a known kind therefore starts from
     the weights its kind learned on every source city of that kind. A kind no source city had
-    keeps the initial weights (bench/results/transfer.md: Jersey City bikes, the only stations data).
+    keeps the initial weights, and calibration then fits them without a prior
+    (``TrajMoEConfig.pretrained_kinds``; Jersey City bikes, the only stations data, in
+    bench/results/transfer.md).
     """
 
     def __init__(self, config: TrajMoEConfig) -> None:
@@ -303,6 +305,10 @@ class TrajMoEConfig:
     router_z_loss_coef: float = 0.001
     domain_expert_rank: int = 16
     domain_experts: tuple[str, ...] = ()  # cities with a domain expert (add_domain_expert)
+    # Kinds of data (kinds.KINDS) the head's prior rows have been trained on (train.fit records
+    # them). Calibration pulls only a trained row toward its weights; an untrained row (e.g. bike
+    # stations when no source city had any) is fitted freely on the new city's targets.
+    pretrained_kinds: tuple[str, ...] = ()
     # Output head.
     return_terms: bool = True  # log1p(count) and recency of each candidate in the context
     return_window: int = 64  # the last 64 visits, as in the return + gravity baseline
@@ -311,6 +317,7 @@ class TrajMoEConfig:
     def __post_init__(self) -> None:
         self.feature_groups = {str(k): int(v) for k, v in dict(self.feature_groups).items()}
         self.domain_experts = tuple(self.domain_experts)
+        self.pretrained_kinds = tuple(self.pretrained_kinds)
         if self.expert_hidden == 0:
             self.expert_hidden = 4 * self.d_model
         problems = []

@@ -63,6 +63,11 @@ def build_model(arch: str, config: dict, *, cities: Iterable[str] = ()) -> nn.Mo
             f"model config for {arch!r} has fields this trajmoe version does not know ({', '.join(unknown)}): "
             "load the checkpoint with the trajmoe version that wrote it, or retrain."
         )
+    if arch != "gru" and "pretrained_kinds" not in config:
+        # Sidecars written before the field existed: their head rows are trusted as trained.
+        from .kinds import KINDS
+
+        config = {**config, "pretrained_kinds": KINDS}
     cfg = cls(**config)
     if arch == "transformer" and cfg.moe:
         raise CheckpointError("a 'transformer' checkpoint must have moe=False in its config: the sidecar is inconsistent.")

@@ -310,9 +310,15 @@ def fit(
         model.load_state_dict(best_state)
     for p in model.parameters():
         p.requires_grad_(True)
+    config = getattr(model, "config", None)
+    trained_before = tuple(getattr(config, "pretrained_kinds", ()))
     if cfg.calibrate and val_city is not None and val_targets is not None and len(val_targets):
+        # The prior pulls toward weights only a kind's earlier training made meaningful.
+        prior = cfg.calibration_prior if val_city.kind in trained_before else 0.0
         result.calibration = calibrate_head(model, val_city, val_tensors, val_targets, max_len=cfg.max_len,
-                                            batch_size=cfg.eval_batch_size, prior_targets=cfg.calibration_prior)
+                                            batch_size=cfg.eval_batch_size, prior_targets=prior)
+    if config is not None and hasattr(config, "pretrained_kinds"):
+        config.pretrained_kinds = tuple(sorted(set(trained_before) | {c.kind for c in cities}))
     model.eval()
     result.seconds = time.perf_counter() - start
     return result
