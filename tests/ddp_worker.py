@@ -11,7 +11,7 @@ import torch
 
 from trajmoe.dataset import CityData
 from trajmoe.models import new_trajmoe
-from trajmoe.train import TrainConfig, dist_info, fit, maybe_init_distributed
+from trajmoe.train import TrainConfig, dist_info, fit, maybe_init_distributed, shutdown_distributed
 
 if __name__ == "__main__":
     maybe_init_distributed()
@@ -22,3 +22,4 @@ if __name__ == "__main__":
     res = fit(model, [data], TrainConfig(max_steps=4, batch_size=8, epochs=5, seed=0, warmup_steps=1))
     if dist_info()[0] == 0:
         print("LOSSES " + json.dumps(res.losses))
+    shutdown_distributed()

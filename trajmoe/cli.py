@@ -113,7 +113,7 @@ def cmd_pretrain(args) -> int:
     from .checkpoint import save_checkpoint
     from .dataset import CityData
     from .models import new_trajmoe
-    from .train import dist_info, fit, maybe_init_distributed
+    from .train import dist_info, fit, maybe_init_distributed, shutdown_distributed
 
     maybe_init_distributed()
     rank, world = dist_info()
@@ -131,6 +131,7 @@ def cmd_pretrain(args) -> int:
         }
         save_checkpoint(args.out, model, arch="trajmoe", config=config, info=info)
         print(f"pretrained on {', '.join(c.name for c in cities)}: {res.steps} steps in {res.seconds:.1f}s -> {args.out}")
+    shutdown_distributed()
     return 0
 
 

@@ -101,6 +101,16 @@ def maybe_init_distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
+def shutdown_distributed() -> None:
+    """Leave the process group (a barrier first, so no rank exits while another still talks to it).
+
+    Exiting with the group still up can abort a rank at teardown ("terminate called without an
+    active exception", SIGABRT) when the machine is busy."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 # --------------------------------------------------------------------------- helpers
 def _lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup_steps:
