@@ -119,8 +119,9 @@ def pretrained(metro: str, arch: str, variant: str, overrides: dict, budget_s: f
 def finetune_run(ckpt: Path, data: CityData, seed: int, *, epochs: int = 1, zero_shot: bool = False,
                  prior_only: bool = False) -> dict:
     """Fine-tune 1 epoch on 5% (or zero-shot) and evaluate. ``prior_only``: the ablation "mobility-prior
-    terms alone": the similarity scale set to 0 (no Transformer, no embeddings), the kind's pretrained
-    prior weights calibrated on the 5% validation targets exactly as after fine-tuning."""
+    terms alone": the similarity scale set to 0 (no Transformer, no embeddings), no fine-tuning steps,
+    the kind's pretrained prior weights calibrated on the 5% validation targets with the same prior
+    as after fine-tuning."""
     model, meta = load_checkpoint(ckpt)
     few = FewShot(FEW, seed)
     cfg = TrainConfig(fraction=FEW, epochs=epochs, seed=seed, batch_size=8, lr=1e-3, warmup_steps=1)
