@@ -8,18 +8,13 @@ upload of 60 of its people.
 from __future__ import annotations
 
 import json
-import os
 import re
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
-
-from trajmoe.checkpoint import save_checkpoint
-from trajmoe.models import new_trajmoe
 
 APP = Path(__file__).resolve().parent.parent / "app" / "streamlit_app.py"
 TIMEOUT = 240  # seconds per script run: the first run on a cold cache prepares the sample
@@ -28,27 +23,13 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory, sample_trajectories):
+def env(tmp_path_factory, sample_trajectories, app_sandbox):
     """A tiny checkpoint, an app work folder of our own, a small upload."""
     root = tmp_path_factory.mktemp("app")
-    model, config = new_trajmoe(d_model=32, n_layers=2, n_heads=2, seed=0)
-    ckpt = save_checkpoint(root / "tiny.safetensors", model, arch="trajmoe", config=config,
-                           info={"cities": ["nowhere"], "domain_experts": []})
     frame = pd.read_csv(sample_trajectories)
     small = frame[frame["user_id"].isin(frame["user_id"].unique()[:60])]
-    saved = {k: os.environ.get(k) for k in ("TRAJMOE_CHECKPOINT", "TRAJMOE_APP_DIR")}
-    os.environ["TRAJMOE_CHECKPOINT"] = str(ckpt)
-    os.environ["TRAJMOE_APP_DIR"] = str(root / "work")
-    sys.path.insert(0, str(APP.parent))
-    import state  # the app's shared module (AppTest imports it from app/): its own work folder
-
-    state.WORK_DIR = root / "work"
-    yield {"checkpoint": ckpt, "csv": small.to_csv(index=False).encode(), "root": root}
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with app_sandbox(root, n_layers=2) as ckpt:
+        yield {"checkpoint": ckpt, "csv": small.to_csv(index=False).encode(), "root": root}
 
 
 def open_app() -> AppTest:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,38 +20,20 @@ import torch
 from safetensors.torch import load, load_file
 from streamlit.testing.v1 import AppTest
 
-from trajmoe.checkpoint import save_checkpoint
-from trajmoe.models import new_trajmoe
-
 APP = Path(__file__).resolve().parent.parent / "app" / "streamlit_app.py"
 UPLOADS = {"north_side.csv": "North Side", "south_side.csv": "South Side"}
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory, sample_trajectories):
+def env(tmp_path_factory, sample_trajectories, app_sandbox):
     """A tiny checkpoint, a work folder of our own, two uploads with different people."""
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("isolation")
-    model, config = new_trajmoe(d_model=32, n_layers=1, n_heads=2, seed=0)
-    ckpt = save_checkpoint(root / "tiny.safetensors", model, arch="trajmoe", config=config,
-                           info={"cities": ["nowhere"], "domain_experts": []})
     frame = pd.read_csv(sample_trajectories)
     users = frame["user_id"].unique()
     files = {name: frame[frame["user_id"].isin(users[i * 50:(i + 1) * 50])].to_csv(index=False).encode()
              for i, name in enumerate(UPLOADS)}
-    saved = {key: os.environ.get(key) for key in ("TRAJMOE_CHECKPOINT", "TRAJMOE_APP_DIR")}
-    os.environ["TRAJMOE_CHECKPOINT"] = str(ckpt)
-    os.environ["TRAJMOE_APP_DIR"] = str(root / "work")
-    sys.path.insert(0, str(APP.parent))
-    import state
-
-    state.WORK_DIR = root / "work"
-    yield {"checkpoint": ckpt, "files": files, "work": root / "work"}
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with app_sandbox(root) as ckpt:
+        yield {"checkpoint": ckpt, "files": files, "work": root / "work"}
 
 
 def texts(at: AppTest) -> str:

@@ -13,15 +13,12 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
-import sys
 from pathlib import Path
 
 import h3
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from trajmoe.flows import (
     Routing,
@@ -184,18 +181,11 @@ SECRET = (60.1900, 24.9950)  # a remote place, ~3 km from the sample's area, vis
 
 
 @pytest.fixture(scope="module")
-def app_env(tmp_path_factory, sample_trajectories):
+def app_env(tmp_path_factory, sample_trajectories, app_sandbox):
     """A tiny checkpoint, a work folder of our own, and an upload with the secret place."""
     from streamlit.testing.v1 import AppTest  # noqa: F401  (fails early if streamlit is missing)
 
-    from trajmoe.checkpoint import save_checkpoint
-    from trajmoe.models import new_trajmoe
-
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("privacy_app")
-    model, config = new_trajmoe(d_model=32, n_layers=1, n_heads=2, seed=0)
-    ckpt = save_checkpoint(root / "tiny.safetensors", model, arch="trajmoe", config=config,
-                           info={"cities": ["nowhere"], "domain_experts": []})
     frame = pd.read_csv(sample_trajectories)
     public = frame[frame["user_id"].isin(frame["user_id"].unique()[:60])]
     secret = []
@@ -205,19 +195,8 @@ def app_env(tmp_path_factory, sample_trajectories):
             secret.append({"user_id": f"secret{p}", "timestamp": f"2024-10-{7 + v // 3:02d}T{8 + 4 * (v % 3) + p:02d}:00:00+03:00",
                            "lat": lat + 0.0004 * p, "lon": lon})
     upload = pd.concat([public, pd.DataFrame(secret)], ignore_index=True).to_csv(index=False).encode()
-    saved = {key: os.environ.get(key) for key in ("TRAJMOE_CHECKPOINT", "TRAJMOE_APP_DIR")}
-    os.environ["TRAJMOE_CHECKPOINT"] = str(ckpt)
-    os.environ["TRAJMOE_APP_DIR"] = str(root / "work")
-    sys.path.insert(0, str(APP.parent))
-    import state
-
-    state.WORK_DIR = root / "work"
-    yield upload
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with app_sandbox(root):
+        yield upload
 
 
 def _km(lat: float, lon: float) -> float:
