@@ -294,30 +294,25 @@ def pooled_histogram(values: Iterable[int], *, k: int = DEFAULT_MIN_USERS) -> pd
     value is never shown: high is <NA>), ``label`` ("3-5", "61+"), ``persons``.
     """
     v = np.sort(np.asarray(list(values), dtype=np.int64))
-    rows = []
-    if len(v) < k:
+    n = len(v)
+    if n < k:
         return pd.DataFrame(columns=["low", "high", "label", "persons"])
-    n_bars = min(40, len(v) // k)
-    start = 0
-    for i in range(n_bars):
-        end = max(start + k, int(round(len(v) * (i + 1) / n_bars)))
-        end = int(np.searchsorted(v, v[min(end, len(v)) - 1], side="right"))  # keep equal values together
-        if end - start < k or start >= len(v):
-            break
-        if len(v) - end < k:  # a remainder under k joins this bar
-            end = len(v)
-        rows.append((int(v[start]), int(v[end - 1]), end - start))
+    n_bars = min(40, n // k)
+    rows, start = [], 0  # (lowest value, persons) per bar
+    for i in range(1, n_bars + 1):
+        end = max(start + k, round(n * i / n_bars))  # about equal bars, never under k
+        end = int(np.searchsorted(v, v[min(end, n) - 1], side="right"))  # equal values share a bar
+        if n - end < k:  # a remainder under k joins this bar
+            end = n
+        rows.append((int(v[start]), end - start))
         start = end
-        if start >= len(v):
+        if start == n:
             break
-    if start < len(v):  # only possible when the last bar was too small: merge into the previous one
-        low, _, n = rows.pop()
-        rows.append((low, int(v[-1]), n + len(v) - start))
     low = [r[0] for r in rows]
     high = [nxt - 1 for nxt in low[1:]] + [None]  # up to the next bar: no bar shows anyone's exact maximum
     label = [f"{a}+" if b is None else (f"{a}" if a == b else f"{a}-{b}") for a, b in zip(low, high)]
     return pd.DataFrame({"low": low, "high": pd.array(high, dtype="Int64"), "label": label,
-                         "persons": [r[2] for r in rows]})
+                         "persons": [r[1] for r in rows]})
 
 
 def read_zones(source, *, cells: Iterable[str], name: str = "districts.geojson") -> Zones:
