@@ -175,14 +175,13 @@ def run_target(metro: str, *, seeds: int, budget_s: float, ablations: bool, main
     if main_table:
         main_runs(metro, seeds=seeds, budget_s=budget_s)
     if ablations and metro == "nyc":
+        cities = {target: prepared(target) for target in CHECKIN_TARGETS[metro]}  # read once
         for name, overrides in ABLATIONS.items():
             ck = pretrained(metro, "trajmoe", name, overrides, budget_s)
-            for target in CHECKIN_TARGETS[metro]:
-                data = prepared(target)
+            for target, data in cities.items():
                 with_seeds(target, f"ablation_{name}", FEW, lambda s, c=ck, d=data: finetune_run(c, d, s), seeds)
         ck_moe = pretrained(metro, "trajmoe", "trajmoe", {}, budget_s)
-        for target in CHECKIN_TARGETS[metro]:
-            data = prepared(target)
+        for target, data in cities.items():
             with_seeds(target, "ablation_prior_terms_only", FEW,
                        lambda s, d=data: finetune_run(ck_moe, d, s, prior_only=True), seeds)
 
