@@ -449,10 +449,9 @@ def default_train_config(*, fraction: float = 1.0, seed: int = 0):
     """The TrainConfig neural baselines use unless the caller passes one."""
     from .train import TrainConfig
 
-    # calibration_prior=0: a model trained from scratch has no pretrained weights to pull toward, so
-    # its head is calibrated by plain maximum likelihood, like the return + gravity baseline.
-    return TrainConfig(epochs=NEURAL_EPOCHS, patience=NEURAL_PATIENCE, fraction=fraction, seed=seed,
-                       calibration_prior=0.0)
+    # A model trained from scratch has no pretrained kind weights (config.pretrained_kinds is empty),
+    # so train.fit calibrates its head by plain maximum likelihood, like the return + gravity baseline.
+    return TrainConfig(epochs=NEURAL_EPOCHS, patience=NEURAL_PATIENCE, fraction=fraction, seed=seed)
 
 
 def run_baseline(name: str, data: CityData, *, fraction: float = 1.0, seed: int = 0, progress=None,

@@ -136,7 +136,7 @@ def trainable_parameters(model: torch.nn.Module, mode: str) -> list[torch.nn.Par
 
 
 HEAD_PRIOR_LR_SCALE = 50.0  # learning-rate multiplier of the head's mobility-prior weights
-HEAD_PRIOR_PARAMS = ("head.prior",)  # per-kind prior weights (model.PRIOR_TERMS)
+HEAD_PRIOR = "head.prior"  # per-kind prior weights (model.PRIOR_TERMS)
 HEAD_SIM_SCALE = "head.sim_scale"
 
 
@@ -151,7 +151,7 @@ def param_groups(model: torch.nn.Module, params: list[torch.nn.Parameter], lr: f
     # head.sim_scale (trust in the learned similarity) is set only by calibrate_head: trained by
     # gradient steps from the start it collapses while the embeddings are still noise.
     frozen = [p for n, p in named if n == HEAD_SIM_SCALE]
-    scalars = [p for n, p in named if n in HEAD_PRIOR_PARAMS]
+    scalars = [p for n, p in named if n == HEAD_PRIOR]
     special = {id(p) for p in scalars + frozen}
     groups = [{"params": [p for _, p in named if id(p) not in special], "lr_scale": 1.0}]
     if scalars:
