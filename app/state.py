@@ -35,7 +35,7 @@ SHIPPED_CHECKPOINT = REPO / "assets" / "trajmoe_pretrained.safetensors"
 CHECKPOINT_ENV = "TRAJMOE_CHECKPOINT"  # another checkpoint to start from (tests, other deployments)
 WORK_DIR = Path(os.environ.get("TRAJMOE_APP_DIR", Path(tempfile.gettempdir()) / "trajmoe_app"))
 TOP_K = 10  # next cells kept per visit (the flows page uses up to this many)
-# Model passes read the last STRIDE positions of each sequence (trajmoe.flows.iter_next_scores):
+# Model passes read the last STRIDE positions of each sequence (trajmoe.analysis.flows.iter_next_scores):
 # every visit keeps at least 64 - 32 + 1 = 33 earlier visits as context (the benchmark protocol:
 # up to 64) at ~32x less compute; on the Helsinki sample the metrics match stride 16 to 0.1 pt.
 STRIDE = 32
@@ -125,7 +125,7 @@ def city_name() -> str:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def read_poi_file(key: str, path: str) -> pd.DataFrame:
-    from trajmoe.pois import read_pois
+    from trajmoe.pois.osm import read_pois
 
     return read_pois(path)
 
@@ -152,8 +152,8 @@ def prepare_city(traj_key: str, pois_key: str, city: str, resolution: int | None
     """Prepare (or reuse from disk) the city folder; ``resolution`` None = prepare's automatic choice
     (8 for a city, finer for a small area)."""
     from trajmoe import __version__
-    from trajmoe.dataset import prepare
-    from trajmoe.features import SCHEMA_ID
+    from trajmoe.city.dataset import prepare
+    from trajmoe.city.features import SCHEMA_ID
 
     tag = digest(json.dumps([traj_key, pois_key, city, resolution, weekday_reliable, SCHEMA_ID, __version__]).encode())
     folder = WORK_DIR / "cities" / tag
@@ -188,7 +188,7 @@ def prepared() -> Prepared:
 @st.cache_resource(show_spinner=False, max_entries=8)
 def city_data(folder: str):
     """The prepared city (shared, read-only)."""
-    from trajmoe.dataset import CityData
+    from trajmoe.city.dataset import CityData
 
     return CityData(folder)
 
@@ -220,7 +220,7 @@ def load_model(path: str, mtime: float):
     """(model, sidecar) of a checkpoint, shared by all sessions and never modified."""
     import torch
 
-    from trajmoe.checkpoint import load_checkpoint
+    from trajmoe.train.checkpoint import load_checkpoint
 
     # The app's batches are small: one thread is faster than several that wait on each other,
     # and much faster on a busy machine (measured 1.6 s vs 27 s for the sample's predictions).
@@ -238,7 +238,7 @@ def base_model():
 
 
 def few_shot_windows(data, fraction: float) -> list:
-    from trajmoe.dataset import FewShot
+    from trajmoe.city.dataset import FewShot
 
     return data.train_windows(FewShot(fraction, 0))
 
@@ -249,7 +249,7 @@ def compute_outputs(model, data, fraction: float):
     Cell features come from the training visits of the few-shot share ``fraction`` (what a model
     fine-tuned on that share saw), so zero-shot and fine-tuned views are compared like for like.
     """
-    from trajmoe.flows import predict
+    from trajmoe.analysis.flows import predict
 
     bar = st.progress(0.0, text="Predicting where each person goes next...")
     out = predict(model, data, top_k=TOP_K, split="all", city=data.city_tensors(few_shot_windows(data, fraction)),
@@ -271,7 +271,7 @@ class Shown:
 
     label: str
     model: object
-    outputs: object  # trajmoe.flows.Predictions over every visit
+    outputs: object  # trajmoe.analysis.flows.Predictions over every visit
     fraction: float  # few-shot share whose training visits give the cell features
     key: str  # identifies model + city for caches
     finetuned: bool
@@ -319,7 +319,7 @@ def privacy_k() -> int:
 
 
 def unit(kind: str) -> str:
-    from trajmoe.flows import counted_unit
+    from trajmoe.analysis.flows import counted_unit
 
     return counted_unit(kind)
 
@@ -340,7 +340,7 @@ def context_cells(folder: str, k: int) -> list[str]:
     """The grey background cells of the maps: cells with POIs (public places) or visited by at
     least k persons. A candidate cell only a few people went to is not drawn at all, so the
     background never shows where they went."""
-    from trajmoe.features import POI_COLUMNS
+    from trajmoe.city.features import POI_COLUMNS
 
     data = city_data(folder)
     people = data.visits.groupby("cell")["user_id"].nunique()
@@ -353,7 +353,7 @@ def context_cells(folder: str, k: int) -> list[str]:
 @st.cache_data(show_spinner=False, max_entries=8)
 def cell_names(folder: str, pois_key: str, _pois: pd.DataFrame) -> pd.Series:
     """A readable name per H3 cell of the city: 'near <the named POI closest to its centre>'."""
-    from trajmoe.features import latlon_to_cells
+    from trajmoe.city.features import latlon_to_cells
 
     data = city_data(folder)
     res = int(data.meta["resolution"])
@@ -378,7 +378,7 @@ def cell_names(folder: str, pois_key: str, _pois: pd.DataFrame) -> pd.Series:
 @st.cache_data(show_spinner=False, max_entries=32)
 def baseline_metrics(folder: str, name: str, fraction: float) -> dict:
     """Test metrics of a baseline trained on the same few-shot share (DESIGN.md §Protocol)."""
-    from trajmoe.baselines import run_baseline
+    from trajmoe.train.baselines import run_baseline
 
     return run_baseline(name, city_data(folder), fraction=fraction, seed=0)
 
@@ -406,8 +406,8 @@ def finetune(prep: Prepared, data, *, fraction: float, epochs: int, max_steps: i
     """
     import copy
 
-    from trajmoe.checkpoint import save_checkpoint
-    from trajmoe.train import TrainConfig, fit
+    from trajmoe.train.checkpoint import save_checkpoint
+    from trajmoe.train.fit import TrainConfig, fit
 
     base, base_meta, path = base_model()
     model = copy.deepcopy(base)
@@ -451,7 +451,7 @@ def finetune(prep: Prepared, data, *, fraction: float, epochs: int, max_steps: i
 @st.cache_data(show_spinner=False, max_entries=8)
 def zones(key: str, path: str, folder: str):
     """Districts from an uploaded GeoJSON, with each of the city's cells placed in one."""
-    from trajmoe.flows import read_zones
+    from trajmoe.analysis.flows import read_zones
 
     data = city_data(folder)
     cells = set(data.visits["cell"].astype(str)) | set(data.cells["cell"].astype(str))
@@ -461,7 +461,7 @@ def zones(key: str, path: str, folder: str):
 @st.cache_data(show_spinner=False, max_entries=64)
 def _flow_summaries(model_key: str, folder: str, hours: tuple, day: str, top_n: int, k: int,
                     zones_key: str | None, _predictions, _zones):
-    from trajmoe.flows import (
+    from trajmoe.analysis.flows import (
         filter_transitions,
         observed_transitions,
         predicted_transitions,
@@ -484,7 +484,7 @@ def flow_summaries(shown: Shown, data, *, hours: tuple, day: str, top_n: int, k:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _expert_view(model_key: str, layer: int, k: int, _routing) -> dict | None:
-    from trajmoe.flows import (
+    from trajmoe.analysis.flows import (
         describe_experts,
         expert_category_matrix,
         expert_hour_matrix,
@@ -508,7 +508,7 @@ def expert_view(shown: Shown, *, layer: int, k: int) -> dict | None:
 
 
 def _scenario(model, data, fraction: float, edits: tuple):
-    from trajmoe.scenario import POIEdit, run_scenario
+    from trajmoe.analysis.scenario import POIEdit, run_scenario
 
     bar = st.progress(0.0, text="Asking the model again with the changed POIs...")
     result = run_scenario(model, data, [POIEdit(*e) for e in edits], windows=few_shot_windows(data, fraction),

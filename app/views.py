@@ -15,8 +15,8 @@ import plotly.graph_objects as go
 import pydeck as pdk
 import streamlit as st
 
-from trajmoe.categories import CATEGORIES
-from trajmoe.flows import CATEGORY_LABELS
+from trajmoe.analysis.flows import CATEGORY_LABELS
+from trajmoe.pois.categories import CATEGORIES
 
 # D3 category20: one colour per POI category (order of CATEGORIES).
 _CAT20 = ["#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728", "#ff9896",

@@ -19,12 +19,12 @@ import time
 import numpy as np
 import torch
 
-from trajmoe.checkpoint import save_checkpoint
-from trajmoe.dataset import CityData, prepare
-from trajmoe.features import SCHEMA_ID
-from trajmoe.models import new_trajmoe
-from trajmoe.realdata import REAL_DATASETS, REPO_ROOT, prepare_real
-from trajmoe.train import TrainConfig, evaluate, fit
+from trajmoe.city.dataset import CityData, prepare
+from trajmoe.city.features import SCHEMA_ID
+from trajmoe.devtools.realdata import REAL_DATASETS, REPO_ROOT, prepare_real
+from trajmoe.train.checkpoint import save_checkpoint
+from trajmoe.train.fit import TrainConfig, evaluate, fit
+from trajmoe.train.models import new_trajmoe
 
 ASSETS = REPO_ROOT / "assets"
 NAME = "trajmoe_pretrained"

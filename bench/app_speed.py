@@ -46,8 +46,8 @@ def free_port() -> int:
 
 
 def stand_in_checkpoint(folder: Path) -> Path:
-    from trajmoe.checkpoint import save_checkpoint
-    from trajmoe.models import new_trajmoe
+    from trajmoe.train.checkpoint import save_checkpoint
+    from trajmoe.train.models import new_trajmoe
 
     model, config = new_trajmoe(seed=0)
     return save_checkpoint(folder / "untrained_default_size.safetensors", model, arch="trajmoe", config=config,

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trajmoe.baselines import ReturnGravity, _last_positions
-from trajmoe.dataset import CityData, FewShot, iter_batches
-from trajmoe.realdata import REPO_ROOT, prepare_real, shared_data_dir
+from trajmoe.city.dataset import CityData, FewShot, iter_batches
+from trajmoe.devtools.realdata import REPO_ROOT, prepare_real, shared_data_dir
+from trajmoe.train.baselines import ReturnGravity, _last_positions
 
 PAIRS = [("sf_gowalla", "nyc_gowalla"), ("nyc_gowalla", "sf_gowalla"),
          ("sf_gowalla", "nyc_foursquare"), ("nyc_foursquare", "sf_gowalla")]  # (pseudo-target, prior source)

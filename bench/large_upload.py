@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trajmoe.realdata import REPO_ROOT
+from trajmoe.devtools.realdata import REPO_ROOT
 
 CENTRE = (40.73, -73.95)  # a New York-sized metro: venues within ~25 km
 N_VENUES = 40_000

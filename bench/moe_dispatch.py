@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from trajmoe.moe import DenseFFN, MoEConfig, SAMoE
+from trajmoe.model.moe import DenseFFN, MoEConfig, SAMoE
 
 RESULT = Path(__file__).resolve().parent / "results" / "moe_dispatch.txt"
 

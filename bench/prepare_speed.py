@@ -1,6 +1,6 @@
 """Time and peak memory to validate + prepare 1 million synthetic visits (goal: < 30 s).
 
-The visits come from the project's own synthetic mobility model (trajmoe.synthetic) over the
+The visits come from the project's own synthetic mobility model (trajmoe.trajectories.synthetic) over the
 real Helsinki POIs in sample_data/, scaled up in users; they are written to a temporary CSV and
 `trajmoe prepare` runs on it in a child process, so its peak RSS is measured alone.
 
@@ -23,13 +23,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from trajmoe.realdata import REPO_ROOT
-from trajmoe.synthetic import SyntheticConfig, generate_trajectories
+from trajmoe.devtools.realdata import REPO_ROOT
+from trajmoe.trajectories.synthetic import SyntheticConfig, generate_trajectories
 
 CHILD = """
 import json, resource, sys, time
 t0 = time.perf_counter()
-from trajmoe.dataset import prepare
+from trajmoe.city.dataset import prepare
 t1 = time.perf_counter()
 meta, report = prepare(sys.argv[1], city="Helsinki", out=sys.argv[2], pois=sys.argv[3], resolution=10)
 t2 = time.perf_counter()

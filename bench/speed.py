@@ -12,10 +12,10 @@ import time
 
 import torch
 
-from trajmoe.checkpoint import load_checkpoint
-from trajmoe.dataset import FewShot
-from trajmoe.realdata import REAL_DATASETS, REPO_ROOT, prepare_real
-from trajmoe.train import TrainConfig, evaluate, fit, rank_targets
+from trajmoe.city.dataset import FewShot
+from trajmoe.devtools.realdata import REAL_DATASETS, REPO_ROOT, prepare_real
+from trajmoe.train.checkpoint import load_checkpoint
+from trajmoe.train.fit import TrainConfig, evaluate, fit, rank_targets
 
 CKPT = REPO_ROOT / "assets" / "trajmoe_pretrained.safetensors"
 

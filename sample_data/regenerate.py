@@ -13,8 +13,8 @@ import argparse
 import time
 from pathlib import Path
 
-from trajmoe.pois import helsinki_extract_path, read_pois, write_pois
-from trajmoe.synthetic import SyntheticConfig, generate_trajectories
+from trajmoe.pois.osm import helsinki_extract_path, read_pois, write_pois
+from trajmoe.trajectories.synthetic import SyntheticConfig, generate_trajectories
 
 HERE = Path(__file__).resolve().parent
 POIS_NAME = "helsinki_pois.parquet"

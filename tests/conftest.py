@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from trajmoe.realdata import REPO_ROOT, shared_data_dir
+from trajmoe.devtools.realdata import REPO_ROOT, shared_data_dir
 
 
 @pytest.fixture(scope="session")
@@ -43,8 +43,8 @@ def app_sandbox():
 
     import torch
 
-    from trajmoe.checkpoint import save_checkpoint
-    from trajmoe.models import new_trajmoe
+    from trajmoe.train.checkpoint import save_checkpoint
+    from trajmoe.train.models import new_trajmoe
 
     @contextlib.contextmanager
     def sandbox(root: Path, *, n_layers: int = 1):

@@ -9,9 +9,15 @@ import sys
 
 import torch
 
-from trajmoe.dataset import CityData
-from trajmoe.models import new_trajmoe
-from trajmoe.train import TrainConfig, dist_info, fit, maybe_init_distributed, shutdown_distributed
+from trajmoe.city.dataset import CityData
+from trajmoe.train.fit import (
+    TrainConfig,
+    dist_info,
+    fit,
+    maybe_init_distributed,
+    shutdown_distributed,
+)
+from trajmoe.train.models import new_trajmoe
 
 if __name__ == "__main__":
     maybe_init_distributed()

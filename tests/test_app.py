@@ -217,7 +217,7 @@ def test_a_broken_checkpoint_is_explained(env, monkeypatch):
 
 
 def test_downloaded_checkpoint_loads_and_can_be_uploaded_again(env, tmp_path):
-    from trajmoe.checkpoint import load_checkpoint
+    from trajmoe.train.checkpoint import load_checkpoint
 
     at = open_app()
     go(at, "trajectories")

@@ -7,7 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
-from trajmoe.baselines import (
+from trajmoe.city.batch import IGNORE
+from trajmoe.city.dataset import CityData, FewShot, prepare
+from trajmoe.devtools.realdata import prepare_real
+from trajmoe.errors import TrajMoEError
+from trajmoe.train.baselines import (
     EPR_FEATURES,
     GRUConfig,
     GRUNextLocation,
@@ -16,12 +20,8 @@ from trajmoe.baselines import (
     ReturnGravity,
     run_baseline,
 )
-from trajmoe.batch import IGNORE
-from trajmoe.dataset import CityData, FewShot, prepare
-from trajmoe.errors import TrajMoEError
-from trajmoe.metrics import KS
-from trajmoe.realdata import prepare_real
-from trajmoe.train import TrainConfig, fit
+from trajmoe.train.fit import TrainConfig, fit
+from trajmoe.train.metrics import KS
 
 METRIC_KEYS = {f"acc@{k}" for k in KS} | {"mrr", "ndcg@10", "n", "seconds", "steps"}
 

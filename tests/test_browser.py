@@ -59,8 +59,8 @@ def server(tmp_path_factory):
     if not shipped.is_file() and "TRAJMOE_CHECKPOINT" not in os.environ:
         import torch
 
-        from trajmoe.checkpoint import save_checkpoint
-        from trajmoe.models import new_trajmoe
+        from trajmoe.train.checkpoint import save_checkpoint
+        from trajmoe.train.models import new_trajmoe
 
         torch.manual_seed(0)
         model, config = new_trajmoe(d_model=32, n_layers=2, n_heads=2, seed=0)

@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 
-from trajmoe.categories import (
+from trajmoe.pois.categories import (
     CATEGORIES,
     NOT_DESTINATIONS,
     OSM_KEYS,

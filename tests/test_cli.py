@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from trajmoe.cli import build_parser, main
-from trajmoe.realdata import REAL_DATASETS
+from trajmoe.devtools.realdata import REAL_DATASETS
 
 VERBS = ["validate", "pois", "prepare", "pretrain", "finetune", "evaluate", "baseline", "predict"]
 

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trajmoe.batch import IGNORE, MISS
-from trajmoe.dataset import CityData, FewShot, prepare
+from trajmoe.city.batch import IGNORE, MISS
+from trajmoe.city.dataset import CityData, FewShot, prepare
+from trajmoe.city.features import FEATURE_GROUPS
 from trajmoe.errors import InputDataError, PreparedDataError
-from trajmoe.features import FEATURE_GROUPS
 
 
 def _spot(i):  # 12 well-separated places in a ~20 km city (res 8 cells are ~1 km wide)

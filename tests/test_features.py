@@ -2,14 +2,14 @@ import h3
 import numpy as np
 import pandas as pd
 
-from trajmoe.categories import CATEGORIES
-from trajmoe.features import (
+from trajmoe.city.features import (
     FEATURE_DIM,
     FEATURE_GROUPS,
     build_cell_table,
     cell_feature_matrix,
     popularity_bucket,
 )
+from trajmoe.pois.categories import CATEGORIES
 
 CENTRE = (60.17, 24.94)
 

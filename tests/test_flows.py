@@ -11,8 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from trajmoe.dataset import CityData, prepare
-from trajmoe.flows import (
+from trajmoe.analysis.flows import (
     Routing,
     counted_unit,
     describe_experts,
@@ -29,8 +28,9 @@ from trajmoe.flows import (
     routing_by_cell,
     summarize_flows,
 )
-from trajmoe.models import new_trajmoe
-from trajmoe.train import rank_targets
+from trajmoe.city.dataset import CityData, prepare
+from trajmoe.train.fit import rank_targets
+from trajmoe.train.models import new_trajmoe
 
 torch.set_num_threads(1)
 

@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 
 from trajmoe import cli
 from trajmoe.errors import TrajMoEError
-from trajmoe.trajectories import REQUIRED, ValidationReport, read_trajectories
+from trajmoe.trajectories.reader import REQUIRED, ValidationReport, read_trajectories
 
 REPO = Path(__file__).resolve().parent.parent
 FAST = settings(max_examples=150, deadline=None, derandomize=True,

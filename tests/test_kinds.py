@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from trajmoe.city.features import project_km
 from trajmoe.errors import InputDataError
-from trajmoe.features import project_km
-from trajmoe.kinds import KINDS, VisitConfig, detect_kind, to_visits
-from trajmoe.trajectories import ValidationReport, read_trajectories
+from trajmoe.trajectories.kinds import KINDS, VisitConfig, detect_kind, to_visits
+from trajmoe.trajectories.reader import ValidationReport, read_trajectories
 
 CITIES = {
     "nyc_foursquare": "checkins", "nyc_gowalla": "checkins", "sf_gowalla": "checkins",

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import torch
 
-from trajmoe.metrics import metrics_from_ranks, target_ranks
+from trajmoe.train.metrics import metrics_from_ranks, target_ranks
 
 
 def test_ties_never_help():

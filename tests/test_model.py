@@ -8,14 +8,14 @@ import json
 import pytest
 import torch
 
-from trajmoe.batch import IGNORE, MISS, N_DIST_BUCKETS, N_GAP_BUCKETS, Batch, CityTensors
-from trajmoe.categories import CATEGORIES
+from trajmoe.city.batch import IGNORE, MISS, N_DIST_BUCKETS, N_GAP_BUCKETS, Batch, CityTensors
+from trajmoe.city.features import FEATURE_DIM, FEATURE_WIDTHS
 from trajmoe.errors import PreparedDataError, TrajMoEError
-from trajmoe.features import FEATURE_DIM, FEATURE_WIDTHS
-from trajmoe.model import TrajMoE, TrajMoEConfig
-from trajmoe.moe import domain_key
-from trajmoe.returns import context_return_features
-from trajmoe.train import trainable_parameters
+from trajmoe.model.moe import domain_key
+from trajmoe.model.returns import context_return_features
+from trajmoe.model.trajmoe import TrajMoE, TrajMoEConfig
+from trajmoe.pois.categories import CATEGORIES
+from trajmoe.train.fit import trainable_parameters
 
 torch.set_num_threads(1)
 
@@ -257,7 +257,7 @@ def test_missing_poi_mask_zeroes_poi_groups():
 
 
 def test_head_terms_are_added_in_place_with_exact_weight_gradients():
-    from trajmoe.model import _AddWeightedTerms
+    from trajmoe.model.trajmoe import _AddWeightedTerms
 
     g = torch.Generator().manual_seed(4)
     terms = (torch.rand(2, 3, 5, generator=g, dtype=torch.double),
@@ -272,8 +272,8 @@ def test_head_terms_are_added_in_place_with_exact_weight_gradients():
 
 
 def test_head_prior_weights_are_one_row_per_kind_of_data():
-    from trajmoe.kinds import KINDS
-    from trajmoe.model import PRIOR_TERMS
+    from trajmoe.model.trajmoe import PRIOR_TERMS
+    from trajmoe.trajectories.kinds import KINDS
 
     model = _model().eval()
     assert tuple(model.head.prior.shape) == (len(KINDS), len(PRIOR_TERMS))

@@ -5,13 +5,13 @@ import dataclasses
 import pytest
 import torch
 
-from trajmoe.baselines import GRUConfig, GRUNextLocation
-from trajmoe.checkpoint import load_checkpoint, read_sidecar, save_checkpoint
-from trajmoe.dataset import CityData, prepare
+from trajmoe.city.dataset import CityData, prepare
 from trajmoe.errors import CheckpointError, TrajMoEError
-from trajmoe.model import TrajMoE, TrajMoEConfig
-from trajmoe.models import ARCHS, build_model, new_model, new_trajmoe
-from trajmoe.moe import DenseFFN, SAMoE
+from trajmoe.model.moe import DenseFFN, SAMoE
+from trajmoe.model.trajmoe import TrajMoE, TrajMoEConfig
+from trajmoe.train.baselines import GRUConfig, GRUNextLocation
+from trajmoe.train.checkpoint import load_checkpoint, read_sidecar, save_checkpoint
+from trajmoe.train.models import ARCHS, build_model, new_model, new_trajmoe
 
 TINY = {"trajmoe": dict(d_model=16, n_layers=1, n_heads=2), "transformer": dict(d_model=16, n_layers=1, n_heads=2),
         "gru": dict(d_model=16)}

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trajmoe.categories import CATEGORIES
-from trajmoe.moe import (
+from trajmoe.model.moe import (
     SEMANTIC_EXPERT_GROUPS,
     DenseFFN,
     MoEConfig,
@@ -14,6 +13,7 @@ from trajmoe.moe import (
     load_balancing_loss,
     router_z_loss,
 )
+from trajmoe.pois.categories import CATEGORIES
 
 torch.set_num_threads(1)
 

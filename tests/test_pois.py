@@ -20,9 +20,9 @@ from osm_server import (
 )
 from shapely.geometry import box
 
-from trajmoe.categories import CATEGORIES
 from trajmoe.errors import POIError
-from trajmoe.pois import (
+from trajmoe.pois.categories import CATEGORIES
+from trajmoe.pois.osm import (
     POI_COLUMNS,
     POIReport,
     fetch_pois,

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trajmoe.flows import (
+from trajmoe.analysis.flows import (
     Routing,
     Zones,
     describe_experts,
@@ -32,7 +32,7 @@ from trajmoe.flows import (
     routing_by_cell,
     summarize_flows,
 )
-from trajmoe.scenario import ScenarioResult
+from trajmoe.analysis.scenario import ScenarioResult
 
 K = 5
 RES = 9

@@ -24,10 +24,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trajmoe import cli
-from trajmoe.checkpoint import load_checkpoint, save_checkpoint
-from trajmoe.dataset import prepare
+from trajmoe.city.dataset import prepare
 from trajmoe.errors import CheckpointError
-from trajmoe.models import new_model, new_trajmoe
+from trajmoe.train.checkpoint import load_checkpoint, save_checkpoint
+from trajmoe.train.models import new_model, new_trajmoe
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -8,10 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trajmoe.categories import CATEGORIES
 from trajmoe.errors import InputDataError
-from trajmoe.pois import helsinki_extract_path, read_pois
-from trajmoe.synthetic import TRAJECTORY_COLUMNS, SyntheticConfig, generate_trajectories, summarize
+from trajmoe.pois.categories import CATEGORIES
+from trajmoe.pois.osm import helsinki_extract_path, read_pois
+from trajmoe.trajectories.synthetic import (
+    TRAJECTORY_COLUMNS,
+    SyntheticConfig,
+    generate_trajectories,
+    summarize,
+)
 
 SMALL = SyntheticConfig(n_users=40, days=28)
 ISO_WITH_OFFSET = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d$"
@@ -128,7 +133,7 @@ def test_bad_config_and_table_raise_our_error(pois):
         SyntheticConfig(rho=1.5)
     with pytest.raises(InputDataError, match="timezone"):
         SyntheticConfig(timezone="Mars/Olympus")
-    with pytest.raises(InputDataError, match="outside trajmoe.categories"):
+    with pytest.raises(InputDataError, match="outside trajmoe.pois.categories"):
         generate_trajectories(pois.assign(category="cafe"), config=SMALL)
     with pytest.raises(InputDataError, match="lacks column"):
         generate_trajectories(pois.drop(columns="category"), config=SMALL)

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from trajmoe.checkpoint import load_checkpoint, save_checkpoint
-from trajmoe.dataset import CityData, FewShot, prepare
+from trajmoe.city.dataset import CityData, FewShot, prepare
 from trajmoe.errors import CheckpointError
-from trajmoe.models import new_trajmoe
-from trajmoe.train import TrainConfig, evaluate, fit
+from trajmoe.train.checkpoint import load_checkpoint, save_checkpoint
+from trajmoe.train.fit import TrainConfig, evaluate, fit
+from trajmoe.train.models import new_trajmoe
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -131,7 +131,7 @@ def test_few_shot_fit_uses_the_subset(small_city):
 
 
 def test_head_calibration_prior_limits_how_far_few_targets_move_the_weights(small_city):
-    from trajmoe.train import calibrate_head
+    from trajmoe.train.fit import calibrate_head
 
     data = CityData(small_city)
     few = FewShot(0.05, seed=0)
@@ -152,8 +152,8 @@ def test_head_calibration_prior_limits_how_far_few_targets_move_the_weights(smal
 
 
 def test_fit_records_the_kinds_it_trained_and_old_sidecars_trust_every_kind(small_city):
-    from trajmoe.kinds import KINDS
-    from trajmoe.models import build_model
+    from trajmoe.train.models import build_model
+    from trajmoe.trajectories.kinds import KINDS
 
     data = CityData(small_city)
     model, config = new_trajmoe(d_model=32, n_layers=1, n_heads=2, seed=0)
@@ -167,7 +167,7 @@ def test_fit_records_the_kinds_it_trained_and_old_sidecars_trust_every_kind(smal
 
 
 def test_calibration_prior_applies_only_to_a_kind_trained_before(small_city, monkeypatch):
-    import trajmoe.train as train_module
+    import trajmoe.train.fit as train_module
 
     data = CityData(small_city)
     seen = []

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trajmoe import importers
 from trajmoe.errors import InputDataError
-from trajmoe.trajectories import ValidationReport, read_trajectories
+from trajmoe.trajectories import importers
+from trajmoe.trajectories.reader import ValidationReport, read_trajectories
 
 HEADER = "user_id,timestamp,lat,lon"
 

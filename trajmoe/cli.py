@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .errors import TrajMoEError
+from trajmoe.errors import TrajMoEError
 
 log = logging.getLogger("trajmoe")
 
@@ -42,7 +42,7 @@ def _write_json(path: str | Path, obj: dict) -> None:
 
 # --------------------------------------------------------------------------- data verbs
 def cmd_validate(args) -> int:
-    from .trajectories import read_trajectories
+    from trajmoe.trajectories.reader import read_trajectories
 
     _, report = read_trajectories(args.file, timezone=args.timezone)
     print(report.to_text())
@@ -50,7 +50,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_pois(args) -> int:
-    from .pois import POIReport, fetch_pois, read_pois, write_pois
+    from trajmoe.pois.osm import POIReport, fetch_pois, read_pois, write_pois
 
     if args.osm or args.table:
         pois = read_pois(args.osm or args.table)
@@ -78,7 +78,7 @@ def cmd_pois(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-    from .dataset import prepare
+    from trajmoe.city.dataset import prepare
 
     meta, report = prepare(
         args.trajectories,
@@ -102,7 +102,7 @@ def cmd_prepare(args) -> int:
 
 # --------------------------------------------------------------------------- model verbs
 def _train_config(args, **overrides):
-    from .train import TrainConfig
+    from trajmoe.train.fit import TrainConfig
 
     kw = dict(epochs=args.epochs, max_steps=args.max_steps, seed=args.seed, batch_size=args.batch_size, lr=args.lr)
     kw.update(overrides)
@@ -110,10 +110,10 @@ def _train_config(args, **overrides):
 
 
 def cmd_pretrain(args) -> int:
-    from .checkpoint import save_checkpoint
-    from .dataset import CityData
-    from .models import new_trajmoe
-    from .train import dist_info, fit, maybe_init_distributed, shutdown_distributed
+    from trajmoe.city.dataset import CityData
+    from trajmoe.train.checkpoint import save_checkpoint
+    from trajmoe.train.fit import dist_info, fit, maybe_init_distributed, shutdown_distributed
+    from trajmoe.train.models import new_trajmoe
 
     maybe_init_distributed()
     rank, world = dist_info()
@@ -136,9 +136,9 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_finetune(args) -> int:
-    from .checkpoint import load_checkpoint, save_checkpoint
-    from .dataset import CityData, FewShot
-    from .train import evaluate, fit
+    from trajmoe.city.dataset import CityData, FewShot
+    from trajmoe.train.checkpoint import load_checkpoint, save_checkpoint
+    from trajmoe.train.fit import evaluate, fit
 
     model, meta = load_checkpoint(args.checkpoint)
     data = CityData(args.data)
@@ -160,9 +160,9 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .checkpoint import load_checkpoint
-    from .dataset import CityData
-    from .train import evaluate
+    from trajmoe.city.dataset import CityData
+    from trajmoe.train.checkpoint import load_checkpoint
+    from trajmoe.train.fit import evaluate
 
     model, _ = load_checkpoint(args.checkpoint)
     data = CityData(args.data)
@@ -173,8 +173,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_baseline(args) -> int:
-    from .baselines import run_baseline
-    from .dataset import CityData
+    from trajmoe.city.dataset import CityData
+    from trajmoe.train.baselines import run_baseline
 
     data = CityData(args.data)
     metrics = run_baseline(args.model, data, fraction=args.fraction, seed=args.seed, progress=_progress_bar(args.model))
@@ -184,9 +184,9 @@ def cmd_baseline(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .checkpoint import load_checkpoint
-    from .dataset import CityData
-    from .flows import predict_next
+    from trajmoe.analysis.flows import predict_next
+    from trajmoe.city.dataset import CityData
+    from trajmoe.train.checkpoint import load_checkpoint
 
     model, _ = load_checkpoint(args.checkpoint)
     data = CityData(args.data)

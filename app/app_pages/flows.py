@@ -5,8 +5,8 @@ import streamlit as st
 
 import state
 import views
+from trajmoe.analysis.flows import flows_csv, flows_geojson
 from trajmoe.errors import TrajMoEError
-from trajmoe.flows import flows_csv, flows_geojson
 
 st.title("Flows: where people move next")
 prep, data = state.require_city()

@@ -5,9 +5,9 @@ import streamlit as st
 
 import state
 import views
-from trajmoe.categories import CATEGORIES
+from trajmoe.analysis.flows import CATEGORY_LABELS
 from trajmoe.errors import TrajMoEError
-from trajmoe.flows import CATEGORY_LABELS
+from trajmoe.pois.categories import CATEGORIES
 
 st.title("Scenario: what if this place changed?")
 st.markdown(

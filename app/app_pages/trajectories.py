@@ -9,7 +9,7 @@ import streamlit as st
 
 import state
 import views
-from trajmoe.flows import pooled_histogram
+from trajmoe.analysis.flows import pooled_histogram
 
 st.title("Trajectories")
 st.markdown(

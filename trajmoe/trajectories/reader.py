@@ -3,7 +3,7 @@
 One reader for everything a planner or researcher brings: CSV (plain or gzip/bz2/xz/zip, any of
 ``, ; TAB |`` as delimiter, UTF-8/UTF-16 or Latin-1), Parquet, bytes from an upload, and the
 original layouts of Geolife, SNAP Gowalla and Foursquare TSMC2014 (sniffed here, read by
-:mod:`trajmoe.importers`). Rows that cannot be used are dropped and counted, with their row
+:mod:`trajmoe.trajectories.importers`). Rows that cannot be used are dropped and counted, with their row
 numbers, in a :class:`ValidationReport`; a file that cannot be used at all gives a report with
 ``fatal`` messages, never a raw pandas/pyarrow traceback. Files are streamed in chunks
 (``importers.CHUNK_ROWS`` rows), so memory grows with the kept columns only.
@@ -204,7 +204,7 @@ def read_trajectories(
         ``location_id``, ``category``, ``city``, ``occupied``; sorted by user then time.
         When ``report.ok`` is False the frame is empty and ``report.fatal`` says why.
     """
-    from trajmoe import importers  # importers build on this module's helpers
+    from trajmoe.trajectories import importers  # importers build on this module's helpers
 
     label = source_label(source, name)
     report = ValidationReport(source=label)

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from trajmoe.city.features import project_km
 from trajmoe.errors import InputDataError
-from trajmoe.features import project_km
-from trajmoe.trajectories import ValidationReport
+from trajmoe.trajectories.reader import ValidationReport
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def to_visits(frame: pd.DataFrame, kind: str, report: ValidationReport, *,
     Parameters
     ----------
     frame
-        From :func:`trajmoe.trajectories.read_trajectories` (sorted by user then time).
+        From :func:`trajmoe.trajectories.reader.read_trajectories` (sorted by user then time).
     kind
         One of :data:`KINDS` (see :func:`detect_kind`).
     report

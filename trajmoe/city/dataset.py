@@ -8,7 +8,7 @@
 * ``meta.json`` city, kind, resolution, centre, counts, the validation report, the schema id.
 
 :class:`CityData` loads such a folder and produces training windows, few-shot subsets, evaluation
-targets with their contexts, per-run cell features and the :class:`~trajmoe.batch.Batch` tensors.
+targets with their contexts, per-run cell features and the :class:`~trajmoe.city.batch.Batch` tensors.
 
 Protocol (the same for every method):
 
@@ -35,10 +35,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import __version__
-from .batch import IGNORE, UNKNOWN_WEEKDAY, Batch, CityTensors
-from .errors import InputDataError, PreparedDataError
-from .features import (
+from trajmoe import __version__
+from trajmoe.city.batch import IGNORE, UNKNOWN_WEEKDAY, Batch, CityTensors
+from trajmoe.city.features import (
     SCHEMA_ID,
     build_cell_table,
     cell_feature_matrix,
@@ -47,6 +46,7 @@ from .features import (
     poi_share_matrix,
     project_km,
 )
+from trajmoe.errors import InputDataError, PreparedDataError
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +160,8 @@ def prepare(
     (meta, report)
         The ``meta.json`` content and the validation report (trajectories.ValidationReport).
     """
-    from .kinds import KINDS, detect_kind, to_visits
-    from .trajectories import read_trajectories
+    from trajmoe.trajectories.kinds import KINDS, detect_kind, to_visits
+    from trajmoe.trajectories.reader import read_trajectories
 
     if not city or not str(city).strip():
         raise InputDataError("No city name given: pass --city NAME (e.g. --city 'New York').")
@@ -274,7 +274,7 @@ def _load_pois(pois):
         return None
     if isinstance(pois, pd.DataFrame):
         return pois
-    from .pois import read_pois
+    from trajmoe.pois.osm import read_pois
 
     return read_pois(pois)
 

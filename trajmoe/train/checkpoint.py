@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from . import __version__
-from .errors import CheckpointError
-from .features import SCHEMA_ID
+from trajmoe import __version__
+from trajmoe.city.features import SCHEMA_ID
+from trajmoe.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def _check_shapes(weights: Path, header: dict, meta: dict) -> None:
     The model is built on torch's "meta" device (shapes only, no memory), so a sidecar that
     describes a huge model costs nothing instead of allocating it before the mismatch shows.
     """
-    from .models import build_model
+    from trajmoe.train.models import build_model
 
     n_tensors = sum(name != "__metadata__" for name in header)
     builder = threading.get_ident()
@@ -184,7 +184,7 @@ def read_sidecar(path: str | Path) -> dict:
 
 def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
     """Rebuild the model a checkpoint describes and load its weights (never unpickles)."""
-    from .models import build_model
+    from trajmoe.train.models import build_model
 
     weights, _ = checkpoint_paths(path)
     if not weights.is_file():

@@ -40,7 +40,8 @@ import pandas as pd
 import requests
 from shapely.geometry import MultiPolygon, Polygon, box
 
-from .categories import (
+from trajmoe.errors import POIError
+from trajmoe.pois.categories import (
     CATEGORIES,
     OSM_KEYS,
     category_from_fclass,
@@ -49,7 +50,6 @@ from .categories import (
     not_a_destination,
     osm_query_tags,
 )
-from .errors import POIError
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ OFFLINE_OPTIONS = (
     "Work offline instead: load an OpenStreetMap extract (.osm, .osm.bz2 or .osm.pbf, e.g. from "
     "download.geofabrik.de or extract.bbbike.org), a POI table (CSV or Parquet with lat, lon and a "
     "category column such as fclass), or the bundled Helsinki extract "
-    "(trajmoe.pois.helsinki_extract_path())."
+    "(trajmoe.pois.osm.helsinki_extract_path())."
 )
 
 # One Overpass request covers at most 2,500 km2 (osmnx max_query_area_size); a metro area needs a

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .batch import IGNORE, Batch, CityTensors
-from .dataset import DEFAULT_MAX_LEN, CityData, FewShot, iter_batches
-from .errors import TrajMoEError
-from .metrics import metrics_from_ranks, target_ranks
+from trajmoe.city.batch import IGNORE, Batch, CityTensors
+from trajmoe.city.dataset import DEFAULT_MAX_LEN, CityData, FewShot, iter_batches
+from trajmoe.errors import TrajMoEError
+from trajmoe.train.metrics import metrics_from_ranks, target_ranks
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Every baseline scores the city's candidate cells for the next visit:
 ``score_last(batch, city) -> (B, N)`` for evaluation, and ``forward(batch, city, targets=False)``
 returning an object with ``.logits`` (B, T, N) and ``.aux_loss``, so the neural ones are trained
-by :func:`trajmoe.train.fit` exactly like TrajMoE.
+by :func:`trajmoe.train.fit.fit` exactly like TrajMoE.
 
 * :class:`MostPopular` — training-subset visit count of each cell (``city.log_pop``).
 * :class:`Markov` — first-order transition counts from the run's training windows, backing off to
@@ -14,7 +14,7 @@ by :func:`trajmoe.train.fit` exactly like TrajMoE.
 * :class:`GRUNextLocation` — DeepMove-style recurrent model (Feng et al., WWW 2018): GRU over the
   visits, attention over its past states, candidates scored by embedding similarity; cells are
   embedded from their features, never from a per-city ID table.
-* The dense Transformer is TrajMoE with ``moe=False`` (built by :mod:`trajmoe.models`).
+* The dense Transformer is TrajMoE with ``moe=False`` (built by :mod:`trajmoe.train.models`).
 
 :func:`run_baseline` trains one of them on a (few-shot share of a) prepared city and returns its
 test metrics.
@@ -33,11 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batch import IGNORE, N_GAP_BUCKETS, UNKNOWN_WEEKDAY, Batch, CityTensors
-from .dataset import DEFAULT_MAX_LEN, CityData, FewShot, iter_batches
-from .errors import TrajMoEError
-from .features import FEATURE_DIM
-from .returns import context_return_features
+from trajmoe.city.batch import IGNORE, N_GAP_BUCKETS, UNKNOWN_WEEKDAY, Batch, CityTensors
+from trajmoe.city.dataset import DEFAULT_MAX_LEN, CityData, FewShot, iter_batches
+from trajmoe.city.features import FEATURE_DIM
+from trajmoe.errors import TrajMoEError
+from trajmoe.model.returns import context_return_features
 
 log = logging.getLogger(__name__)
 
@@ -447,7 +447,7 @@ NEURAL_PATIENCE = 3
 
 def default_train_config(*, fraction: float = 1.0, seed: int = 0):
     """The TrainConfig neural baselines use unless the caller passes one."""
-    from .train import TrainConfig
+    from trajmoe.train.fit import TrainConfig
 
     # A model trained from scratch has no pretrained kind weights (config.pretrained_kinds is empty),
     # so train.fit calibrates its head by plain maximum likelihood, like the return + gravity baseline.
@@ -481,7 +481,7 @@ def run_baseline(name: str, data: CityData, *, fraction: float = 1.0, seed: int 
         ``ndcg@10``, ``n``) on the test targets, plus ``seconds`` (fit + evaluation wall time) and
         ``steps`` (optimiser steps; passes over the validation targets for ``epr``; 0 for count models).
     """
-    from .train import evaluate, fit
+    from trajmoe.train.fit import evaluate, fit
 
     if name not in BASELINES:
         raise TrajMoEError(f"Unknown baseline {name!r}: use one of {', '.join(BASELINES)}.")
@@ -504,7 +504,7 @@ def run_baseline(name: str, data: CityData, *, fraction: float = 1.0, seed: int 
         model = ReturnGravity()
         steps = model.fit(data, city, data.targets("val", few), max_len=cfg.max_len, progress=progress)["evaluations"]
     else:
-        from .models import new_model
+        from trajmoe.train.models import new_model
 
         overrides = {} if name == "gru" else {"max_len": cfg.max_len, "use_poi_features": cfg.use_poi}
         model, _ = new_model(name, seed=cfg.seed, **overrides)

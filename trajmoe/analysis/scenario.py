@@ -1,9 +1,9 @@
 """What-if scenarios: add or remove POIs of a category in chosen cells and ask the model again.
 
 The edit changes the city's POI counts (each edited cell's own counts and the ring-1 counts of
-its neighbours, exactly as :func:`trajmoe.features.build_cell_table` defines them), the cell
+its neighbours, exactly as :func:`trajmoe.city.features.build_cell_table` defines them), the cell
 features and the router's spatial prior are recomputed from the edited table
-(:func:`trajmoe.features.cell_feature_matrix` through :meth:`CityData.city_tensors`, from the same
+(:func:`trajmoe.city.features.cell_feature_matrix` through :meth:`CityData.city_tensors`, from the same
 training visits), and the model is run again on the SAME contexts (every target visit of a
 split). The change in predicted inflow of a cell is the change in the expected number of arrivals
 there: the sum over target visits of the model's next-cell probability. Everything comes from the
@@ -22,11 +22,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .categories import CATEGORIES
-from .dataset import CityData
-from .errors import InputDataError, POIError
-from .features import POI_COLUMNS, RING_POI_COLUMNS
-from .flows import DEFAULT_MIN_USERS, Progress, iter_next_scores, target_visits
+from trajmoe.analysis.flows import DEFAULT_MIN_USERS, Progress, iter_next_scores, target_visits
+from trajmoe.city.dataset import CityData
+from trajmoe.city.features import POI_COLUMNS, RING_POI_COLUMNS
+from trajmoe.errors import InputDataError, POIError
+from trajmoe.pois.categories import CATEGORIES
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def run_scenario(model, data: CityData, edits: Sequence[POIEdit], *, split: str 
         fine-tuned on); None = all training visits.
     stride
         None: each target's exact protocol context; an int: the faster strided passes of
-        :func:`trajmoe.flows.iter_next_scores` (the same contexts before and after the edit).
+        :func:`trajmoe.analysis.flows.iter_next_scores` (the same contexts before and after the edit).
     progress
         Optional ``(done, total)`` callback over both passes.
     """

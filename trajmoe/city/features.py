@@ -21,7 +21,7 @@ import h3
 import numpy as np
 import pandas as pd
 
-from .categories import CATEGORIES
+from trajmoe.pois.categories import CATEGORIES
 
 SCHEMA_ID = f"trajmoe-cellfeat-v1-c{len(CATEGORIES)}"
 

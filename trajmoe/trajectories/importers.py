@@ -5,13 +5,13 @@ Two jobs, both about bytes rather than mobility:
 * :func:`open_table` sniffs a source once (compression by magic bytes, Parquet, encoding, BOM,
   delimiter, header) and refuses binary garbage, JSON, XML and spreadsheets with a message that
   says what to do; :func:`collect` then streams it in chunks of ``CHUNK_ROWS`` rows through the
-  checks of :mod:`trajmoe.trajectories`, so memory stays bounded for files of millions of rows.
+  checks of :mod:`trajmoe.trajectories.reader`, so memory stays bounded for files of millions of rows.
 * Readers for the original layouts researchers download, each returning the canonical frame and
-  a :class:`~trajmoe.trajectories.ValidationReport`: Geolife (``NNN/Trajectory/*.plt``, UTC),
+  a :class:`~trajmoe.trajectories.reader.ValidationReport`: Geolife (``NNN/Trajectory/*.plt``, UTC),
   SNAP Gowalla (``loc-gowalla_totalCheckins.txt``: tab-separated, no header, UTC, newest first)
   and Foursquare TSMC2014 (Yang et al.; original headerless TSV, the Kaggle CSV, or the
   ``UserId,PoiId,...,UTCTime,LocalTime`` tables of later releases).
-  :func:`~trajmoe.trajectories.read_trajectories` dispatches to them on its own.
+  :func:`~trajmoe.trajectories.reader.read_trajectories` dispatches to them on its own.
 
 Geolife is parsed here rather than with ``trackintel.io.read_geolife``: trackintel turns the
 user folder "000" into the integer 0 (our city files keep "000") and builds a shapely point per
@@ -43,7 +43,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from trajmoe.trajectories import (
+from trajmoe.trajectories.reader import (
     ReadState,
     Source,
     ValidationReport,

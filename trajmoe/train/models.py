@@ -2,13 +2,13 @@
 
 Architectures (the ``arch`` string a checkpoint sidecar stores):
 
-* ``trajmoe``     :class:`~trajmoe.model.TrajMoE` (SAMoE feed-forward);
+* ``trajmoe``     :class:`~trajmoe.model.trajmoe.TrajMoE` (SAMoE feed-forward);
 * ``transformer`` the dense Transformer baseline: the same TrajMoE of the same width and depth
   with ``moe=False`` (a dense FFN with SAMoE's active parameter count), so the comparison changes
   exactly one thing;
-* ``gru``         :class:`~trajmoe.baselines.GRUNextLocation` (DeepMove-style).
+* ``gru``         :class:`~trajmoe.train.baselines.GRUNextLocation` (DeepMove-style).
 
-The config returned next to a model is the dataclass :func:`trajmoe.checkpoint.save_checkpoint`
+The config returned next to a model is the dataclass :func:`trajmoe.train.checkpoint.save_checkpoint`
 serialises; :func:`build_model` turns that JSON back into the same module.
 """
 
@@ -20,9 +20,9 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from .baselines import GRUConfig, GRUNextLocation
-from .errors import CheckpointError, TrajMoEError
-from .model import TrajMoE, TrajMoEConfig
+from trajmoe.errors import CheckpointError, TrajMoEError
+from trajmoe.model.trajmoe import TrajMoE, TrajMoEConfig
+from trajmoe.train.baselines import GRUConfig, GRUNextLocation
 
 ARCHS = ("trajmoe", "transformer", "gru")
 
@@ -65,7 +65,7 @@ def build_model(arch: str, config: dict, *, cities: Iterable[str] = ()) -> nn.Mo
         )
     if arch != "gru" and "pretrained_kinds" not in config:
         # Sidecars written before the field existed: their head rows are trusted as trained.
-        from .kinds import KINDS
+        from trajmoe.trajectories.kinds import KINDS
 
         config = {**config, "pretrained_kinds": KINDS}
     cfg = cls(**config)

@@ -20,13 +20,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batch import IGNORE, N_DIST_BUCKETS, N_GAP_BUCKETS, UNKNOWN_WEEKDAY, Batch, CityTensors
-from .categories import CATEGORIES
-from .errors import PreparedDataError, TrajMoEError
-from .features import FEATURE_WIDTHS
-from .kinds import KINDS
-from .moe import SEMANTIC_EXPERT_GROUPS, DenseFFN, MoEConfig, MoEOutput, SAMoE
-from .returns import context_return_features
+from trajmoe.city.batch import (
+    IGNORE,
+    N_DIST_BUCKETS,
+    N_GAP_BUCKETS,
+    UNKNOWN_WEEKDAY,
+    Batch,
+    CityTensors,
+)
+from trajmoe.city.features import FEATURE_WIDTHS
+from trajmoe.errors import PreparedDataError, TrajMoEError
+from trajmoe.model.moe import SEMANTIC_EXPERT_GROUPS, DenseFFN, MoEConfig, MoEOutput, SAMoE
+from trajmoe.model.returns import context_return_features
+from trajmoe.pois.categories import CATEGORIES
+from trajmoe.trajectories.kinds import KINDS
 
 N_HOURS = 24
 N_WEEKDAYS = UNKNOWN_WEEKDAY + 1  # Mon..Sun + unknown

@@ -41,8 +41,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
-from trajmoe.categories import CATEGORIES
 from trajmoe.errors import InputDataError
+from trajmoe.pois.categories import CATEGORIES
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def generate_trajectories(pois: pd.DataFrame, *, config: SyntheticConfig | None 
     Parameters
     ----------
     pois
-        POI frame (``lat``, ``lon``, ``category`` as written by :mod:`trajmoe.pois`). Row ``i``
+        POI frame (``lat``, ``lon``, ``category`` as written by :mod:`trajmoe.pois.osm`). Row ``i``
         becomes location ``poi{i:05d}``, so keep the table's order to reproduce a sample.
     config
         Model parameters; ``None`` means the defaults that generate the shipped sample.
@@ -410,12 +410,12 @@ def _to_km(lat: np.ndarray, lon: np.ndarray, lat0: float, lon0: float) -> np.nda
 def _check_pois(pois: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in ("lat", "lon", "category") if c not in pois.columns]
     if missing:
-        raise InputDataError(f"POI table lacks column(s) {missing}: read it with trajmoe.pois.read_pois.")
+        raise InputDataError(f"POI table lacks column(s) {missing}: read it with trajmoe.pois.osm.read_pois.")
     table = pois.reset_index(drop=True)
     unknown = sorted(set(table["category"]) - set(CATEGORIES))
     if unknown:
-        raise InputDataError(f"POI table has categories {unknown[:5]} outside trajmoe.categories."
-                             "CATEGORIES: map them with trajmoe.pois before simulating.")
+        raise InputDataError(f"POI table has categories {unknown[:5]} outside trajmoe.pois.categories."
+                             "CATEGORIES: map them with trajmoe.pois.osm before simulating.")
     if table.empty or table[["lat", "lon"]].isna().any().any():
         raise InputDataError("POI table is empty or has missing lat/lon: the synthetic population "
                              "needs at least one located POI.")

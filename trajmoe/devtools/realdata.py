@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def shared_data_dir() -> Path | None:
@@ -41,7 +41,7 @@ REAL_DATASETS: dict[str, tuple[str, str, str, str | None, dict]] = {
 
 def prepare_real(key: str, cache: Path):
     """Prepare real dataset ``key`` into ``cache/key`` once; return its CityData."""
-    from .dataset import CityData, prepare
+    from trajmoe.city.dataset import CityData, prepare
 
     folder = Path(cache) / key
     if not (folder / "meta.json").is_file():

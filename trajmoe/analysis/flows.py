@@ -32,12 +32,12 @@ import h3
 import numpy as np
 import pandas as pd
 
-from .categories import CATEGORIES
-from .errors import InputDataError
+from trajmoe.errors import InputDataError
+from trajmoe.pois.categories import CATEGORIES
 
 if TYPE_CHECKING:  # torch (imported by dataset) costs ~2 s: the app's data pages never pay it
-    from .batch import CityTensors
-    from .dataset import CityData
+    from trajmoe.city.batch import CityTensors
+    from trajmoe.city.dataset import CityData
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def counted_unit(kind: str) -> str:
 
 
 def _model_max_len(model, max_len: int | None) -> int:
-    from .dataset import DEFAULT_MAX_LEN
+    from trajmoe.city.dataset import DEFAULT_MAX_LEN
 
     cap = getattr(getattr(model, "config", None), "max_len", DEFAULT_MAX_LEN)
     return min(max_len or cap, cap)
@@ -68,7 +68,7 @@ def _model_max_len(model, max_len: int | None) -> int:
 
 def target_visits(data: CityData, split: str = "test") -> np.ndarray:
     """Visit indices whose next-location is predicted: a split's targets, or ``all`` of them."""
-    from .dataset import SPLITS
+    from trajmoe.city.dataset import SPLITS
 
     if split == "all":
         return np.flatnonzero(data.seq > 0)
@@ -120,7 +120,7 @@ def iter_next_scores(model, data: CityData, targets: np.ndarray, *, city: CityTe
     """
     import torch
 
-    from .dataset import iter_batches
+    from trajmoe.city.dataset import iter_batches
 
     city = city if city is not None else data.city_tensors()
     max_len = _model_max_len(model, max_len)
@@ -164,8 +164,8 @@ class Predictions:
 
     def metrics(self, data: CityData, split: str = "test") -> dict:
         """Acc@1/5/10, MRR, NDCG@10 over this pass's targets of ``split``."""
-        from .dataset import SPLITS
-        from .metrics import metrics_from_ranks
+        from trajmoe.city.dataset import SPLITS
+        from trajmoe.train.metrics import metrics_from_ranks
 
         return metrics_from_ranks(self.ranks[data.split[self.targets] == SPLITS.index(split)])
 
@@ -177,7 +177,7 @@ def predict(model, data: CityData, *, top_k: int = 10, split: str = "test", city
     ``stride``) the routing of each predecessor visit, from one pass (see :func:`iter_next_scores`)."""
     import torch
 
-    from .metrics import target_ranks
+    from trajmoe.train.metrics import target_ranks
 
     if top_k < 1:
         raise InputDataError(f"top_k must be >= 1, got {top_k}: e.g. --top-k 10")

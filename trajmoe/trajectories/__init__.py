@@ -1,0 +1,1 @@
+"""trajmoe.trajectories.reader."""
