@@ -353,7 +353,7 @@ def context_cells(folder: str, k: int) -> list[str]:
 @st.cache_data(show_spinner=False, max_entries=8)
 def cell_names(folder: str, pois_key: str, _pois: pd.DataFrame) -> pd.Series:
     """A readable name per H3 cell of the city: 'near <the named POI closest to its centre>'."""
-    from trajmoe.city.features import latlon_to_cells
+    from trajmoe.geo import latlon_to_cells
 
     data = city_data(folder)
     res = int(data.meta["resolution"])

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trajmoe.city.features import project_km
 from trajmoe.errors import InputDataError
+from trajmoe.geo import project_km
 from trajmoe.trajectories.kinds import KINDS, VisitConfig, detect_kind, to_visits
 from trajmoe.trajectories.reader import ValidationReport, read_trajectories
 

@@ -10,6 +10,7 @@ import streamlit as st
 import state
 import views
 from trajmoe.analysis.flows import pooled_histogram
+from trajmoe.geo import haversine_km
 
 st.title("Trajectories")
 st.markdown(
@@ -109,9 +110,8 @@ with left:
     views.plotly(fig, key="per_hour")
 with mid:
     same = v["user_id"].to_numpy()[1:] == v["user_id"].to_numpy()[:-1]
-    lat, lon = np.radians(v["lat"].to_numpy()), np.radians(v["lon"].to_numpy())
-    hav = np.sin(np.diff(lat) / 2) ** 2 + np.cos(lat[1:]) * np.cos(lat[:-1]) * np.sin(np.diff(lon) / 2) ** 2
-    km = (2 * 6371.0088 * np.arcsin(np.sqrt(hav)))[same]
+    lat, lon = v["lat"].to_numpy(), v["lon"].to_numpy()
+    km = haversine_km(lat[:-1], lon[:-1], lat[1:], lon[1:])[same]
     km = km[km <= np.quantile(km, 0.99)] if len(km) else km
     fig = px.histogram(pd.DataFrame({"km": km}), x="km", nbins=40, title="Length of moves (km)", height=300)
     fig.update_layout(margin={"l": 0, "r": 0, "t": 40, "b": 0}, yaxis_title="moves")

@@ -41,12 +41,11 @@ from trajmoe.city.features import (
     SCHEMA_ID,
     build_cell_table,
     cell_feature_matrix,
-    latlon_to_cells,
     poi_counts,
     poi_share_matrix,
-    project_km,
 )
 from trajmoe.errors import InputDataError, PreparedDataError
+from trajmoe.geo import latlon_to_cells, project_km
 
 log = logging.getLogger(__name__)
 

@@ -21,12 +21,12 @@ import h3
 import numpy as np
 import pandas as pd
 
+from trajmoe.geo import cell_centres, latlon_to_cells, project_km
 from trajmoe.pois.categories import CATEGORIES
 
 SCHEMA_ID = f"trajmoe-cellfeat-v1-c{len(CATEGORIES)}"
 
 N_POP_BUCKETS = 10  # popularity-rank deciles among visited cells; one more bucket = never visited
-EARTH_RADIUS_KM = 6371.0088
 
 # Group name -> width, in matrix column order. The encoder projects each group separately.
 _C = len(CATEGORIES)
@@ -60,27 +60,6 @@ POI_COLUMNS = [f"poi_n_{c}" for c in CATEGORIES]
 RING_POI_COLUMNS = [f"ring_poi_n_{c}" for c in CATEGORIES]
 
 
-def latlon_to_cells(lat: np.ndarray, lon: np.ndarray, resolution: int) -> np.ndarray:
-    """Map coordinates to H3 cell ids (str). Unique coordinate pairs are resolved once."""
-    lat = np.asarray(lat, dtype=np.float64)
-    if len(lat) == 0:
-        return np.array([], dtype=object)
-    # One hash pass over exact (lat, lon) pairs packed as complex numbers: much faster than
-    # np.unique(axis=0), and check-ins / POIs repeat the same venue coordinates a lot.
-    codes, uniq = pd.factorize(lat + 1j * np.asarray(lon, dtype=np.float64))
-    cells = np.array([h3.latlng_to_cell(z.real, z.imag, resolution) for z in uniq], dtype=object)
-    return cells[codes]
-
-
-def project_km(lat: np.ndarray, lon: np.ndarray, centre: tuple[float, float]) -> np.ndarray:
-    """Local equirectangular projection (km east, km north of ``centre``); exact enough in a city."""
-    lat0 = np.radians(centre[0])
-    dlon = (np.asarray(lon, dtype=np.float64) - centre[1] + 180.0) % 360.0 - 180.0  # across the antimeridian
-    x = np.radians(dlon) * np.cos(lat0) * EARTH_RADIUS_KM
-    y = (np.radians(np.asarray(lat)) - lat0) * EARTH_RADIUS_KM
-    return np.column_stack([x, y])
-
-
 def poi_counts(pois: pd.DataFrame | None, resolution: int) -> pd.DataFrame:
     """POI counts per (cell, category): index = cell id, columns = POI_COLUMNS."""
     if pois is None or len(pois) == 0:
@@ -107,7 +86,7 @@ def build_cell_table(
     """
     cells = list(cells)
     counts = poi_counts(pois, resolution)
-    latlng = np.array([h3.cell_to_latlng(c) for c in cells]).reshape(-1, 2)
+    latlng = cell_centres(cells)
     xy = project_km(latlng[:, 0], latlng[:, 1], centre)
     own = counts.reindex(cells, fill_value=0).to_numpy(dtype=np.int64)
     ring = np.zeros_like(own)

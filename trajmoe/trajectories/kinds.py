@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from trajmoe.city.features import project_km
 from trajmoe.errors import InputDataError
+from trajmoe.geo import project_km
 from trajmoe.trajectories.reader import ValidationReport
 
 log = logging.getLogger(__name__)
