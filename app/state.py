@@ -40,6 +40,7 @@ TOP_K = 10  # next cells kept per visit (the flows page uses up to this many)
 # up to 64) at ~32x less compute; on the Helsinki sample the metrics match stride 16 to 0.1 pt.
 STRIDE = 32
 FRACTION = 0.05  # the paper's few-shot share; the pretrained model's views use the same features
+SEED = 0  # the app's run subset seed (fine-tuning and the pretrained model's views share it)
 SAMPLE_LABEL = "Helsinki sample: SYNTHETIC people (no real person) moving between real OpenStreetMap POIs"
 
 
@@ -125,7 +126,7 @@ def city_name() -> str:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def read_poi_file(key: str, path: str) -> pd.DataFrame:
-    from trajmoe.pois.osm import read_pois
+    from trajmoe.pois.offline import read_pois
 
     return read_pois(path)
 
@@ -152,8 +153,8 @@ def prepare_city(traj_key: str, pois_key: str, city: str, resolution: int | None
     """Prepare (or reuse from disk) the city folder; ``resolution`` None = prepare's automatic choice
     (8 for a city, finer for a small area)."""
     from trajmoe import __version__
-    from trajmoe.city.dataset import prepare
     from trajmoe.city.features import SCHEMA_ID
+    from trajmoe.city.prepare import prepare
 
     tag = digest(json.dumps([traj_key, pois_key, city, resolution, weekday_reliable, SCHEMA_ID, __version__]).encode())
     folder = WORK_DIR / "cities" / tag
@@ -188,7 +189,7 @@ def prepared() -> Prepared:
 @st.cache_resource(show_spinner=False, max_entries=8)
 def city_data(folder: str):
     """The prepared city (shared, read-only)."""
-    from trajmoe.city.dataset import CityData
+    from trajmoe.city.data import CityData
 
     return CityData(folder)
 
@@ -237,10 +238,11 @@ def base_model():
     return model, meta, path
 
 
-def few_shot_windows(data, fraction: float) -> list:
-    from trajmoe.city.dataset import FewShot
+def run_subset(data, fraction: float):
+    """The app's run subset of a city: ``fraction`` of its training windows with the app's seed."""
+    from trajmoe.city.subset import run_subset as subset_of
 
-    return data.train_windows(FewShot(fraction, 0))
+    return subset_of(data, fraction=fraction, seed=SEED)
 
 
 def compute_outputs(model, data, fraction: float):
@@ -252,7 +254,7 @@ def compute_outputs(model, data, fraction: float):
     from trajmoe.analysis.flows import predict
 
     bar = st.progress(0.0, text="Predicting where each person goes next...")
-    out = predict(model, data, top_k=TOP_K, split="all", city=data.city_tensors(few_shot_windows(data, fraction)),
+    out = predict(model, data, top_k=TOP_K, split="all", city=run_subset(data, fraction).city,
                   stride=STRIDE, progress=lambda d, t: bar.progress(
                       d / max(t, 1), text=f"Predicting where each person goes next: {d:,} of {t:,} moves"))
     bar.empty()
@@ -380,7 +382,7 @@ def baseline_metrics(folder: str, name: str, fraction: float) -> dict:
     """Test metrics of a baseline trained on the same few-shot share (DESIGN.md §Protocol)."""
     from trajmoe.train.baselines import run_baseline
 
-    return run_baseline(name, city_data(folder), fraction=fraction, seed=0)
+    return run_baseline(name, city_data(folder), fraction=fraction, seed=SEED)
 
 
 def checkpoint_from_upload(files) -> Path:
@@ -406,20 +408,21 @@ def finetune(prep: Prepared, data, *, fraction: float, epochs: int, max_steps: i
     """
     import copy
 
-    from trajmoe.train.checkpoint import save_checkpoint
-    from trajmoe.train.fit import TrainConfig, fit
+    from trajmoe.train.finetune import finetune as finetune_city
+    from trajmoe.train.fit import TrainConfig
 
     base, base_meta, path = base_model()
     model = copy.deepcopy(base)
-    cfg = TrainConfig(epochs=epochs, max_steps=max_steps, fraction=fraction, mode=mode, seed=0)
+    cfg = TrainConfig(epochs=epochs, max_steps=max_steps, fraction=fraction, mode=mode, seed=SEED)
     bar = st.progress(0.0, text="Fine-tuning...")
 
     def step(s: int, total: int, loss: float) -> None:
         bar.progress(s / max(total, 1), text=f"Fine-tuning: step {s} of {total}, loss {loss:.3f}")
 
-    result = fit(model, [data], cfg, val_city=data, progress=step)
+    run = finetune_city(model, data, cfg, base_info=base_meta, source=path.name, progress=step, evaluate_test=False)
     bar.empty()
     outputs = compute_outputs(model, data, fraction)
+    run.record_metrics(outputs.metrics(data, "test"))
     metrics = {"fine-tuned": outputs.metrics(data, "test"),
                "zero-shot": base_outputs(str(path), path.stat().st_mtime, prep.folder, fraction).metrics(data, "test")}
     bar = st.progress(0.5, text="Scoring on the held-out visits: Markov baseline...")
@@ -429,21 +432,13 @@ def finetune(prep: Prepared, data, *, fraction: float, epochs: int, max_steps: i
     bar.empty()
 
     city = prep.meta["city"]
-    out = scratch_dir() / "trajmoe_finetuned.safetensors"
-    info = {
-        "cities": sorted(set(base_meta.get("cities", [])) | {city}),
-        "domain_experts": list(getattr(model.config, "domain_experts", ())),
-        "training": {"kind": "finetune", "from": path.name, "city": city, "fraction": fraction, "epochs": epochs,
-                     "mode": mode, "steps": result.steps, "seconds": round(result.seconds, 2)},
-        "metrics": {"test": metrics["fine-tuned"]},
-    }
-    save_checkpoint(out, model, arch=base_meta["arch"], config=model.config, info=info)
+    out = run.save(scratch_dir() / "trajmoe_finetuned.safetensors", arch=base_meta["arch"])
     files = {"safetensors": out.read_bytes(), "json": out.with_suffix(".json").read_bytes()}
     shutil.rmtree(out.parent, ignore_errors=True)
     label = f"your model fine-tuned on {fraction:.0%} of {city} ({epochs} epoch{'s' if epochs > 1 else ''})"
     return {"folder": prep.folder, "model": model, "outputs": outputs, "fraction": fraction, "metrics": metrics,
             "files": files,
-            "label": label, "steps": result.steps, "seconds": result.seconds,
+            "label": label, "steps": run.train.steps, "seconds": run.train.seconds,
             "key": f"finetuned:{digest(files['safetensors'])}:{prep.folder}"}
 
 
@@ -511,7 +506,7 @@ def _scenario(model, data, fraction: float, edits: tuple):
     from trajmoe.analysis.scenario import POIEdit, run_scenario
 
     bar = st.progress(0.0, text="Asking the model again with the changed POIs...")
-    result = run_scenario(model, data, [POIEdit(*e) for e in edits], windows=few_shot_windows(data, fraction),
+    result = run_scenario(model, data, [POIEdit(*e) for e in edits], windows=run_subset(data, fraction).windows,
                           stride=STRIDE, progress=lambda d, t: bar.progress(
         d / max(t, 1), text=f"Predicting next places before and after the change: {d:,} of {t:,}"))
     bar.empty()

@@ -19,8 +19,9 @@ import time
 import numpy as np
 import torch
 
-from trajmoe.city.dataset import CityData, prepare
+from trajmoe.city.data import CityData
 from trajmoe.city.features import SCHEMA_ID
+from trajmoe.city.prepare import prepare
 from trajmoe.devtools.realdata import REAL_DATASETS, REPO_ROOT, prepare_real
 from trajmoe.train.checkpoint import save_checkpoint
 from trajmoe.train.fit import TrainConfig, evaluate, fit

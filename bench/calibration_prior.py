@@ -20,7 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trajmoe.city.dataset import CityData, FewShot, iter_batches
+from trajmoe.city.data import CityData, iter_batches
+from trajmoe.city.subset import run_subset
 from trajmoe.devtools.realdata import REPO_ROOT, prepare_real, shared_data_dir
 from trajmoe.train.baselines import ReturnGravity, _last_positions
 
@@ -76,21 +77,20 @@ def main() -> None:
     if shared_data_dir() is None:
         raise SystemExit("../shared/data not found: this benchmark needs the real data.")
     cache = REPO_ROOT / "bench" / "results" / "cache" / "prepared"
-    full = FewShot(1.0, 0)
     prior = {}
     for key in sorted({s for _, s in PAIRS}):
         data = prepare_real(key, cache)
         m = ReturnGravity()
-        m.fit(data, data.city_tensors(data.train_windows(full)), data.targets("val", full))
+        full = run_subset(data)
+        m.fit(data, full.city, full.val_targets)
         prior[key] = m.weight.detach().clone()
     rows = []
     for target, source in PAIRS:
         data = prepare_real(target, cache)
-        all_val = data.targets("val", full)
+        all_val = data.targets("val")
         accs = {n0: [] for n0 in STRENGTHS}
         for seed in range(SEEDS):
-            few = FewShot(0.05, seed)
-            city = data.city_tensors(data.train_windows(few))
+            city = run_subset(data, fraction=0.05, seed=seed).city
             m = ReturnGravity()
             small = features(m, data, city, np.random.default_rng(seed).choice(all_val, N_VAL, replace=False))
             everything = features(m, data, city, all_val)

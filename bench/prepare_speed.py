@@ -29,7 +29,7 @@ from trajmoe.trajectories.synthetic import SyntheticConfig, generate_trajectorie
 CHILD = """
 import json, resource, sys, time
 t0 = time.perf_counter()
-from trajmoe.city.dataset import prepare
+from trajmoe.city.prepare import prepare
 t1 = time.perf_counter()
 meta, report = prepare(sys.argv[1], city="Helsinki", out=sys.argv[2], pois=sys.argv[3], resolution=10)
 t2 = time.perf_counter()

@@ -12,7 +12,6 @@ import time
 
 import torch
 
-from trajmoe.city.dataset import FewShot
 from trajmoe.devtools.realdata import REAL_DATASETS, REPO_ROOT, prepare_real
 from trajmoe.train.checkpoint import load_checkpoint
 from trajmoe.train.fit import TrainConfig, evaluate, fit, rank_targets
@@ -33,8 +32,7 @@ def main() -> None:
         t0 = time.perf_counter()
         res = fit(model, [data], TrainConfig(fraction=0.05, epochs=1, batch_size=8, lr=1e-3, warmup_steps=1), val_city=data)
         ft_s = time.perf_counter() - t0
-        few = FewShot(0.05, 0)
-        city = data.city_tensors(data.train_windows(few))
+        city = res.val_subset.city
         targets = data.targets("test")
         t0 = time.perf_counter()
         rank_targets(model, data, city, targets)

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trajmoe.city.dataset import CityData, FewShot
+from trajmoe.city.data import CityData
+from trajmoe.city.subset import run_subset
 from trajmoe.devtools.realdata import REAL_DATASETS, REPO_ROOT, prepare_real, shared_data_dir
 from trajmoe.train.baselines import run_baseline
 from trajmoe.train.checkpoint import load_checkpoint, save_checkpoint
@@ -123,18 +124,17 @@ def finetune_run(ckpt: Path, data: CityData, seed: int, *, epochs: int = 1, zero
     the kind's pretrained prior weights calibrated on the 5% validation targets with the same prior
     as after fine-tuning."""
     model, meta = load_checkpoint(ckpt)
-    few = FewShot(FEW, seed)
     cfg = TrainConfig(fraction=FEW, epochs=epochs, seed=seed, batch_size=8, lr=1e-3, warmup_steps=1)
     t0 = time.perf_counter()
     steps = 0
-    city = data.city_tensors(data.train_windows(few, max_len=cfg.max_len))
+    subset = run_subset(data, fraction=FEW, seed=seed, max_len=cfg.max_len)
     if prior_only:
         with torch.no_grad():
             model.head.sim_scale.zero_()
-        calibrate_head(model, data, city, data.targets("val", few), fit_similarity=False)
+        calibrate_head(model, data, subset.city, subset.val_targets, fit_similarity=False)
     elif not zero_shot:
         steps = fit(model, [data], cfg, val_city=data).steps
-    metrics = evaluate(model, data, split="test", city=city)
+    metrics = evaluate(model, data, split="test", subset=subset)
     metrics.update(seconds=round(time.perf_counter() - t0, 2), steps=steps,
                    pretrain_steps=meta["training"]["steps"], pretrain_seconds=meta["training"]["seconds"])
     return metrics
@@ -153,9 +153,9 @@ def scratch_run(method: str, data: CityData, fraction: float, seed: int) -> dict
         return run_baseline(method, data, fraction=fraction, seed=seed, train_config=cfg)
     t0 = time.perf_counter()
     model, _ = new_model("trajmoe", seed=seed, **MODEL_WIDTH)
-    few = FewShot(fraction, seed)
-    steps = fit(model, [data], cfg, val_city=data).steps
-    metrics = evaluate(model, data, split="test", city=data.city_tensors(data.train_windows(few, max_len=cfg.max_len)))
+    res = fit(model, [data], cfg, val_city=data)
+    steps = res.steps
+    metrics = evaluate(model, data, split="test", subset=res.val_subset)
     metrics.update(seconds=round(time.perf_counter() - t0, 2), steps=steps)
     return metrics
 

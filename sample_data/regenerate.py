@@ -13,7 +13,7 @@ import argparse
 import time
 from pathlib import Path
 
-from trajmoe.pois.osm import helsinki_extract_path, read_pois, write_pois
+from trajmoe.pois.offline import helsinki_extract_path, read_pois, write_pois
 from trajmoe.trajectories.synthetic import SyntheticConfig, generate_trajectories
 
 HERE = Path(__file__).resolve().parent

@@ -9,7 +9,7 @@ import sys
 
 import torch
 
-from trajmoe.city.dataset import CityData
+from trajmoe.city.data import CityData
 from trajmoe.train.fit import (
     TrainConfig,
     dist_info,

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from trajmoe.city.batch import IGNORE
-from trajmoe.city.dataset import CityData, FewShot, prepare
+from trajmoe.city.data import CityData
+from trajmoe.city.prepare import prepare
+from trajmoe.city.subset import run_subset
 from trajmoe.devtools.realdata import prepare_real
 from trajmoe.errors import TrajMoEError
 from trajmoe.train.baselines import (
@@ -44,8 +46,7 @@ def _train_counts(data: CityData, windows) -> np.ndarray:
 
 
 def test_most_popular_ranks_cells_by_training_subset_counts(data):
-    few = FewShot(0.3, seed=1)
-    windows = data.train_windows(few)
+    windows = run_subset(data, fraction=0.3, seed=1).windows
     city = data.city_tensors(windows)
     batch = data.eval_batch(data.targets("test")[:7])
     scores = MostPopular().score_last(batch, city)
@@ -57,8 +58,7 @@ def test_most_popular_ranks_cells_by_training_subset_counts(data):
 
 
 def test_markov_orders_by_transition_count_then_popularity_and_backs_off(data):
-    few = FewShot(0.1, seed=0)  # few windows: many cells have no outgoing transition
-    windows = data.train_windows(few)
+    windows = run_subset(data, fraction=0.1, seed=0).windows  # few windows: many cells have no outgoing transition
     city = data.city_tensors(windows)
     model = Markov().fit(data, windows)
     transitions = Counter()
@@ -91,7 +91,7 @@ def test_markov_needs_fit(data):
 
 
 def test_return_gravity_features_match_brute_force(data):
-    windows = data.train_windows(FewShot(0.5, seed=2))
+    windows = run_subset(data, fraction=0.5, seed=2).windows
     city = data.city_tensors(windows)
     model = ReturnGravity(window=8)  # shorter than most contexts: the window must cut
     batch = data.eval_batch(data.targets("test")[::97][:12])
@@ -114,11 +114,11 @@ def test_return_gravity_features_match_brute_force(data):
 
 
 def test_return_gravity_fit_improves_validation_likelihood(data):
-    few = FewShot(0.5, seed=0)
-    windows = data.train_windows(few)
+    few = run_subset(data, fraction=0.5, seed=0)
+    windows = few.windows
     city = data.city_tensors(windows)
     model = ReturnGravity()
-    val = data.targets("val", few)
+    val = few.val_targets
     batches = [data.eval_batch(val)]
     zero = model.nll(batches, city)
     assert zero == pytest.approx(np.log(data.n_cells), rel=1e-5)  # zero weights = uniform
@@ -160,7 +160,7 @@ def test_gru_trains(data):
 
 def test_gru_is_padding_invariant_and_causal(data):
     model = _gru().eval()
-    windows = data.train_windows(FewShot(0.2, seed=0))
+    windows = run_subset(data, fraction=0.2, seed=0).windows
     short = next(w for w in windows if 5 <= len(w) < 40)
     long = max(windows, key=len)
     city = data.city_tensors(windows)
@@ -183,7 +183,7 @@ def test_gru_is_padding_invariant_and_causal(data):
 def test_gru_rejects_foreign_feature_width(data):
     model = _gru(feature_dim=7)
     with pytest.raises(TrajMoEError, match="cell features"):
-        model(data.window_batch(data.train_windows()[:1]), data.city_tensors())
+        model(data.window_batch(data.all_train_windows()[:1]), data.city_tensors())
 
 
 @pytest.mark.parametrize("name", ["popular", "markov", "epr", "gru", "transformer"])
@@ -203,7 +203,7 @@ def test_run_baseline_unknown_name(data):
 
 
 def test_baseline_loss_ignores_padding_and_misses(data):
-    batch = data.window_batch(data.train_windows()[:3])
+    batch = data.window_batch(data.all_train_windows()[:3])
     batch.targets[0, 0] = -1  # MISS is never trainable
     city = data.city_tensors()
     out = MostPopular()(batch, city, targets=True)

@@ -15,7 +15,6 @@ from trajmoe.pois.categories import (
     TAXONOMY,
     category_from_fclass,
     category_from_foursquare,
-    category_from_osm_tags,
     match_osm_tags,
     not_a_destination,
     osm_query_tags,
@@ -58,8 +57,7 @@ def test_categories_are_the_fixed_schema_and_the_table_follows_them():
     ],
 )
 def test_osm_tags_follow_the_documented_priority(tags, expected, label):
-    assert match_osm_tags(tags) == (expected, label)
-    assert category_from_osm_tags(tags) == expected
+    assert match_osm_tags(tags) == (expected, label)  # the category is what the pipeline keeps
 
 
 @pytest.mark.parametrize(

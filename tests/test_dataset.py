@@ -7,8 +7,10 @@ import pandas as pd
 import pytest
 
 from trajmoe.city.batch import IGNORE, MISS
-from trajmoe.city.dataset import CityData, FewShot, prepare
+from trajmoe.city.data import CityData
 from trajmoe.city.features import FEATURE_GROUPS
+from trajmoe.city.prepare import prepare
+from trajmoe.city.subset import FewShot, run_subset
 from trajmoe.errors import InputDataError, PreparedDataError
 
 
@@ -99,9 +101,8 @@ def test_windows_cover_every_training_transition(city):
 
 def test_few_shot_is_seeded_and_features_use_only_its_visits(city):
     data, _, _ = city
-    f = FewShot(0.5, seed=3)
-    w1 = data.train_windows(f, max_len=3)
-    w2 = data.train_windows(FewShot(0.5, seed=3), max_len=3)
+    w1 = run_subset(data, fraction=0.5, seed=3, max_len=3).windows
+    w2 = run_subset(data, fraction=0.5, seed=3, max_len=3).windows
     assert [list(a) for a in w1] == [list(b) for b in w2]
     assert len(w1) == round(0.5 * len(data.all_train_windows(max_len=3)))
     seen = data.train_visits(w1)

@@ -28,7 +28,8 @@ from trajmoe.analysis.flows import (
     routing_by_cell,
     summarize_flows,
 )
-from trajmoe.city.dataset import CityData, prepare
+from trajmoe.city.data import CityData
+from trajmoe.city.prepare import prepare
 from trajmoe.train.fit import rank_targets
 from trajmoe.train.models import new_trajmoe
 

@@ -33,7 +33,9 @@ from hypothesis import strategies as st
 
 from trajmoe import cli
 from trajmoe.errors import TrajMoEError
-from trajmoe.trajectories.reader import REQUIRED, ValidationReport, read_trajectories
+from trajmoe.trajectories.columns import REQUIRED
+from trajmoe.trajectories.reader import read_trajectories
+from trajmoe.trajectories.report import ValidationReport
 
 REPO = Path(__file__).resolve().parent.parent
 FAST = settings(max_examples=150, deadline=None, derandomize=True,

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trajmoe.trajectories.importers import read_foursquare_tsmc, read_geolife, read_gowalla_snap
+from trajmoe.trajectories.layouts import read_foursquare_tsmc, read_geolife, read_gowalla_snap
 from trajmoe.trajectories.reader import read_trajectories
 
 CANONICAL = ["user_id", "timestamp", "lat", "lon", "location_id"]

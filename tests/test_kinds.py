@@ -12,7 +12,8 @@ import pytest
 from trajmoe.errors import InputDataError
 from trajmoe.geo import project_km
 from trajmoe.trajectories.kinds import KINDS, VisitConfig, detect_kind, to_visits
-from trajmoe.trajectories.reader import ValidationReport, read_trajectories
+from trajmoe.trajectories.reader import read_trajectories
+from trajmoe.trajectories.report import ValidationReport
 
 CITIES = {
     "nyc_foursquare": "checkins", "nyc_gowalla": "checkins", "sf_gowalla": "checkins",

@@ -11,9 +11,10 @@ import torch
 from trajmoe.city.batch import IGNORE, MISS, N_DIST_BUCKETS, N_GAP_BUCKETS, Batch, CityTensors
 from trajmoe.city.features import FEATURE_DIM, FEATURE_WIDTHS
 from trajmoe.errors import PreparedDataError, TrajMoEError
+from trajmoe.model.config import TrajMoEConfig
 from trajmoe.model.moe import domain_key
 from trajmoe.model.returns import context_return_features
-from trajmoe.model.trajmoe import TrajMoE, TrajMoEConfig
+from trajmoe.model.trajmoe import TrajMoE
 from trajmoe.pois.categories import CATEGORIES
 from trajmoe.train.fit import trainable_parameters
 
@@ -257,7 +258,7 @@ def test_missing_poi_mask_zeroes_poi_groups():
 
 
 def test_head_terms_are_added_in_place_with_exact_weight_gradients():
-    from trajmoe.model.trajmoe import _AddWeightedTerms
+    from trajmoe.model.head import _AddWeightedTerms
 
     g = torch.Generator().manual_seed(4)
     terms = (torch.rand(2, 3, 5, generator=g, dtype=torch.double),
@@ -272,7 +273,7 @@ def test_head_terms_are_added_in_place_with_exact_weight_gradients():
 
 
 def test_head_prior_weights_are_one_row_per_kind_of_data():
-    from trajmoe.model.trajmoe import PRIOR_TERMS
+    from trajmoe.model.head import PRIOR_TERMS
     from trajmoe.trajectories.kinds import KINDS
 
     model = _model().eval()

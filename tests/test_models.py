@@ -5,10 +5,12 @@ import dataclasses
 import pytest
 import torch
 
-from trajmoe.city.dataset import CityData, prepare
+from trajmoe.city.data import CityData
+from trajmoe.city.prepare import prepare
 from trajmoe.errors import CheckpointError, TrajMoEError
+from trajmoe.model.config import TrajMoEConfig
 from trajmoe.model.moe import DenseFFN, SAMoE
-from trajmoe.model.trajmoe import TrajMoE, TrajMoEConfig
+from trajmoe.model.trajmoe import TrajMoE
 from trajmoe.train.baselines import GRUConfig, GRUNextLocation
 from trajmoe.train.checkpoint import load_checkpoint, read_sidecar, save_checkpoint
 from trajmoe.train.models import ARCHS, build_model, new_model, new_trajmoe

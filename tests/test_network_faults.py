@@ -19,7 +19,7 @@ import pytest
 from osm_server import RecordedOSMServer, nominatim_area
 
 from trajmoe.errors import POIError
-from trajmoe.pois.osm import fetch_pois
+from trajmoe.pois.online import fetch_pois
 
 BBOX = (24.93, 60.16, 24.95, 60.17)  # central Helsinki, a few hundred metres
 PLACE = "Kallio, Helsinki, Finland"

@@ -22,14 +22,9 @@ from shapely.geometry import box
 
 from trajmoe.errors import POIError
 from trajmoe.pois.categories import CATEGORIES
-from trajmoe.pois.osm import (
-    POI_COLUMNS,
-    POIReport,
-    fetch_pois,
-    helsinki_extract_path,
-    read_pois,
-    write_pois,
-)
+from trajmoe.pois.offline import helsinki_extract_path, read_pois, write_pois
+from trajmoe.pois.online import fetch_pois
+from trajmoe.pois.report import POI_COLUMNS, POIReport
 
 
 def _check_frame(frame: pd.DataFrame) -> POIReport:

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from trajmoe import cli
-from trajmoe.city.dataset import prepare
+from trajmoe.city.prepare import prepare
 from trajmoe.errors import CheckpointError
 from trajmoe.train.checkpoint import load_checkpoint, save_checkpoint
 from trajmoe.train.models import new_model, new_trajmoe

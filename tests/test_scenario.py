@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from trajmoe.analysis.scenario import POIEdit, edit_cells, run_scenario
-from trajmoe.city.dataset import CityData, prepare
+from trajmoe.city.data import CityData
 from trajmoe.city.features import POI_COLUMNS, RING_POI_COLUMNS, build_cell_table
+from trajmoe.city.prepare import prepare
 from trajmoe.errors import InputDataError, POIError
 from trajmoe.train.models import new_trajmoe
 
@@ -46,7 +47,7 @@ def busiest(city: CityData) -> str:
 
 def test_edit_matches_a_cell_table_built_from_the_edited_pois(city, sample_pois):
     """Adding POIs at a cell centre and rebuilding the table gives the same counts as the edit."""
-    from trajmoe.pois.osm import read_pois
+    from trajmoe.pois.offline import read_pois
 
     cell = busiest(city)
     edited, applied = edit_cells(city.cells, [POIEdit(cell, "nightlife", 7)])

@@ -10,13 +10,13 @@ import pytest
 
 from trajmoe.errors import InputDataError
 from trajmoe.pois.categories import CATEGORIES
-from trajmoe.pois.osm import helsinki_extract_path, read_pois
+from trajmoe.pois.offline import helsinki_extract_path, read_pois
 from trajmoe.trajectories.synthetic import (
     TRAJECTORY_COLUMNS,
     SyntheticConfig,
     generate_trajectories,
-    summarize,
 )
+from trajmoe.trajectories.synthetic_stats import summarize
 
 SMALL = SyntheticConfig(n_users=40, days=28)
 ISO_WITH_OFFSET = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d$"

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from trajmoe.city.dataset import CityData, FewShot, prepare
+from trajmoe.city.data import CityData
+from trajmoe.city.prepare import prepare
+from trajmoe.city.subset import run_subset
 from trajmoe.errors import CheckpointError
 from trajmoe.train.checkpoint import load_checkpoint, save_checkpoint
 from trajmoe.train.fit import TrainConfig, evaluate, fit
@@ -31,13 +33,13 @@ def test_fit_reduces_loss_and_beats_untrained(small_city):
     torch.manual_seed(0)
     torch.set_num_threads(2)
     data = CityData(small_city)
-    few = FewShot(0.2, seed=0)  # 20% of the windows and of the validation targets keeps this fast
+    few = run_subset(data, fraction=0.2, seed=0)  # 20% of the windows and of the validation targets keeps this fast
     model, _ = new_trajmoe(d_model=32, n_layers=1, n_heads=2, seed=0)
-    before = evaluate(model, data, split="val", few_shot=few)
+    before = evaluate(model, data, split="val", subset=few)
     res = fit(model, [data], TrainConfig(max_steps=30, batch_size=16, epochs=10, lr=3e-3, fraction=0.2),
               val_city=data)
     assert np.mean(res.losses[-5:]) < np.mean(res.losses[:5])
-    after = evaluate(model, data, split="val", few_shot=few)
+    after = evaluate(model, data, split="val", subset=few)
     assert after["mrr"] > before["mrr"]
 
 
@@ -126,7 +128,7 @@ def test_few_shot_fit_uses_the_subset(small_city):
     data = CityData(small_city)
     model, _ = new_trajmoe(d_model=32, n_layers=1, n_heads=2)
     res = fit(model, [data], TrainConfig(fraction=0.05, epochs=1, batch_size=8))
-    n = len(data.train_windows(FewShot(0.05, 0)))
+    n = len(run_subset(data, fraction=0.05, seed=0).windows)
     assert res.steps == -(-n // 8)
 
 
@@ -134,9 +136,9 @@ def test_head_calibration_prior_limits_how_far_few_targets_move_the_weights(smal
     from trajmoe.train.fit import calibrate_head
 
     data = CityData(small_city)
-    few = FewShot(0.05, seed=0)
-    targets = data.targets("val", few)[:40]  # a small validation share, as for a 5% city
-    city = data.city_tensors(data.train_windows(few))
+    few = run_subset(data, fraction=0.05, seed=0)
+    targets = few.val_targets[:40]  # a small validation share, as for a 5% city
+    city = few.city
     moved = {}
     for strength in (0.0, 100.0, 1e6):
         model, _ = new_trajmoe(d_model=32, n_layers=1, n_heads=2, seed=0)

@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 
 from trajmoe.errors import InputDataError
-from trajmoe.trajectories import importers
-from trajmoe.trajectories.reader import ValidationReport, read_trajectories
+from trajmoe.trajectories import chunks, files
+from trajmoe.trajectories.reader import read_trajectories
+from trajmoe.trajectories.report import ValidationReport
 
 HEADER = "user_id,timestamp,lat,lon"
 
@@ -132,7 +133,7 @@ def test_malformed_rows_are_dropped_with_their_row_numbers_and_reasons():
 
 
 def test_row_numbers_survive_chunk_boundaries(monkeypatch):
-    monkeypatch.setattr(importers, "CHUNK_ROWS", 3)
+    monkeypatch.setattr(chunks, "CHUNK_ROWS", 3)
     lines = [f"u{i % 4},2012-04-07 10:{i:02d},40.7,-73.9" for i in range(20)]
     lines[4] += ",x,y"       # row 5: skipped by the parser inside a chunk
     lines[9] += ",x"         # row 10
@@ -244,7 +245,7 @@ def test_latin1_after_the_sniffed_sample_is_read_again(tmp_path):
     text = "user_id,timestamp,lat,lon,category\n" + "\n".join(rows) + "\nu,2013-01-01,1,1,Caf\xe9\n"
     path = tmp_path / "late.csv"
     path.write_bytes(text.encode("latin-1"))
-    assert path.stat().st_size > importers.SAMPLE_BYTES
+    assert path.stat().st_size > files.SAMPLE_BYTES
     frame, report = read_trajectories(path)
     assert report.ok and report.n_rows == 3001 and balanced(report)
     assert "Café" in set(frame["category"])

@@ -50,7 +50,9 @@ def cmd_validate(args) -> int:
 
 
 def cmd_pois(args) -> int:
-    from trajmoe.pois.osm import POIReport, fetch_pois, read_pois, write_pois
+    from trajmoe.pois.offline import read_pois, write_pois
+    from trajmoe.pois.online import fetch_pois
+    from trajmoe.pois.report import POIReport
 
     if args.osm or args.table:
         pois = read_pois(args.osm or args.table)
@@ -78,7 +80,7 @@ def cmd_pois(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-    from trajmoe.city.dataset import prepare
+    from trajmoe.city.prepare import prepare
 
     meta, report = prepare(
         args.trajectories,
@@ -110,7 +112,7 @@ def _train_config(args, **overrides):
 
 
 def cmd_pretrain(args) -> int:
-    from trajmoe.city.dataset import CityData
+    from trajmoe.city.data import CityData
     from trajmoe.train.checkpoint import save_checkpoint
     from trajmoe.train.fit import dist_info, fit, maybe_init_distributed, shutdown_distributed
     from trajmoe.train.models import new_trajmoe
@@ -136,44 +138,47 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_finetune(args) -> int:
-    from trajmoe.city.dataset import CityData, FewShot
-    from trajmoe.train.checkpoint import load_checkpoint, save_checkpoint
-    from trajmoe.train.fit import evaluate, fit
+    from trajmoe.city.data import CityData
+    from trajmoe.train.checkpoint import load_checkpoint
+    from trajmoe.train.finetune import finetune
 
     model, meta = load_checkpoint(args.checkpoint)
     data = CityData(args.data)
     cfg = _train_config(args, fraction=args.fraction, mode=args.mode)
-    res = fit(model, [data], cfg, val_city=data, progress=_progress_bar("fine-tune"))
-    seen = data.train_windows(FewShot(cfg.fraction, cfg.seed), max_len=cfg.max_len)
-    metrics = evaluate(model, data, split="test", city=data.city_tensors(seen))
-    info = {
-        "cities": sorted(set(meta.get("cities", [])) | {data.name}),
-        "domain_experts": list(getattr(model, "domain_expert_names", lambda: [])()),
-        "training": {"kind": "finetune", "from": str(args.checkpoint), "city": data.name, "fraction": cfg.fraction,
-                     "epochs": cfg.epochs, "mode": cfg.mode, "steps": res.steps, "seconds": round(res.seconds, 2)},
-        "metrics": {"test": metrics},
-    }
-    save_checkpoint(args.out, model, arch=meta["arch"], config=model.config, info=info)
-    print(f"fine-tuned on {cfg.fraction:.0%} of {data.name}: {res.steps} steps in {res.seconds:.1f}s -> {args.out}")
-    print(json.dumps(metrics, indent=2))
+    run = finetune(model, data, cfg, base_info=meta, source=str(args.checkpoint), progress=_progress_bar("fine-tune"))
+    run.save(args.out, arch=meta["arch"])
+    print(f"fine-tuned on {cfg.fraction:.0%} of {data.name}: {run.train.steps} steps in {run.train.seconds:.1f}s -> {args.out}")
+    print(f"Test metrics with the visit features of the fine-tuning subset ({run.subset.n_train_visits:,} training visits):")
+    print(json.dumps(run.metrics, indent=2))
     return 0
 
 
+def _visit_features(args, meta: dict, data):
+    """The run subset (or None = all training visits) whose features a verb uses; says which on stderr."""
+    from trajmoe.train.finetune import visit_features
+
+    subset, sentence = visit_features(meta, data, choice=args.visit_features)
+    print(sentence, file=sys.stderr)
+    return subset
+
+
 def cmd_evaluate(args) -> int:
-    from trajmoe.city.dataset import CityData
+    from trajmoe.city.data import CityData
     from trajmoe.train.checkpoint import load_checkpoint
     from trajmoe.train.fit import evaluate
 
-    model, _ = load_checkpoint(args.checkpoint)
+    model, meta = load_checkpoint(args.checkpoint)
     data = CityData(args.data)
-    metrics = evaluate(model, data, split=args.split)
+    subset = _visit_features(args, meta, data)
+    metrics = evaluate(model, data, split=args.split, subset=subset)
+    metrics["visit_features"] = args.visit_features
     _write_json(args.json, metrics)
     print(json.dumps(metrics, indent=2))
     return 0
 
 
 def cmd_baseline(args) -> int:
-    from trajmoe.city.dataset import CityData
+    from trajmoe.city.data import CityData
     from trajmoe.train.baselines import run_baseline
 
     data = CityData(args.data)
@@ -185,12 +190,13 @@ def cmd_baseline(args) -> int:
 
 def cmd_predict(args) -> int:
     from trajmoe.analysis.flows import predict_next
-    from trajmoe.city.dataset import CityData
+    from trajmoe.city.data import CityData
     from trajmoe.train.checkpoint import load_checkpoint
 
-    model, _ = load_checkpoint(args.checkpoint)
+    model, meta = load_checkpoint(args.checkpoint)
     data = CityData(args.data)
-    table = predict_next(model, data, top_k=args.top_k, split=args.split)
+    subset = _visit_features(args, meta, data)
+    table = predict_next(model, data, top_k=args.top_k, split=args.split, city=subset.city if subset else None)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     table.to_parquet(args.out, index=False)
     print(f"{len(table)} predictions ({table['user_id'].nunique()} users) -> {args.out}")
@@ -241,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--batch-size", type=int, default=32)
         s.add_argument("--lr", type=float, default=3e-3)
 
+    def visit_features_flag(s):
+        s.add_argument("--visit-features", choices=["all", "subset"], default="all",
+                       help="cell features from all training visits (default), or from the subset a fine-tuned "
+                            "checkpoint recorded (reproduces the number `finetune` printed)")
+
     s = sub.add_parser("pretrain", help="pretrain TrajMoE on several prepared cities (works under torchrun)")
     s.add_argument("--data", nargs="+", required=True, help="prepared city folders")
     s.add_argument("--out", required=True, help="checkpoint NAME.safetensors (NAME.json written beside it)")
@@ -263,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", required=True)
     s.add_argument("--json", required=True, help="write metrics JSON here")
     s.add_argument("--split", choices=["val", "test"], default="test")
+    visit_features_flag(s)
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("baseline", help="train and evaluate a baseline on a prepared city")
@@ -279,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output .parquet")
     s.add_argument("--top-k", type=int, default=10)
     s.add_argument("--split", choices=["val", "test", "all"], default="test")
+    visit_features_flag(s)
     s.set_defaults(func=cmd_predict)
     return p
 

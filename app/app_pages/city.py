@@ -21,7 +21,7 @@ def use(source: state.Source) -> None:
 
 def fetched(frame, label: str) -> state.Source:
     """Keep POIs downloaded from OpenStreetMap as a file, like any other POI source."""
-    from trajmoe.pois.osm import write_pois
+    from trajmoe.pois.offline import write_pois
 
     path = write_pois(frame, state.scratch_dir() / "pois.parquet")
     return state.Source(label=label, path=str(path), key=state.digest(path.read_bytes()))
@@ -36,7 +36,7 @@ with bundled:
 with search:
     place = st.text_input("Place name", placeholder="e.g. Kallio, Helsinki, Finland", key="place")
     if st.button("Fetch POIs from OpenStreetMap", key="fetch_place", disabled=not place):
-        from trajmoe.pois.osm import fetch_pois
+        from trajmoe.pois.online import fetch_pois
 
         try:
             with st.spinner(f"Asking OpenStreetMap for the POIs of {place}..."):
@@ -54,7 +54,7 @@ with bbox:
     east = c[2].number_input("East", value=24.955, format="%.4f", key="bbox_e")
     north = c[3].number_input("North", value=60.180, format="%.4f", key="bbox_n")
     if st.button("Fetch POIs in this box", key="fetch_bbox"):
-        from trajmoe.pois.osm import fetch_pois
+        from trajmoe.pois.online import fetch_pois
 
         try:
             with st.spinner("Asking OpenStreetMap for the POIs in the box..."):

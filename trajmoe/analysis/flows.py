@@ -37,7 +37,7 @@ from trajmoe.pois.categories import CATEGORIES
 
 if TYPE_CHECKING:  # torch (imported by dataset) costs ~2 s: the app's data pages never pay it
     from trajmoe.city.batch import CityTensors
-    from trajmoe.city.dataset import CityData
+    from trajmoe.city.data import CityData
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def counted_unit(kind: str) -> str:
 
 
 def _model_max_len(model, max_len: int | None) -> int:
-    from trajmoe.city.dataset import DEFAULT_MAX_LEN
+    from trajmoe.city.data import DEFAULT_MAX_LEN
 
     cap = getattr(getattr(model, "config", None), "max_len", DEFAULT_MAX_LEN)
     return min(max_len or cap, cap)
@@ -68,7 +68,7 @@ def _model_max_len(model, max_len: int | None) -> int:
 
 def target_visits(data: CityData, split: str = "test") -> np.ndarray:
     """Visit indices whose next-location is predicted: a split's targets, or ``all`` of them."""
-    from trajmoe.city.dataset import SPLITS
+    from trajmoe.city.data import SPLITS
 
     if split == "all":
         return np.flatnonzero(data.seq > 0)
@@ -120,7 +120,7 @@ def iter_next_scores(model, data: CityData, targets: np.ndarray, *, city: CityTe
     """
     import torch
 
-    from trajmoe.city.dataset import iter_batches
+    from trajmoe.city.data import iter_batches
 
     city = city if city is not None else data.city_tensors()
     max_len = _model_max_len(model, max_len)
@@ -164,7 +164,7 @@ class Predictions:
 
     def metrics(self, data: CityData, split: str = "test") -> dict:
         """Acc@1/5/10, MRR, NDCG@10 over this pass's targets of ``split``."""
-        from trajmoe.city.dataset import SPLITS
+        from trajmoe.city.data import SPLITS
         from trajmoe.train.metrics import metrics_from_ranks
 
         return metrics_from_ranks(self.ranks[data.split[self.targets] == SPLITS.index(split)])

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from trajmoe.analysis.flows import DEFAULT_MIN_USERS, Progress, iter_next_scores, target_visits
-from trajmoe.city.dataset import CityData
+from trajmoe.city.data import CityData
 from trajmoe.city.features import POI_COLUMNS, RING_POI_COLUMNS
 from trajmoe.errors import InputDataError, POIError
 from trajmoe.pois.categories import CATEGORIES

@@ -32,7 +32,6 @@ class CityTensors:
     xy_km: torch.Tensor  # (N, 2) float: cell centre relative to the city centre, km
     poi_share: torch.Tensor  # (N, C) float: POI category shares of the cell (router spatial prior)
     log_pop: torch.Tensor  # (N,) float: log(1 + training-subset visits) of each cell
-    has_poi: bool = True  # False: the city has no POI data (POI features are masked)
     kind: str = "checkins"  # kind of data (kinds.KINDS): selects the model head's prior weights
 
     @property
@@ -46,7 +45,6 @@ class CityTensors:
             xy_km=self.xy_km.to(device),
             poi_share=self.poi_share.to(device),
             log_pop=self.log_pop.to(device),
-            has_poi=self.has_poi,
             kind=self.kind,
         )
 
@@ -74,3 +72,7 @@ class Batch:
     @property
     def shape(self) -> tuple[int, int]:
         return tuple(self.cells.shape)  # type: ignore[return-value]
+
+    def last_positions(self) -> torch.Tensor:
+        """(B, 1) long: index of each sequence's last real visit (0 for an all-padding row)."""
+        return (self.mask.sum(dim=1) - 1).clamp(min=0).unsqueeze(1)

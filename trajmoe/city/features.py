@@ -45,7 +45,8 @@ FEATURE_WIDTHS: dict[str, int] = {
 }
 
 
-def _slices(widths: dict[str, int]) -> dict[str, slice]:
+def feature_slices(widths: dict[str, int]) -> dict[str, slice]:
+    """Group name -> its column slice in the feature matrix, for groups of these widths in order."""
     out, start = {}, 0
     for name, width in widths.items():
         out[name] = slice(start, start + width)
@@ -53,7 +54,7 @@ def _slices(widths: dict[str, int]) -> dict[str, slice]:
     return out
 
 
-FEATURE_GROUPS: dict[str, slice] = _slices(FEATURE_WIDTHS)
+FEATURE_GROUPS: dict[str, slice] = feature_slices(FEATURE_WIDTHS)
 FEATURE_DIM: int = sum(FEATURE_WIDTHS.values())
 
 POI_COLUMNS = [f"poi_n_{c}" for c in CATEGORIES]

@@ -41,7 +41,8 @@ REAL_DATASETS: dict[str, tuple[str, str, str, str | None, dict]] = {
 
 def prepare_real(key: str, cache: Path):
     """Prepare real dataset ``key`` into ``cache/key`` once; return its CityData."""
-    from trajmoe.city.dataset import CityData, prepare
+    from trajmoe.city.data import CityData
+    from trajmoe.city.prepare import prepare
 
     folder = Path(cache) / key
     if not (folder / "meta.json").is_file():

@@ -209,8 +209,8 @@ class _FeedForward(nn.Module):
 class SAMoE(_FeedForward):
     """Shared expert + top-k routed experts with a prior-aware router.
 
-    ``forward(x, prior, *, city=None, mask=None)`` takes flat tokens ``x`` (M, C) and their
-    prior vectors (M, P) (ignored when the config has no priors).
+    ``forward(x, prior, *, city=None)`` takes flat tokens ``x`` (M, C), all real (the caller
+    drops padding), and their prior vectors (M, P) (ignored when the config has no priors).
     """
 
     def __init__(self, config: MoEConfig) -> None:
@@ -274,7 +274,6 @@ class SAMoE(_FeedForward):
         prior: torch.Tensor | None = None,
         *,
         city: str | None = None,
-        mask: torch.Tensor | None = None,
     ) -> MoEOutput:
         cfg = self.config
         n_tok = x.shape[0]  # x: (M, C)
@@ -301,8 +300,8 @@ class SAMoE(_FeedForward):
         out = self.dropout(out)
 
         if self.training and n_tok > 0:
-            balance = load_balancing_loss(probs, top_i, n_experts=cfg.n_routed_experts, mask=mask)
-            z = router_z_loss(logits, mask=mask)
+            balance = load_balancing_loss(probs, top_i, n_experts=cfg.n_routed_experts)
+            z = router_z_loss(logits)
             aux = cfg.router_aux_loss_coef * balance + cfg.router_z_loss_coef * z
         else:  # aux losses are training signals only (st-moe-pytorch): zero in eval
             balance = z = aux = logits.new_zeros(())
@@ -329,7 +328,6 @@ class DenseFFN(_FeedForward):
         prior: torch.Tensor | None = None,
         *,
         city: str | None = None,
-        mask: torch.Tensor | None = None,
     ) -> MoEOutput:
         out = self.mlp(x)
         domain = self._domain(city)

@@ -1,12 +1,12 @@
 """The functional POI category taxonomy: one table that OSM tags, Geofabrik ``fclass`` values and
 Foursquare venue category names all map onto.
 
-The ORDER of :data:`CATEGORIES` is part of the feature schema (features.py): changing it changes
-``features.SCHEMA_ID`` and invalidates checkpoints.
+The ORDER of :data:`CATEGORIES` is part of the feature schema (:mod:`trajmoe.city.features`):
+changing it changes ``features.SCHEMA_ID`` and invalidates checkpoints.
 
 How a label becomes a category
 ------------------------------
-* OSM tags (:func:`category_from_osm_tags`): the keys are tried in the order of :data:`OSM_KEYS`
+* OSM tags (:func:`match_osm_tags`): the keys are tried in the order of :data:`OSM_KEYS`
   and the first ``key=value`` that :data:`TAXONOMY` maps decides. Function keys come first,
   structure keys last: ``amenity=restaurant`` on a ``building=retail`` is a restaurant, and a
   ``building=church`` without ``amenity`` still counts as religion. ``key=*`` rows give a default
@@ -458,11 +458,6 @@ def match_osm_tags(tags: Mapping[str, object]) -> tuple[str | None, str | None]:
         if category is not None:
             return category, label
     return None, first
-
-
-def category_from_osm_tags(tags: Mapping[str, object]) -> str | None:
-    """Functional category of an OSM feature from its tags, or None (see :func:`match_osm_tags`)."""
-    return match_osm_tags(tags)[0]
 
 
 def _fclass_key(value: str) -> str:

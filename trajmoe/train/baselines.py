@@ -34,8 +34,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from trajmoe.city.batch import IGNORE, N_GAP_BUCKETS, UNKNOWN_WEEKDAY, Batch, CityTensors
-from trajmoe.city.dataset import DEFAULT_MAX_LEN, CityData, FewShot, iter_batches
+from trajmoe.city.data import DEFAULT_MAX_LEN, CityData, iter_batches
 from trajmoe.city.features import FEATURE_DIM
+from trajmoe.city.subset import run_subset
 from trajmoe.errors import TrajMoEError
 from trajmoe.model.returns import context_return_features
 
@@ -489,27 +490,25 @@ def run_baseline(name: str, data: CityData, *, fraction: float = 1.0, seed: int 
         cfg = default_train_config(fraction=fraction, seed=seed)
     else:
         cfg = dataclasses.replace(train_config, fraction=fraction, seed=seed)
-    few = FewShot(cfg.fraction, cfg.seed)
     start = time.perf_counter()
-    windows = data.train_windows(few, max_len=cfg.max_len)
-    if not windows:
+    subset = run_subset(data, fraction=cfg.fraction, seed=cfg.seed, max_len=cfg.max_len, use_poi=cfg.use_poi)
+    if not subset.windows:
         raise TrajMoEError(f"{data.folder} has no training windows: every user needs at least 2 training visits.")
-    city = data.city_tensors(windows, use_poi=cfg.use_poi)
     steps = 0
     if name == "popular":
         model = MostPopular()
     elif name == "markov":
-        model = Markov().fit(data, windows)
+        model = Markov().fit(data, subset.windows)
     elif name == "epr":
         model = ReturnGravity()
-        steps = model.fit(data, city, data.targets("val", few), max_len=cfg.max_len, progress=progress)["evaluations"]
+        steps = model.fit(data, subset.city, subset.val_targets, max_len=cfg.max_len, progress=progress)["evaluations"]
     else:
         from trajmoe.train.models import new_model
 
         overrides = {} if name == "gru" else {"max_len": cfg.max_len, "use_poi_features": cfg.use_poi}
         model, _ = new_model(name, seed=cfg.seed, **overrides)
         steps = fit(model, [data], cfg, val_city=data, progress=progress).steps
-    metrics = evaluate(model, data, split="test", city=city, max_len=cfg.max_len, batch_size=cfg.eval_batch_size)
+    metrics = evaluate(model, data, split="test", subset=subset, max_len=cfg.max_len, batch_size=cfg.eval_batch_size)
     metrics["seconds"] = round(time.perf_counter() - start, 2)
     metrics["steps"] = steps
     log.info("%s on %s (fraction %.3g, seed %d): %s", name, data.name, cfg.fraction, cfg.seed, metrics)

@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from trajmoe.city.batch import IGNORE, Batch, CityTensors
-from trajmoe.city.dataset import DEFAULT_MAX_LEN, CityData, FewShot, iter_batches
+from trajmoe.city.data import DEFAULT_MAX_LEN, CityData, iter_batches
+from trajmoe.city.subset import RunSubset, check_fraction, run_subset
 from trajmoe.errors import TrajMoEError
 from trajmoe.train.metrics import metrics_from_ranks, target_ranks
 
@@ -71,7 +72,7 @@ class TrainConfig:
             raise TrajMoEError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
             raise TrajMoEError(f"batch size must be >= 1, got {self.batch_size}")
-        FewShot(self.fraction, self.seed)  # validates the fraction
+        check_fraction(self.fraction)
 
 
 @dataclass
@@ -82,6 +83,8 @@ class TrainResult:
     val: list[dict] = field(default_factory=list)
     best_epoch: int = -1
     calibration: dict = field(default_factory=dict)
+    subsets: list[RunSubset] = field(default_factory=list)  # what each training city gave the run
+    val_subset: RunSubset | None = None  # the validation city's subset (its features and val targets)
 
 
 # --------------------------------------------------------------------------- distributed
@@ -136,7 +139,7 @@ def trainable_parameters(model: torch.nn.Module, mode: str) -> list[torch.nn.Par
 
 
 HEAD_PRIOR_LR_SCALE = 50.0  # learning-rate multiplier of the head's mobility-prior weights
-HEAD_PRIOR = "head.prior"  # per-kind prior weights (model.PRIOR_TERMS)
+HEAD_PRIOR = "head.prior"  # per-kind prior weights (trajmoe.model.head.PRIOR_TERMS)
 HEAD_SIM_SCALE = "head.sim_scale"
 
 
@@ -205,11 +208,17 @@ def rank_targets(model, data: CityData, city: CityTensors, targets: np.ndarray, 
     return np.concatenate(ranks) if ranks else np.zeros(0)
 
 
-def evaluate(model, data: CityData, *, split: str = "test", city: CityTensors | None = None, few_shot: FewShot | None = None,
-             max_len: int = DEFAULT_MAX_LEN, batch_size: int = 256) -> dict:
-    """Metrics on a split's targets. ``city`` defaults to features from all training visits."""
+def evaluate(model, data: CityData, *, split: str = "test", city: CityTensors | None = None,
+             subset: RunSubset | None = None, max_len: int = DEFAULT_MAX_LEN, batch_size: int = 256) -> dict:
+    """Metrics on a split's targets.
+
+    ``subset`` gives the cell features (and, for ``split="val"``, the run's share of validation
+    targets); otherwise ``city`` gives the features, by default from all training visits.
+    """
+    if subset is not None:
+        city = subset.city
     city = city if city is not None else data.city_tensors()
-    targets = data.targets(split, few_shot)
+    targets = subset.val_targets if subset is not None and split == "val" else data.targets(split)
     return metrics_from_ranks(rank_targets(model, data, city, targets, max_len=max_len, batch_size=batch_size))
 
 
@@ -229,14 +238,15 @@ def fit(
     state is restored.
     """
     rank, world = dist_info()
-    few = FewShot(cfg.fraction, cfg.seed)
-    windows = [c.train_windows(few, max_len=cfg.max_len) for c in cities]
-    keep = [i for i, w in enumerate(windows) if w]
+    subsets = [run_subset(c, fraction=cfg.fraction, seed=cfg.seed, max_len=cfg.max_len, use_poi=cfg.use_poi)
+               for c in cities]
+    keep = [i for i, s in enumerate(subsets) if s.windows]
     if not keep:
         raise TrajMoEError("No training windows: every city needs users with at least 2 training visits.")
     cities = [cities[i] for i in keep]
-    windows = [windows[i] for i in keep]
-    tensors = [c.city_tensors(w, use_poi=cfg.use_poi) for c, w in zip(cities, windows)]
+    subsets = [subsets[i] for i in keep]
+    windows = [s.windows for s in subsets]
+    tensors = [s.city for s in subsets]
     sizes = np.array([len(w) for w in windows], dtype=np.float64)
     probs = sizes**cfg.temperature / (sizes**cfg.temperature).sum()
     steps_per_epoch = max(1, int(math.ceil(sizes.sum() / cfg.batch_size)))
@@ -253,14 +263,15 @@ def fit(
     rng = np.random.default_rng(cfg.seed)  # identical on every rank: same city, same batch per step
     orders = [rng.permutation(len(w)) for w in windows]
     cursors = [0] * len(windows)
-    val_targets = val_city.targets("val", few) if val_city is not None else None
-    val_tensors = None
+    val_subset = None
     if val_city is not None:
         j = next((i for i, c in enumerate(cities) if c is val_city), None)
-        val_tensors = tensors[j] if j is not None else val_city.city_tensors(
-            val_city.train_windows(few, max_len=cfg.max_len), use_poi=cfg.use_poi)
+        val_subset = subsets[j] if j is not None else run_subset(
+            val_city, fraction=cfg.fraction, seed=cfg.seed, max_len=cfg.max_len, use_poi=cfg.use_poi)
+    val_targets = val_subset.val_targets if val_subset is not None else None
+    val_tensors = val_subset.city if val_subset is not None else None
 
-    result = TrainResult()
+    result = TrainResult(subsets=subsets, val_subset=val_subset)
     best_score, best_state, bad_epochs = -1.0, None, 0
     start = time.perf_counter()
     model.train()

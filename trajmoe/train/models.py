@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from trajmoe.errors import CheckpointError, TrajMoEError
-from trajmoe.model.trajmoe import TrajMoE, TrajMoEConfig
+from trajmoe.model.config import TrajMoEConfig
+from trajmoe.model.trajmoe import TrajMoE
 from trajmoe.train.baselines import GRUConfig, GRUNextLocation
 
 ARCHS = ("trajmoe", "transformer", "gru")

@@ -19,7 +19,7 @@ import pandas as pd
 
 from trajmoe.errors import InputDataError
 from trajmoe.geo import project_km
-from trajmoe.trajectories.reader import ValidationReport
+from trajmoe.trajectories.report import ValidationReport
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,8 @@ The model follows the two ingredients the literature finds in every city:
   time-of-day schedule of activity slots (work in the morning, lunch near work, errands after
   work, evening leisure, home at night; free days are different). This is the structure of
   TimeGeo (Jiang et al., "The TimeGeo modeling framework for urban mobility without travel
-  surveys", PNAS 113(37), 2016), here with a fixed slot table instead of fitted circadian rates.
+  surveys", PNAS 113(37), 2016), here with a fixed slot table instead of fitted circadian rates
+  (:mod:`trajmoe.trajectories.synthetic_schedule`).
 * Exploration and preferential return between the anchors (EPR: Song, Koren, Wang, Barabási,
   "Modelling the scaling properties of human mobility", Nature Physics 6, 2010). At an open slot
   an agent who has visited S distinct places explores a new one with probability
@@ -43,79 +44,19 @@ import pandas as pd
 
 from trajmoe.errors import InputDataError
 from trajmoe.pois.categories import CATEGORIES
+from trajmoe.trajectories.synthetic_schedule import (
+    ACTIVITIES,
+    FREE_DAY,
+    LATEST_H,
+    WORK_DAY,
+    WORK_WEIGHTS,
+    Slot,
+)
 
 log = logging.getLogger(__name__)
 
 TRAJECTORY_COLUMNS = ("user_id", "timestamp", "lat", "lon", "location_id", "category")
 _KM_PER_DEG_LAT = 111.32
-
-# Category mix of each activity a slot can hold (relative weights; categories absent from the
-# POI table are dropped and the rest renormalised). Hand-set, not fitted: they follow the broad
-# category-by-hour shape of Foursquare check-ins (food at lunch, nightlife late; Yang et al.,
-# IEEE TSMC 2015) so that the app's per-hour views show a recognisable rhythm.
-ACTIVITIES: dict[str, dict[str, float]] = {
-    "coffee": {"food_drink": 0.85, "grocery": 0.10, "transport": 0.05},
-    "lunch": {"food_drink": 0.80, "grocery": 0.10, "retail": 0.05, "parks_leisure": 0.05},
-    "errand": {
-        "grocery": 0.30, "retail": 0.30, "personal_services": 0.10, "health": 0.08,
-        "food_drink": 0.08, "public_service": 0.05, "transport": 0.05, "automotive": 0.02,
-        "office_work": 0.02,
-    },
-    "daytime": {
-        "retail": 0.24, "food_drink": 0.20, "parks_leisure": 0.14, "culture_tourism": 0.12,
-        "grocery": 0.10, "sport": 0.06, "health": 0.04, "personal_services": 0.04,
-        "entertainment": 0.03, "religion": 0.02, "education": 0.01,
-    },
-    "evening": {
-        "food_drink": 0.35, "nightlife": 0.22, "entertainment": 0.14, "sport": 0.12,
-        "culture_tourism": 0.07, "parks_leisure": 0.10,
-    },
-    "late": {"nightlife": 0.75, "food_drink": 0.20, "entertainment": 0.05},
-}
-
-# Where jobs are: relative weight of a POI of each category as a work place. Weighting POIs
-# (not categories) makes work places follow the density of job-like POIs (offices, schools, ...).
-WORK_WEIGHTS: dict[str, float] = {
-    "office_work": 4.0, "education": 3.0, "public_service": 3.0, "health": 2.0, "retail": 1.0,
-    "grocery": 1.0, "food_drink": 1.0, "accommodation": 1.0, "culture_tourism": 0.5,
-    "entertainment": 0.5, "personal_services": 0.5, "transport": 0.3, "industrial": 2.0,
-}
-
-
-class _Slot(NamedTuple):
-    activity: str  # "work", "home", or a key of ACTIVITIES
-    mean_h: float  # typical arrival time, hours after the day's midnight (> 24: after midnight)
-    sd_h: float  # spread of the arrival time
-    prob: float  # chance the slot happens (before the agent's activity multiplier)
-    prob_weekend_night: float  # chance on Friday and Saturday (evening/late slots go up)
-    after_previous: bool = False  # happens iff the slot before did, 30-60 min after it
-
-
-# A work day of an employed agent (Mon-Fri): maybe a coffee on the way, at work by ~8:30, lunch
-# near work and back, maybe an errand and evening leisure, home. Both tables have the same length:
-# slot k of every agent is simulated at the same step.
-_WORK_DAY: tuple[_Slot, ...] = (
-    _Slot("coffee", 7.7, 0.4, 0.25, 0.25),
-    _Slot("work", 8.5, 0.6, 1.0, 1.0),
-    _Slot("lunch", 11.8, 0.4, 0.7, 0.7),
-    _Slot("work", 0.0, 0.0, 1.0, 1.0, after_previous=True),
-    _Slot("errand", 17.0, 0.6, 0.35, 0.35),
-    _Slot("evening", 19.3, 1.0, 0.20, 0.40),
-    _Slot("late", 22.6, 0.7, 0.03, 0.20),
-    _Slot("home", 17.4, 0.7, 1.0, 1.0),
-)
-# A free day (weekend, day off, or an agent without a job): a later start and leisure.
-_FREE_DAY: tuple[_Slot, ...] = (
-    _Slot("daytime", 10.0, 0.8, 0.35, 0.35),
-    _Slot("daytime", 11.6, 0.8, 0.35, 0.35),
-    _Slot("lunch", 12.9, 0.7, 0.40, 0.40),
-    _Slot("daytime", 14.8, 1.1, 0.50, 0.50),
-    _Slot("errand", 16.8, 1.0, 0.40, 0.40),
-    _Slot("evening", 19.0, 1.2, 0.30, 0.45),
-    _Slot("late", 22.8, 0.8, 0.03, 0.20),
-    _Slot("home", 0.0, 0.0, 1.0, 1.0),
-)
-_LATEST_H = 27.5  # a night out ends by 03:30; the next day's first slot is never before 05:30
 
 
 @dataclass(frozen=True)
@@ -168,7 +109,7 @@ def generate_trajectories(pois: pd.DataFrame, *, config: SyntheticConfig | None 
     Parameters
     ----------
     pois
-        POI frame (``lat``, ``lon``, ``category`` as written by :mod:`trajmoe.pois.osm`). Row ``i``
+        POI frame (``lat``, ``lon``, ``category`` as written by :func:`trajmoe.pois.offline.read_pois`). Row ``i``
         becomes location ``poi{i:05d}``, so keep the table's order to reproduce a sample.
     config
         Model parameters; ``None`` means the defaults that generate the shipped sample.
@@ -207,8 +148,8 @@ def generate_trajectories(pois: pd.DataFrame, *, config: SyntheticConfig | None 
         active_today = np.zeros(n, dtype=bool)
         prev_active = np.zeros(n, dtype=bool)
         prev_h = np.full(n, 5.5)
-        for k in range(len(_WORK_DAY)):
-            slot_w, slot_f = _WORK_DAY[k], _FREE_DAY[k]
+        for k in range(len(WORK_DAY)):
+            slot_w, slot_f = WORK_DAY[k], FREE_DAY[k]
             hours = np.where(work_day, _arrival(rng, slot_w, n), _arrival(rng, slot_f, n))
             chance = np.where(work_day, _chance(slot_w, weekend_night), _chance(slot_f, weekend_night))
             # Optional slots scale with the agent's activity level; anchors (chance 1) do not.
@@ -222,7 +163,7 @@ def generate_trajectories(pois: pd.DataFrame, *, config: SyntheticConfig | None 
                 hours = np.where(work_day, np.maximum(hours, prev_h + rng.uniform(0.3, 1.0, n)),
                                  prev_h + rng.uniform(0.3, 1.5, n))
             hours = np.maximum(hours, prev_h + 0.25)  # one visit at a time, >= 15 min apart
-            on &= hours <= _LATEST_H
+            on &= hours <= LATEST_H
             dest = np.full(n, -1)
             for activity in dict.fromkeys((slot_w.activity, slot_f.activity)):  # fixed order
                 who = np.flatnonzero(on & (np.where(work_day, slot_w.activity, slot_f.activity) == activity))
@@ -242,7 +183,7 @@ def generate_trajectories(pois: pd.DataFrame, *, config: SyntheticConfig | None 
             out_loc.append(dest[moved])
             out_day.append(np.full(moved.size, day))
             out_hour.append(hours[moved])
-            active_today |= on & (k < len(_WORK_DAY) - 1)
+            active_today |= on & (k < len(WORK_DAY) - 1)
             prev_active = on
             prev_h = np.where(on, hours, prev_h)
 
@@ -250,44 +191,6 @@ def generate_trajectories(pois: pd.DataFrame, *, config: SyntheticConfig | None 
                       np.concatenate(out_day), np.concatenate(out_hour))
     log.info("synthetic population: %d agents, %d visits over %d days", n, len(frame), config.days)
     return frame
-
-
-def summarize(frame: pd.DataFrame, *, window: int = 64) -> dict[str, float]:
-    """The statistical signature of a visit frame, to compare a synthetic sample with real data.
-
-    Parameters
-    ----------
-    frame
-        Visits with ``user_id``, ``timestamp`` (ISO text or naive local datetimes), ``lat``,
-        ``lon`` and ``location_id``, sorted by user then time.
-    window
-        A next visit "returns" when its location is among the user's previous ``window`` visits
-        (64 is the context length DESIGN.md quotes: 84% in nyc_foursquare, 57% in sf_gowalla).
-
-    Returns
-    -------
-    dict
-        ``users``, ``visits``, ``return_share``, ``night_share`` (visits 01:00-05:59 local),
-        ``peak_hour``, ``jump_km_median``, ``jump_km_p90``, ``jump_km_p99`` (consecutive visits).
-    """
-    user = frame["user_id"].to_numpy()
-    seq = frame.groupby("user_id", sort=False).cumcount().to_numpy()
-    prev = frame.assign(_seq=seq).groupby(["user_id", "location_id"], sort=False)["_seq"].shift()
-    gap = seq - prev.to_numpy(dtype=float, na_value=np.nan)
-    hours = pd.to_datetime(frame["timestamp"].astype(str).str[:19]).dt.hour.to_numpy()
-    lat, lon = np.radians(frame["lat"].to_numpy()), np.radians(frame["lon"].to_numpy())
-    same_user = user[1:] == user[:-1]
-    jump = 6371.0 * np.hypot((lon[1:] - lon[:-1]) * np.cos(lat[1:]), lat[1:] - lat[:-1])[same_user]
-    return {
-        "users": float(len(np.unique(user))),
-        "visits": float(len(frame)),
-        "return_share": float(np.mean(gap[seq > 0] <= window)),
-        "night_share": float(np.mean((hours >= 1) & (hours < 6))),
-        "peak_hour": float(np.bincount(hours, minlength=24).argmax()),
-        "jump_km_median": float(np.median(jump)),
-        "jump_km_p90": float(np.percentile(jump, 90)),
-        "jump_km_p99": float(np.percentile(jump, 99)),
-    }
 
 
 class _Agents(NamedTuple):
@@ -391,12 +294,12 @@ def _jump_cdf(config: SyntheticConfig, poi_xy: np.ndarray) -> tuple[np.ndarray, 
     return grid, cdf / cdf[-1]
 
 
-def _arrival(rng: np.random.Generator, slot: _Slot, n: int) -> np.ndarray:
+def _arrival(rng: np.random.Generator, slot: Slot, n: int) -> np.ndarray:
     """Arrival hours of one slot: normal around its typical time, clipped to +- 2.5 sd."""
     return slot.mean_h + slot.sd_h * np.clip(rng.standard_normal(n), -2.5, 2.5)
 
 
-def _chance(slot: _Slot, weekend_night: bool) -> float:
+def _chance(slot: Slot, weekend_night: bool) -> float:
     return slot.prob_weekend_night if weekend_night else slot.prob
 
 
@@ -410,12 +313,12 @@ def _to_km(lat: np.ndarray, lon: np.ndarray, lat0: float, lon0: float) -> np.nda
 def _check_pois(pois: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in ("lat", "lon", "category") if c not in pois.columns]
     if missing:
-        raise InputDataError(f"POI table lacks column(s) {missing}: read it with trajmoe.pois.osm.read_pois.")
+        raise InputDataError(f"POI table lacks column(s) {missing}: read it with trajmoe.pois.offline.read_pois.")
     table = pois.reset_index(drop=True)
     unknown = sorted(set(table["category"]) - set(CATEGORIES))
     if unknown:
         raise InputDataError(f"POI table has categories {unknown[:5]} outside trajmoe.pois.categories."
-                             "CATEGORIES: map them with trajmoe.pois.osm before simulating.")
+                             "CATEGORIES: map them with trajmoe.pois.offline.read_pois before simulating.")
     if table.empty or table[["lat", "lon"]].isna().any().any():
         raise InputDataError("POI table is empty or has missing lat/lon: the synthetic population "
                              "needs at least one located POI.")

@@ -1,0 +1,128 @@
+"""The one fine-tune service: fit on a city's run subset, evaluate on the same subset, describe it.
+
+``trajmoe finetune`` and the app's Fine-tune page both call :func:`finetune`, so a model tuned in
+the browser and one tuned on the command line are trained, scored and described the same way:
+
+1. :func:`trajmoe.train.fit.fit` on ``cfg.fraction`` of the city's training windows (seed
+   ``cfg.seed``), early stopping and head calibration on the same share of validation targets;
+2. test metrics with cell features from exactly that subset's training visits (what the model
+   was tuned on; DESIGN.md §Protocol);
+3. the sidecar ``info`` for :func:`trajmoe.train.checkpoint.save_checkpoint`, recording the run
+   subset (fraction, seed, window and visit counts) so ``evaluate`` and ``predict`` can say which
+   visit features they use, and rebuild the subset's with ``--visit-features subset``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from trajmoe.city.data import CityData
+from trajmoe.city.subset import RunSubset, run_subset
+from trajmoe.errors import CheckpointError
+from trajmoe.train.checkpoint import save_checkpoint
+from trajmoe.train.fit import Progress, TrainConfig, TrainResult, evaluate, fit
+
+log = logging.getLogger(__name__)
+
+VISIT_FEATURES = ("all", "subset")  # where evaluate / predict take visit-derived cell features from
+
+
+@dataclass
+class FinetuneResult:
+    """A fine-tuned model and everything needed to show or save it."""
+
+    model: torch.nn.Module  # the tuned model (the one passed in, trained in place), in eval mode
+    train: TrainResult  # steps, seconds, losses, validation history
+    subset: RunSubset  # the windows, features and validation targets the run used
+    metrics: dict  # test metrics with the subset's cell features
+    info: dict  # sidecar info for save_checkpoint
+
+    def record_metrics(self, metrics: dict) -> None:
+        """Store test metrics measured by the caller (see ``evaluate_test`` of :func:`finetune`)."""
+        self.metrics = metrics
+        self.info["metrics"] = {"test": metrics}
+
+    def save(self, path: str | Path, *, arch: str) -> Path:
+        """Write ``NAME.safetensors`` + ``NAME.json`` (the run's config and :attr:`info`)."""
+        return save_checkpoint(path, self.model, arch=arch, config=self.model.config, info=self.info)
+
+
+def finetune(model: torch.nn.Module, data: CityData, cfg: TrainConfig, *, base_info: dict, source: str,
+             progress: Progress | None = None, evaluate_test: bool = True) -> FinetuneResult:
+    """Fine-tune ``model`` in place on ``cfg.fraction`` of ``data`` and evaluate it on the test targets.
+
+    Parameters
+    ----------
+    model
+        A loaded checkpoint's model. It is trained in place: pass a copy to keep the original.
+    data
+        The prepared city.
+    cfg
+        Fraction, seed, epochs, mode (full / light) and the optimiser settings.
+    base_info
+        The starting checkpoint's sidecar (its ``cities`` carry over into the new one).
+    source
+        How to name the starting checkpoint in the sidecar (a path or a file name).
+    progress
+        Optional ``(step, total, loss)`` callback.
+    evaluate_test
+        False skips the exact test evaluation (one context per target): the app scores every
+        visit in its own faster pass and records those metrics with
+        :meth:`FinetuneResult.record_metrics`.
+    """
+    result = fit(model, [data], cfg, val_city=data, progress=progress)
+    subset = result.val_subset
+    metrics = evaluate(model, data, split="test", subset=subset, max_len=cfg.max_len,
+                       batch_size=cfg.eval_batch_size) if evaluate_test else {}
+    names = getattr(model, "domain_expert_names", None)
+    info = {
+        "cities": sorted(set(base_info.get("cities", [])) | {data.name}),
+        "domain_experts": list(names()) if names is not None else [],
+        "training": {"kind": "finetune", "from": source, "city": data.name, "fraction": cfg.fraction,
+                     "seed": cfg.seed, "epochs": cfg.epochs, "mode": cfg.mode, "steps": result.steps,
+                     "seconds": round(result.seconds, 2), "subset": subset.describe()},
+        "metrics": {"test": metrics},
+    }
+    log.info("fine-tuned on %.3g of %s: %d steps, test %s", cfg.fraction, data.name, result.steps, metrics)
+    return FinetuneResult(model=model, train=result, subset=subset, metrics=metrics, info=info)
+
+
+def visit_features(meta: dict, data: CityData, *, choice: str = "all") -> tuple[RunSubset | None, str]:
+    """The cell features ``evaluate`` / ``predict`` use for a checkpoint, and a sentence saying which.
+
+    ``choice="all"``: features from every training visit of the city (the default: a fine-tuned
+    model must not depend on how many visits stand behind its features). ``choice="subset"``:
+    rebuild the run subset the checkpoint's fine-tuning recorded in its sidecar (same fraction and
+    seed), to reproduce the number ``finetune`` reported. Returns ``(subset or None, sentence)``.
+    """
+    if choice not in VISIT_FEATURES:
+        raise CheckpointError(f"visit features must be one of {', '.join(VISIT_FEATURES)}, got {choice!r}.")
+    training = meta.get("training", {})
+    recorded = training.get("subset") if training.get("kind") == "finetune" else None
+    n_all = len(data.train_visits(None))
+    tuned = ""
+    if recorded is not None:
+        tuned = (f" The checkpoint was fine-tuned on {training.get('city')!r} with {recorded['fraction']:.0%} of its "
+                 f"training windows (seed {recorded['seed']}, {recorded['train_visits']:,} visits).")
+    if choice == "all":
+        return None, f"Visit features: all {n_all:,} training visits of {data.name}.{tuned}"
+    if recorded is None:
+        raise CheckpointError(
+            "This checkpoint records no fine-tuning subset (it was not written by `trajmoe finetune` of this "
+            "version): use --visit-features all.")
+    if training.get("city") != data.name:
+        raise CheckpointError(
+            f"This checkpoint was fine-tuned on {training.get('city')!r}, not {data.name!r}: its subset does not "
+            "apply here; use --visit-features all.")
+    subset = run_subset(data, fraction=recorded["fraction"], seed=recorded["seed"], max_len=recorded["max_len"])
+    if subset.n_train_visits != recorded["train_visits"]:
+        raise CheckpointError(
+            f"The prepared folder gives {subset.n_train_visits:,} training visits for the recorded subset, the "
+            f"fine-tuning run saw {recorded['train_visits']:,}: the folder was prepared differently. Prepare it "
+            "from the same file and settings, or use --visit-features all.")
+    return subset, (f"Visit features: the fine-tuning subset, {subset.n_train_visits:,} of {n_all:,} training "
+                    f"visits ({subset.fraction:.0%} of the windows, seed {subset.seed}).")
