@@ -11,12 +11,13 @@ import math
 
 import numpy as np
 import pandas as pd
+import plotly.express as px
 import plotly.graph_objects as go
 import pydeck as pdk
 import streamlit as st
 
-from trajmoe.analysis.flows import CATEGORY_LABELS
-from trajmoe.pois.categories import CATEGORIES
+from trajmoe.geo import cell_centres
+from trajmoe.pois.categories import CATEGORIES, CATEGORY_LABELS
 
 # D3 category20: one colour per POI category (order of CATEGORIES).
 _CAT20 = ["#1f77b4", "#aec7e8", "#ff7f0e", "#ffbb78", "#2ca02c", "#98df8a", "#d62728", "#ff9896",
@@ -136,6 +137,12 @@ def poi_map(pois: pd.DataFrame) -> pdk.Deck:
     return deck([layer], view_of(frame["lat"], frame["lon"]))
 
 
+def poi_legend(pois: pd.DataFrame) -> None:
+    """The colours of the kinds of place present, in the order of CATEGORIES."""
+    present = set(pois["category"])
+    legend([(CATEGORY_LABELS[cat], colour) for cat, colour in CATEGORY_COLOURS.items() if cat in present])
+
+
 def category_bar(pois: pd.DataFrame) -> go.Figure:
     """POIs per category, one bar trace (much lighter to build and draw than one trace per colour)."""
     counts = pois["category"].value_counts(ascending=True)
@@ -143,6 +150,44 @@ def category_bar(pois: pd.DataFrame) -> go.Figure:
                            marker_color=[CATEGORY_COLOURS.get(c, "#7f7f7f") for c in counts.index],
                            hovertemplate="%{y}: %{x:,} POIs<extra></extra>"))
     fig.update_layout(height=max(260, 24 * len(counts)), xaxis_title="POIs", margin={"l": 0, "r": 10, "t": 10, "b": 0})
+    return fig
+
+
+# --------------------------------------------------------------------------- trajectories
+def _small(fig: go.Figure, **layout) -> go.Figure:
+    fig.update_layout(margin={"l": 0, "r": 0, "t": 40, "b": 0}, **layout)
+    return fig
+
+
+def hour_bar(per_hour: pd.DataFrame) -> go.Figure:
+    return _small(px.bar(per_hour, x="hour", y="visits", title="Visits per hour of the day", height=300))
+
+
+def move_length_histogram(km: np.ndarray) -> go.Figure:
+    fig = px.histogram(pd.DataFrame({"km": km}), x="km", nbins=40, title="Length of moves (km)", height=300)
+    return _small(fig, yaxis_title="moves")
+
+
+def per_person_bar(bars: pd.DataFrame, *, one: str, many: str) -> go.Figure:
+    """Pooled bars (trajmoe.analysis.privacy.pooled_histogram): persons per range of visits."""
+    fig = px.bar(bars, x="label", y="persons", title=f"Visits per {one}", height=300)
+    return _small(fig, xaxis_title="visits", yaxis_title=many, xaxis_type="category")
+
+
+def visits_map(cells: pd.DataFrame, *, context, unit: str) -> pdk.Deck:
+    """Visited cells (cell, visits, people) shaded by visits on a log scale."""
+    frame = cells.assign(hex=cells["cell"], colour=sequential(np.log1p(cells["visits"].to_numpy())))
+    frame["tip"] = [f"{n:,} visits by {p:,} {unit}" for n, p in frame[["visits", "people"]].itertuples(index=False)]
+    return deck([context_layer(context), hex_layer(frame)], view_of_cells(context, width_px=1000))
+
+
+# --------------------------------------------------------------------------- fine-tuning
+def metrics_chart(table: pd.DataFrame) -> go.Figure:
+    """Grouped bars of the first-guess and top-5 hit rates per model."""
+    long = table.melt(id_vars="Model", value_vars=["First guess right", "Right place in top 5"], var_name="measure")
+    fig = px.bar(long, x="measure", y="value", color="Model", barmode="group", height=320)
+    fig.update_layout(yaxis_tickformat=".0%", xaxis_title=None, yaxis_title=None,
+                      margin={"l": 0, "r": 0, "t": 10, "b": 0})
     return fig
 
 
@@ -181,7 +226,7 @@ def flow_map(summary, *, context, names: pd.Series | None, unit: str, zones=None
                                 get_target_position=["d_lon", "d_lat"], get_width="width", get_height=0.15,
                                 get_source_color=[230, 120, 20, 210], get_target_color=[90, 40, 160, 210],
                                 width_units="'pixels'", great_circle=False, pickable=True, auto_highlight=True))
-    frame = zones.position if zones is not None else pd.DataFrame([latlng(c) for c in context], columns=["lat", "lon"])
+    frame = zones.position if zones is not None else pd.DataFrame(cell_centres(context), columns=["lat", "lon"])
     return deck(layers, view_of(frame["lat"], frame["lon"], width_px=560))
 
 
@@ -206,14 +251,8 @@ def share_map(by_cell: pd.DataFrame, expert: int, *, names: pd.Series, context, 
 
 
 def view_of_cells(cells, *, width_px: int = 620) -> pdk.ViewState:
-    lat_lon = np.array([latlng(c) for c in cells]).reshape(-1, 2)
+    lat_lon = cell_centres(cells)
     return view_of(lat_lon[:, 0], lat_lon[:, 1], width_px=width_px)
-
-
-def latlng(cell: str) -> tuple[float, float]:
-    import h3
-
-    return h3.cell_to_latlng(cell)
 
 
 def heatmap(matrix: pd.DataFrame, *, title: str, colour_label: str, scale="Purples", midpoint=None,

@@ -24,7 +24,8 @@ from trajmoe.city.features import SCHEMA_ID
 from trajmoe.city.prepare import prepare
 from trajmoe.devtools.realdata import REAL_DATASETS, REPO_ROOT, prepare_real
 from trajmoe.train.checkpoint import save_checkpoint
-from trajmoe.train.fit import TrainConfig, evaluate, fit
+from trajmoe.train.evaluate import evaluate
+from trajmoe.train.fit import TrainConfig, fit
 from trajmoe.train.models import new_trajmoe
 
 ASSETS = REPO_ROOT / "assets"

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from trajmoe.city.data import CityData, iter_batches
 from trajmoe.city.subset import run_subset
 from trajmoe.devtools.realdata import REPO_ROOT, prepare_real, shared_data_dir
-from trajmoe.train.baselines import ReturnGravity, _last_positions
+from trajmoe.train.baselines import ReturnGravity
 
 PAIRS = [("sf_gowalla", "nyc_gowalla"), ("nyc_gowalla", "sf_gowalla"),
          ("sf_gowalla", "nyc_foursquare"), ("nyc_foursquare", "sf_gowalla")]  # (pseudo-target, prior source)
@@ -36,7 +36,7 @@ def features(model: ReturnGravity, data: CityData, city, targets: np.ndarray) ->
     out = []
     for chunk in iter_batches(np.asarray(targets), 256):
         batch = data.eval_batch(chunk)
-        last = _last_positions(batch.mask)
+        last = batch.last_positions()
         truth = batch.targets.gather(1, last).squeeze(1)
         keep = truth >= 0
         out.append((model._features(batch, city, last)[:, keep, 0], truth[keep]))

@@ -14,7 +14,8 @@ import torch
 
 from trajmoe.devtools.realdata import REAL_DATASETS, REPO_ROOT, prepare_real
 from trajmoe.train.checkpoint import load_checkpoint
-from trajmoe.train.fit import TrainConfig, evaluate, fit, rank_targets
+from trajmoe.train.evaluate import evaluate, rank_targets
+from trajmoe.train.fit import TrainConfig, fit
 
 CKPT = REPO_ROOT / "assets" / "trajmoe_pretrained.safetensors"
 

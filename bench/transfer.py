@@ -29,10 +29,12 @@ import torch
 from trajmoe.city.data import CityData
 from trajmoe.city.subset import run_subset
 from trajmoe.devtools.realdata import REAL_DATASETS, REPO_ROOT, prepare_real, shared_data_dir
-from trajmoe.train.baselines import run_baseline
+from trajmoe.train.calibration import calibrate_head
 from trajmoe.train.checkpoint import load_checkpoint, save_checkpoint
-from trajmoe.train.fit import TrainConfig, calibrate_head, evaluate, fit
+from trajmoe.train.evaluate import evaluate
+from trajmoe.train.fit import TrainConfig, fit
 from trajmoe.train.models import new_model
+from trajmoe.train.runner import run_baseline
 
 log = logging.getLogger("bench.transfer")
 RESULTS = REPO_ROOT / "bench" / "results"
@@ -146,7 +148,7 @@ SCRATCH_BUDGET_S = 300.0  # wall-time cap of one from-scratch neural run (set by
 def scratch_run(method: str, data: CityData, fraction: float, seed: int) -> dict:
     from dataclasses import replace
 
-    from trajmoe.train.baselines import default_train_config
+    from trajmoe.train.runner import default_train_config
 
     cfg = replace(default_train_config(fraction=fraction, seed=seed), max_seconds=SCRATCH_BUDGET_S)
     if method != "trajmoe":

@@ -33,10 +33,53 @@ def sample_pois() -> Path:
 
 
 @pytest.fixture(scope="session")
+def helsinki_folder(tmp_path_factory, sample_trajectories, sample_pois) -> Path:
+    """The embedded default prepared once per test session (default resolution); read it, never write."""
+    from trajmoe.city.prepare import prepare
+
+    out = tmp_path_factory.mktemp("prep") / "helsinki"
+    prepare(sample_trajectories, city="Helsinki", out=out, pois=sample_pois)
+    return out
+
+
+@pytest.fixture(scope="session")
+def helsinki(helsinki_folder):
+    """CityData of :func:`helsinki_folder` (shared: do not modify it)."""
+    from trajmoe.city.data import CityData
+
+    return CityData(helsinki_folder)
+
+
+@pytest.fixture(scope="session")
+def small_helsinki(tmp_path_factory, sample_trajectories, sample_pois):
+    """60 synthetic Helsinki people over the real POIs at H3 resolution 9 (a few dozen cells)."""
+    import pandas as pd
+
+    from trajmoe.city.data import CityData
+    from trajmoe.city.prepare import prepare
+
+    frame = pd.read_csv(sample_trajectories)
+    path = tmp_path_factory.mktemp("small") / "small.csv"
+    frame[frame["user_id"].isin(frame["user_id"].unique()[:60])].to_csv(path, index=False)
+    out = path.parent / "city"
+    prepare(path, city="Helsinki", out=out, pois=sample_pois, resolution=9)
+    return CityData(out)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    """A tiny untrained TrajMoE (d=32, 2 layers, 2 heads, seed 0) in eval mode, one per test module."""
+    from trajmoe.train.models import new_trajmoe
+
+    model, _ = new_trajmoe(d_model=32, n_layers=2, n_heads=2, seed=0)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
 def app_sandbox():
     """``with app_sandbox(root, n_layers=1) as ckpt:`` for app tests: a tiny random checkpoint in
     ``root``, the app pointed at it and at a work folder ``root/work`` of its own (environment,
-    ``app/`` on sys.path, ``state.WORK_DIR``), the environment restored on exit."""
+    ``app/`` on sys.path, ``state.inputs.WORK_DIR``), the environment restored on exit."""
     import contextlib
     import os
     import sys
@@ -58,9 +101,9 @@ def app_sandbox():
         app_dir = str(REPO_ROOT / "app")
         if app_dir not in sys.path:
             sys.path.insert(0, app_dir)
-        import state  # the app's shared module (AppTest imports it from app/): its own work folder
+        from state import inputs  # the app's inputs, as AppTest imports them: own work folder
 
-        state.WORK_DIR = root / "work"
+        inputs.WORK_DIR = root / "work"
         try:
             yield ckpt
         finally:

@@ -10,13 +10,8 @@ import sys
 import torch
 
 from trajmoe.city.data import CityData
-from trajmoe.train.fit import (
-    TrainConfig,
-    dist_info,
-    fit,
-    maybe_init_distributed,
-    shutdown_distributed,
-)
+from trajmoe.train.distributed import dist_info, maybe_init_distributed, shutdown_distributed
+from trajmoe.train.fit import TrainConfig, fit
 from trajmoe.train.models import new_trajmoe
 
 if __name__ == "__main__":

@@ -44,6 +44,13 @@ def go(at: AppTest, page: str) -> AppTest:
     return at
 
 
+def finetuned(at: AppTest):
+    """The session's fine-tuned model (app/state/session.py: Finetuned), or None."""
+    from state.session import KEY
+
+    return at.session_state[KEY].finetuned
+
+
 def decks(at: AppTest) -> list[dict]:
     return [json.loads(d.proto.json) for d in at.get("deck_gl_json_chart")]
 
@@ -119,12 +126,12 @@ def test_upload_finetune_and_flows(env):
     # The session trained its own copy: the shared cached model still equals the checkpoint file.
     from safetensors.torch import load_file
 
-    import state
+    from state import inputs
 
-    shared, _ = state.load_model(str(env["checkpoint"]), env["checkpoint"].stat().st_mtime)
+    shared, _ = inputs.load_model(str(env["checkpoint"]), env["checkpoint"].stat().st_mtime)
     on_disk = load_file(str(env["checkpoint"]))
     assert all(torch.equal(t, on_disk[name]) for name, t in shared.state_dict().items())
-    assert at.session_state["finetuned"]["model"] is not shared
+    assert finetuned(at).model is not shared
 
     go(at, "flows")
     assert "fine-tuned on 5% of My City" in text(at)
@@ -224,7 +231,7 @@ def test_downloaded_checkpoint_loads_and_can_be_uploaded_again(env, tmp_path):
     at.file_uploader(key="traj_upload").set_value(("my_city.csv", env["csv"], "text/csv")).run()
     go(at, "finetune")
     at.button(key="ft_run").click().run()
-    files = at.session_state["finetuned"]["files"]
+    files = finetuned(at).files
     (tmp_path / "ft.safetensors").write_bytes(files["safetensors"])
     (tmp_path / "ft.json").write_bytes(files["json"])
     model, meta = load_checkpoint(tmp_path / "ft.safetensors")

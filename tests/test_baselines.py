@@ -9,31 +9,22 @@ import torch
 
 from trajmoe.city.batch import IGNORE
 from trajmoe.city.data import CityData
-from trajmoe.city.prepare import prepare
 from trajmoe.city.subset import run_subset
 from trajmoe.devtools.realdata import prepare_real
 from trajmoe.errors import TrajMoEError
-from trajmoe.train.baselines import (
-    EPR_FEATURES,
-    GRUConfig,
-    GRUNextLocation,
-    Markov,
-    MostPopular,
-    ReturnGravity,
-    run_baseline,
-)
+from trajmoe.train.baselines import EPR_FEATURES, Markov, MostPopular, ReturnGravity
 from trajmoe.train.fit import TrainConfig, fit
+from trajmoe.train.gru import GRUConfig, GRUNextLocation
 from trajmoe.train.metrics import KS
+from trajmoe.train.runner import run_baseline
 
 METRIC_KEYS = {f"acc@{k}" for k in KS} | {"mrr", "ndcg@10", "n", "seconds", "steps"}
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory, sample_trajectories, sample_pois):
+def data(helsinki):
     torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("prep") / "helsinki"
-    prepare(sample_trajectories, city="Helsinki", out=out, pois=sample_pois)
-    return CityData(out)
+    return helsinki
 
 
 def _dense_rank(values) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Predictions, flows, the privacy rule, districts, exports and routing shares (trajmoe/flows.py)."""
+"""Predictions, flows, the privacy rule, districts, exports and routing shares (trajmoe/analysis)."""
 
 from __future__ import annotations
 
@@ -12,46 +12,38 @@ import pytest
 import torch
 
 from trajmoe.analysis.flows import (
-    Routing,
-    counted_unit,
-    describe_experts,
-    expert_category_matrix,
-    expert_hour_matrix,
     filter_transitions,
     flows_csv,
     flows_geojson,
     observed_transitions,
-    predict,
-    predict_next,
     predicted_transitions,
-    read_zones,
-    routing_by_cell,
     summarize_flows,
 )
+from trajmoe.analysis.predict import predict, predict_next
+from trajmoe.analysis.privacy import counted_unit
+from trajmoe.analysis.routing import (
+    Routing,
+    describe_experts,
+    expert_category_matrix,
+    expert_hour_matrix,
+    routing_by_cell,
+)
+from trajmoe.analysis.zones import read_zones
 from trajmoe.city.data import CityData
-from trajmoe.city.prepare import prepare
-from trajmoe.train.fit import rank_targets
-from trajmoe.train.models import new_trajmoe
+from trajmoe.train.evaluate import rank_targets
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def city(tmp_path_factory, sample_trajectories, sample_pois) -> CityData:
+def city(small_helsinki) -> CityData:
     """60 synthetic Helsinki people over real POIs, H3 resolution 9 (a few dozen cells)."""
-    frame = pd.read_csv(sample_trajectories)
-    small = frame[frame["user_id"].isin(frame["user_id"].unique()[:60])]
-    path = tmp_path_factory.mktemp("flows") / "small.csv"
-    small.to_csv(path, index=False)
-    out = path.parent / "city"
-    prepare(path, city="Helsinki", out=out, pois=sample_pois, resolution=9)
-    return CityData(out)
+    return small_helsinki
 
 
 @pytest.fixture(scope="module")
-def model():
-    model, _ = new_trajmoe(d_model=32, n_layers=2, n_heads=2, seed=0)
-    return model.eval()
+def model(tiny_model):
+    return tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -36,6 +36,13 @@ def env(tmp_path_factory, sample_trajectories, app_sandbox):
         yield {"checkpoint": ckpt, "files": files, "work": root / "work"}
 
 
+def session_of(at: AppTest):
+    """The session's one object (app/state/session.py: Session)."""
+    from state.session import KEY
+
+    return at.session_state[KEY]
+
+
 def texts(at: AppTest) -> str:
     return "\n".join(e.value for e in (*at.markdown, *at.caption, *at.info, *at.success, *at.warning))
 
@@ -87,32 +94,32 @@ def sessions(env):
 
 def test_each_session_keeps_its_own_data_and_model(sessions):
     a, b = sessions
-    fa, fb = a.session_state["finetuned"], b.session_state["finetuned"]
-    assert UPLOADS["north_side.csv"] in fa["label"] and UPLOADS["south_side.csv"] in fb["label"]
-    assert fa["folder"] != fb["folder"] and fa["key"] != fb["key"]
-    assert fa["model"] is not fb["model"]
-    wa, wb = fa["model"].state_dict(), fb["model"].state_dict()
+    fa, fb = session_of(a).finetuned, session_of(b).finetuned
+    assert UPLOADS["north_side.csv"] in fa.label and UPLOADS["south_side.csv"] in fb.label
+    assert fa.folder != fb.folder and fa.key != fb.key
+    assert fa.model is not fb.model
+    wa, wb = fa.model.state_dict(), fb.model.state_dict()
     assert any(not torch.equal(wa[n], wb[n]) for n in wa if n in wb)  # trained on different people
     assert not set(map(id, wa.values())) & set(map(id, wb.values()))  # no tensor shared
     # each download is its own model: weights equal the session's model, sidecar names its city
     for ft, city in zip((fa, fb), UPLOADS.values()):
-        weights = load(ft["files"]["safetensors"])
-        assert all(torch.equal(weights[n], t) for n, t in ft["model"].state_dict().items())
-        assert json.loads(ft["files"]["json"])["training"]["city"] == city
-    assert fa["files"]["safetensors"] != fb["files"]["safetensors"]
+        weights = load(ft.files["safetensors"])
+        assert all(torch.equal(weights[n], t) for n, t in ft.model.state_dict().items())
+        assert json.loads(ft.files["json"])["training"]["city"] == city
+    assert fa.files["safetensors"] != fb.files["safetensors"]
     for at, mine, other in ((a, *UPLOADS.values()), (b, *reversed(UPLOADS.values()))):
         assert f"of {mine}" in texts(at) and other not in texts(at)
 
 
 def test_the_shared_model_is_unchanged_and_not_in_training_mode(env, sessions):
-    import state
+    from state import inputs
 
-    shared, _ = state.load_model(str(env["checkpoint"]), env["checkpoint"].stat().st_mtime)
+    shared, _ = inputs.load_model(str(env["checkpoint"]), env["checkpoint"].stat().st_mtime)
     on_disk = load_file(str(env["checkpoint"]))
     assert set(shared.state_dict()) == set(on_disk)
     assert all(torch.equal(t, on_disk[name]) for name, t in shared.state_dict().items())
     assert not shared.training
-    assert all(ft["model"] is not shared for ft in (at.session_state["finetuned"] for at in sessions))
+    assert all(session_of(at).finetuned.model is not shared for at in sessions)
 
 
 def test_pages_show_each_session_its_own_model(sessions):
@@ -127,7 +134,7 @@ def test_pages_show_each_session_its_own_model(sessions):
 def test_a_new_session_sees_neither_upload_nor_fine_tuned_model(sessions):
     at = AppTest.from_file(str(APP), default_timeout=240).run()
     assert not at.exception
-    assert "finetuned" not in at.session_state and "trajectories" not in at.session_state
+    assert session_of(at).finetuned is None and session_of(at).trajectories is None
     sidebar = "\n".join(c.value for c in at.sidebar.caption)
     assert "Fine-tuned in this session" not in sidebar and "Pretrained" in sidebar
     assert not any(name in sidebar for name in UPLOADS)
@@ -135,11 +142,11 @@ def test_a_new_session_sees_neither_upload_nor_fine_tuned_model(sessions):
 
 def test_one_session_working_does_not_touch_the_others_files(sessions):
     a, b = sessions
-    folder_a = a.session_state["finetuned"]["folder"]
+    folder_a = session_of(a).finetuned.folder
     before = folder_digest(folder_a)
     b.switch_page("app_pages/scenario.py").run()  # B keeps working: scenario, flows on its data
     b.switch_page("app_pages/flows.py").run()
     b.slider(key="fl_hours").set_value((6, 12)).run()
     assert not b.exception
     assert folder_digest(folder_a) == before
-    assert "North Side" in a.session_state["finetuned"]["label"]
+    assert "North Side" in session_of(a).finetuned.label

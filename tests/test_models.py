@@ -5,14 +5,12 @@ import dataclasses
 import pytest
 import torch
 
-from trajmoe.city.data import CityData
-from trajmoe.city.prepare import prepare
 from trajmoe.errors import CheckpointError, TrajMoEError
 from trajmoe.model.config import TrajMoEConfig
 from trajmoe.model.moe import DenseFFN, SAMoE
 from trajmoe.model.trajmoe import TrajMoE
-from trajmoe.train.baselines import GRUConfig, GRUNextLocation
 from trajmoe.train.checkpoint import load_checkpoint, read_sidecar, save_checkpoint
+from trajmoe.train.gru import GRUConfig, GRUNextLocation
 from trajmoe.train.models import ARCHS, build_model, new_model, new_trajmoe
 
 TINY = {"trajmoe": dict(d_model=16, n_layers=1, n_heads=2), "transformer": dict(d_model=16, n_layers=1, n_heads=2),
@@ -20,11 +18,9 @@ TINY = {"trajmoe": dict(d_model=16, n_layers=1, n_heads=2), "transformer": dict(
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory, sample_trajectories, sample_pois):
+def data(helsinki):
     torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("prep") / "helsinki"
-    prepare(sample_trajectories, city="Helsinki", out=out, pois=sample_pois)
-    return CityData(out)
+    return helsinki
 
 
 def test_new_trajmoe_defaults_and_seed():

@@ -20,19 +20,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trajmoe.analysis.flows import (
-    Routing,
-    Zones,
-    describe_experts,
-    expert_hour_matrix,
-    flows_csv,
-    flows_geojson,
-    pooled_histogram,
-    predicted_transitions,
-    routing_by_cell,
-    summarize_flows,
-)
+from trajmoe.analysis.flows import flows_csv, flows_geojson, predicted_transitions, summarize_flows
+from trajmoe.analysis.privacy import pooled_histogram
+from trajmoe.analysis.routing import Routing, describe_experts, expert_hour_matrix, routing_by_cell
 from trajmoe.analysis.scenario import ScenarioResult
+from trajmoe.analysis.zones import Zones
+from trajmoe.errors import InputDataError
 
 K = 5
 RES = 9
@@ -165,6 +158,17 @@ def test_routing_maps_hide_cells_under_k():
     by_cell = routing_by_cell(private)
     assert set(by_cell["cell"]) == {CELL["A"]} and (by_cell["n_users"] >= K).all()
     secret_free(by_cell.to_csv() + "\n".join(describe_experts(private)) + expert_hour_matrix(private).to_csv())
+
+
+@pytest.mark.parametrize("k", [0, -1])
+def test_routing_maps_refuse_a_threshold_under_one(k):
+    routing = Routing(probs=np.full((2, 1, 2), 0.5, dtype=np.float32), cell=np.array([CELL["A"]] * 2),
+                      user=np.array(["a", "b"]), hour=np.zeros(2, dtype=int), weekday=np.zeros(2, dtype=int),
+                      poi_share=np.full((2, 20), 0.05))
+    with pytest.raises(InputDataError, match="privacy threshold k"):  # the same error as summarize_flows gives
+        routing.private(k)
+    with pytest.raises(InputDataError, match="privacy threshold k"):
+        summarize_flows(pd.DataFrame(moves("A", "B", ["a", "b"])), k=k)
 
 
 def test_scenario_tables_hide_cells_under_k():

@@ -15,7 +15,6 @@ from trajmoe.city.data import CityData
 from trajmoe.city.features import POI_COLUMNS, RING_POI_COLUMNS, build_cell_table
 from trajmoe.city.prepare import prepare
 from trajmoe.errors import InputDataError, POIError
-from trajmoe.train.models import new_trajmoe
 
 torch.set_num_threads(1)
 
@@ -29,16 +28,13 @@ def small_csv(tmp_path_factory, sample_trajectories):
 
 
 @pytest.fixture(scope="module")
-def city(small_csv, sample_pois) -> CityData:
-    out = small_csv.parent / "city"
-    prepare(small_csv, city="Helsinki", out=out, pois=sample_pois, resolution=9)
-    return CityData(out)
+def city(small_helsinki) -> CityData:
+    return small_helsinki
 
 
 @pytest.fixture(scope="module")
-def model():
-    model, _ = new_trajmoe(d_model=32, n_layers=2, n_heads=2, seed=0)
-    return model.eval()
+def model(tiny_model):
+    return tiny_model
 
 
 def busiest(city: CityData) -> str:

@@ -12,21 +12,19 @@ import pytest
 import torch
 
 from trajmoe.city.data import CityData
-from trajmoe.city.prepare import prepare
 from trajmoe.city.subset import run_subset
 from trajmoe.errors import CheckpointError
 from trajmoe.train.checkpoint import load_checkpoint, save_checkpoint
-from trajmoe.train.fit import TrainConfig, evaluate, fit
+from trajmoe.train.evaluate import evaluate
+from trajmoe.train.fit import TrainConfig, fit
 from trajmoe.train.models import new_trajmoe
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def small_city(tmp_path_factory, sample_trajectories):
-    out = tmp_path_factory.mktemp("prep") / "helsinki"
-    prepare(sample_trajectories, city="Helsinki", out=out, pois=REPO / "sample_data" / "helsinki_pois.parquet")
-    return out
+def small_city(helsinki_folder):
+    return helsinki_folder
 
 
 def test_fit_reduces_loss_and_beats_untrained(small_city):
@@ -105,6 +103,7 @@ def _losses(proc):
     return json.loads(line[len("LOSSES "):])
 
 
+@pytest.mark.slow  # two torchrun processes: ~10 s; `make test-all` runs it
 def test_two_rank_torchrun_loss_equals_one_rank(small_city):
     worker = str(REPO / "tests" / "ddp_worker.py")
     one = _losses(_run([sys.executable, worker, str(small_city)]))
@@ -114,6 +113,7 @@ def test_two_rank_torchrun_loss_equals_one_rank(small_city):
     assert np.allclose(one, two, rtol=1e-4, atol=1e-5), (one, two)
 
 
+@pytest.mark.slow  # two torchrun processes: ~9 s; `make test-all` runs it
 def test_cli_pretrain_under_torchrun_finishes(small_city, tmp_path):
     torchrun = str(Path(sys.executable).with_name("torchrun"))
     out = tmp_path / "ddp.safetensors"
@@ -133,7 +133,7 @@ def test_few_shot_fit_uses_the_subset(small_city):
 
 
 def test_head_calibration_prior_limits_how_far_few_targets_move_the_weights(small_city):
-    from trajmoe.train.fit import calibrate_head
+    from trajmoe.train.calibration import calibrate_head
 
     data = CityData(small_city)
     few = run_subset(data, fraction=0.05, seed=0)

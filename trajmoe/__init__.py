@@ -1,16 +1,16 @@
 """TrajMoE: a spatially-aware mixture-of-experts next-location model for every city.
 
-Data flows one way through flat, one-concern modules::
+In: a trajectory file (check-ins, GPS fixes, trips, bike-share) and the city's POIs. Out: next-place
+predictions, origin -> destination flows, expert-routing maps and what-if changes, for planners.
+Data flows one way through stage subpackages (``python -m trajmoe.devtools.layout`` checks it)::
 
-    trajectories.py / importers.py / kinds.py   read, validate, reduce to visits
-    categories.py / pois.py                     OSM and POI tables -> functional categories
-    features.py                                 per-cell location features (POI + visit patterns)
-    dataset.py                                  prepare a city folder; splits, windows, targets
-    model.py / moe.py                           spatial semantic encoder + SAMoE transformer
-    baselines.py                                most-popular, Markov, return+gravity, GRU, dense
-    train.py / metrics.py / checkpoint.py       pretrain, fine-tune, evaluate, safe weights
-    flows.py                                    predicted flows, expert routing, privacy rule
-    cli.py                                      the `trajmoe` command
+    trajectories/   read and check a trajectory file -> visits + a report of what was kept
+    pois/           OpenStreetMap online (OSMnx) or offline files -> POIs in 20 categories
+    city/           prepare a city folder; CityData; the run subset; per-cell features; tensors
+    model/          spatial semantic encoder + SAMoE Transformer + retrieval head
+    train/          fit, calibrate, evaluate, baselines, checkpoints, the fine-tune service
+    analysis/       predictions, flows, zones, expert routing, scenarios, the privacy rule
+    cli.py          the ``trajmoe`` command
 """
 
 __version__ = "0.1.0"

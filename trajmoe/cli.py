@@ -114,7 +114,8 @@ def _train_config(args, **overrides):
 def cmd_pretrain(args) -> int:
     from trajmoe.city.data import CityData
     from trajmoe.train.checkpoint import save_checkpoint
-    from trajmoe.train.fit import dist_info, fit, maybe_init_distributed, shutdown_distributed
+    from trajmoe.train.distributed import dist_info, maybe_init_distributed, shutdown_distributed
+    from trajmoe.train.fit import fit
     from trajmoe.train.models import new_trajmoe
 
     maybe_init_distributed()
@@ -165,7 +166,7 @@ def _visit_features(args, meta: dict, data):
 def cmd_evaluate(args) -> int:
     from trajmoe.city.data import CityData
     from trajmoe.train.checkpoint import load_checkpoint
-    from trajmoe.train.fit import evaluate
+    from trajmoe.train.evaluate import evaluate
 
     model, meta = load_checkpoint(args.checkpoint)
     data = CityData(args.data)
@@ -179,7 +180,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_baseline(args) -> int:
     from trajmoe.city.data import CityData
-    from trajmoe.train.baselines import run_baseline
+    from trajmoe.train.runner import run_baseline
 
     data = CityData(args.data)
     metrics = run_baseline(args.model, data, fraction=args.fraction, seed=args.seed, progress=_progress_bar(args.model))
@@ -189,7 +190,7 @@ def cmd_baseline(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from trajmoe.analysis.flows import predict_next
+    from trajmoe.analysis.predict import predict_next
     from trajmoe.city.data import CityData
     from trajmoe.train.checkpoint import load_checkpoint
 

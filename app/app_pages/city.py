@@ -2,8 +2,9 @@
 
 import streamlit as st
 
-import state
 import views
+from state import inputs
+from state.session import Source
 from trajmoe.errors import POIError, TrajMoEError
 
 st.title("City & points of interest")
@@ -14,25 +15,16 @@ st.markdown(
 )
 
 
-def use(source: state.Source) -> None:
-    st.session_state["pois"] = source
+def use(source: Source | None) -> None:
+    inputs.use_pois(source)
     st.rerun()
-
-
-def fetched(frame, label: str) -> state.Source:
-    """Keep POIs downloaded from OpenStreetMap as a file, like any other POI source."""
-    from trajmoe.pois.offline import write_pois
-
-    path = write_pois(frame, state.scratch_dir() / "pois.parquet")
-    return state.Source(label=label, path=str(path), key=state.digest(path.read_bytes()))
 
 
 bundled, search, bbox, upload = st.tabs(["Bundled Helsinki", "Search a place", "Draw a box", "Upload a file"])
 with bundled:
     st.write("Real OpenStreetMap POIs of central Helsinki (about 1 × 1.7 km), shipped with the app.")
     if st.button("Use the bundled Helsinki POIs", key="use_bundled"):
-        st.session_state.pop("pois", None)
-        st.rerun()
+        use(None)
 with search:
     place = st.text_input("Place name", placeholder="e.g. Kallio, Helsinki, Finland", key="place")
     if st.button("Fetch POIs from OpenStreetMap", key="fetch_place", disabled=not place):
@@ -41,7 +33,7 @@ with search:
         try:
             with st.spinner(f"Asking OpenStreetMap for the POIs of {place}..."):
                 frame = fetch_pois(place=place, timeout=15)
-            use(fetched(frame, f"{place} (OpenStreetMap)"))
+            use(inputs.pois_from_frame(frame, f"{place} (OpenStreetMap)"))
         except POIError as exc:
             st.error(f"Could not fetch POIs online. {exc}")
             st.info("No internet? Use the bundled Helsinki POIs, or upload an OpenStreetMap extract "
@@ -59,44 +51,44 @@ with bbox:
         try:
             with st.spinner("Asking OpenStreetMap for the POIs in the box..."):
                 frame = fetch_pois(bbox=(west, south, east, north), timeout=15)
-            use(fetched(frame, f"box {west:.3f}, {south:.3f}, {east:.3f}, {north:.3f} (OpenStreetMap)"))
+            use(inputs.pois_from_frame(frame, f"box {west:.3f}, {south:.3f}, {east:.3f}, {north:.3f} (OpenStreetMap)"))
         except POIError as exc:
             st.error(f"Could not fetch POIs online. {exc}")
             st.info("No internet? Use the bundled Helsinki POIs or upload an OpenStreetMap extract.")
 with upload:
     st.write(
         f"An OpenStreetMap extract (**.osm**, **.osm.bz2**, **.osm.pbf**) or a table (**.csv**, "
-        f"**.parquet**) with `lat`, `lon` and a category column. Up to {state.max_upload_mb()} MB."
+        f"**.parquet**) with `lat`, `lon` and a category column. Up to {inputs.max_upload_mb()} MB."
     )
     file = st.file_uploader("POI file", type=["osm", "bz2", "pbf", "csv", "gz", "parquet"], key="poi_upload")
-    if file is not None and state.new_upload("pois", file):  # a new file, not the one already applied
-        src = state.save_upload(file, f"{file.name} (uploaded)")
+    if file is not None and inputs.new_upload("pois", file):  # a new file, not the one already applied
+        src = inputs.save_upload(file, f"{file.name} (uploaded)")
         try:
             with st.spinner(f"Reading {file.name}..."):
-                state.read_poi_file(src.key, src.path)
+                inputs.read_poi_file(src.key, src.path)
             use(src)
         except TrajMoEError as exc:
             st.error(str(exc))
 
 try:
-    pois = state.pois()
+    pois = inputs.pois()
 except TrajMoEError as exc:
     st.error(f"The chosen POIs cannot be read: {exc}")
     st.stop()
 
-st.subheader(state.pois_source().label)
+st.subheader(inputs.pois_source().label)
+counts = inputs.poi_summary(pois)
 a, b, c = st.columns(3)
-a.metric("POIs", f"{len(pois):,}")
-b.metric("Kinds of place", pois["category"].nunique())
-c.metric("Named", f"{(pois['name'].astype(str).str.len() > 0).mean():.0%}")
-if len(pois) == 0:
+a.metric("POIs", f"{counts['n']:,}")
+b.metric("Kinds of place", counts["kinds"])
+c.metric("Named", f"{counts['named']:.0%}")
+if counts["n"] == 0:
     st.warning("No POIs: the model will work from visits alone (its POI features are switched off).")
     st.stop()
 left, right = st.columns([3, 2])
 with left:
     views.show(views.poi_map(pois), key="poi_map")
-    present = [cat for cat in views.CATEGORY_COLOURS if cat in set(pois["category"])]
-    views.legend([(views.CATEGORY_LABELS[cat], views.CATEGORY_COLOURS[cat]) for cat in present])
+    views.poi_legend(pois)
 with right:
     views.plotly(views.category_bar(pois), key="poi_counts")
 st.caption("Map data © OpenStreetMap contributors (ODbL). No basemap is loaded: the app works offline.")

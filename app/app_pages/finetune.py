@@ -1,11 +1,10 @@
 """Fine-tune: adapt the pretrained model to this city on a small share of its data."""
 
-import pandas as pd
-import plotly.express as px
 import streamlit as st
 
-import state
 import views
+from state import inputs, outputs
+from state.session import session
 from trajmoe.errors import TrajMoEError
 
 st.title("Fine-tune the model on this city")
@@ -13,31 +12,28 @@ st.markdown(
     "The pretrained model already knows how people move in other cities. Fine-tuning shows it a "
     "small share of this city's trajectories so that it learns the local patterns, in seconds."
 )
-prep, data = state.require_city()
+prep, data = inputs.require_city()
 city = prep.meta["city"]
+sess = session()
 
-start = st.radio("Start from", ["The shipped pretrained model", "A checkpoint I upload"], horizontal=True,
-                 key="ckpt_choice")
-if start == "A checkpoint I upload":
+choices = ["The shipped pretrained model", "A checkpoint I upload"]
+start = st.radio("Start from", choices, index=int(sess.base_checkpoint is not None), horizontal=True, key="ckpt_choice")
+if start == choices[1]:
     files = st.file_uploader(
-        f"The checkpoint's two files, NAME.safetensors and NAME.json (up to {state.max_upload_mb()} MB each)",
+        f"The checkpoint's two files, NAME.safetensors and NAME.json (up to {inputs.max_upload_mb()} MB each)",
         type=["safetensors", "json"], accept_multiple_files=True, key="ckpt_upload")
     if files:
         try:
-            path = state.checkpoint_from_upload(files)
-            state.load_model(str(path), path.stat().st_mtime)
-            if st.session_state.get("base_checkpoint") != str(path):
-                st.session_state["base_checkpoint"] = str(path)
-                st.session_state.pop("finetuned", None)
+            inputs.start_from_upload(files)
             st.success(f"Starting from the uploaded checkpoint ({files[0].name}).")
         except TrajMoEError as exc:
             st.error(f"This checkpoint cannot be used: {exc}")
             st.stop()
-elif st.session_state.pop("base_checkpoint", None):
-    st.session_state.pop("finetuned", None)
+else:
+    sess.start_from(None)
 
 try:
-    base = state.base_model()
+    base = inputs.base_model()
 except TrajMoEError as exc:
     st.error(f"The starting checkpoint cannot be loaded: {exc}")
     st.stop()
@@ -50,7 +46,7 @@ trained_on = ", ".join(dict.fromkeys(base_meta.get("cities", []))) or "other cit
 st.caption(f"Starting checkpoint: `{base_path.name}`, pretrained on {trained_on}.")
 
 c1, c2 = st.columns(2)
-share = c1.slider("Share of the city's data to learn from (%)", 1, 100, 5, key="ft_share",
+share = c1.slider("Share of the city's data to learn from (%)", 1, 100, round(100 * outputs.FRACTION), key="ft_share",
                   help="The paper's setting is 5%: one pass over 5% of the training trajectories.")
 epochs = c2.number_input("Passes over it (epochs)", min_value=1, max_value=10, value=1, key="ft_epochs")
 with st.expander("Advanced"):
@@ -59,47 +55,38 @@ with st.expander("Advanced"):
 
 if st.button(f"Fine-tune on {share}% of {city}", type="primary", key="ft_run"):
     try:
-        st.session_state["finetuned"] = state.finetune(
+        sess.finetuned = outputs.finetune(
             prep, data, fraction=share / 100, epochs=int(epochs), max_steps=int(max_steps) or None,
             mode="light" if light else "full")
     except TrajMoEError as exc:
         st.error(f"Fine-tuning could not run: {exc}")
         st.stop()
 
-ft = state.finetuned_for(prep.folder)
+ft = outputs.finetuned_for(prep.folder)
 if ft is None:
     st.info("Not fine-tuned yet: the Flows, Experts and Scenario pages show the pretrained model's "
             "zero-shot predictions until you do.")
     st.stop()
 
-st.success(f"Done: {ft['steps']} training steps in {ft['seconds']:.1f} s. The Flows, Experts and "
-           f"Scenario pages now show **{ft['label']}**.")
-m = ft["metrics"]
-names = {"zero-shot": "Pretrained, no fine-tuning (zero-shot)", "fine-tuned": "Fine-tuned",
-         "markov": "Markov baseline (same data)", "epr": "Return + gravity baseline (same data)"}
-table = pd.DataFrame([
-    {"Model": names[key], "First guess right": m[key]["acc@1"], "Right place in top 5": m[key]["acc@5"],
-     "Right place in top 10": m[key]["acc@10"], "Mean reciprocal rank": m[key]["mrr"]}
-    for key in ("zero-shot", "fine-tuned", "markov", "epr")
-])
-st.markdown(f"#### How often each model guesses the next place right, on {m['fine-tuned']['n']:,} held-out visits")
+st.success(f"Done: {ft.steps} training steps in {ft.seconds:.1f} s. The Flows, Experts and "
+           f"Scenario pages now show **{ft.label}**.")
+table = outputs.metrics_table(ft.metrics)
+st.markdown(f"#### How often each model guesses the next place right, on {ft.metrics['fine-tuned']['n']:,} "
+            "held-out visits")
 st.dataframe(table, hide_index=True, column_config={
     c: st.column_config.NumberColumn(format="percent") for c in table.columns[1:4]} | {
     "Mean reciprocal rank": st.column_config.NumberColumn(format="%.3f")})
-long = table.melt(id_vars="Model", value_vars=["First guess right", "Right place in top 5"], var_name="measure")
-fig = px.bar(long, x="measure", y="value", color="Model", barmode="group", height=320)
-fig.update_layout(yaxis_tickformat=".0%", xaxis_title=None, yaxis_title=None, margin={"l": 0, "r": 0, "t": 10, "b": 0})
-views.plotly(fig, key="ft_metrics")
+views.plotly(views.metrics_chart(table), key="ft_metrics")
 st.caption(f"The baselines learn from the same share of data. Held-out visits are the last 20% of each "
            f"person's visits, never seen in training; each is predicted from at least "
-           f"{64 - state.STRIDE + 1} earlier visits (the benchmarks use up to 64).")
+           f"{outputs.MIN_CONTEXT} earlier visits (the benchmarks use up to 64).")
 
 d1, d2, d3 = st.columns(3)
 stem = f"trajmoe_{city.lower().replace(' ', '_')}"
-d1.download_button("Download the fine-tuned weights (.safetensors)", ft["files"]["safetensors"],
+d1.download_button("Download the fine-tuned weights (.safetensors)", ft.files["safetensors"],
                    file_name=f"{stem}.safetensors", mime="application/octet-stream", key="dl_weights")
-d2.download_button("Download its description (.json)", ft["files"]["json"], file_name=f"{stem}.json",
+d2.download_button("Download its description (.json)", ft.files["json"], file_name=f"{stem}.json",
                    mime="application/json", key="dl_sidecar")
 if d3.button("Show the pretrained model again", key="ft_forget"):
-    st.session_state.pop("finetuned", None)
+    sess.finetuned = None
     st.rerun()

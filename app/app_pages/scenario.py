@@ -1,13 +1,13 @@
 """Scenario: add or remove POIs and see where the model expects people to go instead."""
 
-import pandas as pd
 import streamlit as st
 
-import state
 import views
-from trajmoe.analysis.flows import CATEGORY_LABELS
+from state import inputs, outputs, summaries
+from state.session import privacy_k
+from trajmoe.analysis.privacy import hidden_note
 from trajmoe.errors import TrajMoEError
-from trajmoe.pois.categories import CATEGORIES
+from trajmoe.pois.categories import CATEGORIES, CATEGORY_LABELS
 
 st.title("Scenario: what if this place changed?")
 st.markdown(
@@ -15,24 +15,18 @@ st.markdown(
     "asks the model again about the same held-out moves, and maps how the expected number of "
     "arrivals in each place changes."
 )
-prep, data = state.require_city()
-shown = state.require_model(prep)
-meta, k = prep.meta, state.privacy_k()
+prep, data = inputs.require_city()
+shown = outputs.require_model(prep)
+meta, k = prep.meta, privacy_k()
 if not bool(data.cells["poi_known"].iloc[0]):
     st.warning("This city has no POI data, so there are no POIs to add or remove. Load POIs on the "
                "**City & POIs** page (the city is prepared again automatically).")
     st.stop()
 
-names = state.cell_names(prep.folder, state.pois_source().key, state.pois())
-people = data.visits.groupby("cell")["user_id"].nunique()
-visits = data.visits["cell"].value_counts()
-cells = data.cells[["cell"]].assign(people=lambda f: f["cell"].map(people).fillna(0),
-                                    visits=lambda f: f["cell"].map(visits).fillna(0))
-cells = cells[cells["people"] >= k].sort_values("visits", ascending=False)
-if cells.empty:
+label = summaries.scenario_places(prep.folder, k)  # cell -> "near <POI> (N visits)", busiest first
+if not label:
     st.warning("No place has enough people to be shown under the privacy setting.")
     st.stop()
-label = {c: f"{names.get(c, c)} ({int(v):,} visits)" for c, v in cells[["cell", "visits"]].itertuples(index=False)}
 
 c1, c2, c3 = st.columns([1, 1, 2])
 action = c1.radio("Change", ["Add", "Remove"], horizontal=True, key="sc_action")
@@ -47,36 +41,30 @@ if not chosen:
 change = int(count) if action == "Add" else -int(count)
 edits = tuple((c, category, change) for c in chosen)
 try:
-    result = state.scenario(shown, data, edits)
+    result = outputs.scenario(shown, data, edits)
 except TrajMoEError as exc:
     st.warning(str(exc))
     st.stop()
 if not result.applied:
     st.info(f"Nothing to remove: the chosen places have no {CATEGORY_LABELS[category]} POIs.")
     st.stop()
-table, hidden = result.private(k)
-edited = table[table["edited"]]
-total = table["change"].sum()
-here = edited["change"].sum()
+view = outputs.scenario_view(result, k)
+names = summaries.cell_names(prep.folder)
 verb = "adding" if change > 0 else "removing"
 st.markdown(
     f"**Expected effect of {verb} {abs(change)} {CATEGORY_LABELS[category]} POIs in {len(chosen)} place"
-    f"{'s' if len(chosen) > 1 else ''}**: {here:+,.2f} arrivals there out of {result.n_targets:,} predicted "
-    f"moves ({here / max(edited['inflow_before'].sum(), 1e-9):+.2%}); the other shown places change by "
-    f"{total - here:+,.2f} in total."
+    f"{'s' if len(chosen) > 1 else ''}**: {view.here:+,.2f} arrivals there out of {result.n_targets:,} predicted "
+    f"moves ({view.share:+.2%}); the other shown places change by {view.elsewhere:+,.2f} in total."
 )
 left, right = st.columns([5, 4])
 with left:
-    views.show(views.change_map(table, edited=chosen, names=names, context=state.context_cells(prep.folder, k)), key="map_change")
+    views.show(views.change_map(view.cells, edited=chosen, names=names, context=summaries.context_cells(prep.folder, k)),
+               key="map_change")
     views.legend([("more arrivals", "#2166ac"), ("fewer arrivals", "#d6604d"), ("changed place (outlined)", "#141414")])
 with right:
-    top = table.reindex(table["change"].abs().sort_values(ascending=False).index).head(12)
-    st.dataframe(pd.DataFrame({
-        "place": top["cell"].map(names), "before": top["inflow_before"], "after": top["inflow_after"],
-        "change": top["change"], "change %": top["change_pct"],
-    }), hide_index=True, column_config={"before": st.column_config.NumberColumn(format="%.1f"),
-                                   "after": st.column_config.NumberColumn(format="%.1f"),
-                                   "change": st.column_config.NumberColumn(format="%+.3f"),
-                                   "change %": st.column_config.NumberColumn(format="%+.2f%%")})
-st.caption(state.hidden_note("this map", hidden, None, meta["kind"]) +
+    st.dataframe(view.top(names), hide_index=True, column_config={
+        "before": st.column_config.NumberColumn(format="%.1f"), "after": st.column_config.NumberColumn(format="%.1f"),
+        "change": st.column_config.NumberColumn(format="%+.3f"),
+        "change %": st.column_config.NumberColumn(format="%+.2f%%")})
+st.caption(hidden_note("this map", places=view.hidden, flows=None, kind=meta["kind"], k=k) +
            f" Showing {shown.label}; arrivals are the model's expected counts on the held-out moves.")

@@ -23,6 +23,7 @@ from trajmoe.errors import InputDataError
 DEFAULT_K = 5  # at least this many distinct persons behind anything shown (a common k-anonymity floor)
 K_CHOICES = (2, 20)  # the range a planner may pick in the app
 _UNITS = {"trips": ("trip", "trips"), "stations": ("bike", "bikes")}  # kind -> (one, many); else people
+_PERSON = "__person__"  # the person column of persons_per's frame (a name no key column has)
 
 
 def check_k(k: int) -> int:
@@ -42,12 +43,33 @@ def counted_unit_one(kind: str) -> str:
     return _UNITS.get(kind, ("person", "people"))[0]
 
 
-def persons_per(keys: Iterable, persons: Iterable) -> pd.Series:
-    """Distinct persons per key (cell, district, or (origin, destination) pair given as a frame)."""
-    frame = pd.DataFrame({"key": list(keys) if not isinstance(keys, np.ndarray | pd.Series) else keys,
-                          "person": list(persons) if not isinstance(persons, np.ndarray | pd.Series) else persons})
+def _column(values: Iterable) -> np.ndarray | list:
+    """Values by position: a Series' index is dropped, so keys and persons never align by label."""
+    if isinstance(values, pd.Series | pd.Index):
+        return values.to_numpy()
+    return values if isinstance(values, np.ndarray) else list(values)
+
+
+def persons_per(keys: Iterable | pd.DataFrame, persons: Iterable) -> pd.Series:
+    """Distinct persons per key, sorted by key.
+
+    Parameters
+    ----------
+    keys
+        One key per row: a cell or district, or a frame of key columns (``origin`` and
+        ``destination`` for flows; the result then has one index level per column).
+    persons
+        The person (``user_id``) of each row, in the same order as ``keys``.
+    """
+    person = _column(persons)
+    if isinstance(keys, pd.DataFrame):
+        by = list(keys.columns)
+        frame = keys.reset_index(drop=True).assign(**{_PERSON: person})
+    else:
+        by = "key"
+        frame = pd.DataFrame({"key": _column(keys), _PERSON: person})
     # Distinct pairs, then a count: much faster than groupby().nunique() on millions of rows.
-    return frame.drop_duplicates().groupby("key").size()
+    return frame.drop_duplicates().groupby(by).size()
 
 
 def allowed(counts: pd.Series | np.ndarray, k: int) -> np.ndarray:

@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from trajmoe.analysis.flows import DEFAULT_MIN_USERS, Progress, iter_next_scores, target_visits
+from trajmoe.analysis.predict import Progress, iter_next_scores, target_visits
+from trajmoe.analysis.privacy import DEFAULT_K, allowed, persons_per
 from trajmoe.city.data import CityData
 from trajmoe.city.features import POI_COLUMNS, RING_POI_COLUMNS
 from trajmoe.errors import InputDataError, POIError
@@ -48,11 +49,9 @@ class ScenarioResult:
     n_targets: int  # visits whose next location was predicted
     applied: list[POIEdit]  # the edits as applied (removals capped at the POIs a cell has)
 
-    def private(self, k: int = DEFAULT_MIN_USERS) -> tuple[pd.DataFrame, int]:
+    def private(self, k: int = DEFAULT_K) -> tuple[pd.DataFrame, int]:
         """The cells that may be shown (visited by >= k distinct persons) and how many are hidden."""
-        if k < 1:
-            raise InputDataError(f"the privacy threshold k must be >= 1, got {k}")
-        shown = self.cells["n_users"] >= k
+        shown = allowed(self.cells["n_users"], k)
         return self.cells[shown].reset_index(drop=True), int((~shown).sum())
 
 
@@ -135,7 +134,7 @@ def run_scenario(model, data: CityData, edits: Sequence[POIEdit], *, split: str 
         fine-tuned on); None = all training visits.
     stride
         None: each target's exact protocol context; an int: the faster strided passes of
-        :func:`trajmoe.analysis.flows.iter_next_scores` (the same contexts before and after the edit).
+        :func:`trajmoe.analysis.predict.iter_next_scores` (the same contexts before and after the edit).
     progress
         Optional ``(done, total)`` callback over both passes.
     """
@@ -151,7 +150,7 @@ def run_scenario(model, data: CityData, edits: Sequence[POIEdit], *, split: str 
     before = expected_inflow(model, data, targets, windows=windows, stride=stride, progress=half(0))
     after = expected_inflow(model, _with_cells(data, cells), targets, windows=windows, stride=stride,
                             progress=half(n))
-    users = data.visits.groupby("cell")["user_id"].nunique()
+    users = persons_per(data.visits["cell"], data.visits["user_id"])  # the count ScenarioResult.private reads
     n_users = users.reindex(data.cells["cell"], fill_value=0).to_numpy()
     edited = {e.cell for e in applied}
     table = pd.DataFrame({

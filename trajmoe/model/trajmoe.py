@@ -20,12 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trajmoe.city.batch import IGNORE, N_DIST_BUCKETS, N_GAP_BUCKETS, Batch, CityTensors
+from trajmoe.city.batch import N_DIST_BUCKETS, N_GAP_BUCKETS, Batch, CityTensors
 from trajmoe.errors import PreparedDataError, TrajMoEError
 from trajmoe.model.attention import Block
 from trajmoe.model.config import N_HOURS, N_WEEKDAYS, TrajMoEConfig
 from trajmoe.model.encoder import CellEncoder
 from trajmoe.model.head import RetrievalHead
+from trajmoe.model.loss import next_cell_loss
 from trajmoe.model.moe import SEMANTIC_EXPERT_GROUPS, SAMoE
 from trajmoe.pois.categories import CATEGORIES
 
@@ -167,10 +168,8 @@ class TrajMoE(nn.Module):
         logits = self.head(h, None, batch=batch, city=city, cell_emb=cell_emb)
         loss = None
         if targets:
-            tgt = batch.targets.masked_fill(batch.targets < 0, IGNORE)  # MISS is not trainable
-            n_valid = (tgt >= 0).sum().clamp(min=1)
-            ce = F.cross_entropy(logits.reshape(-1, city.n_cells), tgt.reshape(-1),
-                                 ignore_index=IGNORE, reduction="sum") / n_valid
+            n_valid = (batch.targets >= 0).sum().clamp(min=1)  # 0, not NaN, for a batch without one
+            ce = next_cell_loss(logits, batch.targets, reduction="sum") / n_valid
             loss = ce + aux
         return ModelOutput(logits, loss, aux, probs, h)
 

@@ -547,3 +547,10 @@ def osm_query_tags() -> dict[str, bool | list[str]]:
             if values:
                 query[key] = values
     return query
+
+
+# Plain-English names for the categories, for charts, heatmap columns and expert texts.
+CATEGORY_LABELS: dict[str, str] = {c: c.replace("_", " ") for c in CATEGORIES} | {
+    "food_drink": "food & drink", "parks_leisure": "parks & leisure",
+    "culture_tourism": "culture & tourism", "office_work": "offices & work",
+}

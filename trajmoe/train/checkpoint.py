@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from trajmoe import __version__
 from trajmoe.city.features import SCHEMA_ID
 from trajmoe.errors import CheckpointError
+from trajmoe.train.models import build_model
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +126,6 @@ def _check_shapes(weights: Path, header: dict, meta: dict) -> None:
     The model is built on torch's "meta" device (shapes only, no memory), so a sidecar that
     describes a huge model costs nothing instead of allocating it before the mismatch shows.
     """
-    from trajmoe.train.models import build_model
-
     n_tensors = sum(name != "__metadata__" for name in header)
     builder = threading.get_ident()
     registered = 0
@@ -184,8 +183,6 @@ def read_sidecar(path: str | Path) -> dict:
 
 def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, dict]:
     """Rebuild the model a checkpoint describes and load its weights (never unpickles)."""
-    from trajmoe.train.models import build_model
-
     weights, _ = checkpoint_paths(path)
     if not weights.is_file():
         raise CheckpointError(f"Checkpoint {weights} not found: pass the path of a NAME.safetensors file.")

@@ -24,7 +24,8 @@ from trajmoe.city.data import CityData
 from trajmoe.city.subset import RunSubset, run_subset
 from trajmoe.errors import CheckpointError
 from trajmoe.train.checkpoint import save_checkpoint
-from trajmoe.train.fit import Progress, TrainConfig, TrainResult, evaluate, fit
+from trajmoe.train.evaluate import evaluate
+from trajmoe.train.fit import Progress, TrainConfig, TrainResult, fit
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Pretraining, fine-tuning and evaluation loops shared by TrajMoE and the neural baselines.
+"""Pretraining and fine-tuning loop shared by TrajMoE and the neural baselines.
 
 * Multi-city pretraining: every step draws ONE city (probability proportional to its number of
   training windows ** temperature, 0.5 by default, so the largest city does not drown the rest)
@@ -10,6 +10,9 @@
   the same city and the same batch at each step and takes its own shard of it; the loss is the
   token-summed cross-entropy divided by the GLOBAL token count, so the 2-rank update equals the
   1-rank update (DESIGN.md §Protocol).
+
+Evaluation is in ``evaluate.py``, the process group in ``distributed.py``, the head calibration
+that ends a run with validation targets in ``calibration.py``.
 """
 
 from __future__ import annotations
@@ -17,31 +20,26 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from trajmoe.city.batch import IGNORE, Batch, CityTensors
-from trajmoe.city.data import DEFAULT_MAX_LEN, CityData, iter_batches
+from trajmoe.city.batch import Batch, CityTensors
+from trajmoe.city.data import DEFAULT_MAX_LEN, CityData
 from trajmoe.city.subset import RunSubset, check_fraction, run_subset
 from trajmoe.errors import TrajMoEError
-from trajmoe.train.metrics import metrics_from_ranks, target_ranks
+from trajmoe.model.loss import next_cell_loss
+from trajmoe.train.calibration import CALIBRATION_PRIOR_TARGETS, calibrate_head
+from trajmoe.train.distributed import dist_info, shard
+from trajmoe.train.evaluate import rank_targets
+from trajmoe.train.metrics import metrics_from_ranks
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int, float], None]  # (step, total_steps, loss) -> None
-
-
-# How strongly head calibration pulls the prior weights back toward the ones training left (the
-# weights the city's kind learned in pretraining): a Gaussian prior worth this many validation
-# targets. Chosen on SOURCE cities only (bench/results/calibration_prior.md: refitting on 54 validation
-# targets, la_gowalla's 5% share, the optimum is flat from 30 up; plain maximum likelihood is noisy).
-CALIBRATION_PRIOR_TARGETS = 100.0
 
 
 @dataclass
@@ -85,33 +83,6 @@ class TrainResult:
     calibration: dict = field(default_factory=dict)
     subsets: list[RunSubset] = field(default_factory=list)  # what each training city gave the run
     val_subset: RunSubset | None = None  # the validation city's subset (its features and val targets)
-
-
-# --------------------------------------------------------------------------- distributed
-def dist_info() -> tuple[int, int]:
-    """(rank, world size); (0, 1) when not running under torchrun."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def maybe_init_distributed() -> bool:
-    """Initialise gloo when launched by torchrun (WORLD_SIZE > 1). One thread per rank."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
-        torch.set_num_threads(1)
-        torch.distributed.init_process_group("gloo")
-        return True
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
-def shutdown_distributed() -> None:
-    """Leave the process group (a barrier first, so no rank exits while another still talks to it).
-
-    Exiting with the group still up can abort a rank at teardown ("terminate called without an
-    active exception", SIGABRT) when the machine is busy."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
 
 
 # --------------------------------------------------------------------------- helpers
@@ -170,56 +141,14 @@ def sequence_loss(model: torch.nn.Module, batch: Batch, city: CityTensors, *, n_
     Returns (loss to backpropagate, summed CE of this rank's tokens, number of those tokens).
     """
     out = model(batch, city, targets=False)
-    logits = out.logits  # (B, T, N)
-    tgt = batch.targets.masked_fill(batch.targets < 0, IGNORE)  # MISS is not trainable
-    valid = tgt >= 0
-    # ignore_index on the flat view: no (B, T, N) copy of the selected rows
-    ce_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), ignore_index=IGNORE,
-                             reduction="sum")
+    ce_sum = next_cell_loss(out.logits, batch.targets, reduction="sum")  # logits (B, T, N)
+    valid = batch.targets >= 0  # IGNORE and MISS are not trainable
     _, world = dist_info()
     loss = ce_sum * world / max(n_global, 1)
     aux = getattr(out, "aux_loss", None)
     if aux is not None:
         loss = loss + aux
     return loss, float(ce_sum.detach()), int(valid.sum())
-
-
-def _shard(windows: list, rank: int, world: int) -> list:
-    return windows[rank::world] if world > 1 else windows
-
-
-# --------------------------------------------------------------------------- evaluation
-@torch.no_grad()
-def rank_targets(model, data: CityData, city: CityTensors, targets: np.ndarray, *, max_len: int = DEFAULT_MAX_LEN,
-                 batch_size: int = 256) -> np.ndarray:
-    """Pessimistic rank of every target (inf for targets outside the candidates)."""
-    was_training = getattr(model, "training", False)
-    if hasattr(model, "eval"):
-        model.eval()
-    ranks = []
-    for chunk in iter_batches(np.asarray(targets), batch_size):
-        batch = data.eval_batch(chunk, max_len=max_len)
-        scores = model.score_last(batch, city)  # (B, N)
-        last = batch.mask.sum(1) - 1
-        truth = batch.targets.gather(1, last[:, None]).squeeze(1)
-        ranks.append(target_ranks(scores, truth).numpy())
-    if was_training:
-        model.train()
-    return np.concatenate(ranks) if ranks else np.zeros(0)
-
-
-def evaluate(model, data: CityData, *, split: str = "test", city: CityTensors | None = None,
-             subset: RunSubset | None = None, max_len: int = DEFAULT_MAX_LEN, batch_size: int = 256) -> dict:
-    """Metrics on a split's targets.
-
-    ``subset`` gives the cell features (and, for ``split="val"``, the run's share of validation
-    targets); otherwise ``city`` gives the features, by default from all training visits.
-    """
-    if subset is not None:
-        city = subset.city
-    city = city if city is not None else data.city_tensors()
-    targets = subset.val_targets if subset is not None and split == "val" else data.targets(split)
-    return metrics_from_ranks(rank_targets(model, data, city, targets, max_len=max_len, batch_size=batch_size))
 
 
 # --------------------------------------------------------------------------- training
@@ -283,7 +212,7 @@ def fit(
         cursors[ci] += cfg.batch_size
         batch_windows = [windows[ci][k] for k in picked]
         n_global = sum(len(w) - 1 for w in batch_windows)
-        mine = _shard(batch_windows, rank, world)
+        mine = shard(batch_windows, rank=rank, world=world)
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, total, cfg) * g["lr_scale"]
         if mine:
@@ -336,6 +265,7 @@ def fit(
     if cfg.calibrate and val_city is not None and val_targets is not None and len(val_targets):
         # The prior pulls toward weights only a kind's earlier training made meaningful.
         prior = cfg.calibration_prior if val_city.kind in trained_before else 0.0
+        # calibrate_head is looked up in this module's namespace: tests patch it on trajmoe.train.fit.
         result.calibration = calibrate_head(model, val_city, val_tensors, val_targets, max_len=cfg.max_len,
                                             batch_size=cfg.eval_batch_size, prior_targets=prior)
     if config is not None and hasattr(config, "pretrained_kinds"):
@@ -344,80 +274,3 @@ def fit(
     result.seconds = time.perf_counter() - start
     return result
 
-
-# --------------------------------------------------------------------------- head calibration
-def calibrate_head(model, data: CityData, city: CityTensors, targets: np.ndarray, *, max_len: int = DEFAULT_MAX_LEN,
-                   batch_size: int = 256, max_iter: int = 100,
-                   prior_targets: float = CALIBRATION_PRIOR_TARGETS, fit_similarity: bool = True) -> dict:
-    """Fit the output head's prior weights for ``city.kind`` (distance decay, return, seen,
-    current-cell, popularity) and its similarity scale on ``targets``, everything else frozen.
-
-    Maximum a posteriori with L-BFGS: the validation NLL plus a Gaussian prior on the mobility
-    weights centred on those training left (for a pretrained model: what the city's kind learned
-    on every source city of that kind), worth ``prior_targets`` targets (0 = plain maximum
-    likelihood, the fit the return + gravity baseline gets). The similarity scale has no prior:
-    how far the learned embeddings carry over is the one thing that differs most between cities
-    (on la_gowalla, with no POIs, the pretrained similarity lowers zero-shot validation Acc@1 from
-    0.19 with the prior terms alone to 0.17), so the city's own targets decide it. A handful of
-    gradient steps cannot move these city-dependent weights far; L-BFGS converges in seconds
-    because the Transformer states are computed once. ``fit_similarity=False`` leaves the similarity scale as it is (an ablation sets
-    it to 0 to score with the prior terms alone). Returns NLL before/after (without the prior
-    term) and the target count.
-    """
-    head = getattr(model, "head", None)
-    if not (hasattr(model, "last_states") and head is not None) or not len(targets):
-        return {}  # only the TrajMoE family (and its dense variant) has the prior-term head
-    scalars = [head.prior, head.sim_scale] if fit_similarity else [head.prior]
-    model.eval()
-    cached = []
-    with torch.no_grad():
-        cell_emb = model.encoder(city.features)
-        for chunk in iter_batches(np.asarray(targets), batch_size):
-            batch = data.eval_batch(chunk, max_len=max_len)
-            h_last, last = model.last_states(batch, city, cell_emb)
-            truth = batch.targets.gather(1, last).squeeze(1)
-            keep = truth >= 0
-            if keep.any():
-                cached.append((batch, last, h_last, truth, keep))
-    if not cached:
-        return {}
-    frozen = [p for p in model.parameters() if p.requires_grad and all(p is not s for s in scalars)]
-    for p in frozen:
-        p.requires_grad_(False)
-    n = sum(int(c[4].sum()) for c in cached)
-
-    def nll() -> torch.Tensor:
-        total = torch.zeros(())
-        for batch, last, h_last, truth, keep in cached:
-            logits = head(h_last, last, batch=batch, city=city, cell_emb=cell_emb).squeeze(1)
-            total = total + F.cross_entropy(logits[keep], truth[keep], reduction="sum")
-        return total / n
-
-    saved = [p.detach().clone() for p in scalars]
-
-    def objective() -> torch.Tensor:  # the similarity scale (index 1) is fitted freely: see above
-        return nll() + 0.5 * prior_targets / n * ((head.prior - saved[0]) ** 2).sum()
-
-    try:
-        with torch.no_grad():
-            before, start = float(nll()), float(objective())
-        opt = torch.optim.LBFGS(scalars, lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
-
-        def closure():
-            opt.zero_grad()
-            loss = objective()
-            loss.backward()
-            return loss
-
-        opt.step(closure)
-        with torch.no_grad():
-            after, end = float(nll()), float(objective())
-        if not end <= start:  # never leave the head worse on the objective it was fitted on
-            with torch.no_grad():
-                for p, v in zip(scalars, saved):
-                    p.copy_(v)
-            after = before
-    finally:
-        for p in frozen:
-            p.requires_grad_(True)
-    return {"nll_before": before, "nll_after": after, "targets": n}

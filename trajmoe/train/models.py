@@ -6,7 +6,7 @@ Architectures (the ``arch`` string a checkpoint sidecar stores):
 * ``transformer`` the dense Transformer baseline: the same TrajMoE of the same width and depth
   with ``moe=False`` (a dense FFN with SAMoE's active parameter count), so the comparison changes
   exactly one thing;
-* ``gru``         :class:`~trajmoe.train.baselines.GRUNextLocation` (DeepMove-style).
+* ``gru``         :class:`~trajmoe.train.gru.GRUNextLocation` (DeepMove-style).
 
 The config returned next to a model is the dataclass :func:`trajmoe.train.checkpoint.save_checkpoint`
 serialises; :func:`build_model` turns that JSON back into the same module.
@@ -23,7 +23,8 @@ from torch import nn
 from trajmoe.errors import CheckpointError, TrajMoEError
 from trajmoe.model.config import TrajMoEConfig
 from trajmoe.model.trajmoe import TrajMoE
-from trajmoe.train.baselines import GRUConfig, GRUNextLocation
+from trajmoe.train.gru import GRUConfig, GRUNextLocation
+from trajmoe.trajectories.kinds import KINDS
 
 ARCHS = ("trajmoe", "transformer", "gru")
 
@@ -66,8 +67,6 @@ def build_model(arch: str, config: dict, *, cities: Iterable[str] = ()) -> nn.Mo
         )
     if arch != "gru" and "pretrained_kinds" not in config:
         # Sidecars written before the field existed: their head rows are trusted as trained.
-        from trajmoe.trajectories.kinds import KINDS
-
         config = {**config, "pretrained_kinds": KINDS}
     cfg = cls(**config)
     if arch == "transformer" and cfg.moe:

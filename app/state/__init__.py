@@ -1,0 +1,10 @@
+"""What the app keeps and computes, by concern; the pages lay out widgets and call these.
+
+* :mod:`state.session`: the one typed object a planner's session keeps (``st.session_state``, one key).
+* :mod:`state.inputs`: the files (bundled or uploaded), the POIs, the prepared city, checkpoints
+  and the shared pretrained model.
+* :mod:`state.outputs`: what is shown from them: predictions, fine-tuning, flows, experts,
+  scenarios, cell names and the privacy-filtered summaries of the data.
+
+Dependencies run one way: ``session`` <- ``inputs`` <- ``outputs``; ``views`` (app/views.py) only draws.
+"""

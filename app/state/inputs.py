@@ -1,0 +1,282 @@
+"""The app's inputs: files, POIs, the prepared city and the models to start from (shared by every page).
+
+* Inputs are files: the bundled Helsinki sample, or uploads written once under ``WORK_DIR``
+  (keyed by content digest), so every step reads a path and caches on a short key.
+* A prepared city folder per (trajectories, POIs, city name, map detail), reused across
+  sessions and restarts (``st.cache_data`` + the folder on disk).
+* The pretrained model lives in ``st.cache_resource`` and is never modified (a session fine-tunes
+  its own deep copy: :mod:`state.outputs`).
+* torch is imported only inside the functions that need a model (``import torch`` costs ~2 s).
+
+Streamlit's rules from its own examples: no widgets in cached functions (progress bars are
+elements, created and emptied inside, so a cache hit replays nothing visible).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from state.session import Source, session
+from trajmoe.errors import CheckpointError, TrajMoEError
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE_TRAJECTORIES = REPO / "sample_data" / "helsinki_synthetic_trajectories.csv.gz"
+SAMPLE_POIS = REPO / "sample_data" / "helsinki_pois.parquet"
+SHIPPED_CHECKPOINT = REPO / "assets" / "trajmoe_pretrained.safetensors"
+CHECKPOINT_ENV = "TRAJMOE_CHECKPOINT"  # another checkpoint to start from (tests, other deployments)
+WORK_DIR = Path(os.environ.get("TRAJMOE_APP_DIR", Path(tempfile.gettempdir()) / "trajmoe_app"))
+SAMPLE_LABEL = "Helsinki sample: SYNTHETIC people (no real person) moving between real OpenStreetMap POIs"
+SAMPLE_POIS_LABEL = "Helsinki city centre POIs (real, OpenStreetMap)"
+# A compressed upload under the size limit can still hold tens of millions of rows: bound the rows
+# too (5M rows prepare in ~2 GB, bench/results/large_upload.md); bigger files go through the CLI.
+MAX_ROWS = 5_000_000
+
+
+# --------------------------------------------------------------------------- files
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:20]
+
+
+def scratch_dir() -> Path:
+    """A new empty folder under WORK_DIR."""
+    WORK_DIR.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=WORK_DIR))
+
+
+@st.cache_data(show_spinner=False)
+def _file_digest(path: str, mtime: float) -> str:
+    return digest(Path(path).read_bytes())
+
+
+def bundled(path: Path, label: str) -> Source:
+    return Source(label=label, path=str(path), key=_file_digest(str(path), path.stat().st_mtime))
+
+
+def save_upload(upload, label: str) -> Source:
+    """Write an uploaded file under WORK_DIR once (same content -> same path) and describe it."""
+    memo = session().uploads
+    if upload.file_id in memo:
+        return memo[upload.file_id]
+    data = upload.getvalue()
+    key = digest(data)
+    folder = WORK_DIR / "uploads" / key
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / Path(upload.name).name
+    if not path.is_file():
+        path.write_bytes(data)
+    memo[upload.file_id] = Source(label=label, path=str(path), key=key)
+    return memo[upload.file_id]
+
+
+def new_upload(what: str, upload) -> bool:
+    """True once per uploaded file: an uploader keeps its file across reruns, and choosing another
+    source afterwards must not bring the old upload back."""
+    seen = session().applied_uploads
+    if seen.get(what) == upload.file_id:
+        return False
+    seen[what] = upload.file_id
+    return True
+
+
+def max_upload_mb() -> int:
+    return int(st.get_option("server.maxUploadSize"))
+
+
+# --------------------------------------------------------------------------- trajectories and POIs
+def trajectories() -> Source:
+    return session().trajectories or bundled(SAMPLE_TRAJECTORIES, SAMPLE_LABEL)
+
+
+def is_sample() -> bool:
+    return session().trajectories is None
+
+
+def use_upload(upload) -> None:
+    """Use an uploaded trajectory file, the city named after the file (``my_city.csv`` -> My City)."""
+    city = Path(upload.name).name.split(".")[0].replace("_", " ").title()
+    session().use_trajectories(save_upload(upload, f"{upload.name} (uploaded)"), city)
+
+
+def city_name() -> str:
+    return session().city or "Helsinki"
+
+
+def pois_source() -> Source:
+    return session().pois or bundled(SAMPLE_POIS, SAMPLE_POIS_LABEL)
+
+
+def use_pois(source: Source | None) -> None:
+    """Use these POIs from now on (None: the bundled Helsinki centre)."""
+    session().pois = source
+
+
+def pois_from_frame(frame: pd.DataFrame, label: str) -> Source:
+    """Keep POIs downloaded from OpenStreetMap as a file, like any other POI source."""
+    from trajmoe.pois.offline import write_pois
+
+    path = write_pois(frame, scratch_dir() / "pois.parquet")
+    return Source(label=label, path=str(path), key=digest(path.read_bytes()))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def read_poi_file(key: str, path: str) -> pd.DataFrame:
+    from trajmoe.pois.offline import read_pois
+
+    return read_pois(path)
+
+
+def pois() -> pd.DataFrame:
+    src = pois_source()
+    return read_poi_file(src.key, src.path)
+
+
+def poi_summary(frame: pd.DataFrame) -> dict:
+    """Counts the City & POIs page shows: POIs, kinds of place, share that has a name."""
+    named = (frame["name"].astype(str).str.len() > 0).mean() if len(frame) else 0.0
+    return {"n": len(frame), "kinds": frame["category"].nunique(), "named": named}
+
+
+# --------------------------------------------------------------------------- prepared city
+@dataclass
+class Prepared:
+    """A prepared city folder, or why it could not be made."""
+
+    folder: str | None
+    meta: dict = field(default_factory=dict)
+    report: dict = field(default_factory=dict)  # ValidationReport.to_dict()
+    error: str | None = None
+
+    def check_lines(self) -> list[str]:
+        """The check of the trajectories in plain words: rows left out (with row numbers), merged, notes."""
+        lines = []
+        for reason, entry in self.report.get("dropped", {}).items():
+            rows = ", ".join(str(r) for r in entry["rows"][:8])
+            more = ", ..." if entry["count"] > min(8, len(entry["rows"])) else ""
+            where = f" (rows {rows}{more})" if rows else ""
+            lines.append(f"- **Left out {entry['count']:,} rows: {reason}**{where}. {entry['message']}")
+        for reason, n in self.report.get("reduced", {}).items():
+            lines.append(f"- Merged {n:,} rows: {reason}.")
+        return lines + [f"- {note}" for note in self.report.get("notes", [])]
+
+    @property
+    def n_dropped(self) -> int:
+        return sum(e["count"] for e in self.report.get("dropped", {}).values())
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def prepare_city(traj_key: str, pois_key: str, city: str, resolution: int | None, weekday_reliable: bool,
+                 _traj: Source, _pois: Source) -> Prepared:
+    """Prepare (or reuse from disk) the city folder; ``resolution`` None = prepare's automatic choice
+    (8 for a city, finer for a small area)."""
+    from trajmoe import __version__
+    from trajmoe.city.features import SCHEMA_ID
+    from trajmoe.city.prepare import prepare
+
+    tag = digest(json.dumps([traj_key, pois_key, city, resolution, weekday_reliable, SCHEMA_ID, __version__]).encode())
+    folder = WORK_DIR / "cities" / tag
+    if (folder / "meta.json").is_file():
+        meta = json.loads((folder / "meta.json").read_text())
+        return Prepared(str(folder), meta, meta["report"])
+    bar = st.progress(0.1, text="Reading and checking the trajectories, placing visits on the map grid...")
+    scratch = scratch_dir()
+    try:
+        meta, report = prepare(_traj.path, out=scratch / "city", city=city, pois=read_poi_file(pois_key, _pois.path),
+                               resolution=resolution, weekday_reliable=weekday_reliable, name=Path(_traj.path).name,
+                               max_rows=MAX_ROWS)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        if not folder.exists():
+            (scratch / "city").rename(folder)  # atomic: another session never sees a half-written folder
+        return Prepared(str(folder), meta, report.to_dict())
+    except TrajMoEError as exc:
+        report = exc.report.to_dict() if getattr(exc, "report", None) is not None else {}
+        return Prepared(None, report=report, error=str(exc).split("\n")[0])
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        bar.empty()
+
+
+def prepared() -> Prepared:
+    traj, poi, sess = trajectories(), pois_source(), session()
+    return prepare_city(traj.key, poi.key, city_name(), sess.resolution, not sess.weekday_unreliable, traj, poi)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def city_data(folder: str):
+    """The prepared city (shared, read-only)."""
+    from trajmoe.city.data import CityData
+
+    return CityData(folder)
+
+
+def require_city() -> tuple[Prepared, object]:
+    """The prepared city and its CityData, or stop the page with the reason in plain words."""
+    prep = prepared()
+    if prep.folder is None:
+        st.error(f"The trajectories could not be used: {prep.error}")
+        st.page_link("app_pages/trajectories.py", label="See what was wrong on the Trajectories page")
+        st.stop()
+    return prep, city_data(prep.folder)
+
+
+# --------------------------------------------------------------------------- checkpoints and models
+def base_checkpoint() -> Path | None:
+    """The checkpoint this session starts from: uploaded, $TRAJMOE_CHECKPOINT, or the shipped one."""
+    uploaded = session().base_checkpoint
+    if uploaded:
+        return Path(uploaded)
+    env = os.environ.get(CHECKPOINT_ENV)
+    if env:
+        return Path(env)
+    return SHIPPED_CHECKPOINT if SHIPPED_CHECKPOINT.is_file() else None
+
+
+@st.cache_resource(show_spinner="Loading the model...", max_entries=4)
+def load_model(path: str, mtime: float):
+    """(model, sidecar) of a checkpoint, shared by all sessions and never modified."""
+    import torch
+
+    from trajmoe.train.checkpoint import load_checkpoint
+
+    # The app's batches are small: one thread is faster than several that wait on each other,
+    # and much faster on a busy machine (measured 1.6 s vs 27 s for the sample's predictions).
+    torch.set_num_threads(1)
+    return load_checkpoint(path)
+
+
+def base_model():
+    """(model, sidecar, path) of the starting checkpoint, or None when there is none."""
+    path = base_checkpoint()
+    if path is None or not path.is_file():
+        return None
+    model, meta = load_model(str(path), path.stat().st_mtime)
+    return model, meta, path
+
+
+def checkpoint_from_upload(files) -> Path:
+    """Write an uploaded .safetensors + .json pair under WORK_DIR and return the weights path."""
+    by_ext = {Path(f.name).suffix.lower(): f for f in files}
+    if set(by_ext) != {".safetensors", ".json"}:
+        raise CheckpointError("Upload both files of the checkpoint: NAME.safetensors and NAME.json.")
+    weights, sidecar = by_ext[".safetensors"].getvalue(), by_ext[".json"].getvalue()
+    folder = WORK_DIR / "checkpoints" / digest(weights + sidecar)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / Path(by_ext[".safetensors"].name).name  # the planner's own file name, in messages
+    path.write_bytes(weights)
+    path.with_suffix(".json").write_bytes(sidecar)  # the sidecar must sit next to it, same stem
+    return path
+
+
+def start_from_upload(files) -> None:
+    """Start this session from an uploaded checkpoint once it loads (a TrajMoEError says why it does not)."""
+    path = checkpoint_from_upload(files)
+    load_model(str(path), path.stat().st_mtime)
+    session().start_from(str(path))

@@ -1,0 +1,120 @@
+"""The one run subset and the one fine-tune service (library, CLI), on the embedded default."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from trajmoe.city.subset import run_subset
+from trajmoe.errors import CheckpointError
+from trajmoe.train.checkpoint import load_checkpoint, read_sidecar, save_checkpoint
+from trajmoe.train.evaluate import evaluate
+from trajmoe.train.finetune import finetune, visit_features
+from trajmoe.train.fit import TrainConfig, fit
+from trajmoe.train.models import new_trajmoe
+
+torch.set_num_threads(1)
+CFG = dict(fraction=0.05, epochs=1, seed=3, batch_size=8, eval_batch_size=512)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    model, config = new_trajmoe(d_model=32, n_layers=1, n_heads=2, seed=0)
+    path = save_checkpoint(tmp_path_factory.mktemp("ckpt") / "base.safetensors", model, arch="trajmoe", config=config,
+                           info={"cities": ["Elsewhere"], "domain_experts": []})
+    return path
+
+
+def test_run_subset_is_seeded_and_its_features_come_from_its_windows(helsinki):
+    a = run_subset(helsinki, fraction=0.05, seed=3)
+    b = run_subset(helsinki, fraction=0.05, seed=3)
+    other = run_subset(helsinki, fraction=0.05, seed=4)
+    assert [list(w) for w in a.windows] == [list(w) for w in b.windows]
+    assert np.array_equal(a.val_targets, b.val_targets)
+    assert [list(w) for w in a.windows] != [list(w) for w in other.windows]
+    every = helsinki.all_train_windows()
+    assert len(a.windows) == round(0.05 * len(every))
+    assert len(a.val_targets) == round(0.05 * len(helsinki.targets("val")))
+    assert set(a.val_targets) <= set(helsinki.targets("val"))
+    seen = helsinki.train_visits(a.windows)
+    assert a.n_train_visits == len(seen) and (helsinki.split[seen] == 0).all()
+    counts = np.bincount(helsinki.cell_idx[seen][helsinki.cell_idx[seen] >= 0], minlength=helsinki.n_cells)
+    assert np.allclose(a.city.log_pop.numpy(), np.log1p(counts))
+    assert a.describe() == {"fraction": 0.05, "seed": 3, "max_len": 64, "train_windows": len(a.windows),
+                            "train_visits": len(seen), "val_targets": len(a.val_targets)}
+
+
+def test_fit_returns_the_subset_it_trained_and_validated_on(helsinki):
+    model, _ = new_trajmoe(d_model=32, n_layers=1, n_heads=2, seed=0)
+    res = fit(model, [helsinki], TrainConfig(max_steps=2, **CFG), val_city=helsinki)
+    expected = run_subset(helsinki, fraction=0.05, seed=3)
+    assert len(res.subsets) == 1 and res.val_subset is res.subsets[0]
+    assert [list(w) for w in res.val_subset.windows] == [list(w) for w in expected.windows]
+    assert np.array_equal(res.val_subset.val_targets, expected.val_targets)
+    assert torch.equal(res.val_subset.city.features, expected.city.features)
+
+
+def test_the_service_evaluates_on_its_own_subset_and_records_it(helsinki, base):
+    model, meta = load_checkpoint(base)
+    run = finetune(model, helsinki, TrainConfig(max_steps=3, **CFG), base_info=meta, source=base.name)
+    assert run.train.steps == 3
+    again = evaluate(run.model, helsinki, split="test", subset=run_subset(helsinki, fraction=0.05, seed=3))
+    assert again == run.metrics
+    training = run.info["training"]
+    assert training["subset"] == run.subset.describe() and training["seed"] == 3
+    assert run.info["cities"] == ["Elsewhere", "Helsinki"]
+    assert run.info["domain_experts"] == ["Helsinki"] == list(run.model.config.domain_experts)
+    assert run.info["metrics"]["test"] == run.metrics
+
+
+def test_visit_features_says_which_and_refuses_a_subset_it_cannot_rebuild(helsinki, base, tmp_path):
+    model, meta = load_checkpoint(base)
+    subset, sentence = visit_features(meta, helsinki, choice="all")
+    assert subset is None and f"all {len(helsinki.train_visits(None)):,} training visits" in sentence
+    with pytest.raises(CheckpointError, match="records no fine-tuning subset"):
+        visit_features(meta, helsinki, choice="subset")
+    run = finetune(copy.deepcopy(model), helsinki, TrainConfig(max_steps=1, **CFG), base_info=meta, source="base")
+    path = run.save(tmp_path / "ft.safetensors", arch="trajmoe")
+    sidecar = read_sidecar(path)
+    subset, sentence = visit_features(sidecar, helsinki, choice="subset")
+    assert subset.n_train_visits == run.subset.n_train_visits and "fine-tuning subset" in sentence
+    lying = json.loads(json.dumps(sidecar))
+    lying["training"]["subset"]["train_visits"] += 1  # a folder prepared differently
+    with pytest.raises(CheckpointError, match="prepared differently"):
+        visit_features(lying, helsinki, choice="subset")
+    lying["training"]["city"] = "Lisbon"
+    with pytest.raises(CheckpointError, match="not 'Helsinki'"):
+        visit_features(lying, helsinki, choice="subset")
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "trajmoe", *map(str, args)], capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_cli_finetune_number_is_reproduced_by_evaluate_on_the_subset(helsinki_folder, base, tmp_path):
+    out = tmp_path / "ft.safetensors"
+    proc = _cli("finetune", "--checkpoint", base, "--data", helsinki_folder, "--out", out, "--fraction", "0.05",
+                "--seed", "3", "--max-steps", "2", "--batch-size", "8")
+    assert proc.returncode == 0, proc.stderr
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["training"]["subset"]["seed"] == 3 and sidecar["training"]["subset"]["fraction"] == 0.05
+    proc = _cli("evaluate", "--checkpoint", out, "--data", helsinki_folder, "--json", tmp_path / "sub.json",
+                "--visit-features", "subset")
+    assert proc.returncode == 0, proc.stderr
+    assert "fine-tuning subset" in proc.stderr
+    got = json.loads((tmp_path / "sub.json").read_text())
+    assert got.pop("visit_features") == "subset"
+    assert got == sidecar["metrics"]["test"]  # finetune's number, exactly
+    proc = _cli("evaluate", "--checkpoint", out, "--data", helsinki_folder, "--json", tmp_path / "all.json")
+    assert proc.returncode == 0 and "Visit features: all" in proc.stderr and "fine-tuned on 'Helsinki'" in proc.stderr
+    proc = _cli("evaluate", "--checkpoint", base, "--data", helsinki_folder, "--json", tmp_path / "x.json",
+                "--visit-features", "subset")
+    assert proc.returncode == 2 and "records no fine-tuning subset" in proc.stderr
+    assert "Traceback" not in proc.stderr
