@@ -6,7 +6,7 @@ check-ins, GPS, taxi and bike kinds), never on the embedded Helsinki default, so
 the default is zero-shot. Validation/test visits are never trained on (train.fit only draws
 training windows).
 
-    python assets/regenerate.py [--steps 500] [--budget-min 20]
+    python assets/regenerate.py [--steps 500] [--budget-min 20] [--device cpu]
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from trajmoe.city.data import CityData
 from trajmoe.city.features import SCHEMA_ID
 from trajmoe.city.prepare import prepare
 from trajmoe.devtools.realdata import REAL_DATASETS, REPO_ROOT, prepare_real
-from trajmoe.train.checkpoint import save_checkpoint
+from trajmoe.train.checkpoint import FORMAT_VERSION, save_checkpoint
+from trajmoe.train.device import DEVICES, resolve_device_or_exit
 from trajmoe.train.evaluate import evaluate
 from trajmoe.train.fit import TrainConfig, fit
 from trajmoe.train.models import new_trajmoe
@@ -48,11 +49,15 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=500, help="optimiser steps of 32 windows")
     p.add_argument("--budget-min", type=float, default=20.0, help="wall-time cap")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", choices=DEVICES,
+                   help="where to pretrain (default cpu, as the shipped checkpoint was)")
     args = p.parse_args()
+    device = resolve_device_or_exit(args.device)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(1)  # fastest on the shared 2-core machine (see bench/transfer.py)
     cities = [prepare_real(k, CACHE) for k in REAL_DATASETS]
     model, config = new_trajmoe(seed=args.seed)
+    model.to(device)
     cfg = TrainConfig(epochs=1000, max_steps=args.steps, max_seconds=args.budget_min * 60, seed=args.seed,
                       batch_size=32, lr=2e-3, warmup_steps=30)
     res = fit(model, cities, cfg)
@@ -76,6 +81,10 @@ def main() -> None:
     path = save_checkpoint(ASSETS / f"{NAME}.safetensors", model, arch="trajmoe", config=config, info=info,
                            dtype=torch.float16)
     size_mb = path.stat().st_size / 1e6
+    hardware = "2 CPU cores" if device.type == "cpu" else device.type
+    if device.type == "cuda":
+        hardware = f"GPU {torch.cuda.get_device_name(device)}"
+    again = "" if device.type == "cpu" else f" --device {args.device}"
     rows = "\n".join(f"| {name} | {m['acc@1']:.4f} | {m['acc@5']:.4f} | {m['mrr']:.4f} | {m['n']} |"
                      for name, m in {**in_domain, "Helsinki synthetic default (zero-shot)": zero_shot}.items())
     card = f"""# Model card: {NAME}
@@ -84,7 +93,9 @@ TrajMoE (spatially-aware mixture-of-experts next-location model, after arXiv 250
 d_model {config.d_model}, {config.n_layers} SAMoE layers, {config.n_routed_experts} routed experts (top-{config.top_k}) +
 shared expert, one domain expert per training city; {model.num_parameters():,} parameters
 ({model.num_parameters(active=True):,} active per token); weights {size_mb:.1f} MB (safetensors, float16);
-feature schema `{SCHEMA_ID}`. Trained {res.steps} steps ({res.seconds / 60:.1f} min, 2 CPU cores), batch
+feature schema `{SCHEMA_ID}`; checkpoint format {FORMAT_VERSION}: rotary (relative) positions, attention over the
+last {config.attn_window} visits per layer, so every score depends on the last {config.reach} visits only and one
+causal pass per person scores all of its targets. Trained {res.steps} steps ({res.seconds / 60:.1f} min, {hardware}), batch
 {cfg.batch_size} windows of up to {cfg.max_len} visits, cities drawn with probability ∝ size^0.5.
 
 ## Training data (training splits only; validation and test visits never seen)
@@ -115,7 +126,7 @@ head keeps one set of mobility-prior weights per kind of data (check-ins, GPS st
 bike stations), learned from every training city of that kind: prepare a new city with the
 right `--kind` (detected automatically unless given).
 
-Regenerate: `python assets/regenerate.py --steps {args.steps} --budget-min {args.budget_min:g}`.
+Regenerate: `python assets/regenerate.py --steps {args.steps} --budget-min {args.budget_min:g}{again}`.
 """
     (ASSETS / "MODEL_CARD.md").write_text(card)
     print(card)

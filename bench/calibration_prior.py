@@ -10,10 +10,12 @@ scored on ALL its validation targets. The return + gravity features stand in for
 terms (the same eight terms, returns.py).
 
     python bench/calibration_prior.py          # ~15 min on one core; writes bench/results/calibration_prior.md
+    python bench/calibration_prior.py --device cuda   # the features and fits on the GPU (default cpu)
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 
 import numpy as np
@@ -24,6 +26,7 @@ from trajmoe.city.data import CityData, iter_batches
 from trajmoe.city.subset import run_subset
 from trajmoe.devtools.realdata import REPO_ROOT, prepare_real, shared_data_dir
 from trajmoe.train.baselines import ReturnGravity
+from trajmoe.train.device import DEVICES, resolve_device_or_exit
 
 PAIRS = [("sf_gowalla", "nyc_gowalla"), ("nyc_gowalla", "sf_gowalla"),
          ("sf_gowalla", "nyc_foursquare"), ("nyc_foursquare", "sf_gowalla")]  # (pseudo-target, prior source)
@@ -32,10 +35,12 @@ N_VAL = 54  # la_gowalla's 5% validation share: the hardest case among the targe
 SEEDS = 5
 
 
-def features(model: ReturnGravity, data: CityData, city, targets: np.ndarray) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def features(model: ReturnGravity, data: CityData, city, targets: np.ndarray,
+             device: torch.device = torch.device("cpu")) -> list[tuple[torch.Tensor, torch.Tensor]]:
     out = []
+    city = city.to(device)
     for chunk in iter_batches(np.asarray(targets), 256):
-        batch = data.eval_batch(chunk)
+        batch = data.eval_batch(chunk).to(device)
         last = batch.last_positions()
         truth = batch.targets.gather(1, last).squeeze(1)
         keep = truth >= 0
@@ -72,6 +77,10 @@ def acc1(w: torch.Tensor, cached) -> float:
 
 
 def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cpu", choices=DEVICES,
+                   help="where the features and fits run (default cpu: the committed table is a CPU one)")
+    device = resolve_device_or_exit(p.parse_args().device)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
     if shared_data_dir() is None:
@@ -83,7 +92,7 @@ def main() -> None:
         m = ReturnGravity()
         full = run_subset(data)
         m.fit(data, full.city, full.val_targets)
-        prior[key] = m.weight.detach().clone()
+        prior[key] = m.weight.detach().clone().to(device)
     rows = []
     for target, source in PAIRS:
         data = prepare_real(target, cache)
@@ -92,8 +101,8 @@ def main() -> None:
         for seed in range(SEEDS):
             city = run_subset(data, fraction=0.05, seed=seed).city
             m = ReturnGravity()
-            small = features(m, data, city, np.random.default_rng(seed).choice(all_val, N_VAL, replace=False))
-            everything = features(m, data, city, all_val)
+            small = features(m, data, city, np.random.default_rng(seed).choice(all_val, N_VAL, replace=False), device)
+            everything = features(m, data, city, all_val, device)
             for n0 in STRENGTHS:
                 accs[n0].append(acc1(map_fit(small, prior[source], n0), everything))
         rows.append((target, source, {n0: float(np.mean(a)) for n0, a in accs.items()}))

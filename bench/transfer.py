@@ -11,6 +11,7 @@ table can be completed across sessions.
     python bench/transfer.py                      # everything missing, then the tables
     python bench/transfer.py --targets la --pretrain-steps 600 --scratch-budget-min 3
     python bench/transfer.py --table-only         # re-render transfer.md / .json / .png
+    python bench/transfer.py --device cuda        # train and evaluate on the GPU (default cpu)
 
 Outputs: bench/results/transfer.md, transfer.json, transfer.png.
 """
@@ -31,6 +32,7 @@ from trajmoe.city.subset import run_subset
 from trajmoe.devtools.realdata import REAL_DATASETS, REPO_ROOT, prepare_real, shared_data_dir
 from trajmoe.train.calibration import calibrate_head
 from trajmoe.train.checkpoint import load_checkpoint, save_checkpoint
+from trajmoe.train.device import DEVICES, resolve_device_or_exit
 from trajmoe.train.evaluate import evaluate
 from trajmoe.train.fit import TrainConfig, fit
 from trajmoe.train.models import new_model
@@ -68,6 +70,9 @@ ABLATIONS = {  # name -> TrajMoE config overrides (pretrained and fine-tuned lik
     "no_return_terms": {"return_terms": False},
 }
 MODEL_WIDTH = {"d_model": 128, "n_layers": 2}
+# Where models train and are evaluated (set by --device; default cpu, so the committed runs, timed
+# on a 2-core CPU, stay comparable). Count baselines always run on CPU (train.runner).
+DEVICE = torch.device("cpu")
 
 
 def prepared(key: str) -> CityData:
@@ -108,6 +113,7 @@ def pretrained(metro: str, arch: str, variant: str, overrides: dict, budget_s: f
     sources = sources or [k for k, v in REAL_DATASETS.items() if v[2] != metro]
     cities = [prepared(k) for k in sources]
     model, config = new_model(arch, seed=0, **MODEL_WIDTH, **overrides)
+    model.to(DEVICE)
     cfg = TrainConfig(epochs=1000, max_steps=PRETRAIN_STEPS, max_seconds=budget_s, seed=0, batch_size=32, lr=2e-3,
                       warmup_steps=30)
     res = fit(model, cities, cfg)
@@ -126,6 +132,7 @@ def finetune_run(ckpt: Path, data: CityData, seed: int, *, epochs: int = 1, zero
     the kind's pretrained prior weights calibrated on the 5% validation targets with the same prior
     as after fine-tuning."""
     model, meta = load_checkpoint(ckpt)
+    model.to(DEVICE)
     cfg = TrainConfig(fraction=FEW, epochs=epochs, seed=seed, batch_size=8, lr=1e-3, warmup_steps=1)
     t0 = time.perf_counter()
     steps = 0
@@ -152,9 +159,10 @@ def scratch_run(method: str, data: CityData, fraction: float, seed: int) -> dict
 
     cfg = replace(default_train_config(fraction=fraction, seed=seed), max_seconds=SCRATCH_BUDGET_S)
     if method != "trajmoe":
-        return run_baseline(method, data, fraction=fraction, seed=seed, train_config=cfg)
+        return run_baseline(method, data, fraction=fraction, seed=seed, train_config=cfg, device=DEVICE)
     t0 = time.perf_counter()
     model, _ = new_model("trajmoe", seed=seed, **MODEL_WIDTH)
+    model.to(DEVICE)
     res = fit(model, [data], cfg, val_city=data)
     steps = res.steps
     metrics = evaluate(model, data, split="test", subset=res.val_subset)
@@ -324,7 +332,7 @@ def plot(table: dict, path: Path) -> None:
 
 
 def main() -> None:
-    global SCRATCH_BUDGET_S, PRETRAIN_STEPS
+    global SCRATCH_BUDGET_S, PRETRAIN_STEPS, DEVICE
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--targets", nargs="+", default=list(CHECKIN_TARGETS), choices=list(CHECKIN_TARGETS))
     p.add_argument("--seeds", type=int, default=3)
@@ -337,6 +345,8 @@ def main() -> None:
                    help="the second table: GPS / taxi / bike targets (none given: all four)")
     p.add_argument("--table-only", action="store_true")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a loaded machine)")
+    p.add_argument("--device", default="cpu", choices=DEVICES,
+                   help="where models train and are evaluated (default cpu: the committed runs are CPU ones)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     # One thread: on a shared 2-core machine two OpenMP threads spin-wait on each other and a
@@ -344,6 +354,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     SCRATCH_BUDGET_S = args.scratch_budget_min * 60
     PRETRAIN_STEPS = args.pretrain_steps
+    DEVICE = resolve_device_or_exit(args.device)
     if shared_data_dir() is None:
         raise SystemExit("../shared/data not found: the transfer benchmark needs the real data.")
     if not args.table_only and args.other_kinds is not None:

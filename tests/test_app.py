@@ -139,13 +139,13 @@ def test_upload_finetune_and_flows(env):
     assert k == 5
     for deck in decks(at):
         assert all(arc["n_users"] >= k for arc in _arcs(deck))
-    hidden_at_5 = [int(n) for n in re.findall(r"(\d+) flows with fewer", text(at))]
+    hidden_at_5 = [int(n.replace(",", "")) for n in re.findall(r"([\d,]+) flows with fewer", text(at))]
     at.sidebar.slider(key="privacy_k").set_value(12).run()
     assert not at.exception
     for deck in decks(at):
         assert all(arc["n_users"] >= 12 for arc in _arcs(deck))
-    hidden_at_12 = [int(n) for n in re.findall(r"(\d+) flows with fewer", text(at))]
-    assert all(b > a for a, b in zip(hidden_at_5, hidden_at_12))
+    hidden_at_12 = [int(n.replace(",", "")) for n in re.findall(r"([\d,]+) flows with fewer", text(at))]
+    assert all(b > a for a, b in zip(hidden_at_5, hidden_at_12)), (hidden_at_5, hidden_at_12)
 
     at.slider(key="fl_hours").set_value((7, 10)).run()
     assert not at.exception

@@ -19,7 +19,7 @@ from trajmoe.analysis.flows import (
     predicted_transitions,
     summarize_flows,
 )
-from trajmoe.analysis.predict import predict, predict_next
+from trajmoe.analysis.predict import iter_next_scores, predict, predict_next
 from trajmoe.analysis.privacy import counted_unit
 from trajmoe.analysis.routing import (
     Routing,
@@ -48,7 +48,7 @@ def model(tiny_model):
 
 @pytest.fixture(scope="module")
 def predictions(model, city) -> pd.DataFrame:
-    return predict_next(model, city, top_k=5, stride=16)
+    return predict_next(model, city, top_k=5)
 
 
 def test_predict_next_rows(model, city, predictions):
@@ -64,23 +64,21 @@ def test_predict_next_rows(model, city, predictions):
     assert (origins["user_id"].to_numpy() == city.visits["user_id"].to_numpy()[targets - 1]).all()
 
 
-def test_stride_one_is_the_protocol_and_strided_contexts_stay_close(model, city):
-    """stride=1 reads every target at the end of its own full context: the protocol exactly."""
+def test_predict_is_the_protocol_from_one_pass_per_person(model, city):
+    """predict scores every target from one pass per person, exactly as its own context would."""
     exact = predict(model, city, top_k=3)
-    one = predict(model, city, top_k=3, stride=1)
     protocol = rank_targets(model, city, city.city_tensors(), city.targets("test"))
+    np.testing.assert_array_equal(exact.targets, city.targets("test"))
     np.testing.assert_array_equal(exact.ranks, protocol)
-    np.testing.assert_array_equal(one.ranks, protocol)
-    assert exact.metrics(city) == one.metrics(city)
-    pd.testing.assert_frame_equal(exact.table.drop(columns="prob"), one.table.drop(columns="prob"))
-    np.testing.assert_allclose(exact.table["prob"], one.table["prob"], atol=1e-5)
-    # With stride 16 every target keeps >= 49 visits of context: the ranks barely move.
-    strided = predict(model, city, top_k=3, stride=16)
-    np.testing.assert_array_equal(strided.targets, city.targets("test"))
-    assert np.mean(strided.ranks == protocol) > 0.9
+    # Each target alone, from only its last `reach` visits (one sequence per target): same scores.
+    targets = city.targets("test")[::7]
+    alone = model.score_last(city.eval_batch(targets, max_len=model.reach), city.city_tensors())
+    together = {int(t): row for chunk, scores, _ in iter_next_scores(model, city, targets)
+                for t, row in zip(chunk, scores)}
+    torch.testing.assert_close(torch.stack([together[int(t)] for t in targets]), alone, atol=2e-5, rtol=1e-5)
     # One pass over every visit serves any split's metrics.
-    everything = predict(model, city, top_k=3, split="all", stride=16)
-    assert everything.metrics(city, "test")["n"] == len(protocol)
+    everything = predict(model, city, top_k=3, split="all")
+    assert everything.metrics(city, "test") == exact.metrics(city, "test")
 
 
 def _users_per_place(transitions: pd.DataFrame) -> pd.Series:
@@ -156,7 +154,7 @@ def test_districts(city, tmp_path):
 
 
 def test_routing(model, city):
-    routing = predict(model, city, split="all", stride=32).routing
+    routing = predict(model, city, split="all").routing
     origins = np.flatnonzero(city.seq > 0) - 1  # every visit a next visit is predicted from
     assert routing.probs.shape == (int((city.cell_idx[origins] >= 0).sum()), 2, 8)
     np.testing.assert_allclose(routing.probs.sum(-1), 1.0, atol=1e-5)

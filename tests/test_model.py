@@ -241,8 +241,12 @@ def test_config_validation_and_feature_schema_errors():
     bad = dataclasses.replace(city, features=city.features[:, :-2])
     with pytest.raises(PreparedDataError, match="features"):
         model(_batch(), bad)
-    with pytest.raises(TrajMoEError, match="max_len"):
-        model(_batch(t=20), city)
+    # Relative positions: a sequence longer than the training windows is scored, not refused.
+    assert torch.isfinite(model(_batch(t=20), city).logits).all()
+    with pytest.raises(TrajMoEError, match="attn_window"):
+        TrajMoEConfig(attn_window=0)
+    with pytest.raises(TrajMoEError, match="rotary"):
+        TrajMoEConfig(d_model=12, n_heads=4)
 
 
 def test_missing_poi_mask_zeroes_poi_groups():
@@ -294,3 +298,43 @@ def test_head_prior_weights_are_one_row_per_kind_of_data():
     assert torch.all(grad[[i for i, k in enumerate(KINDS) if k != "checkins"]] == 0)
     with pytest.raises(TrajMoEError, match="unknown kind"):
         model(batch, dataclasses.replace(_city(), kind="teleport"))
+
+
+def _dense_head(head, h, positions, batch, city, cell_emb):
+    """The head's score formula written densely (every term a (B, Q, N) tensor), as a reference."""
+    import math
+
+    import torch.nn.functional as F
+
+    w = head.prior_weights(city.kind)
+    cfg = head.config
+    logits = (head.query(h) * (head.sim_scale / math.sqrt(h.shape[-1]))) @ head.cell_out(cell_emb).T
+    current = batch.cells.gather(1, positions)
+    n = city.n_cells
+    log_km = torch.cdist(city.xy_km[current].reshape(-1, 2), city.xy_km,
+                         compute_mode="donot_use_mm_for_euclid_dist").view(*current.shape, n).log1p()
+    count, recency = context_return_features(batch.cells, batch.mask, n, window=cfg.return_window, positions=positions)
+    seen = (count > 0).to(h.dtype)
+    return (logits + w["log_pop"] * city.log_pop - F.softplus(w["distance_decay"]) * log_km
+            + w["log_count"] * count.log1p() + w["recency"] * recency + w["seen"] * seen
+            + (1 - seen) * (w["explore_log_pop"] * city.log_pop - w["explore_log_km"] * log_km)
+            + w["is_current"] * F.one_hot(current, n))
+
+
+@pytest.mark.parametrize("window", [1, 3, 8, 64])
+def test_sparse_return_terms_equal_the_dense_formula_with_their_gradients(window):
+    model = _model(return_window=window)
+    with torch.no_grad():  # every prior term non-zero
+        model.head.prior.copy_(torch.randn(model.head.prior.shape, generator=torch.Generator().manual_seed(3)))
+    city, batch = _city(), _batch(b=4, t=12, lengths=[12, 7, 1, 10])
+    batch.cells[:, 3:6] = batch.cells[:, :3]  # repeats inside the window
+    positions = torch.tensor([[11, 4, 0], [6, 2, 5], [0, 0, 0], [9, 3, 8]])
+    cell_emb = model.encoder(city.features)
+    h = torch.randn(4, 3, 32, generator=torch.Generator().manual_seed(4))
+    got = model.head(h, positions, batch=batch, city=city, cell_emb=cell_emb)
+    want = _dense_head(model.head, h, positions, batch, city, cell_emb)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    g_got = torch.autograd.grad(got.square().sum(), model.head.prior)[0]
+    g_want = torch.autograd.grad(_dense_head(model.head, h, positions, batch, city, cell_emb).square().sum(),
+                                 model.head.prior)[0]
+    torch.testing.assert_close(g_got, g_want, rtol=1e-4, atol=1e-4)

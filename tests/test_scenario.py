@@ -78,7 +78,7 @@ def test_adding_pois_changes_inflow_most_near_the_edited_cell(model, city):
     cell = busiest(city)
     weights = copy.deepcopy(model.state_dict())
     cells_before = city.cells.copy()
-    result = run_scenario(model, city, [POIEdit(cell, "food_drink", 30)], stride=16)
+    result = run_scenario(model, city, [POIEdit(cell, "food_drink", 30)])
     table = result.cells
     assert result.n_targets == len(city.targets("test"))
     # Probabilities still sum to one per move: arrivals move between cells, their total stays.
@@ -96,7 +96,7 @@ def test_adding_pois_changes_inflow_most_near_the_edited_cell(model, city):
 
 
 def test_privacy_rule_on_scenario_cells(model, city):
-    result = run_scenario(model, city, [POIEdit(busiest(city), "retail", 5)], stride=16)
+    result = run_scenario(model, city, [POIEdit(busiest(city), "retail", 5)])
     users = city.visits.groupby("cell")["user_id"].nunique()
     shown, hidden = result.private(5)
     assert (shown["cell"].map(users) >= 5).all()

@@ -2,6 +2,11 @@
 
 Errors a user can cause (TrajMoEError and its subclasses, missing files) print one clear message
 and exit with status 1 or 2; they never show a Python traceback.
+
+The global ``--device auto|cpu|cuda|mps`` (default auto: CUDA when available) and ``--precision
+fp32|bf16`` apply to the model verbs (pretrain, finetune, evaluate, predict, baseline): ``main``
+resolves the device once (``args.torch_device``), each verb moves its model there after creating
+or loading it; the loops move the batches (trajmoe.train.device). The data verbs ignore both.
 """
 
 from __future__ import annotations
@@ -15,6 +20,10 @@ from pathlib import Path
 from trajmoe.errors import TrajMoEError
 
 log = logging.getLogger("trajmoe")
+
+MODEL_VERBS = ("pretrain", "finetune", "evaluate", "baseline", "predict")
+DEVICES = ("auto", "cpu", "cuda", "mps")  # trajmoe.train.device.DEVICES (kept here: --help imports no torch)
+PRECISIONS = ("fp32", "bf16")  # trajmoe.train.device.PRECISIONS
 
 
 def _progress_bar(desc: str):
@@ -106,7 +115,8 @@ def cmd_prepare(args) -> int:
 def _train_config(args, **overrides):
     from trajmoe.train.fit import TrainConfig
 
-    kw = dict(epochs=args.epochs, max_steps=args.max_steps, seed=args.seed, batch_size=args.batch_size, lr=args.lr)
+    kw = dict(epochs=args.epochs, max_steps=args.max_steps, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
+              precision=args.precision)
     kw.update(overrides)
     return TrainConfig(**kw)
 
@@ -114,14 +124,20 @@ def _train_config(args, **overrides):
 def cmd_pretrain(args) -> int:
     from trajmoe.city.data import CityData
     from trajmoe.train.checkpoint import save_checkpoint
-    from trajmoe.train.distributed import dist_info, maybe_init_distributed, shutdown_distributed
+    from trajmoe.train.distributed import (
+        dist_info,
+        maybe_init_distributed,
+        rank_device,
+        shutdown_distributed,
+    )
     from trajmoe.train.fit import fit
     from trajmoe.train.models import new_trajmoe
 
-    maybe_init_distributed()
+    maybe_init_distributed(args.torch_device)  # NCCL on CUDA (one GPU per rank), gloo on CPU
     rank, world = dist_info()
     cities = [CityData(d) for d in args.data]
     model, config = new_trajmoe(d_model=args.d_model, n_layers=args.layers, seed=args.seed)
+    model.to(rank_device(args.torch_device))
     cfg = _train_config(args)
     res = fit(model, cities, cfg, progress=_progress_bar("pretrain"))
     if rank == 0:
@@ -144,6 +160,7 @@ def cmd_finetune(args) -> int:
     from trajmoe.train.finetune import finetune
 
     model, meta = load_checkpoint(args.checkpoint)
+    model.to(args.torch_device)
     data = CityData(args.data)
     cfg = _train_config(args, fraction=args.fraction, mode=args.mode)
     run = finetune(model, data, cfg, base_info=meta, source=str(args.checkpoint), progress=_progress_bar("fine-tune"))
@@ -169,6 +186,7 @@ def cmd_evaluate(args) -> int:
     from trajmoe.train.evaluate import evaluate
 
     model, meta = load_checkpoint(args.checkpoint)
+    model.to(args.torch_device)
     data = CityData(args.data)
     subset = _visit_features(args, meta, data)
     metrics = evaluate(model, data, split=args.split, subset=subset)
@@ -179,11 +197,15 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_baseline(args) -> int:
+    import dataclasses
+
     from trajmoe.city.data import CityData
-    from trajmoe.train.runner import run_baseline
+    from trajmoe.train.runner import default_train_config, run_baseline
 
     data = CityData(args.data)
-    metrics = run_baseline(args.model, data, fraction=args.fraction, seed=args.seed, progress=_progress_bar(args.model))
+    cfg = dataclasses.replace(default_train_config(fraction=args.fraction, seed=args.seed), precision=args.precision)
+    metrics = run_baseline(args.model, data, fraction=args.fraction, seed=args.seed, progress=_progress_bar(args.model),
+                           train_config=cfg, device=args.torch_device)
     _write_json(args.json, metrics)
     print(json.dumps(metrics, indent=2))
     return 0
@@ -195,6 +217,7 @@ def cmd_predict(args) -> int:
     from trajmoe.train.checkpoint import load_checkpoint
 
     model, meta = load_checkpoint(args.checkpoint)
+    model.to(args.torch_device)
     data = CityData(args.data)
     subset = _visit_features(args, meta, data)
     table = predict_next(model, data, top_k=args.top_k, split=args.split, city=subset.city if subset else None)
@@ -211,6 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads for the model verbs (default 1: on a shared or 2-core machine "
                         "more threads spin-wait on each other and run several times slower)")
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="where the model verbs run (default auto: CUDA when available, else CPU); "
+                        "the data verbs ignore it")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="training forward pass in fp32 (default) or bf16 autocast (CUDA only); "
+                        "evaluation and prediction always run in fp32")
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     s = sub.add_parser("validate", help="check a trajectory file and print the report")
@@ -304,10 +333,14 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --threads must be >= 1", file=sys.stderr)
         return 2
     try:
-        if args.verb in ("pretrain", "finetune", "evaluate", "baseline", "predict"):
+        if args.verb in MODEL_VERBS:
             import torch
 
+            from trajmoe.train.device import autocast, resolve_device
+
             torch.set_num_threads(args.threads)
+            args.torch_device = resolve_device(args.device)  # one-line TrajMoEError naming the fix
+            autocast(args.torch_device, args.precision)  # bf16 off CUDA: refused before any work
         return args.func(args)
     except TrajMoEError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -78,8 +78,8 @@ st.dataframe(table, hide_index=True, column_config={
     "Mean reciprocal rank": st.column_config.NumberColumn(format="%.3f")})
 views.plotly(views.metrics_chart(table), key="ft_metrics")
 st.caption(f"The baselines learn from the same share of data. Held-out visits are the last 20% of each "
-           f"person's visits, never seen in training; each is predicted from at least "
-           f"{outputs.MIN_CONTEXT} earlier visits (the benchmarks use up to 64).")
+           f"person's visits, never seen in training; each is predicted from the person's "
+           f"{outputs.CONTEXT_VISITS} visits before it, as in the benchmarks.")
 
 d1, d2, d3 = st.columns(3)
 stem = f"trajmoe_{city.lower().replace(' ', '_')}"

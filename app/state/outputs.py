@@ -20,11 +20,7 @@ from state.session import Finetuned, session
 from trajmoe.errors import TrajMoEError
 
 TOP_K = 10  # next cells kept per visit (the flows page uses up to this many)
-# Model passes read the last STRIDE positions of each sequence (trajmoe.analysis.predict.iter_next_scores):
-# every visit keeps at least 64 - 32 + 1 = 33 earlier visits as context (the benchmark protocol:
-# up to 64) at ~32x less compute; on the Helsinki sample the metrics match stride 16 to 0.1 pt.
-STRIDE = 32
-MIN_CONTEXT = 64 - STRIDE + 1  # earlier visits every prediction sees at least (window of 64)
+CONTEXT_VISITS = 64  # each prediction reads up to this many earlier visits (the protocol's L)
 FRACTION = 0.05  # the paper's few-shot share; the pretrained model's views use the same features
 SEED = 0  # the app's run subset seed (fine-tuning and the pretrained model's views share it)
 MIN_HOUR_VISITS = 20  # an expert x hour-of-week square with fewer visits is left blank
@@ -48,7 +44,7 @@ def compute_outputs(model, data, fraction: float):
 
     bar = st.progress(0.0, text="Predicting where each person goes next...")
     out = predict(model, data, top_k=TOP_K, split="all", city=run_subset(data, fraction).city,
-                  stride=STRIDE, progress=lambda d, t: bar.progress(
+                  progress=lambda d, t: bar.progress(
                       d / max(t, 1), text=f"Predicting where each person goes next: {d:,} of {t:,} moves"))
     bar.empty()
     return out
@@ -123,7 +119,8 @@ def finetune(prep: Prepared, data, *, fraction: float, epochs: int, max_steps: i
     """Fine-tune a deep copy of the session's starting model; predictions, metrics, files.
 
     The shared model in st.cache_resource is never touched: fit() trains the copy. The test
-    metrics are the app's own strided pass (``evaluate_test=False``), like every other view.
+    metrics come from the app's own one-pass predictions over every visit (``evaluate_test=False``:
+    the same scores as the service's evaluation, without scoring the test visits twice).
     """
     import copy
 
@@ -272,7 +269,7 @@ def _scenario(model, data, fraction: float, edits: tuple):
 
     bar = st.progress(0.0, text="Asking the model again with the changed POIs...")
     result = run_scenario(model, data, [POIEdit(*e) for e in edits], windows=run_subset(data, fraction).windows,
-                          stride=STRIDE, progress=lambda d, t: bar.progress(
+                          progress=lambda d, t: bar.progress(
         d / max(t, 1), text=f"Predicting next places before and after the change: {d:,} of {t:,}"))
     bar.empty()
     return result

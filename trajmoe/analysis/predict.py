@@ -1,11 +1,11 @@
 """Model passes over a prepared city: next-cell scores, top-k predictions and routing.
 
-* :func:`iter_next_scores` - the next-cell logits (and, for strided passes, the router
-  probabilities) of every target visit's predecessor, chunk by chunk.
+* :func:`iter_next_scores` - the next-cell logits and the router probabilities of every target
+  visit's predecessor, chunk by chunk, from one causal pass per person.
 * :func:`predict` / :func:`predict_next` - the top-k next cells (with probabilities) for every
   target visit, and the rank of the true one; the ``trajmoe predict`` verb writes the table.
-  A strided :func:`predict` pass also keeps each MoE layer's router probabilities at every visit
-  it predicts from (:class:`trajmoe.analysis.routing.Routing`).
+  :func:`predict` also keeps each MoE layer's router probabilities at every visit it predicts
+  from (:class:`trajmoe.analysis.routing.Routing`).
 """
 
 from __future__ import annotations
@@ -30,13 +30,6 @@ log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]  # (done, total) -> None
 
 
-def _model_max_len(model, max_len: int | None) -> int:
-    from trajmoe.city.data import DEFAULT_MAX_LEN
-
-    cap = getattr(getattr(model, "config", None), "max_len", DEFAULT_MAX_LEN)
-    return min(max_len or cap, cap)
-
-
 def target_visits(data: CityData, split: str = "test") -> np.ndarray:
     """Visit indices whose next-location is predicted: a split's targets, or ``all`` of them."""
     from trajmoe.city.data import SPLITS
@@ -48,80 +41,21 @@ def target_visits(data: CityData, split: str = "test") -> np.ndarray:
     return data.targets(split)
 
 
-def _strided_windows(data: CityData, targets: np.ndarray, max_len: int, stride: int):
-    """Windows of consecutive visits whose LAST ``stride`` positions are origins of targets.
-
-    Returns (windows, positions, targets): per window its visit indices, the window positions to
-    read, and the target predicted at each. Every origin sees at least ``max_len - stride + 1``
-    visits of context, or all its user's earlier visits when there are fewer.
-    """
-    origins = np.sort(np.asarray(targets)) - 1
-    user = data.user_of_visit[origins]
-    windows, positions, covered = [], [], []
-    i = len(origins) - 1
-    while i >= 0:
-        end, first = origins[i], data.user_start[user[i]]
-        start = max(first, end - max_len + 1)
-        low = start if start == first else end - stride + 1
-        j = i
-        while j >= 0 and user[j] == user[i] and origins[j] >= low:
-            j -= 1
-        windows.append(np.arange(start, end + 1))
-        positions.append(origins[j + 1 : i + 1] - start)
-        covered.append(origins[j + 1 : i + 1] + 1)
-        i = j
-    return windows, positions, covered
-
-
 def iter_next_scores(model, data: CityData, targets: np.ndarray, *, city: CityTensors | None = None,
-                     stride: int | None = None, max_len: int | None = None, batch_size: int = 256,
-                     progress: Progress | None = None):
+                     router: bool = True, progress: Progress | None = None):
     """Yield ``(chunk, scores, router)`` for the target visits ``targets``.
 
     ``scores`` (B, N) float32 are the next-cell logits of each target's predecessor (``softmax``
     gives probabilities); ``router`` (B, n_layers, E) the router probabilities of that
-    predecessor visit, or None (exact passes, models without routed experts).
-
-    ``stride=None`` is the protocol exactly (DESIGN.md §Protocol): each target's context is up to
-    ``max_len`` earlier visits of its user, one sequence per target. ``stride=s`` reads the last
-    ``s`` positions of each sequence instead, so one sequence serves ``s`` targets (about ``s``
-    times less compute) and a target's context is at least ``max_len - s + 1`` visits (or all
-    of its user's earlier visits): the app uses it to stay interactive. ``city`` defaults to
-    features from all training visits. Chunks come in no particular order.
+    predecessor visit, or None (models without routed experts, or ``router=False``). One causal
+    pass per person scores all of that person's targets, each exactly as from its own context
+    (:func:`trajmoe.train.evaluate.iter_scores`). ``city`` defaults to features from all
+    training visits. Chunks come in no particular order.
     """
-    import torch
-
-    from trajmoe.city.data import iter_batches
+    from trajmoe.train.evaluate import iter_scores
 
     city = city if city is not None else data.city_tensors()
-    max_len = _model_max_len(model, max_len)
-    targets = np.asarray(targets)
-    done = 0
-    if stride is None:
-        for chunk in iter_batches(targets, batch_size):
-            with torch.no_grad():
-                scores = model.score_last(data.eval_batch(chunk, max_len=max_len), city)  # (B, N)
-            done += len(chunk)
-            if progress is not None:
-                progress(done, len(targets))
-            yield chunk, scores.float(), None
-        return
-    if not 1 <= stride <= max_len:
-        raise InputDataError(f"stride must be in 1..{max_len}, got {stride}")
-    windows, positions, covered = _strided_windows(data, targets, max_len, stride)
-    per_batch = max(1, batch_size // 4)  # sequences per pass (each up to max_len visits)
-    for group in iter_batches(list(range(len(windows))), per_batch):
-        with torch.no_grad():
-            out = model(data.window_batch([windows[w] for w in group]), city, targets=False)
-        rows = torch.from_numpy(np.concatenate([np.full(len(positions[w]), b) for b, w in enumerate(group)]))
-        cols = torch.from_numpy(np.concatenate([positions[w] for w in group]))
-        layers = getattr(out, "router_probs", None)
-        router = torch.stack([p[rows, cols] for p in layers], dim=1) if layers else None  # (B, n_layers, E)
-        chunk = np.concatenate([covered[w] for w in group])
-        done += len(chunk)
-        if progress is not None:
-            progress(done, len(targets))
-        yield chunk, out.logits[rows, cols].float(), router
+    yield from iter_scores(model, data, np.asarray(targets), city=city, router=router, progress=progress)
 
 
 @dataclass
@@ -131,7 +65,7 @@ class Predictions:
     table: pd.DataFrame  # predict_next rows: user_id, timestamp, cell, rank, next_cell, prob
     targets: np.ndarray  # (n,) the target visits, ascending
     ranks: np.ndarray  # (n,) pessimistic rank of each target's true cell (inf outside the candidates)
-    routing: Routing | None  # router probabilities at each target's predecessor (strided passes)
+    routing: Routing | None  # router probabilities at each target's predecessor (None: no routed experts)
 
     def metrics(self, data: CityData, split: str = "test") -> dict:
         """Acc@1/5/10, MRR, NDCG@10 over this pass's targets of ``split``."""
@@ -142,10 +76,9 @@ class Predictions:
 
 
 def predict(model, data: CityData, *, top_k: int = 10, split: str = "test", city: CityTensors | None = None,
-            stride: int | None = None, max_len: int | None = None, batch_size: int = 256,
             progress: Progress | None = None) -> Predictions:
-    """Top-k next cells of every target's predecessor, the rank of each true next cell and (with
-    ``stride``) the routing of each predecessor visit, from one pass (see :func:`iter_next_scores`)."""
+    """Top-k next cells of every target's predecessor, the rank of each true next cell and the
+    routing of each predecessor visit, from one pass per person (see :func:`iter_next_scores`)."""
     import torch
 
     from trajmoe.train.metrics import target_ranks
@@ -155,8 +88,7 @@ def predict(model, data: CityData, *, top_k: int = 10, split: str = "test", city
     targets = target_visits(data, split)
     k = min(top_k, data.n_cells)
     order, idx, prob, ranks, router = [], [], [], [], []
-    for chunk, scores, probs in iter_next_scores(model, data, targets, city=city, stride=stride, max_len=max_len,
-                                                 batch_size=batch_size, progress=progress):
+    for chunk, scores, probs in iter_next_scores(model, data, targets, city=city, progress=progress):
         p, i = scores.softmax(dim=-1).topk(k, dim=-1)  # (B, k)
         order.append(chunk)
         idx.append(i.numpy())
@@ -187,7 +119,6 @@ def predict(model, data: CityData, *, top_k: int = 10, split: str = "test", city
 
 
 def predict_next(model, data: CityData, *, top_k: int = 10, split: str = "test", city: CityTensors | None = None,
-                 stride: int | None = None, max_len: int | None = None, batch_size: int = 256,
                  progress: Progress | None = None) -> pd.DataFrame:
     """Top-k next cells of every target visit's predecessor (``split``: test, val or all).
 
@@ -197,5 +128,4 @@ def predict_next(model, data: CityData, *, top_k: int = 10, split: str = "test",
         One row per (visit, rank), in visit order: ``user_id``, ``timestamp`` and ``cell`` of the
         visit the prediction is made at, ``rank`` (1 = most likely), ``next_cell``, ``prob``.
     """
-    return predict(model, data, top_k=top_k, split=split, city=city, stride=stride, max_len=max_len,
-                   batch_size=batch_size, progress=progress).table
+    return predict(model, data, top_k=top_k, split=split, city=city, progress=progress).table

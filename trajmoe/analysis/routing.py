@@ -1,6 +1,6 @@
-"""Which routed expert each place and hour goes to, from a strided model pass.
+"""Which routed expert each place and hour goes to, from the one-pass model run.
 
-A strided :func:`trajmoe.analysis.predict.predict` pass keeps each MoE layer's router
+:func:`trajmoe.analysis.predict.predict` keeps each MoE layer's router
 probabilities at every visit it predicts from (:class:`Routing`); :func:`routing_by_cell`,
 :func:`expert_category_matrix`, :func:`expert_hour_matrix` and :func:`describe_experts` turn them
 into maps, heatmaps and text. Show only :meth:`Routing.private` (the privacy rule of

@@ -102,18 +102,18 @@ def _with_cells(data: CityData, cells: pd.DataFrame) -> CityData:
 
 
 def expected_inflow(model, data: CityData, targets: np.ndarray, *, windows: list[np.ndarray] | None = None,
-                    stride: int | None = None, progress: Progress | None = None) -> np.ndarray:
+                    progress: Progress | None = None) -> np.ndarray:
     """(N,) expected arrivals per candidate cell: the sum of next-cell probabilities over targets
     (cell features from the training visits in ``windows``, all of them when None)."""
     total = torch.zeros(data.n_cells, dtype=torch.float64)
     city = data.city_tensors(windows)
-    for _, scores, _ in iter_next_scores(model, data, targets, city=city, stride=stride, progress=progress):
+    for _, scores, _ in iter_next_scores(model, data, targets, city=city, router=False, progress=progress):
         total += scores.softmax(dim=-1).double().sum(dim=0)
     return total.numpy()
 
 
 def run_scenario(model, data: CityData, edits: Sequence[POIEdit], *, split: str = "test",
-                 windows: list[np.ndarray] | None = None, stride: int | None = None,
+                 windows: list[np.ndarray] | None = None,
                  progress: Progress | None = None) -> ScenarioResult:
     """Expected arrivals per cell before and after ``edits``, on the same target visits.
 
@@ -132,9 +132,6 @@ def run_scenario(model, data: CityData, edits: Sequence[POIEdit], *, split: str 
     windows
         The training windows whose visits give the cell features (the few-shot share a model was
         fine-tuned on); None = all training visits.
-    stride
-        None: each target's exact protocol context; an int: the faster strided passes of
-        :func:`trajmoe.analysis.predict.iter_next_scores` (the same contexts before and after the edit).
     progress
         Optional ``(done, total)`` callback over both passes.
     """
@@ -147,8 +144,8 @@ def run_scenario(model, data: CityData, edits: Sequence[POIEdit], *, split: str 
     def half(offset: int):
         return None if progress is None else (lambda done, _total: progress(offset + done, 2 * n))
 
-    before = expected_inflow(model, data, targets, windows=windows, stride=stride, progress=half(0))
-    after = expected_inflow(model, _with_cells(data, cells), targets, windows=windows, stride=stride,
+    before = expected_inflow(model, data, targets, windows=windows, progress=half(0))
+    after = expected_inflow(model, _with_cells(data, cells), targets, windows=windows,
                             progress=half(n))
     users = persons_per(data.visits["cell"], data.visits["user_id"])  # the count ScenarioResult.private reads
     n_users = users.reindex(data.cells["cell"], fill_value=0).to_numpy()

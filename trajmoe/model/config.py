@@ -31,7 +31,12 @@ class TrajMoEConfig:
     d_model: int = 128
     n_layers: int = 2
     n_heads: int = 4
-    max_len: int = 64  # longest visit sequence (context L of the protocol)
+    max_len: int = 64  # training window length in visits (the protocol's L; sequences may be longer)
+    # Each position attends to itself and the attn_window - 1 visits before it, in every layer, with
+    # rotary (relative) positions: a score depends only on the last `reach` visits, wherever the
+    # sequence starts, so one causal pass over a person's history scores all of its targets.
+    # 32 with 2 layers reaches 2 * 31 + 1 = 63 visits, inside one 64-visit training window.
+    attn_window: int = 32
     dropout: float = 0.1  # attention, residual, embedding and feed-forward output dropout
     # Spatial semantic encoder. Group name -> width, in feature-matrix column order.
     feature_groups: dict[str, int] = field(default_factory=lambda: dict(FEATURE_WIDTHS))
@@ -69,8 +74,10 @@ class TrajMoEConfig:
         problems = []
         if self.d_model <= 0 or self.d_model % self.n_heads:
             problems.append(f"d_model={self.d_model} must be a positive multiple of n_heads={self.n_heads}")
-        if min(self.n_layers, self.max_len, self.encoder_group_dim, self.return_window) < 1:
-            problems.append("n_layers, max_len, encoder_group_dim and return_window must be >= 1")
+        if min(self.n_layers, self.max_len, self.encoder_group_dim, self.return_window, self.attn_window) < 1:
+            problems.append("n_layers, max_len, attn_window, encoder_group_dim and return_window must be >= 1")
+        if (self.d_model // max(self.n_heads, 1)) % 2:
+            problems.append(f"d_model / n_heads = {self.d_model // max(self.n_heads, 1)} must be even (rotary positions)")
         if self.encoder_cross_layers < 0 or not 0.0 <= self.dropout < 1.0:
             problems.append("encoder_cross_layers must be >= 0 and dropout in [0, 1)")
         if not 1 <= self.top_k <= self.n_routed_experts:
@@ -79,6 +86,17 @@ class TrajMoEConfig:
             problems.append(f"feature_groups needs positive widths, got {self.feature_groups}")
         if problems:
             raise TrajMoEError("invalid TrajMoE config: " + "; ".join(problems))
+
+    @property
+    def receptive_field(self) -> int:
+        """Visits the Transformer states at a position depend on: n_layers * (attn_window - 1) + 1."""
+        return self.n_layers * (self.attn_window - 1) + 1
+
+    @property
+    def reach(self) -> int:
+        """Most recent visits (the current one included) a next-visit score depends on: the
+        Transformer's receptive field or the head's return window, whichever is longer."""
+        return max(self.receptive_field, self.return_window if self.return_terms else 1)
 
     @property
     def n_prior_features(self) -> int:

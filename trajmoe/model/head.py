@@ -15,7 +15,7 @@ from torch import nn
 from trajmoe.city.batch import Batch, CityTensors
 from trajmoe.errors import TrajMoEError
 from trajmoe.model.config import TrajMoEConfig
-from trajmoe.model.returns import context_return_features
+from trajmoe.model.returns import window_returns
 from trajmoe.trajectories.kinds import KINDS
 
 
@@ -120,28 +120,33 @@ class RetrievalHead(nn.Module):
         w = self.prior_weights(city.kind)
         keys = self.cell_out(cell_emb)  # (N, C)
         logits = (self.query(h) * (self.sim_scale / math.sqrt(n_c))) @ keys.T  # (B, Q, N)
-        current = batch.cells if positions is None else batch.cells.gather(1, positions)  # (B, Q)
-        weights, terms = [w["log_pop"]], [city.log_pop.to(h.dtype)]
+        if positions is None:
+            positions = torch.arange(batch.shape[1], device=h.device).expand(n_b, n_q)
+        current = batch.cells.gather(1, positions)  # (B, Q)
+        log_pop = city.log_pop.to(h.dtype)
+        # Dense part, every candidate: popularity and distance as for a place never visited
+        # (explorers choose by gravity); returns to the context's cells are corrected below.
+        explore_pop = w["explore_log_pop"] if cfg.return_terms else torch.zeros_like(w["log_pop"])
+        explore_km = w["explore_log_km"] if cfg.return_terms else torch.zeros_like(w["log_pop"])
+        weights, terms = [w["log_pop"] + explore_pop], [log_pop]
+        log_km = None
         if cfg.distance_term:
             xy = city.xy_km.to(h.dtype)
             km = torch.cdist(xy[current].reshape(-1, 2), xy,
                              compute_mode="donot_use_mm_for_euclid_dist")  # exact 0 for self
             log_km = km.view(n_b, n_q, n_cells).log1p_()
-            weights.append(-F.softplus(w["distance_decay"]))
+            weights.append(-F.softplus(w["distance_decay"]) - explore_km)
             terms.append(log_km)
+        logits = _AddWeightedTerms.apply(logits, torch.stack(weights), *terms)
+        # Sparse part, the few cells of each position's recent context (returns.window_returns):
+        # preferential return, the return-vs-explore split, and undoing the explore terms there.
         if cfg.return_terms:
-            count, recency = context_return_features(
-                batch.cells, batch.mask, n_cells, window=cfg.return_window, positions=positions
-            )
-            seen = (count > 0).to(h.dtype)
-            weights.extend([w["log_count"], w["recency"], w["seen"]])
-            terms.extend([count.log1p_().to(h.dtype), recency.to(h.dtype), seen])
-            new = 1.0 - seen
-            weights.append(w["explore_log_pop"])
-            terms.append(new * city.log_pop.to(h.dtype))
-            if cfg.distance_term:
-                weights.append(-w["explore_log_km"])
-                terms.append(new * log_km)
-        weights.append(w["is_current"])
-        terms.append(F.one_hot(current, n_cells).to(h.dtype))  # (B, Q, N)
-        return _AddWeightedTerms.apply(logits, torch.stack(weights), *terms)
+            cell, count, recency, first = window_returns(batch.cells, batch.mask, positions,
+                                                         window=cfg.return_window)  # (B, Q, W)
+            seen = (w["log_count"] * count.log1p().to(h.dtype) + w["recency"] * recency.to(h.dtype)
+                    + w["seen"] - explore_pop * log_pop[cell])
+            if log_km is not None:
+                seen = seen + explore_km * log_km.gather(2, cell)
+            logits = logits.scatter_add_(2, cell, seen * first.to(h.dtype))
+        stay = w["is_current"].expand(n_b, n_q, 1).to(h.dtype)  # staying put: the current cell
+        return logits.scatter_add_(2, current.unsqueeze(-1), stay)

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from trajmoe.city.batch import N_DIST_BUCKETS, N_GAP_BUCKETS, Batch, CityTensors
-from trajmoe.errors import PreparedDataError, TrajMoEError
-from trajmoe.model.attention import Block
+from trajmoe.errors import PreparedDataError
+from trajmoe.model.attention import Block, rotary, sliding_window_mask
 from trajmoe.model.config import N_HOURS, N_WEEKDAYS, TrajMoEConfig
 from trajmoe.model.encoder import CellEncoder
 from trajmoe.model.head import RetrievalHead
@@ -39,6 +39,13 @@ class ModelOutput(NamedTuple):
     hidden: torch.Tensor  # (B, T, C) final normed states
 
 
+class PositionScores(NamedTuple):
+    """Scores at chosen positions of each sequence (:meth:`TrajMoE.score_positions`)."""
+
+    logits: torch.Tensor  # (B, Q, N) next-cell scores after each chosen position
+    router_probs: tuple[torch.Tensor, ...]  # per MoE layer (B, Q, E) float32 router probabilities
+
+
 class TrajMoE(nn.Module):
     """The TrajMoE next-location model. ``forward(batch, city) -> ModelOutput``."""
 
@@ -51,7 +58,6 @@ class TrajMoE(nn.Module):
         self.weekday_emb = nn.Embedding(N_WEEKDAYS, d)
         self.gap_emb = nn.Embedding(N_GAP_BUCKETS, d)
         self.dist_emb = nn.Embedding(N_DIST_BUCKETS, d)
-        self.pos_emb = nn.Embedding(config.max_len, d)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.ln_f = nn.LayerNorm(d)
@@ -125,35 +131,47 @@ class TrajMoE(nn.Module):
         parts.append(F.one_hot(batch.weekday, N_WEEKDAYS).to(self.hour_emb.weight.dtype))
         return torch.cat(parts, dim=-1)
 
+    def _needed(self, mask: torch.Tensor, positions: torch.Tensor | None) -> list[torch.Tensor]:
+        """Per layer, the (B, T) visits whose feed-forward output a later layer or the head reads.
+
+        The head reads the last layer at ``positions`` only; attention in layer l + 1 at position t
+        reads layer l at t - attn_window + 1 .. t. The feed-forward (most of a layer's work) is
+        skipped elsewhere; the states at ``positions`` are exactly those of the full pass.
+        """
+        if positions is None:
+            return [mask] * self.config.n_layers
+        n_t, window = mask.shape[1], self.config.attn_window
+        needed = [torch.zeros_like(mask).scatter_(1, positions, True) & mask]
+        for _ in range(self.config.n_layers - 1):
+            after = F.pad(needed[0].long().flip(1).cumsum(1).flip(1), (0, window))  # sum over t >= s
+            needed.insert(0, ((after[:, :n_t] - after[:, window:window + n_t]) > 0) & mask)
+        return needed
+
     def _trunk(
-        self, batch: Batch, city: CityTensors, cell_emb: torch.Tensor
+        self, batch: Batch, city: CityTensors, cell_emb: torch.Tensor, positions: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor]:
-        """Final normed states (B, T, C), router probs per layer, summed aux loss."""
+        """Final normed states (B, T, C), router probs per layer, summed aux loss.
+
+        With ``positions`` (B, Q) only the states there are computed exactly (and the router
+        probabilities there); other positions skip work nothing downstream reads."""
         n_b, n_t = batch.shape
-        if n_t > self.config.max_len:
-            raise TrajMoEError(
-                f"sequences of {n_t} visits exceed max_len={self.config.max_len}; cut the context "
-                "to max_len visits (dataset windows) or train a model with a larger max_len"
-            )
         mask = batch.mask
-        pos = torch.arange(n_t, device=mask.device)
+        # No absolute position: order enters through rotary attention (relative) and the gap and
+        # jump buckets, so a visit's state is the same wherever its sequence starts.
         x = (cell_emb[batch.cells] + self.hour_emb(batch.hour) + self.weekday_emb(batch.weekday)
-             + self.gap_emb(batch.gap_bucket) + self.dist_emb(batch.dist_bucket) + self.pos_emb(pos))
+             + self.gap_emb(batch.gap_bucket) + self.dist_emb(batch.dist_bucket))
         x = self.drop(x)  # (B, T, C)
-        # Causal AND key padding; every query may also see itself, so a fully padded row
-        # never has all keys masked (SDPA would return NaN there).
-        causal = torch.ones(n_t, n_t, dtype=torch.bool, device=mask.device).tril()
-        keys = mask.unsqueeze(1) | torch.eye(n_t, dtype=torch.bool, device=mask.device)  # (B, T, T)
-        attn_mask = (causal & keys).unsqueeze(1)  # (B, 1, T, T)
+        attn_mask = sliding_window_mask(mask, self.config.attn_window)  # (B, 1, T, T)
+        rope = rotary(n_t, self.config.d_model // self.config.n_heads, device=x.device, dtype=x.dtype)
         prior = self._prior(batch, city)
         aux = x.new_zeros(())
         probs = []
-        for block in self.blocks:
-            x, res = block(x, prior, attn_mask=attn_mask, mask=mask, city=city.name)
+        for block, need in zip(self.blocks, self._needed(mask, positions)):
+            x, res = block(x, prior, attn_mask=attn_mask, rope=rope, mask=need, city=city.name)
             aux = aux + res.aux_loss
             if res.router_probs is not None:
                 full = res.router_probs.new_zeros(n_b, n_t, res.router_probs.shape[-1])
-                probs.append(full.masked_scatter(mask.unsqueeze(-1), res.router_probs))
+                probs.append(full.masked_scatter(need.unsqueeze(-1), res.router_probs))
         return self.ln_f(x), tuple(probs), aux
 
     # ----------------------------------------------------------------- forward
@@ -173,19 +191,36 @@ class TrajMoE(nn.Module):
             loss = ce + aux
         return ModelOutput(logits, loss, aux, probs, h)
 
-    @torch.no_grad()
-    def score_last(self, batch: Batch, city: CityTensors) -> torch.Tensor:
-        """(B, N) scores for the visit after each sequence's LAST real position (eval, predict).
+    @property
+    def reach(self) -> int:
+        """Most recent visits a score depends on (:attr:`TrajMoEConfig.reach`): one pass over a
+        longer sequence scores each position exactly as that position's last ``reach`` visits would."""
+        return self.config.reach
 
-        The Transformer runs over all positions (attention needs them) but the (B, T, N) head
-        is computed for one position per sequence only.
+    @torch.no_grad()
+    def score_positions(self, batch: Batch, city: CityTensors, positions: torch.Tensor) -> PositionScores:
+        """Scores for the visit after each of ``positions`` (B, Q) from ONE pass over ``batch``.
+
+        The Transformer runs once over every position; the (B, Q, N) head only at the Q chosen
+        ones (evaluation, predict, flows and routing views, scenarios).
         """
         cell_emb = self.encoder(city.features)
-        h_last, last = self.last_states(batch, city, cell_emb)
-        return self.head(h_last, last, batch=batch, city=city, cell_emb=cell_emb).squeeze(1)
+        h, probs, _ = self._trunk(batch, city, cell_emb, positions)
+        h_q = _at(h, positions)  # (B, Q, C)
+        logits = self.head(h_q, positions, batch=batch, city=city, cell_emb=cell_emb)
+        return PositionScores(logits, tuple(_at(p, positions) for p in probs))
 
-    def last_states(self, batch: Batch, city: CityTensors, cell_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Final state at each sequence's last real position (B, 1, C) and that position (B, 1)."""
-        h, _, _ = self._trunk(batch, city, cell_emb)
-        last = batch.last_positions()  # (B, 1)
-        return h.gather(1, last.unsqueeze(-1).expand(-1, -1, h.shape[-1])), last
+    @torch.no_grad()
+    def score_last(self, batch: Batch, city: CityTensors) -> torch.Tensor:
+        """(B, N) scores for the visit after each sequence's LAST real position."""
+        return self.score_positions(batch, city, batch.last_positions()).logits.squeeze(1)
+
+    def states_at(self, batch: Batch, city: CityTensors, cell_emb: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Final states (B, Q, C) at ``positions`` (B, Q) (head calibration caches them)."""
+        h, _, _ = self._trunk(batch, city, cell_emb, positions)
+        return _at(h, positions)
+
+
+def _at(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """(B, T, D) -> (B, Q, D) rows at ``positions`` (B, Q)."""
+    return x.gather(1, positions.unsqueeze(-1).expand(-1, -1, x.shape[-1]))

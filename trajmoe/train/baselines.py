@@ -33,6 +33,7 @@ from trajmoe.city.data import DEFAULT_MAX_LEN, CityData, iter_batches
 from trajmoe.errors import TrajMoEError
 from trajmoe.model.loss import next_cell_loss
 from trajmoe.model.returns import context_return_features
+from trajmoe.model.trajmoe import PositionScores
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +78,13 @@ class MostPopular(nn.Module):
         n_b, n_t = batch.shape
         return baseline_output(city.log_pop.expand(n_b, n_t, -1), batch, targets=targets)
 
+    reach = 1  # a score depends on no visit at all: one pass per person is exact
+
     def score_last(self, batch: Batch, city: CityTensors) -> torch.Tensor:
         return city.log_pop.expand(batch.shape[0], -1).clone()  # (B, N)
+
+    def score_positions(self, batch: Batch, city: CityTensors, positions: torch.Tensor) -> PositionScores:
+        return PositionScores(city.log_pop.expand(*positions.shape, -1).clone(), ())  # (B, Q, N)
 
 
 # --------------------------------------------------------------------------- Markov
@@ -143,9 +149,15 @@ class Markov(nn.Module):
         n_b, n_t = batch.shape
         return baseline_output(self._scores(batch.cells.reshape(-1), city).view(n_b, n_t, -1), batch, targets=targets)
 
+    reach = 1  # only the current cell matters
+
     def score_last(self, batch: Batch, city: CityTensors) -> torch.Tensor:
         current = batch.cells.gather(1, batch.last_positions()).squeeze(1)
         return self._scores(current, city)
+
+    def score_positions(self, batch: Batch, city: CityTensors, positions: torch.Tensor) -> PositionScores:
+        current = batch.cells.gather(1, positions)  # (B, Q)
+        return PositionScores(self._scores(current.reshape(-1), city).view(*positions.shape, -1), ())
 
 
 # --------------------------------------------------------------------------- return + gravity
@@ -195,7 +207,8 @@ class ReturnGravity(nn.Module):
     def _score(self, batch: Batch, city: CityTensors, positions: torch.Tensor | None = None) -> torch.Tensor:
         """(B, Q, N) scores. Features are stacked feature-major (K, B, Q, N): a plain copy, where
         stacking them last (B, Q, N, K) is a strided write several times slower."""
-        return torch.tensordot(self.weight, self._features(batch, city, positions), dims=1)
+        feats = self._features(batch, city, positions)
+        return torch.tensordot(self.weight.to(feats.dtype), feats, dims=1)
 
     def _features(self, batch: Batch, city: CityTensors, positions: torch.Tensor | None) -> torch.Tensor:
         n_b, n_t = batch.shape
@@ -216,8 +229,17 @@ class ReturnGravity(nn.Module):
     def forward(self, batch: Batch, city: CityTensors, *, targets: bool = False) -> BaselineOutput:
         return baseline_output(self._score(batch, city), batch, targets=targets)
 
+    @property
+    def reach(self) -> int:
+        """The features look at the last ``window`` visits (the current one included)."""
+        return self.window
+
     def score_last(self, batch: Batch, city: CityTensors) -> torch.Tensor:
         return self._score(batch, city, batch.last_positions()).squeeze(1)
+
+    @torch.no_grad()
+    def score_positions(self, batch: Batch, city: CityTensors, positions: torch.Tensor) -> PositionScores:
+        return PositionScores(self._score(batch, city, positions), ())
 
     def nll(self, batches: list[Batch], city: CityTensors) -> float:
         """Mean negative log-likelihood of the last-position targets of ``batches`` (MISS excluded)."""

@@ -1,6 +1,6 @@
 """Head calibration: after training, fit the output head's few prior weights on validation targets.
 
-Maximum a posteriori with L-BFGS on the Transformer states computed once; the prior pulls toward
+Maximum a posteriori with L-BFGS on the Transformer states computed once (one pass per person); the prior pulls toward
 the weights the city's kind learned in pretraining (:data:`CALIBRATION_PRIOR_TARGETS`).
 """
 
@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from trajmoe.city.batch import CityTensors
-from trajmoe.city.data import DEFAULT_MAX_LEN, CityData, iter_batches
+from trajmoe.city.data import CityData
+from trajmoe.city.segments import segment_batches
+from trajmoe.train.device import model_device
 
 # How strongly head calibration pulls the prior weights back toward the ones training left (the
 # weights the city's kind learned in pretraining): a Gaussian prior worth this many validation
@@ -20,8 +22,7 @@ from trajmoe.city.data import DEFAULT_MAX_LEN, CityData, iter_batches
 CALIBRATION_PRIOR_TARGETS = 100.0
 
 
-def calibrate_head(model, data: CityData, city: CityTensors, targets: np.ndarray, *, max_len: int = DEFAULT_MAX_LEN,
-                   batch_size: int = 256, max_iter: int = 100,
+def calibrate_head(model, data: CityData, city: CityTensors, targets: np.ndarray, *, max_iter: int = 100,
                    prior_targets: float = CALIBRATION_PRIOR_TARGETS, fit_similarity: bool = True) -> dict:
     """Fit the output head's prior weights for ``city.kind`` (distance decay, return, seen,
     current-cell, popularity) and its similarity scale on ``targets``, everything else frozen.
@@ -39,20 +40,22 @@ def calibrate_head(model, data: CityData, city: CityTensors, targets: np.ndarray
     term) and the target count.
     """
     head = getattr(model, "head", None)
-    if not (hasattr(model, "last_states") and head is not None) or not len(targets):
+    if not (hasattr(model, "states_at") and head is not None) or not len(targets):
         return {}  # only the TrajMoE family (and its dense variant) has the prior-term head
     scalars = [head.prior, head.sim_scale] if fit_similarity else [head.prior]
     model.eval()
-    cached = []
+    device = model_device(model)
+    city = city.to(device)
+    cached = []  # per one-pass batch: the batch, scored positions, their states, truth, which to use
     with torch.no_grad():
         cell_emb = model.encoder(city.features)
-        for chunk in iter_batches(np.asarray(targets), batch_size):
-            batch = data.eval_batch(chunk, max_len=max_len)
-            h_last, last = model.last_states(batch, city, cell_emb)
-            truth = batch.targets.gather(1, last).squeeze(1)
-            keep = truth >= 0
+        for part in segment_batches(data, np.asarray(targets), reach=model.reach, n_cells=city.n_cells):
+            batch, positions = part.batch.to(device), part.positions.to(device)
+            h_q = model.states_at(batch, city, cell_emb, positions)  # (B, Q, C)
+            truth = batch.targets.gather(1, positions)  # (B, Q)
+            keep = part.valid.to(device) & (truth >= 0)
             if keep.any():
-                cached.append((batch, last, h_last, truth, keep))
+                cached.append((batch, positions, h_q, truth, keep))
     if not cached:
         return {}
     frozen = [p for p in model.parameters() if p.requires_grad and all(p is not s for s in scalars)]
@@ -61,9 +64,9 @@ def calibrate_head(model, data: CityData, city: CityTensors, targets: np.ndarray
     n = sum(int(c[4].sum()) for c in cached)
 
     def nll() -> torch.Tensor:
-        total = torch.zeros(())
-        for batch, last, h_last, truth, keep in cached:
-            logits = head(h_last, last, batch=batch, city=city, cell_emb=cell_emb).squeeze(1)
+        total = torch.zeros((), device=device)
+        for batch, positions, h_q, truth, keep in cached:
+            logits = head(h_q, positions, batch=batch, city=city, cell_emb=cell_emb)  # (B, Q, N)
             total = total + F.cross_entropy(logits[keep], truth[keep], reduction="sum")
         return total / n
 

@@ -30,7 +30,9 @@ from trajmoe.train.models import build_model
 log = logging.getLogger(__name__)
 
 FORMAT = "trajmoe-checkpoint"
-FORMAT_VERSION = 1
+# 2: rotary (relative) positions with sliding-window attention, no absolute position table; a
+# format-1 checkpoint's model scored each target from its own 64-visit window and cannot be loaded.
+FORMAT_VERSION = 2
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
 _PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"PK\x03\x04")
 
@@ -173,6 +175,13 @@ def read_sidecar(path: str | Path) -> dict:
         raise CheckpointError(f"Checkpoint sidecar {sidecar} is not valid JSON ({exc}).") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{sidecar} is not a TrajMoE checkpoint sidecar (no format={FORMAT!r}).")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{weights.name} is checkpoint format {version}, this TrajMoE reads format {FORMAT_VERSION} "
+            "(relative positions, one pass per person): regenerate it (`python assets/regenerate.py`, or "
+            "`trajmoe pretrain` / `trajmoe finetune` from a format-2 checkpoint) with this version."
+        )
     if meta.get("feature_schema") != SCHEMA_ID:
         raise CheckpointError(
             f"{weights} uses feature schema {meta.get('feature_schema')!r} but this TrajMoE uses {SCHEMA_ID!r}: "

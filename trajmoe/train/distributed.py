@@ -1,6 +1,7 @@
-"""torchrun scale-out: process-group set-up and tear-down, this rank's place, its shard of a batch.
+"""torchrun scale-out: process-group set-up and tear-down, this rank's place and device, its shard of a batch.
 
-Gloo on CPU, one thread per rank. Outside torchrun everything here is a no-op: rank 0 of 1.
+NCCL when the run is on CUDA (each rank on ``cuda:LOCAL_RANK``), gloo on CPU with one thread per
+rank. Outside torchrun everything here is a no-op: rank 0 of 1, on the device it was given.
 """
 
 from __future__ import annotations
@@ -17,11 +18,32 @@ def dist_info() -> tuple[int, int]:
     return 0, 1
 
 
-def maybe_init_distributed() -> bool:
-    """Initialise gloo when launched by torchrun (WORLD_SIZE > 1). One thread per rank."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
-        torch.set_num_threads(1)
-        torch.distributed.init_process_group("gloo")
+def _under_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def rank_device(device: torch.device | str | None = None) -> torch.device:
+    """This rank's device: under torchrun on CUDA, ``cuda:LOCAL_RANK``; otherwise ``device`` (default CPU)."""
+    device = torch.device(device if device is not None else "cpu")
+    if device.type == "cuda" and _under_torchrun():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def maybe_init_distributed(device: torch.device | str | None = None) -> bool:
+    """Initialise the process group when launched by torchrun (WORLD_SIZE > 1).
+
+    ``device`` is where the run trains (default CPU): NCCL on CUDA, this rank bound to
+    ``cuda:LOCAL_RANK`` (move the model to :func:`rank_device`); gloo otherwise, one thread per rank.
+    """
+    device = rank_device(device)
+    if _under_torchrun() and not torch.distributed.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+            torch.distributed.init_process_group("nccl", device_id=device)
+        else:
+            torch.set_num_threads(1)
+            torch.distributed.init_process_group("gloo")
         return True
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 

@@ -1,36 +1,85 @@
-"""Evaluation: the pessimistic rank of every target of a split, and its metrics.
+"""Evaluation: the next-cell scores and pessimistic rank of every target of a split, and its metrics.
 
-Every model (TrajMoE, the dense Transformer, the baselines) is scored through its
-``score_last(batch, city) -> (B, N)``; ranks and metrics follow DESIGN.md §Protocol (metrics.py).
+Every model is scored through ONE path, :func:`iter_scores`:
+
+* models with a finite ``reach`` (TrajMoE and the dense Transformer: sliding-window rotary
+  attention; the count baselines) score all of a person's targets from one causal pass over a few
+  segments of that person's history (:mod:`trajmoe.city.segments`), via
+  ``score_positions(batch, city, positions)``;
+* a model without one (the GRU: its state depends on every earlier visit of the sequence) gets
+  each target's own context of ``max_len`` visits, via ``score_last(batch, city)``.
+
+Ranks and metrics follow DESIGN.md §Protocol (metrics.py). Targets are streamed in bounded
+batches, so memory does not grow with the number of targets.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 
 from trajmoe.city.batch import CityTensors
 from trajmoe.city.data import DEFAULT_MAX_LEN, CityData, iter_batches
+from trajmoe.city.segments import segment_batches
 from trajmoe.city.subset import RunSubset
+from trajmoe.train.device import model_device
 from trajmoe.train.metrics import metrics_from_ranks, target_ranks
+
+Progress = Callable[[int, int], None]  # (targets done, total) -> None
 
 
 @torch.no_grad()
-def rank_targets(model, data: CityData, city: CityTensors, targets: np.ndarray, *, max_len: int = DEFAULT_MAX_LEN,
-                 batch_size: int = 256) -> np.ndarray:
-    """Pessimistic rank of every target (inf for targets outside the candidates)."""
+def iter_scores(model, data: CityData, targets: np.ndarray, *, city: CityTensors, router: bool = False,
+                max_len: int = DEFAULT_MAX_LEN, batch_size: int = 256,
+                progress: Progress | None = None) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor | None]]:
+    """Yield ``(targets, scores, router_probs)`` chunks covering every visit of ``targets``.
+
+    ``scores`` (n, N) float32 on the CPU are the next-cell logits for each target from its
+    previous visit (``softmax`` gives probabilities); ``router_probs`` (n, n_layers, E) the router
+    probabilities at that previous visit when ``router`` and the model has routed experts, else
+    None. The model runs where its parameters are; chunks come in no particular order.
+    """
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
-    ranks = []
-    for chunk in iter_batches(np.asarray(targets), batch_size):
-        batch = data.eval_batch(chunk, max_len=max_len)
-        scores = model.score_last(batch, city)  # (B, N)
-        truth = batch.targets.gather(1, batch.last_positions()).squeeze(1)
-        ranks.append(target_ranks(scores, truth).numpy())
-    if was_training:
-        model.train()
-    return np.concatenate(ranks) if ranks else np.zeros(0)
+    device = model_device(model)
+    city_on = city.to(device)
+    targets = np.asarray(targets, dtype=np.int64)
+    done, reach = 0, getattr(model, "reach", None)
+    try:
+        if reach is None:  # each target from its own context of up to max_len visits
+            for chunk in iter_batches(targets, batch_size):
+                scores = model.score_last(data.eval_batch(chunk, max_len=max_len).to(device), city_on)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, len(targets))
+                yield chunk, scores.float().cpu(), None
+            return
+        for part in segment_batches(data, targets, reach=reach, n_cells=city.n_cells):
+            out = model.score_positions(part.batch.to(device), city_on, part.positions.to(device))
+            valid = part.valid.to(device)
+            probs = None
+            if router and out.router_probs:
+                probs = torch.stack([p[valid] for p in out.router_probs], dim=1).float().cpu()  # (n, L, E)
+            done += len(part.targets)
+            if progress is not None:
+                progress(done, len(targets))
+            yield part.targets, out.logits[valid].float().cpu(), probs
+    finally:
+        if was_training:
+            model.train()
+
+
+def rank_targets(model, data: CityData, city: CityTensors, targets: np.ndarray, *, max_len: int = DEFAULT_MAX_LEN,
+                 batch_size: int = 256) -> np.ndarray:
+    """Pessimistic rank of every target, in the order of ``targets`` (inf outside the candidates)."""
+    unique, inverse = np.unique(np.asarray(targets, dtype=np.int64), return_inverse=True)
+    ranks = np.zeros(len(unique))
+    for chunk, scores, _ in iter_scores(model, data, unique, city=city, max_len=max_len, batch_size=batch_size):
+        ranks[np.searchsorted(unique, chunk)] = target_ranks(scores, torch.from_numpy(data.cell_idx[chunk])).numpy()
+    return ranks[inverse]
 
 
 def evaluate(model, data: CityData, *, split: str = "test", city: CityTensors | None = None,

@@ -6,7 +6,11 @@
 * Fine-tuning: the same loop on one city's few-shot windows; ``mode="light"`` trains only the
   city's domain expert, the routers and the output heads.
 * Early stopping on the validation targets (the same few-shot share of them), best state restored.
-* Scale-out: unchanged under ``torchrun`` (DistributedDataParallel, gloo on CPU). Every rank draws
+* Device: the model's own (:func:`trajmoe.train.device.model_device`); the caller moves the model
+  once (``model.to(device)``), fit moves each batch and its city tensors before the forward pass,
+  which runs under ``cfg.precision`` (``bf16``: autocast on CUDA; the loss is summed in float32).
+* Scale-out: unchanged under ``torchrun`` (DistributedDataParallel, gloo on CPU, NCCL on CUDA with
+  one GPU per rank, ``distributed.rank_device``). Every rank draws
   the same city and the same batch at each step and takes its own shard of it; the loss is the
   token-summed cross-entropy divided by the GLOBAL token count, so the 2-rank update equals the
   1-rank update (DESIGN.md §Protocol).
@@ -33,6 +37,7 @@ from trajmoe.city.subset import RunSubset, check_fraction, run_subset
 from trajmoe.errors import TrajMoEError
 from trajmoe.model.loss import next_cell_loss
 from trajmoe.train.calibration import CALIBRATION_PRIOR_TARGETS, calibrate_head
+from trajmoe.train.device import PRECISIONS, autocast, model_device
 from trajmoe.train.distributed import dist_info, shard
 from trajmoe.train.evaluate import rank_targets
 from trajmoe.train.metrics import metrics_from_ranks
@@ -62,6 +67,7 @@ class TrainConfig:
     use_poi: bool = True  # False: POI features masked (ablation)
     calibrate: bool = True  # after training, fit the head's prior weights on the validation targets
     calibration_prior: float = CALIBRATION_PRIOR_TARGETS  # pull toward the trained weights, in targets
+    precision: str = "fp32"  # "fp32", or "bf16" (autocast of the training forward pass, CUDA only)
 
     def __post_init__(self):
         if self.mode not in ("full", "light"):
@@ -71,6 +77,8 @@ class TrainConfig:
         if self.batch_size < 1:
             raise TrajMoEError(f"batch size must be >= 1, got {self.batch_size}")
         check_fraction(self.fraction)
+        if self.precision not in PRECISIONS:
+            raise TrajMoEError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclass
@@ -135,19 +143,23 @@ def param_groups(model: torch.nn.Module, params: list[torch.nn.Parameter], lr: f
     return groups
 
 
-def sequence_loss(model: torch.nn.Module, batch: Batch, city: CityTensors, *, n_global: int) -> tuple[torch.Tensor, float, int]:
+def sequence_loss(model: torch.nn.Module, batch: Batch, city: CityTensors, *, n_global: int,
+                  precision: str = "fp32") -> tuple[torch.Tensor, float, int]:
     """Token-summed CE / global token count (+ the model's auxiliary loss).
 
+    ``batch`` and ``city`` must be on the model's device. The forward pass runs under
+    ``precision`` (:func:`trajmoe.train.device.autocast`); the loss is computed in float32.
     Returns (loss to backpropagate, summed CE of this rank's tokens, number of those tokens).
     """
-    out = model(batch, city, targets=False)
-    ce_sum = next_cell_loss(out.logits, batch.targets, reduction="sum")  # logits (B, T, N)
+    with autocast(batch.cells.device, precision):
+        out = model(batch, city, targets=False)
+    ce_sum = next_cell_loss(out.logits.float(), batch.targets, reduction="sum")  # logits (B, T, N)
     valid = batch.targets >= 0  # IGNORE and MISS are not trainable
     _, world = dist_info()
     loss = ce_sum * world / max(n_global, 1)
     aux = getattr(out, "aux_loss", None)
     if aux is not None:
-        loss = loss + aux
+        loss = loss + aux.float()
     return loss, float(ce_sum.detach()), int(valid.sum())
 
 
@@ -184,10 +196,14 @@ def fit(
     for c in cities:  # a city new to the model gets its (empty) domain expert before optimisation
         if hasattr(model, "add_domain_expert"):
             model.add_domain_expert(c.name)
+    device = model_device(model)
+    autocast(device, cfg.precision)  # refuse bf16 off CUDA before any work
+    tensors = [t.to(device) for t in tensors]  # each city's cell table, moved once
     params = trainable_parameters(model, cfg.mode)
     train_model = model
     if world > 1:
-        train_model = torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
     opt = torch.optim.AdamW(param_groups(model, params, cfg.lr), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)  # identical on every rank: same city, same batch per step
     orders = [rng.permutation(len(w)) for w in windows]
@@ -216,11 +232,12 @@ def fit(
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, total, cfg) * g["lr_scale"]
         if mine:
-            loss, ce_sum, n_tok = sequence_loss(train_model, cities[ci].window_batch(mine), tensors[ci], n_global=n_global)
+            loss, ce_sum, n_tok = sequence_loss(train_model, cities[ci].window_batch(mine).to(device), tensors[ci],
+                                                n_global=n_global, precision=cfg.precision)
         else:  # more ranks than windows: contribute a zero gradient so all-reduce stays in step
             loss, ce_sum, n_tok = sum(p.sum() * 0.0 for p in params), 0.0, 0
         if world > 1:  # log the global mean CE, identical on every rank
-            stats = torch.tensor([ce_sum, float(n_tok)], dtype=torch.float64)
+            stats = torch.tensor([ce_sum, float(n_tok)], dtype=torch.float64, device=device)
             torch.distributed.all_reduce(stats)
             ce_sum, n_tok = float(stats[0]), int(stats[1])
         ce = ce_sum / max(n_tok, 1)
@@ -235,7 +252,7 @@ def fit(
             progress(step + 1, total, ce)
         out_of_time = cfg.max_seconds is not None and time.perf_counter() - start > cfg.max_seconds
         if world > 1:  # every rank stops at the same step
-            flag = torch.tensor([float(out_of_time)])
+            flag = torch.tensor([float(out_of_time)], device=device)
             torch.distributed.all_reduce(flag)
             out_of_time = bool(flag.item())
         epoch_end = (step + 1) % steps_per_epoch == 0 or step + 1 == total or out_of_time
@@ -266,8 +283,7 @@ def fit(
         # The prior pulls toward weights only a kind's earlier training made meaningful.
         prior = cfg.calibration_prior if val_city.kind in trained_before else 0.0
         # calibrate_head is looked up in this module's namespace: tests patch it on trajmoe.train.fit.
-        result.calibration = calibrate_head(model, val_city, val_tensors, val_targets, max_len=cfg.max_len,
-                                            batch_size=cfg.eval_batch_size, prior_targets=prior)
+        result.calibration = calibrate_head(model, val_city, val_tensors, val_targets, prior_targets=prior)
     if config is not None and hasattr(config, "pretrained_kinds"):
         config.pretrained_kinds = tuple(sorted(set(trained_before) | {c.kind for c in cities}))
     model.eval()

@@ -11,6 +11,8 @@ import dataclasses
 import logging
 import time
 
+import torch
+
 from trajmoe.city.data import CityData
 from trajmoe.city.subset import run_subset
 from trajmoe.errors import TrajMoEError
@@ -43,7 +45,8 @@ def default_train_config(*, fraction: float = 1.0, seed: int = 0) -> TrainConfig
 
 
 def run_baseline(name: str, data: CityData, *, fraction: float = 1.0, seed: int = 0,
-                 progress: Progress | None = None, train_config: TrainConfig | None = None) -> dict:
+                 progress: Progress | None = None, train_config: TrainConfig | None = None,
+                 device: torch.device | str = "cpu") -> dict:
     """Train baseline ``name`` on a few-shot share of ``data`` and return its test metrics.
 
     Parameters
@@ -61,6 +64,11 @@ def run_baseline(name: str, data: CityData, *, fraction: float = 1.0, seed: int 
         TrainConfig for the neural baselines (default :func:`default_train_config`); ``fraction``
         and ``seed`` replace its own, and its ``max_len``, ``use_poi`` and ``eval_batch_size``
         apply to every baseline.
+    device
+        Where the neural baselines (``gru``, ``transformer``) train and are evaluated (default CPU).
+        The count models and return + gravity stay on CPU whatever it is: they have no parameters
+        (``popular``, ``markov``: count buffers) or eight weights fitted by Newton passes over
+        CPU batches (``epr``).
 
     Returns
     -------
@@ -90,6 +98,7 @@ def run_baseline(name: str, data: CityData, *, fraction: float = 1.0, seed: int 
     else:
         overrides = {} if name == "gru" else {"max_len": cfg.max_len, "use_poi_features": cfg.use_poi}
         model, _ = new_model(name, seed=cfg.seed, **overrides)
+        model.to(device)  # initialised on CPU (same weights on every device), then moved
         steps = fit(model, [data], cfg, val_city=data, progress=progress).steps
     metrics = evaluate(model, data, split="test", subset=subset, max_len=cfg.max_len, batch_size=cfg.eval_batch_size)
     metrics["seconds"] = round(time.perf_counter() - start, 2)
