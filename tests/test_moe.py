@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
+from trajmoe.model import experts as routed
+from trajmoe.model.experts import Expert, RoutedExperts
 from trajmoe.model.moe import (
     SEMANTIC_EXPERT_GROUPS,
     DenseFFN,
@@ -29,13 +33,18 @@ def _layer(**kw) -> SAMoE:
     return layer
 
 
+def _expert(experts: RoutedExperts, e: int, x: torch.Tensor) -> torch.Tensor:
+    """Routed expert e alone, as the nn.Linear pair of an :class:`Expert`."""
+    return F.linear(F.gelu(F.linear(x, experts.c_fc.weight[e])), experts.c_proj.weight[e])
+
+
 def _naive(layer: SAMoE, x: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
     """Every expert on every token, weighted by its renormalised top-k weight (0 if not chosen)."""
     _, _, top_w, top_i = layer.route(x, prior)
     out = layer.shared_expert(x) if layer.shared_expert is not None else torch.zeros_like(x)
-    for e, expert in enumerate(layer.experts):
+    for e in range(layer.config.n_routed_experts):
         weight = (top_w * (top_i == e)).sum(dim=-1, keepdim=True)  # (M, 1)
-        out = out + weight * expert(x)
+        out = out + weight * _expert(layer.experts, e, x)
     return out
 
 
@@ -65,6 +74,61 @@ def test_sorted_dispatch_equals_naive_loop_forward_and_backward(shared):
     assert "gate.weight" in grads and "prior_gate.weight" in grads  # the router learns
 
 
+@pytest.mark.parametrize(("dtype", "grouped"), [(torch.float32, True), (torch.float32, False),
+                                               (torch.float64, False)])
+def test_stacked_experts_equal_a_per_expert_loop_with_empty_experts(dtype, grouped, monkeypatch):
+    """The one grouped GEMM (float32) and the per-slice path (a batch over the cache budget,
+    float64) against a float64 loop over experts; sorted routing where experts 1, 4 get no tokens."""
+    if not grouped:
+        monkeypatch.setattr(routed, "_GROUPED_MAX_HIDDEN_BYTES", 0)
+    torch.manual_seed(1)
+    experts = RoutedExperts(6, D, 4 * D).to(dtype)
+    counts = torch.tensor([9, 0, 14, 1, 0, 7])
+    x = torch.randn(int(counts.sum()), D, dtype=dtype, requires_grad=True)
+    assert routed._grouped_mm_runs(x, experts.c_fc.weight) == grouped
+    grad_out = torch.randn(x.shape, dtype=dtype)
+    got = experts(x, counts)
+    got.backward(grad_out)
+
+    ref = RoutedExperts(6, D, 4 * D).double()
+    ref.load_state_dict(experts.state_dict())
+    x64 = x.detach().double().requires_grad_()
+    want = torch.cat([_expert(ref, e, chunk) for e, chunk in enumerate(x64.split(counts.tolist()))])
+    want.backward(grad_out.double())
+
+    tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-12}
+    torch.testing.assert_close(got.double(), want, **tol)
+    torch.testing.assert_close(x.grad.double(), x64.grad, **tol)
+    for name in ("c_fc", "c_proj"):
+        grad = getattr(experts, name).weight.grad
+        torch.testing.assert_close(grad.double(), getattr(ref, name).weight.grad, **tol)
+        assert torch.count_nonzero(grad[[1, 4]]) == 0 and torch.count_nonzero(grad[[0, 2, 3, 5]]) > 0
+
+
+def test_stacked_experts_load_and_write_per_expert_checkpoint_keys():
+    """The layout of checkpoints written with a ModuleList of Experts loads strictly, round-trips."""
+    torch.manual_seed(2)
+    old = nn.ModuleList(Expert(D, 4 * D) for _ in range(4))
+    old_state = old.state_dict()
+    experts = RoutedExperts(4, D, 4 * D)
+    experts.load_state_dict(old_state)  # strict
+    torch.testing.assert_close(experts.c_proj.weight[2], old[2].c_proj.weight, rtol=0, atol=0)
+    state = experts.state_dict()
+    assert list(state) == list(old_state)  # 0.c_fc.weight, 0.c_proj.weight, 1.c_fc.weight, ...
+    for key, value in state.items():
+        torch.testing.assert_close(value, old_state[key], rtol=0, atol=0)
+    assert len({v.untyped_storage().data_ptr() for v in state.values()}) == len(state)  # safetensors
+    layer = _layer()
+    copy = _layer()
+    with torch.no_grad():
+        copy.experts.c_fc.weight.zero_()
+    copy.load_state_dict(layer.state_dict())  # a whole SAMoE, strict
+    torch.testing.assert_close(copy.experts.c_fc.weight, layer.experts.c_fc.weight, rtol=0, atol=0)
+    del old_state["3.c_fc.weight"]  # an incomplete set of experts is not silently stacked
+    with pytest.raises(RuntimeError, match=r"Missing key\(s\).*c_fc\.weight"):
+        experts.load_state_dict(old_state)
+
+
 def test_experts_without_tokens_are_skipped():
     layer = _layer()
     with torch.no_grad():  # route everything to experts 1 and 3
@@ -76,9 +140,8 @@ def test_experts_without_tokens_are_skipped():
     prior = torch.ones(10, P)
     res = layer(x, prior)
     res.output.sum().backward()
-    assert layer.experts[0].c_fc.weight.grad is None
-    assert layer.experts[2].c_fc.weight.grad is None
-    assert layer.experts[1].c_fc.weight.grad is not None
+    grad = layer.experts.c_fc.weight.grad  # (E, H, C): an empty group adds nothing
+    assert torch.count_nonzero(grad[[0, 2]]) == 0 and torch.count_nonzero(grad[1]) > 0
     torch.testing.assert_close(res.output, _naive(layer, x, prior), rtol=1e-5, atol=1e-6)
 
 
@@ -169,7 +232,7 @@ def test_dense_ffn_matches_active_parameters_and_returns_zero_aux():
     cfg = MoEConfig(d_model=D, n_routed_experts=4, top_k=2, n_prior_features=P)
     moe, dense = SAMoE(cfg), DenseFFN(cfg)
     assert dense.mlp.c_fc.out_features == 3 * 4 * D
-    per_expert = sum(p.numel() for p in moe.experts[0].parameters())
+    per_expert = sum(p[0].numel() for p in moe.experts.parameters())
     assert sum(p.numel() for p in dense.parameters()) == 3 * per_expert  # shared + top-2
     res = dense.train()(torch.randn(6, D))
     assert res.aux_loss == 0 and res.router_probs is None and res.output.shape == (6, D)

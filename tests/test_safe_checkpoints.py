@@ -317,3 +317,19 @@ def test_cli_evaluate_gives_one_line_for_every_broken_checkpoint(tmp_path, good,
         lines = err.getvalue().strip().splitlines()
         assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (case, err.getvalue())
         assert path.name in lines[0] and not out.getvalue()
+
+
+def test_a_checkpoint_of_the_older_format_gets_one_line_naming_the_fix(tmp_path):
+    model, config = new_trajmoe(d_model=16, n_layers=1, n_heads=2, seed=0)
+    path = save_checkpoint(tmp_path / "old.safetensors", model, arch="trajmoe", config=config)
+    sidecar = path.with_suffix(".json")
+    meta = json.loads(sidecar.read_text())
+    meta["format_version"] = 1  # absolute positions, one window per target: cannot be read any more
+    sidecar.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"format 1.*regenerate") as err:
+        load_checkpoint(path)
+    assert "\n" not in str(err.value)
+    proc = subprocess.run([sys.executable, "-m", "trajmoe", "evaluate", "--checkpoint", str(path), "--data",
+                           str(tmp_path), "--json", str(tmp_path / "m.json")], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "regenerate" in proc.stderr

@@ -11,10 +11,15 @@ Conventions follow Mixtral / Qwen2-MoE in HF transformers (``gate``, ``experts``
 experts without tokens skipped) and lucidrains/st-moe-pytorch (results as a NamedTuple with the
 weighted aux loss and the raw balance / z losses; aux losses are zero in eval).
 
-Dispatch: the (token, expert) assignments are sorted by expert ONCE; the gathered tokens are
-split by the per-expert counts, each expert runs one dense matmul pair on its contiguous slice,
-and the weighted outputs are added back with one ``index_add``. No capacity factor, no dropped
-tokens, no per-token Python loop (bench/moe_dispatch.py measures it against a dense FFN).
+Dispatch: the (token, expert) assignments are sorted by expert ONCE and the tokens gathered in
+that order; the routed experts' weights are stacked, (E, H, C) and (E, C, H), so on CPU in
+float32/bfloat16 ONE grouped matmul per projection (``F.grouped_mm``: each expert on its own
+contiguous slice, padding-free) runs all of them; batches too large for that to pay off, and other
+dtypes/devices, run one matmul pair per expert slice. The weighted outputs are added back with
+one ``index_add_``. Experts without tokens
+get an empty slice. No capacity factor, no dropped tokens, no per-token Python loop
+(bench/moe_dispatch.py measures it against a dense FFN). Checkpoints keep one key per expert
+(``experts.3.c_fc.weight``), so files written before the weights were stacked still load.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from trajmoe.model.experts import Expert, RoutedExperts
 
 # Readable expert specialisation: the router's prior projection is initialised so that routed
 # expert e prefers cells whose POIs fall in semantic group e (mod E). Groups partition
@@ -135,22 +142,6 @@ def router_z_loss(router_logits: torch.Tensor, *, mask: torch.Tensor | None = No
     return torch.logsumexp(router_logits.float(), dim=-1).square().mean()
 
 
-class Expert(nn.Module):
-    """One feed-forward expert: Linear -> GELU -> Linear (nanoGPT's MLP).
-
-    Bias-free, as the experts of Mixtral / Qwen2-MoE / DeepSeek: a bias adds one gradient
-    reduction per expert and layer for nothing a pre-norm residual block needs.
-    """
-
-    def __init__(self, d_model: int, hidden: int) -> None:
-        super().__init__()
-        self.c_fc = nn.Linear(d_model, hidden, bias=False)
-        self.c_proj = nn.Linear(hidden, d_model, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.c_proj(F.gelu(self.c_fc(x)))
-
-
 class DomainExpert(nn.Module):
     """A city's own small expert: a low-rank FFN added to every token of that city.
 
@@ -221,7 +212,7 @@ class SAMoE(_FeedForward):
         # Router on the structured priors (POI shares, hour, weekday): a linear map, so its
         # weights read directly as "category/hour -> expert preference".
         self.prior_gate = nn.Linear(config.n_prior_features, n_exp, bias=False) if config.uses_priors else None
-        self.experts = nn.ModuleList(Expert(d, h) for _ in range(n_exp))
+        self.experts = RoutedExperts(n_exp, d, h)
         self.shared_expert = Expert(d, h) if config.shared_expert else None
         self.dropout = nn.Dropout(config.dropout)  # once on the layer output, not per expert
         nn.init.normal_(self.gate.weight, std=0.02)
@@ -283,17 +274,11 @@ class SAMoE(_FeedForward):
         flat_expert = top_i.reshape(-1)
         order = flat_expert.argsort()
         token_of = order // cfg.top_k  # (M*k,) token index of each sorted assignment
-        counts = torch.bincount(flat_expert, minlength=cfg.n_routed_experts).tolist()
-        x_sorted = x.index_select(0, token_of)  # (M*k, C)
-        outs = [
-            self.experts[e](chunk)
-            for e, chunk in enumerate(x_sorted.split(counts))
-            if counts[e] > 0  # skip experts that got no tokens (their slice is empty)
-        ]
+        counts = torch.bincount(flat_expert, minlength=cfg.n_routed_experts)  # (E,)
+        y_sorted = self.experts(x.index_select(0, token_of), counts)  # (M*k, C)
+        y_sorted = y_sorted * top_w.reshape(-1)[order].unsqueeze(-1)
         out = self.shared_expert(x) if self.shared_expert is not None else torch.zeros_like(x)
-        if outs:  # empty only when there are no tokens at all
-            y_sorted = torch.cat(outs) * top_w.reshape(-1)[order].unsqueeze(-1)
-            out = out.index_add(0, token_of, y_sorted)
+        out = out.index_add_(0, token_of, y_sorted)  # in place: no backward reads the shared output
         domain = self._domain(city)
         if domain is not None:
             out = out + domain(x)
@@ -336,17 +321,3 @@ class DenseFFN(_FeedForward):
         out = self.dropout(out)
         zero = x.new_zeros(())
         return MoEOutput(out, zero, zero, zero, None)
-
-
-__all__ = [
-    "SEMANTIC_EXPERT_GROUPS",
-    "DenseFFN",
-    "DomainExpert",
-    "Expert",
-    "MoEConfig",
-    "MoEOutput",
-    "SAMoE",
-    "domain_key",
-    "load_balancing_loss",
-    "router_z_loss",
-]

@@ -109,7 +109,7 @@ class TrajMoE(nn.Module):
         if active:
             for block in self.blocks:
                 if isinstance(block.ffn, SAMoE):
-                    per_expert = sum(p.numel() for p in block.ffn.experts[0].parameters())
+                    per_expert = sum(p[0].numel() for p in block.ffn.experts.parameters())  # (E, ...) stacked
                     n -= (self.config.n_routed_experts - self.config.top_k) * per_expert
         return n
 
