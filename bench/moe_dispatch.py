@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from trajmoe.model.moe import DenseFFN, MoEConfig, SAMoE, _grouped_mm_runs
+from trajmoe.model.experts import grouped_mm_applies
+from trajmoe.model.moe import DenseFFN, MoEConfig, SAMoE
 
 RESULT = Path(__file__).resolve().parent / "results" / "moe_dispatch.txt"
 THREADS = (1, 2)
@@ -126,7 +127,7 @@ def main() -> None:
         label = f"{n} thread{'s' if n > 1 else ''}"
         torch.set_num_threads(n)
         sorted_tokens = x.new_empty(args.tokens * cfg.top_k, args.d_model)
-        path = ("one grouped GEMM" if _grouped_mm_runs(sorted_tokens, moe.experts.c_fc.weight)
+        path = ("one grouped GEMM" if grouped_mm_applies(sorted_tokens, moe.experts.c_fc.weight)
                 else "a matmul pair per expert slice")
         lines.append(f"{label}: SAMoE median {m * 1e3:8.2f} ms, dense median {d * 1e3:8.2f} ms, "
                      f"median of per-pair ratios {per_pair:.3f} (routed experts: {path})")

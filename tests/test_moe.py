@@ -85,7 +85,7 @@ def test_stacked_experts_equal_a_per_expert_loop_with_empty_experts(dtype, group
     experts = RoutedExperts(6, D, 4 * D).to(dtype)
     counts = torch.tensor([9, 0, 14, 1, 0, 7])
     x = torch.randn(int(counts.sum()), D, dtype=dtype, requires_grad=True)
-    assert routed._grouped_mm_runs(x, experts.c_fc.weight) == grouped
+    assert routed.grouped_mm_applies(x, experts.c_fc.weight) == grouped
     grad_out = torch.randn(x.shape, dtype=dtype)
     got = experts(x, counts)
     got.backward(grad_out)

@@ -55,7 +55,7 @@ class StackedLinear(nn.Module):
 _GROUPED_MAX_HIDDEN_BYTES = 6 * 2**20
 
 
-def _grouped_mm_runs(x: torch.Tensor, weight: torch.Tensor) -> bool:
+def grouped_mm_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether to run the experts of ``x`` (N, C) as one ``F.grouped_mm``: torch >= 2.9 on CPU in
     float32/bfloat16 (its CUDA and meta kernels want bfloat16 only), every row 16-byte aligned,
     and the (N, H) hidden activations within the cache budget above."""
@@ -86,7 +86,7 @@ class RoutedExperts(nn.Module):
 
     def forward(self, x: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         w_fc, w_proj = self.c_fc.weight, self.c_proj.weight
-        if _grouped_mm_runs(x, w_fc):
+        if grouped_mm_applies(x, w_fc):
             # Expert e gets rows offs[e-1]:offs[e]; an expert without tokens an empty group. The
             # grouped backward needs a dense output gradient: the caller's top-k weighting gives it.
             offs = counts.cumsum(0).to(torch.int32)
