@@ -53,8 +53,10 @@ def prefix(model, data, city, targets, reach: int, device) -> tuple[float, torch
     t0 = time.perf_counter()
     out = []
     with torch.no_grad():
+        cell_emb = model.encode_cells(city)  # once, as the one-pass path does
         for chunk in iter_batches(targets, 256):
-            out.append(model.score_last(data.eval_batch(chunk, max_len=reach).to(device), city).float().cpu())
+            batch = data.eval_batch(chunk, max_len=reach).to(device)
+            out.append(model.score_last(batch, city, cell_emb=cell_emb).float().cpu())
     return time.perf_counter() - t0, torch.cat(out)
 
 

@@ -338,3 +338,15 @@ def test_sparse_return_terms_equal_the_dense_formula_with_their_gradients(window
     g_want = torch.autograd.grad(_dense_head(model.head, h, positions, batch, city, cell_emb).square().sum(),
                                  model.head.prior)[0]
     torch.testing.assert_close(g_got, g_want, rtol=1e-4, atol=1e-4)
+
+
+def test_the_city_distance_table_gives_the_same_scores_as_distances_per_position():
+    from trajmoe.city.batch import log_km_table
+
+    model = _model().eval()
+    city, batch = _city(), _batch(b=4, t=12, lengths=[12, 7, 1, 10])
+    table = dataclasses.replace(city, log_km=log_km_table(city.xy_km))
+    assert table.log_km.shape == (city.n_cells, city.n_cells) and (table.log_km.diagonal() == 0).all()
+    positions = torch.tensor([[11, 4], [6, 2], [0, 0], [9, 3]])
+    torch.testing.assert_close(model.score_positions(batch, table, positions).logits,
+                               model.score_positions(batch, city, positions).logits, rtol=1e-6, atol=1e-6)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from trajmoe.city.batch import IGNORE, UNKNOWN_WEEKDAY, Batch, CityTensors
+from trajmoe.city.batch import IGNORE, UNKNOWN_WEEKDAY, Batch, CityTensors, log_km_table
 from trajmoe.city.features import SCHEMA_ID, cell_feature_matrix, poi_share_matrix
 from trajmoe.errors import PreparedDataError
 from trajmoe.geo import project_km
@@ -136,7 +136,15 @@ class CityData:
             poi_share=torch.from_numpy(poi_share_matrix(self.cells, use_poi=use_poi)),
             log_pop=torch.from_numpy(np.log1p(pop).astype(np.float32)),
             kind=self.kind,
+            log_km=self.log_km,
         )
+
+    @property
+    def log_km(self) -> torch.Tensor | None:
+        """The city's (N, N) log(1 + km) table (batch.log_km_table), computed once and shared."""
+        if not hasattr(self, "_log_km"):
+            self._log_km = log_km_table(self.xy_km)
+        return self._log_km
 
     # ------------------------------------------------------------------ tensors
     def _pack(self, seqs: list[np.ndarray], targets: list[np.ndarray]) -> Batch:

@@ -131,10 +131,13 @@ class RetrievalHead(nn.Module):
         weights, terms = [w["log_pop"] + explore_pop], [log_pop]
         log_km = None
         if cfg.distance_term:
-            xy = city.xy_km.to(h.dtype)
-            km = torch.cdist(xy[current].reshape(-1, 2), xy,
-                             compute_mode="donot_use_mm_for_euclid_dist")  # exact 0 for self
-            log_km = km.view(n_b, n_q, n_cells).log1p_()
+            if city.log_km is not None and city.log_km.dtype == h.dtype:  # the city's table: rows
+                log_km = city.log_km.index_select(0, current.reshape(-1)).view(n_b, n_q, n_cells)
+            else:
+                xy = city.xy_km.to(h.dtype)
+                km = torch.cdist(xy[current].reshape(-1, 2), xy,
+                                 compute_mode="donot_use_mm_for_euclid_dist")  # exact 0 for self
+                log_km = km.view(n_b, n_q, n_cells).log1p_()
             weights.append(-F.softplus(w["distance_decay"]) - explore_km)
             terms.append(log_km)
         logits = _AddWeightedTerms.apply(logits, torch.stack(weights), *terms)

@@ -198,22 +198,29 @@ class TrajMoE(nn.Module):
         return self.config.reach
 
     @torch.no_grad()
-    def score_positions(self, batch: Batch, city: CityTensors, positions: torch.Tensor) -> PositionScores:
+    def encode_cells(self, city: CityTensors) -> torch.Tensor:
+        """(N, C) cell embeddings of a city: compute once, pass to every scoring call of a pass."""
+        return self.encoder(city.features)
+
+    @torch.no_grad()
+    def score_positions(self, batch: Batch, city: CityTensors, positions: torch.Tensor, *,
+                        cell_emb: torch.Tensor | None = None) -> PositionScores:
         """Scores for the visit after each of ``positions`` (B, Q) from ONE pass over ``batch``.
 
         The Transformer runs once over every position; the (B, Q, N) head only at the Q chosen
-        ones (evaluation, predict, flows and routing views, scenarios).
+        ones (evaluation, predict, flows and routing views, scenarios). ``cell_emb``: the city's
+        :meth:`encode_cells`, when the caller scores many batches of one city.
         """
-        cell_emb = self.encoder(city.features)
+        cell_emb = self.encoder(city.features) if cell_emb is None else cell_emb
         h, probs, _ = self._trunk(batch, city, cell_emb, positions)
         h_q = _at(h, positions)  # (B, Q, C)
         logits = self.head(h_q, positions, batch=batch, city=city, cell_emb=cell_emb)
         return PositionScores(logits, tuple(_at(p, positions) for p in probs))
 
     @torch.no_grad()
-    def score_last(self, batch: Batch, city: CityTensors) -> torch.Tensor:
+    def score_last(self, batch: Batch, city: CityTensors, *, cell_emb: torch.Tensor | None = None) -> torch.Tensor:
         """(B, N) scores for the visit after each sequence's LAST real position."""
-        return self.score_positions(batch, city, batch.last_positions()).logits.squeeze(1)
+        return self.score_positions(batch, city, batch.last_positions(), cell_emb=cell_emb).logits.squeeze(1)
 
     def states_at(self, batch: Batch, city: CityTensors, cell_emb: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Final states (B, Q, C) at ``positions`` (B, Q) (head calibration caches them)."""

@@ -48,17 +48,19 @@ def iter_scores(model, data: CityData, targets: np.ndarray, *, city: CityTensors
     city_on = city.to(device)
     targets = np.asarray(targets, dtype=np.int64)
     done, reach = 0, getattr(model, "reach", None)
+    encode = getattr(model, "encode_cells", None)  # the city's cell embeddings, once per pass
+    cells = {"cell_emb": encode(city_on)} if encode is not None else {}
     try:
         if reach is None:  # each target from its own context of up to max_len visits
             for chunk in iter_batches(targets, batch_size):
-                scores = model.score_last(data.eval_batch(chunk, max_len=max_len).to(device), city_on)
+                scores = model.score_last(data.eval_batch(chunk, max_len=max_len).to(device), city_on, **cells)
                 done += len(chunk)
                 if progress is not None:
                     progress(done, len(targets))
                 yield chunk, scores.float().cpu(), None
             return
         for part in segment_batches(data, targets, reach=reach, n_cells=city.n_cells):
-            out = model.score_positions(part.batch.to(device), city_on, part.positions.to(device))
+            out = model.score_positions(part.batch.to(device), city_on, part.positions.to(device), **cells)
             valid = part.valid.to(device)
             probs = None
             if router and out.router_probs:
