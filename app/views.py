@@ -57,13 +57,37 @@ def view_of(lat: np.ndarray, lon: np.ndarray, *, width_px: int = 620, height_px:
                          zoom=float(np.clip(zoom, 1, 17)), pitch=0, bearing=0)
 
 
+# Hover text: the markup lives in this trusted template; each pickable layer's rows carry plain-text
+# ``tip_title`` and ``tip_body`` (lines separated by "\n"), which Streamlit HTML-escapes into it.
+# A field missing from a hovered row would show literally ("{tip_body}"), so every pickable layer
+# must have both (see :func:`with_tip`). deck.gl draws the tooltip's top-left corner at the pointer
+# and never flips it, and the chart's boxes clip it: near a map's right edge it was cut off. So the box
+# is narrow and wraps, and :data:`_UNCLIP_TOOLTIP` lets it run past the map's edge instead of being cut.
+TOOLTIP = {"html": "<b>{tip_title}</b><br/>{tip_body}",
+           "style": {"fontSize": "13px", "lineHeight": "1.35", "maxWidth": "min(260px, 45vw)", "whiteSpace": "pre-line",
+                     "overflowWrap": "anywhere", "padding": "6px 8px", "borderRadius": "4px", "zIndex": "20"}}
+# The hovered chart is lifted above its neighbours so that a map to its right does not cover the box.
+# Style-only st.html goes to Streamlit's event container: it takes no room on the page.
+_CHART = "[data-testid=stDeckGlJsonChart]"
+_UNCLIP_TOOLTIP = (f"<style>{_CHART} div:has(.deck-tooltip) {{ overflow: visible !important; }}"
+                   f" {_CHART}:hover, [data-testid=stColumn]:has({_CHART}:hover),"
+                   f" [data-testid=stElementContainer]:has({_CHART}:hover) {{ position: relative; z-index: 20; }}</style>")
+
+
+def with_tip(frame: pd.DataFrame, titles, bodies) -> pd.DataFrame:
+    """``frame`` with the plain-text hover fields of :data:`TOOLTIP` (bodies: one string or lines per row)."""
+    frame["tip_title"] = [str(t) for t in titles]
+    frame["tip_body"] = [b if isinstance(b, str) else "\n".join(map(str, b)) for b in bodies]
+    return frame
+
+
 def deck(layers: list, view: pdk.ViewState, *, height: int = MAP_HEIGHT) -> pdk.Deck:
-    """An offline deck: no basemap provider, no map style. Hover text comes from each row's ``tip``."""
-    return pdk.Deck(layers=layers, initial_view_state=view, map_provider=None, height=height,
-                    tooltip={"html": "{tip}", "style": {"fontSize": "13px"}})
+    """An offline deck: no basemap provider, no map style. Hover text: :data:`TOOLTIP`."""
+    return pdk.Deck(layers=layers, initial_view_state=view, map_provider=None, height=height, tooltip=TOOLTIP)
 
 
 def show(d: pdk.Deck, key: str | None = None, *, height: int = MAP_HEIGHT) -> None:
+    st.html(_UNCLIP_TOOLTIP)
     st.pydeck_chart(d, height=height, key=key)
 
 
@@ -75,7 +99,7 @@ def context_layer(cells) -> pdk.Layer:
 
 
 def hex_layer(frame: pd.DataFrame, *, colour_col: str = "colour", opacity: float = 0.85) -> pdk.Layer:
-    """Hexagons coloured by a ``[r, g, b, a]`` column; hover shows ``tip``.
+    """Hexagons coloured by a ``[r, g, b, a]`` column; hover shows ``tip_title`` / ``tip_body``.
 
     Instanced hexagons scaled to 92% (gaps instead of outline paths): several times less geometry,
     which matters where the browser draws WebGL in software."""
@@ -85,7 +109,7 @@ def hex_layer(frame: pd.DataFrame, *, colour_col: str = "colour", opacity: float
 
 
 def outline_layer(cells, colour: list[int]) -> pdk.Layer:
-    frame = pd.DataFrame({"hex": list(cells), "tip": "edited cell"})
+    frame = pd.DataFrame({"hex": list(cells)})
     return pdk.Layer("H3HexagonLayer", frame, get_hexagon="hex", filled=False, stroked=True,
                      get_line_color=colour, line_width_min_pixels=3, extruded=False, pickable=False)
 
@@ -130,7 +154,8 @@ def poi_map(pois: pd.DataFrame) -> pdk.Deck:
     frame = pois[["lat", "lon", "category", "name"]].copy()
     frame["colour"] = [rgb(CATEGORY_COLOURS.get(c, "#7f7f7f")) for c in frame["category"]]
     label = frame["category"].map(CATEGORY_LABELS).fillna(frame["category"])
-    frame["tip"] = np.where(frame["name"].astype(str).str.len() > 0, frame["name"].astype(str) + "<br>", "") + label
+    named = frame["name"].fillna("").astype(str).str.strip()
+    with_tip(frame, np.where(named.str.len() > 0, named, label), np.where(named.str.len() > 0, label, ""))
     layer = pdk.Layer("ScatterplotLayer", frame, get_position=["lon", "lat"], get_fill_color="colour",
                       get_radius=12, radius_min_pixels=2.5, radius_max_pixels=8, pickable=True,
                       stroked=False, auto_highlight=True)
@@ -177,7 +202,7 @@ def per_person_bar(bars: pd.DataFrame, *, one: str, many: str) -> go.Figure:
 def visits_map(cells: pd.DataFrame, *, context, unit: str) -> pdk.Deck:
     """Visited cells (cell, visits, people) shaded by visits on a log scale."""
     frame = cells.assign(hex=cells["cell"], colour=sequential(np.log1p(cells["visits"].to_numpy())))
-    frame["tip"] = [f"{n:,} visits by {p:,} {unit}" for n, p in frame[["visits", "people"]].itertuples(index=False)]
+    with_tip(frame, [f"{n:,} visits" for n in frame["visits"]], [f"by {p:,} {unit}" for p in frame["people"]])
     return deck([context_layer(context), hex_layer(frame)], view_of_cells(context, width_px=1000))
 
 
@@ -202,8 +227,9 @@ def flow_map(summary, *, context, names: pd.Series | None, unit: str, zones=None
                                 get_fill_color=[228, 230, 235, 160], get_line_color=[120, 120, 120, 255],
                                 line_width_min_pixels=1, pickable=False))
         places["colour"] = diverging(places["net"].to_numpy())
-        places["tip"] = [f"<b>{p}</b><br>in {i:,.1f} · out {o:,.1f} · net {n:+,.1f}<br>{u} {unit}"
-                         for p, i, o, n, u in places[["place", "inflow", "outflow", "net", "n_users"]].itertuples(index=False)]
+        rows = list(places[["place", "inflow", "outflow", "net", "n_users"]].itertuples(index=False))
+        with_tip(places, [p for p, *_ in rows],
+                 [(f"in {i:,.1f} · out {o:,.1f} · net {n:+,.1f}", f"{u} {unit}") for _, i, o, n, u in rows])
         layers.append(pdk.Layer("ScatterplotLayer", places, get_position=["lon", "lat"], get_fill_color="colour",
                                 get_radius=60, radius_min_pixels=6, pickable=True, stroked=True,
                                 get_line_color=[60, 60, 60, 255], line_width_min_pixels=1))
@@ -211,15 +237,16 @@ def flow_map(summary, *, context, names: pd.Series | None, unit: str, zones=None
         layers.append(context_layer(context))
         places["hex"] = places["place"]
         places["colour"] = diverging(places["net"].to_numpy())
-        places["tip"] = [f"<b>{label(p)}</b><br>arrivals {i:,.1f} · departures {o:,.1f} · net {n:+,.1f}<br>{u} {unit}"
-                         for p, i, o, n, u in places[["place", "inflow", "outflow", "net", "n_users"]].itertuples(index=False)]
+        rows = list(places[["place", "inflow", "outflow", "net", "n_users"]].itertuples(index=False))
+        with_tip(places, [label(p) for p, *_ in rows],
+                 [(f"arrivals {i:,.1f} · departures {o:,.1f} · net {n:+,.1f}", f"{u} {unit}") for _, i, o, n, u in rows])
         layers.append(hex_layer(places, opacity=0.7))
     flows = summary.flows.head(max_arcs).copy()
     if len(flows):
         top = flows["flow"].max()
         flows["width"] = 1 + 9 * np.sqrt(flows["flow"] / top)
-        flows["tip"] = [f"<b>{label(o)} → {label(d)}</b><br>{f:,.1f} moves by {u} {unit}"
-                        for o, d, f, u in flows[["origin", "destination", "flow", "n_users"]].itertuples(index=False)]
+        rows = list(flows[["origin", "destination", "flow", "n_users"]].itertuples(index=False))
+        with_tip(flows, [f"{label(o)} → {label(d)}" for o, d, *_ in rows], [f"{f:,.1f} moves by {u} {unit}" for *_, f, u in rows])
         # Low arcs: seen from straight above, tall arcs come close to the camera and fan out.
         # A quoted string is a literal for pydeck (a bare one becomes a data accessor).
         layers.append(pdk.Layer("ArcLayer", flows, get_source_position=["o_lon", "o_lat"],
@@ -235,8 +262,9 @@ def dominant_map(by_cell: pd.DataFrame, *, names: pd.Series, context, unit: str)
     frame = by_cell.copy()
     frame["hex"] = frame["cell"]
     frame["colour"] = [rgb(expert_colour(int(e)), 225) for e in frame["dominant"]]
-    frame["tip"] = [f"<b>{names.get(c, c)}</b><br>mostly expert {e} ({s:.0%})<br>{v:,} visits by {u} {unit}"
-                    for c, e, s, v, u in frame[["cell", "dominant", "dominant_share", "n_visits", "n_users"]].itertuples(index=False)]
+    rows = list(frame[["cell", "dominant", "dominant_share", "n_visits", "n_users"]].itertuples(index=False))
+    with_tip(frame, [names.get(c, c) for c, *_ in rows],
+             [(f"mostly expert {e} ({s:.0%})", f"{v:,} visits by {u} {unit}") for _, e, s, v, u in rows])
     return deck([context_layer(context), hex_layer(frame)], view_of_cells(context, width_px=560))
 
 
@@ -245,8 +273,8 @@ def share_map(by_cell: pd.DataFrame, expert: int, *, names: pd.Series, context, 
     col = f"expert_{expert}"
     frame["hex"] = frame["cell"]
     frame["colour"] = sequential(frame[col].to_numpy(), high=expert_colour(expert))
-    frame["tip"] = [f"<b>{names.get(c, c)}</b><br>expert {expert}: {s:.0%} of routing<br>{u} {unit}"
-                    for c, s, u in frame[["cell", col, "n_users"]].itertuples(index=False)]
+    rows = list(frame[["cell", col, "n_users"]].itertuples(index=False))
+    with_tip(frame, [names.get(c, c) for c, *_ in rows], [(f"expert {expert}: {s:.0%} of routing", f"{u} {unit}") for _, s, u in rows])
     return deck([context_layer(context), hex_layer(frame)], view_of_cells(context, width_px=560))
 
 
@@ -285,8 +313,8 @@ def change_map(cells: pd.DataFrame, *, edited, names: pd.Series, context) -> pdk
     frame = cells.copy()
     frame["hex"] = frame["cell"]
     frame["colour"] = diverging(frame["change"].to_numpy())
-    frame["tip"] = [f"<b>{names.get(c, c)}</b><br>expected arrivals {b:,.1f} → {a:,.1f} ({d:+,.2f})"
-                    for c, b, a, d in frame[["cell", "inflow_before", "inflow_after", "change"]].itertuples(index=False)]
+    rows = list(frame[["cell", "inflow_before", "inflow_after", "change"]].itertuples(index=False))
+    with_tip(frame, [names.get(c, c) for c, *_ in rows], [f"expected arrivals {b:,.1f} → {a:,.1f} ({d:+,.2f})" for _, b, a, d in rows])
     layers = [context_layer(context), hex_layer(frame), outline_layer(edited, [20, 20, 20, 255])]
     return deck(layers, view_of_cells(context, width_px=700))
 

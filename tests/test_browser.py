@@ -117,6 +117,54 @@ def visit(page, title: str) -> None:
     page.get_by_role("heading", level=1).first.wait_for(timeout=SLOW)
 
 
+def hover_tooltips(page, n_maps: int) -> list[str]:
+    """Move the mouse over a grid of points of each drawn deck.gl canvas; the visible tooltip texts."""
+    maps_drawn(page, n_maps)
+    page.wait_for_selector("[data-testid=stStatusWidget]", state="detached", timeout=SLOW)  # the run is over
+    page.wait_for_timeout(800)  # let deck.gl finish its first frames
+    seen: list[str] = []
+    canvases = page.locator(MAP)
+    for k in range(canvases.count()):
+        canvas = canvases.nth(k)
+        canvas.scroll_into_view_if_needed()
+        box = canvas.bounding_box()
+        hits = 0
+        for fy in (0.5, 0.35, 0.65, 0.2, 0.8):
+            for fx in (0.5, 0.35, 0.65, 0.2, 0.8, 0.9):
+                page.mouse.move(box["x"] + fx * box["width"], box["y"] + fy * box["height"])
+                page.wait_for_timeout(120)
+                tip = page.locator(".deck-tooltip:visible")
+                if tip.count():
+                    seen.append(tip.first.inner_text())
+                    hits += 1
+                if hits >= 4:
+                    break
+            if hits >= 4:
+                break
+    page.mouse.move(0, 0)
+    return seen
+
+
+def test_map_tooltips_are_formatted_text(browser, server):
+    """Hovered tooltips of the embedded default's maps show text, not escaped markup (runs before the upload)."""
+    page = browser.new_page(viewport={"width": 1500, "height": 2200})
+    page.goto(server)
+    page.wait_for_selector(MAP, timeout=SLOW)
+    tips = {"City & POIs": hover_tooltips(page, 1)}
+    visit(page, "Flows")
+    page.get_by_text("zero-shot").first.wait_for(timeout=SLOW)
+    tips["Flows"] = hover_tooltips(page, 2)
+    visit(page, "Experts")
+    page.get_by_text("What each expert stands for").wait_for(timeout=SLOW)
+    tips["Experts"] = hover_tooltips(page, 2)
+    for name, texts in tips.items():
+        assert any(t.strip() for t in texts), f"{name}: no tooltip appeared over its maps"
+        for text in texts:
+            assert not any(bad in text for bad in ("<b>", "<br", "</", "{tip")), f"{name}: raw markup in tooltip {text!r}"
+    assert not page.locator("[data-testid=stException]").count()
+    page.close()
+
+
 def test_upload_finetune_and_maps_draw(browser, server, upload):
     page = browser.new_page(viewport={"width": 1500, "height": 2200})
     outside: list[str] = []
