@@ -111,6 +111,13 @@ def test_upload_finetune_and_flows(env):
     assert "my_city.csv (uploaded)" in text(at)
     n_rows = env["csv"].count(b"\n") - 1
     assert at.metric[0].value == f"{n_rows:,}"  # rows read = the upload's data rows
+    # Every number on the page agrees (issue 12): read = used + merged + left out.
+    assert [m.label for m in at.metric] == ["Rows read", "Rows used", "Rows merged", "Rows left out", "People"]
+    read, used, merged, left_out, people = (int(m.value.replace(",", "")) for m in at.metric)
+    assert read == used + merged + left_out
+    assert f"{read:,} rows read: {used:,} used, {merged:,} merged into other rows, {left_out:,} left out." in text(at)
+    assert re.search(rf"\b[\d,]+ people read: {people:,} kept, [\d,]+ dropped\.", text(at)), text(at)
+    assert not re.search(r"(?<![\d,])1 (rows|users|people)\b", text(at))
 
     go(at, "finetune")
     at.number_input(key="ft_max_steps").set_value(2)
@@ -181,6 +188,11 @@ def test_bad_file_is_explained_not_crashed(env):
     at.file_uploader(key="traj_upload").set_value(("bad.csv", bad, "text/csv")).run()
     assert not at.exception
     assert any("cannot be used" in e.value for e in at.error)
+    assert "Every row could be used" not in text(at)
+    binary = b"\x00\xff\xfe\x00 not text at all \x00"
+    at.file_uploader(key="traj_upload").set_value(("binary.csv", binary, "text/csv")).run()
+    assert not at.exception
+    assert at.error and "Every row could be used" not in text(at)
     go(at, "flows")  # the model pages say why instead of failing
     assert any("could not be used" in e.value for e in at.error)
 
@@ -198,6 +210,8 @@ def test_pois_upload_and_offline_search(env, tmp_path):
     assert not at.exception
     # Offline, the search fails with the offline options; online it would load the place.
     assert any("offline" in e.value.lower() for e in [*at.error, *at.info]) or "Kallio" in text(at)
+    for jargon in ("trajmoe.", "()", "fclass"):  # plain words for planners (issue 12, item 7)
+        assert not any(jargon in e.value for e in at.error), [e.value for e in at.error]
     at.button(key="use_bundled").click().run()
     assert "Helsinki city centre POIs" in text(at)
 

@@ -1,6 +1,7 @@
 """The prepared-folder protocol: collapse, user filter, splits, candidates, targets, few-shot."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -146,3 +147,128 @@ def test_real_city_feature_rows_differ(shared_data, tmp_path):
     assert len(np.unique(feats.round(5), axis=0)) > 0.9 * len(feats)
     poi = feats[:, FEATURE_GROUPS["poi_share"]]
     assert (poi.sum(1) > 0).mean() > 0.3
+
+
+# --------------------------------------------------------------------------- counts add up
+# Team issue 12, items 5-6: rows read = used + merged + left out, and people read = kept + dropped,
+# after every step (reading, GPS -> staypoints, collapsing repeats, dropping short users); the app
+# and the CLI print these same numbers (ValidationReport.count_lines).
+def _adds_up(report, meta=None):
+    assert report.n_rows == report.n_used + report.n_reduced + report.n_left_out, report.to_text()
+    assert report.n_users_read == report.n_users_kept + report.n_users_dropped, report.to_text()
+    assert report.counts_add_up()
+    if meta is not None:  # the prepared folder holds exactly the rows and units the report keeps
+        assert sum(meta["n_visits"].values()) == report.n_used
+        assert meta["n_users"] == report.n_users
+        assert meta["report"]["n_kept"] == report.n_used
+    lines = "\n".join(report.count_lines())
+    assert (f"{report.n_rows:,} rows read: {report.n_used:,} used, {report.n_reduced:,} merged into "
+            f"other rows, {report.n_left_out:,} left out.") in lines
+    assert all(f"  {line}" in report.to_text().splitlines() for line in report.count_lines())
+
+
+def test_counts_add_up_on_la_gowalla(shared_data, tmp_path):
+    meta, report = prepare(shared_data / "cities" / "la_gowalla.csv.gz", city="Los Angeles",
+                           out=tmp_path / "la", weekday_reliable=False)
+    _adds_up(report, meta)
+    # Before the fix the report said 15,467 used (the rows before collapsing and short users).
+    assert report.n_used == sum(meta["n_visits"].values()) < report.n_rows - report.n_left_out
+    assert report.users_dropped and report.n_users_kept == meta["n_users"]
+
+
+TWELVE_ROWS = """user_id,timestamp,lat,lon
+a,2024-01-01T08:00:00,60.17,24.94
+a,2024-01-01T09:00:00,60.20,24.90
+a,2024-01-01T10:00:00,60.17,24.94
+a,2024-01-01T11:00:00,60.22,24.80
+a,2024-01-01T11:00:00,60.22,24.80
+a,2024-01-01T12:00:00,60.17,24.94
+b,2024-01-01T08:00:00,60.17,24.94
+b,2024-01-01T09:00:00,60.20,24.90
+,2024-01-01T09:00:00,60.20,24.90
+c,,60.20,24.90
+c,2024-01-01T09:00:00,,24.90
+a,2024-01-01T13:00:00,0,0
+"""
+
+
+def test_counts_add_up_on_twelve_rows_with_a_short_user_and_bad_rows(tmp_path):
+    (tmp_path / "twelve.csv").write_text(TWELVE_ROWS)
+    meta, report = prepare(tmp_path / "twelve.csv", city="Twelve", out=tmp_path / "out", resolution=8)
+    _adds_up(report, meta)
+    # a: 5 visits (row 5 repeats row 4, row 12 is null island); b: too short; c: no usable row;
+    # row 9 has no user at all (not a person).
+    assert (report.n_rows, report.n_used, report.n_reduced, report.n_left_out) == (12, 5, 0, 7)
+    assert (report.n_users_read, report.n_users_kept, report.n_users_dropped) == (3, 1, 2)
+    assert report.dropped["user too short to evaluate"]["rows"] == [7, 8]
+    text = report.to_text()
+    assert "12 rows read: 5 used, 0 merged into other rows, 7 left out." in text
+    assert "3 people read: 1 kept, 2 dropped." in text
+    assert "Kind: checkins; the visits belong to 1 person." in text and "(row 12)" in text
+    assert "1 user has fewer than 3 visits after collapsing repeats (2 visits)" in text
+    assert "Every row could be used" not in text
+
+
+def _gps_rows():
+    """g1 stays at 3 places (10 min each, a fix every 30 s) with short drives between, plus a fix
+    200 km away; g2 drives without stopping (no staypoint); one fix has no latitude."""
+    t0, rows = pd.Timestamp("2024-05-06T08:00:00"), []
+    t = t0
+    for stay in range(3):
+        lat, lon = 60.15 + 0.02 * stay, 24.90 + 0.03 * stay
+        for _ in range(21):
+            rows.append(("g1", t.isoformat(), lat, lon))
+            t += pd.Timedelta(seconds=30)
+        for k in range(4):  # driving to the next stay
+            rows.append(("g1", t.isoformat(), lat + 0.005 * (k + 1), lon + 0.007 * (k + 1)))
+            t += pd.Timedelta(seconds=30)
+    rows.append(("g1", t.isoformat(), 61.95, 24.90))  # ~200 km north: outside the city area
+    for k in range(40):
+        rows.append(("g2", (t0 + pd.Timedelta(seconds=30 * k)).isoformat(), 60.16 + 0.004 * k, 24.95))
+    rows.append(("g2", (t0 + pd.Timedelta(hours=1)).isoformat(), "", 24.95))
+    return rows
+
+
+def test_counts_add_up_on_a_gps_file(tmp_path):
+    pytest.importorskip("trackintel")
+    path = _csv(tmp_path, _gps_rows())
+    meta, report = prepare(path, city="GPS town", out=tmp_path / "out", kind="gps", resolution=8)
+    _adds_up(report, meta)
+    assert report.kind == "gps" and report.reduced["GPS fixes merged into staypoints"] > 0
+    assert report.dropped["outside the city area"]["count"] == 1
+    assert report.dropped["missing coordinates"]["count"] == 1
+    assert (report.n_users_read, report.n_users_kept, report.n_users_dropped) == (2, 1, 1)
+    assert report.n_used == 3  # g1's three stays
+
+
+def test_one_row_and_one_user_are_singular(tmp_path):
+    from trajmoe.trajectories.reader import read_trajectories
+
+    _, report = read_trajectories(b"user_id,timestamp,lat,lon\nu,2024-01-01T08:00:00,60.1,24.9\n"
+                                  b"u,2024-01-01T09:00:00,0,0\n", name="two.csv")
+    text = report.to_text()
+    assert "2 rows read: 1 used, 0 merged into other rows, 1 left out." in text
+    assert "Left out 1 row:" in text and "null island: 1 (row 2)" in text
+    assert "1 person read: 1 kept, 0 dropped." in text
+    assert not re.search(r"(?<![\d,])1 (rows|users|people)\b", text), text
+    assert "Every row could be used" not in text
+
+
+@pytest.mark.parametrize(("name", "data"), [
+    ("binary.csv", b"\x00\xff\xfe\x00 not text at all \x00"),
+    ("empty.csv", b""),
+    ("header_only.csv", b"user_id,timestamp,lat,lon\n"),
+    ("no_columns.csv", b"person,when,latitude\nA,2024-01-01T10:00:00,60.1\n"),
+])
+def test_a_file_that_cannot_be_read_never_says_every_row_could_be_used(tmp_path, name, data):
+    from trajmoe.trajectories.reader import read_trajectories
+
+    _, report = read_trajectories(data, name=name)
+    assert not report.ok
+    text = report.to_text()
+    assert "Every row could be used" not in text and "Every row" not in report.headline()
+    assert "cannot be used" in text
+    assert report.counts_add_up()
+    with pytest.raises(InputDataError) as err:
+        prepare(data, city="X", out=tmp_path / "out", name=name)
+    assert "Every row could be used" not in str(err.value)

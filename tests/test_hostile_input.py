@@ -177,12 +177,14 @@ def check_report(frame: pd.DataFrame, report: ValidationReport) -> None:
     assert text and "Traceback" not in text
     json.dumps(report.to_dict())  # JSON-safe
     assert report.n_rows == report.n_kept + report.n_dropped + sum(report.reduced.values())
+    assert report.counts_add_up(), text  # rows and people (issue 12, items 5-6)
     assert report.n_kept == len(frame)
     for entry in report.dropped.values():
         assert entry["count"] >= len(entry["rows"]) > 0 and entry["message"]
         assert all(1 <= r <= report.n_rows for r in entry["rows"])
     if not report.ok:
         assert frame.empty and all(isinstance(m, str) and m for m in report.fatal)
+        assert "Every row could be used" not in text
         return
     assert list(frame.columns[:5]) == ["row", *REQUIRED]
     assert frame["row"].dtype == np.int64 and str(frame["timestamp"].dtype) == "datetime64[ns]"
@@ -282,11 +284,11 @@ NAMED = {  # name -> (bytes, substring of the report's text, rows kept)
     "json named csv": (json.dumps([{"user_id": "a", "lat": 1}]).encode(), "is JSON, not CSV", 0),
     "gpx named csv": (b'<?xml version="1.0"?><gpx version="1.1"></gpx>', "GPX", 0),
     "random bytes": (bytes(range(256)) * 8, "not a text CSV", 0),
-    "gzip named csv": (gzip.compress((H + OK_ROWS).encode()), "12 kept", 12),
+    "gzip named csv": (gzip.compress((H + OK_ROWS).encode()), "12 used", 12),
     "truncated gzip": (gzip.compress((H + OK_ROWS * 400).encode())[:300], "truncated or corrupt", 0),
     "latin-1": ((H + OK_ROWS + "Jos\xe9,2020-01-01,60,24\n").encode("latin-1"), "Latin-1", 13),
-    "utf-8 BOM": (b"\xef\xbb\xbf" + (H + OK_ROWS).encode(), "12 kept", 12),
-    "utf-16": ((H + OK_ROWS).encode("utf-16"), "12 kept", 12),
+    "utf-8 BOM": (b"\xef\xbb\xbf" + (H + OK_ROWS).encode(), "12 used", 12),
+    "utf-16": ((H + OK_ROWS).encode("utf-16"), "12 used", 12),
     "semicolons, decimal commas": ((H + OK_ROWS).replace(",", ";").replace(".", ",").encode(),
                                    "decimal comma", 12),
     "missing lat": (b"user_id,timestamp,latitud,lon\na,2020-01-01,60,24\n", "Missing required column 'lat'", 0),
@@ -299,15 +301,15 @@ NAMED = {  # name -> (bytes, substring of the report's text, rows kept)
     "far future and far past": ((H + OK_ROWS + "a,9999-12-31T23:59:59,60,24\na,1200-01-01,60,24\n").encode(),
                                 "between 1678 and 2261", 12),
     "negative unix time": ((H + OK_ROWS + "a,-86400,60,24\n").encode(), "unparsable timestamp: 1", 12),
-    "huge field": ((H + "a" * 3_000_000 + ",2020-01-01,60,24\n" + OK_ROWS).encode(), "13 kept", 13),
+    "huge field": ((H + "a" * 3_000_000 + ",2020-01-01,60,24\n" + OK_ROWS).encode(), "13 used", 13),
     "header past 64 KB": (("x" * 70_000 + "," + H + OK_ROWS).encode(), "No column names", 0),
     "unclosed quote": ((H + 'a,"2020-01-01,60,24\n' + OK_ROWS).encode(), "never closed", 0),
     "ragged rows": ((H + OK_ROWS + "a,2020-01-01,60,24,extra\nb\n").encode(), "wrong number of fields: 1", 12),
-    "quoted newline in an id": ((H + OK_ROWS + '"x\ny",2020-01-01,60,24\n').encode(), "13 kept", 13),
+    "quoted newline in an id": ((H + OK_ROWS + '"x\ny",2020-01-01,60,24\n').encode(), "13 used", 13),
     "column named row": (("row," + H).encode() + b"".join(
-        f"{i},{line}\n".encode() for i, line in enumerate(OK_ROWS.splitlines())), "12 kept", 12),
+        f"{i},{line}\n".encode() for i, line in enumerate(OK_ROWS.splitlines())), "12 used", 12),
     "antimeridian": ((H + "".join(f"a,2020-01-0{i + 1},-17.8,{179.99 if i % 2 else -179.99}\n"
-                                  for i in range(6))).encode(), "6 kept", 6),
+                                  for i in range(6))).encode(), "6 used", 6),
 }
 
 

@@ -36,7 +36,9 @@ def city(shared_data):
 
 
 def balanced(report: ValidationReport) -> bool:
-    return report.n_rows == report.n_kept + report.n_dropped + sum(report.reduced.values())
+    rows = report.n_rows == report.n_kept + report.n_dropped + sum(report.reduced.values())
+    people = report.n_users_read == report.n_users_kept + sum(report.users_dropped.values())
+    return rows and people and report.counts_add_up()
 
 
 @pytest.mark.parametrize(("name", "kind"), CITIES.items())
@@ -60,8 +62,10 @@ def test_geolife_becomes_staypoints_inside_the_city(city):
     # Five users keep this fast: one travels outside Beijing, two never stay anywhere.
     frame = frame[frame["user_id"].isin(["000", "004", "006", "020", "178"])]
     report.n_rows = report.n_kept = len(frame)
+    report.n_users_read = report.n_users_kept = 5  # the subset's people, as its rows above
     visits, kind = to_visits(frame, "gps", report)
     assert kind == "gps" and balanced(report)
+    assert report.n_users_dropped == 2  # the two who never stay anywhere
     assert report.dropped["outside the city area"]["count"] == 552
     assert report.reduced["GPS fixes merged into staypoints"] == len(frame) - 552 - len(visits)
     assert any("['020', '178']" in n for n in report.notes)
@@ -118,6 +122,9 @@ def test_handmade_taxi_flips():
     assert report.dropped["taxi trip of a single fix"]["rows"] == [9]
     assert report.reduced["taxi GPS fixes reduced to pickup and drop-off points"] == 5
     assert balanced(report)
+    # people are cabs (1 read, 1 kept); the units the visits belong to are its trips
+    assert (report.n_users_read, report.n_users_kept, report.n_users) == (1, 1, 1)
+    assert "1 cab read: 1 kept, 0 dropped." in report.count_lines()
 
 
 def test_mexico_city_trips(city):

@@ -138,7 +138,14 @@ def fails_fast(query: dict, *words: str, limit_s: float = 5.0) -> str:
     assert elapsed < limit_s, f"took {elapsed:.1f} s: {message}"
     for word in (*OFFLINE_WORDS, *words):
         assert word in message, message
+    assert_plain_words(message)
     return message
+
+
+def assert_plain_words(message: str) -> None:
+    """Planners read these messages: no code paths, calls or OSM tag names (team issue 12, item 7)."""
+    for jargon in ("trajmoe.", "()", "fclass", "helsinki_extract_path"):
+        assert jargon not in message, message
 
 
 FAULTS = {  # name -> (behaviour, words the message must contain)

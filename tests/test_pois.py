@@ -300,6 +300,8 @@ def test_unreachable_server_raises_quickly_naming_offline_options(osmnx_settings
     assert time.monotonic() - start < 5
     message = str(err.value)
     assert f"127.0.0.1:{port} could not be reached" in message
+    for jargon in ("trajmoe.", "()", "fclass"):  # plain words for planners (issue 12, item 7)
+        assert jargon not in message, message
     assert all(word in message for word in (".osm.pbf", "CSV", "Helsinki"))
 
 
@@ -320,3 +322,12 @@ def test_bad_online_arguments_fail_before_any_request(server, kwargs, message):
     with pytest.raises(POIError, match=message):
         fetch_pois(**kwargs)
     assert server.requests == []
+
+
+def test_offline_options_name_the_fix_in_plain_words():
+    from trajmoe.pois.report import OFFLINE_OPTIONS
+
+    for fix in (".osm", ".osm.pbf", "POI table", "bundled Helsinki", "lat, lon"):
+        assert fix in OFFLINE_OPTIONS
+    for jargon in ("trajmoe.", "()", "fclass", "helsinki_extract_path"):
+        assert jargon not in OFFLINE_OPTIONS

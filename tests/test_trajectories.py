@@ -26,7 +26,9 @@ def read(text: str | bytes, name: str = "t.csv", **kwargs):
 
 
 def balanced(report: ValidationReport) -> bool:
-    return report.n_rows == report.n_kept + report.n_dropped + sum(report.reduced.values())
+    rows = report.n_rows == report.n_kept + report.n_dropped + sum(report.reduced.values())
+    people = report.n_users_read == report.n_users_kept + sum(report.users_dropped.values())
+    return rows and people and report.counts_add_up()
 
 
 def test_canonical_frame_columns_dtypes_sorted_and_row_numbers():
@@ -127,7 +129,7 @@ def test_malformed_rows_are_dropped_with_their_row_numbers_and_reasons():
     assert "notatime" in report.dropped["unparsable timestamp"]["message"]
     assert "expected 4 fields, saw 5" in report.dropped["wrong number of fields"]["message"]
     text = report.to_text()
-    assert "Dropped 10 rows" in text and "(rows 3, 11)" in text
+    assert "Left out 10 rows" in text and "(rows 3, 11)" in text and "(row 2)" in text
     assert any("fewer than 3 rows" in n for n in report.notes)
     json.dumps(report.to_dict())  # JSON-safe
 

@@ -101,11 +101,13 @@ def cmd_prepare(args) -> int:
         timezone=args.timezone,
         weekday_reliable=not args.weekday_unreliable,
     )
+    from trajmoe.trajectories.report import plural
+
     print(report.to_text())
     nv = meta["n_visits"]
     print(
         f"\nPrepared {meta['city']} ({meta['kind']}, H3 res {meta['resolution']}) in {args.out}: "
-        f"{meta['n_users']} users, {sum(nv.values())} visits (train {nv['train']}, val {nv['val']}, "
+        f"{plural(meta['n_users'], 'user')}, {plural(sum(nv.values()), 'visit')} (train {nv['train']}, val {nv['val']}, "
         f"test {nv['test']}), {meta['n_cells']} candidate cells ({meta['n_cells_with_pois']} with POIs)."
     )
     return 0

@@ -56,14 +56,16 @@ for text in report.get("fatal", []):
     st.error(text)
 
 if report:
-    a, b, c, d = st.columns(4)
-    a.metric("Rows read", f"{report.get('n_rows', 0):,}")
-    b.metric("Rows used", f"{report.get('n_kept', 0):,}")
-    c.metric("People" if report.get("kind") not in ("trips", "stations") else "Trips / bikes",
-             f"{prep.meta.get('n_users', report.get('n_users', 0)):,}")
-    d.metric("Rows left out", f"{prep.n_dropped:,}")
+    counts = prep.validation  # the report's own numbers: read = used + merged + left out
+    a, b, c, d, e = st.columns(5)
+    a.metric("Rows read", f"{counts.n_rows:,}")
+    b.metric("Rows used", f"{counts.n_used:,}")
+    c.metric("Rows merged", f"{counts.n_reduced:,}", help="Merged into other rows: repeats in the same "
+             "map cell, GPS fixes of one stay, taxi fixes between pickup and drop-off.")
+    d.metric("Rows left out", f"{counts.n_left_out:,}")
+    e.metric("People" if counts.kind not in ("trips", "stations") else "Trips / bikes", f"{counts.n_users:,}")
     st.markdown("#### What the check found")
-    st.markdown("\n".join(prep.check_lines()) or "- Every row could be used.")
+    st.markdown("\n".join(prep.check_lines()))
 
 if prep.folder is None:
     st.stop()

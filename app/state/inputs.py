@@ -27,6 +27,7 @@ import streamlit as st
 
 from state.session import Source, session
 from trajmoe.errors import CheckpointError, TrajMoEError
+from trajmoe.trajectories.report import ValidationReport, plural
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_TRAJECTORIES = REPO / "sample_data" / "helsinki_synthetic_trajectories.csv.gz"
@@ -155,21 +156,35 @@ class Prepared:
     report: dict = field(default_factory=dict)  # ValidationReport.to_dict()
     error: str | None = None
 
+    @property
+    def validation(self) -> ValidationReport:
+        """The report as a :class:`ValidationReport`, so the page shows the CLI's numbers."""
+        return ValidationReport.from_dict(self.report)
+
     def check_lines(self) -> list[str]:
-        """The check of the trajectories in plain words: rows left out (with row numbers), merged, notes."""
-        lines = []
-        for reason, entry in self.report.get("dropped", {}).items():
+        """The check of the trajectories in plain words: the counts (rows read = used + merged + left
+        out; people read = kept + dropped), rows left out (with row numbers), merged, notes. Says
+        "Every row could be used" only when it is true, never for a file that could not be read."""
+        report = self.validation
+        lines = [f"- {text}" for text in report.count_lines()]
+        if not report.fatal:
+            lines.append(f"- {report.headline()}")
+        for reason, entry in report.dropped.items():
             rows = ", ".join(str(r) for r in entry["rows"][:8])
             more = ", ..." if entry["count"] > min(8, len(entry["rows"])) else ""
-            where = f" (rows {rows}{more})" if rows else ""
-            lines.append(f"- **Left out {entry['count']:,} rows: {reason}**{where}. {entry['message']}")
-        for reason, n in self.report.get("reduced", {}).items():
-            lines.append(f"- Merged {n:,} rows: {reason}.")
-        return lines + [f"- {note}" for note in self.report.get("notes", [])]
+            label = "row" if entry["count"] == 1 and not more else "rows"
+            where = f" ({label} {rows}{more})" if rows else ""
+            lines.append(f"- **Left out {plural(entry['count'], 'row')}: {reason}**{where}. {entry['message']}")
+        for reason, n in report.reduced.items():
+            lines.append(f"- Merged {plural(n, 'row')}: {reason}.")
+        for reason, n in report.users_dropped.items():
+            lines.append(f"- Dropped {plural(n, 'person', 'people')}: {reason}.")
+        return lines + [f"- {note}" for note in report.notes]
 
     @property
     def n_dropped(self) -> int:
-        return sum(e["count"] for e in self.report.get("dropped", {}).values())
+        """Rows left out (the report's own count)."""
+        return self.validation.n_left_out
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -181,7 +196,9 @@ def prepare_city(traj_key: str, pois_key: str, city: str, resolution: int | None
     from trajmoe.city.features import SCHEMA_ID
     from trajmoe.city.prepare import prepare
 
-    tag = digest(json.dumps([traj_key, pois_key, city, resolution, weekday_reliable, SCHEMA_ID, __version__]).encode())
+    # "report-2": folders prepared before the report's counts added up (issue 12) are made again
+    tag = digest(json.dumps([traj_key, pois_key, city, resolution, weekday_reliable, SCHEMA_ID, __version__,
+                             "report-2"]).encode())
     folder = WORK_DIR / "cities" / tag
     if (folder / "meta.json").is_file():
         meta = json.loads((folder / "meta.json").read_text())

@@ -33,6 +33,7 @@ from trajmoe.geo import latlon_to_cells, project_km
 from trajmoe.pois.offline import read_pois
 from trajmoe.trajectories.kinds import KINDS, detect_kind, to_visits
 from trajmoe.trajectories.reader import read_trajectories
+from trajmoe.trajectories.report import plural
 
 log = logging.getLogger(__name__)
 
@@ -179,16 +180,21 @@ def prepare(
             report.drop(
                 "user too short to evaluate",
                 rows,
-                f"{len(short)} users have fewer than {MIN_VISITS} visits after collapsing repeats "
-                f"({int(gone.sum())} visits); a next-location model needs a past and a test visit.",
+                f"{plural(len(short), 'user')} {'has' if len(short) == 1 else 'have'} fewer than "
+                f"{MIN_VISITS} visits after collapsing repeats ({plural(int(gone.sum()), 'visit')}); "
+                "a next-location model needs a past and a test visit.",
             )
             visits = visits[~gone]
+            report.drop_users(f"fewer than {MIN_VISITS} visits after collapsing repeats", len(short))
         visits = visits.reset_index(drop=True)
         sizes = visits.groupby("user_id", sort=False).size().to_numpy()
         split_code = _split_per_user(sizes)
     else:
         visits = visits.reset_index(drop=True)
         split_code = _split_trips_by_time(visits)
+    n_units = int(visits["user_id"].nunique())
+    # trips: nothing is dropped here and a taxi's units (trips) are not its people (cabs)
+    report.set_kept(len(visits), n_units, report.n_users_kept if kind == "trips" else n_units)
     if len(visits) == 0:
         err = InputDataError(
             f"Nothing left to use in {name or trajectories}: every user was dropped "

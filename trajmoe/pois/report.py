@@ -19,12 +19,13 @@ import pandas as pd
 POI_COLUMNS: tuple[str, ...] = ("lat", "lon", "category", "name", "source")
 REPORT_ATTR = "poi_report"
 
-OFFLINE_OPTIONS = (
-    "Work offline instead: load an OpenStreetMap extract (.osm, .osm.bz2 or .osm.pbf, e.g. from "
-    "download.geofabrik.de or extract.bbbike.org), a POI table (CSV or Parquet with lat, lon and a "
-    "category column such as fclass), or the bundled Helsinki extract "
-    "(trajmoe.pois.offline.helsinki_extract_path())."
+OFFLINE_OPTIONS = (  # plain words for planners: what to do, no code paths or OSM tag names
+    "To work offline, upload a map extract of your area from OpenStreetMap (an .osm "
+    "or .osm.pbf file, free from download.geofabrik.de or extract.bbbike.org), or a POI table "
+    "(CSV or Parquet with lat, lon and a category for each place), or use the bundled Helsinki "
+    "POIs that come with TrajMoE."
 )
+
 
 @dataclass
 class POIReport:

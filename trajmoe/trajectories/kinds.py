@@ -19,7 +19,7 @@ import pandas as pd
 
 from trajmoe.errors import InputDataError
 from trajmoe.geo import project_km
-from trajmoe.trajectories.report import ValidationReport
+from trajmoe.trajectories.report import ValidationReport, plural
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,8 @@ def to_visits(frame: pd.DataFrame, kind: str, report: ValidationReport, *,
     if kind not in KINDS:
         raise InputDataError(f"Unknown kind {kind!r}: use one of {', '.join(KINDS)}.")
     config = config or VisitConfig()
-    if kind == "gps" and "occupied" in frame and frame["occupied"].notna().any():
+    taxi = kind == "gps" and "occupied" in frame and frame["occupied"].notna().any()
+    if taxi:
         visits, kind = _taxi_trips(frame, report, config), "trips"
     elif kind == "gps":
         visits = _staypoints(_clip_to_city(frame, report, config), report, config)
@@ -123,11 +124,30 @@ def to_visits(frame: pd.DataFrame, kind: str, report: ValidationReport, *,
         visits = frame  # check-ins are visits already
     visits = visits.reset_index(drop=True)
     report.kind = kind
-    report.n_kept = len(visits)
-    report.n_users = int(visits["user_id"].nunique())
+    before = int(frame["user_id"].nunique())
+    if not report.n_users_read:  # a frame built elsewhere: its users are the people read
+        report.n_users_read = before
+    units = int(visits["user_id"].nunique())
+    if taxi:  # the units are trips "<cab>#<n>"; the people are the cabs
+        people = int(visits["user_id"].str.rsplit("#", n=1).str[0].nunique())
+    else:
+        people = units
+    report.people = (["cab", "cabs"] if taxi else {"trips": ["trip", "trips"],
+                                                   "stations": ["bike", "bikes"]}.get(
+                                                       kind, ["person", "people"]))
+    report.set_kept(len(visits), units, people)
+    report.drop_users(_USERS_LOST[kind], before - people)
     log.info("%s: %d rows became %d %s visits of %d users", report.source, len(frame),
              len(visits), kind, report.n_users)
     return visits, kind
+
+
+_USERS_LOST = {  # why a person (vehicle, trip) has no visit left after to_visits
+    "gps": "no staypoint left (never stayed long enough in one place inside the city area)",
+    "trips": "no complete trip left",
+    "stations": "no row with a station id",
+    "checkins": "no visit left",
+}
 
 
 def _distance_from_median_km(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, tuple]:
@@ -188,7 +208,7 @@ def _staypoints(fixes: pd.DataFrame, report: ValidationReport, config: VisitConf
                 f"{config.gap_minutes:g} min; its time is the arrival.")
     without = sorted(set(fixes["user_id"].unique()) - set(visits["user_id"].unique()))
     if without:
-        report.note(f"{len(without)} users have no staypoint (they never stayed long enough in "
+        report.note(f"{plural(len(without), 'user')} {'has' if len(without) == 1 else 'have'} no staypoint (they never stayed long enough in "
                     f"one place): {without[:10]}{' ...' if len(without) > 10 else ''}.")
     return visits
 

@@ -95,7 +95,7 @@ def read_gowalla_snap(path: Source | Table, *, timezone: str | None = None,
     def convert(chunk: pd.DataFrame) -> pd.DataFrame:
         raw = chunk["timestamp"]
         chunk["timestamp"] = parse_timestamps(raw, timezone=timezone, state=state, known_utc=True)
-        return drop_bad_timestamps(chunk, raw, report)
+        return drop_bad_timestamps(chunk, raw, report, state)
 
     frame = collect(table, report, convert, state=state, has_header=False,
                     names=list(GOWALLA_COLUMNS), known_utc=True,
@@ -166,7 +166,7 @@ def read_foursquare_tsmc(path: Source | Table, *, name: str | None = None
         if cols["local"] is not None:
             local = parse_timestamps(chunk[cols["local"]], timezone=None, state=state)
             out["timestamp"] = out["timestamp"].fillna(local)
-        return drop_bad_timestamps(out, chunk[cols["utc"]], report)
+        return drop_bad_timestamps(out, chunk[cols["utc"]], report, state)
 
     text = [cols[c] for c in ("user_id", "location_id", "category", "utc", "local") if cols[c]]
     frame = collect(table, report, convert, state=state, has_header=not headerless, names=names,
@@ -222,7 +222,7 @@ def read_geolife(folder: str | os.PathLike, *, timezone: str = GEOLIFE_TIMEZONE
                             "timestamp": parse_timestamps(raw, timezone=timezone, state=state,
                                                           known_utc=True),
                             "lat": fixes["lat"], "lon": fixes["lon"]})
-        parts.append(check_rows(drop_bad_timestamps(out, raw, report), report, state))
+        parts.append(check_rows(drop_bad_timestamps(out, raw, report, state), report, state))
     report.n_rows = offset
     report.note(f"Read with the Geolife importer: {len(users)} user folders; row numbers count "
                 "fixes across the .plt files in user and file-name order.")

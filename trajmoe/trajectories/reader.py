@@ -113,7 +113,7 @@ def _generic_converter(
         for src, canon in mapping.items():
             out[canon] = chunk[src]
         out["timestamp"] = parse_timestamps(out["timestamp"], timezone=timezone, state=state)
-        return drop_bad_timestamps(out, chunk[_key(mapping, "timestamp")], report)
+        return drop_bad_timestamps(out, chunk[_key(mapping, "timestamp")], report, state)
 
     return convert
 

@@ -13,19 +13,25 @@ import numpy as np
 import pandas as pd
 
 from trajmoe.trajectories.columns import OPTIONAL, REQUIRED, TEXT_COLUMNS, empty_frame
-from trajmoe.trajectories.report import ReadState, ValidationReport
+from trajmoe.trajectories.report import ReadState, ValidationReport, plural
 
 log = logging.getLogger(__name__)
 
 MIN_ROWS_PER_USER = 3  # DESIGN.md §Protocol: users need >= 3 visits
 
 
-def drop_bad_timestamps(frame: pd.DataFrame, raw: pd.Series, report: ValidationReport
-                        ) -> pd.DataFrame:
-    """Drop (and count) rows whose timestamp is empty or could not be parsed."""
+def drop_bad_timestamps(frame: pd.DataFrame, raw: pd.Series, report: ValidationReport,
+                        state: ReadState | None = None) -> pd.DataFrame:
+    """Drop (and count) rows whose timestamp is empty or could not be parsed.
+
+    With ``state``, the users of the dropped rows are remembered as read (people whose every
+    row is left out still count as people read, see :func:`finish`).
+    """
     bad = frame["timestamp"].isna()
     if not bad.any():
         return frame
+    if state is not None:
+        _remember_users(_as_text(frame.loc[bad, "user_id"]), state)
     text = raw.astype("str").str.strip()
     missing = bad & (text.isna() | (text == ""))
     report.drop("missing timestamp", frame.loc[missing, "row"], "The timestamp is empty.")
@@ -64,6 +70,7 @@ def check_rows(frame: pd.DataFrame, report: ValidationReport, state: ReadState) 
         ("null island", (lat == 0) & (lon == 0),
          "lat = lon = 0 ('null island') is a GPS or export error, not a place."),
     ]
+    _remember_users(user, state)
     keep = np.ones(len(frame), dtype=bool)
     rows = frame["row"].to_numpy()
     for reason, bad, message in checks:
@@ -76,6 +83,11 @@ def check_rows(frame: pd.DataFrame, report: ValidationReport, state: ReadState) 
     state.n_swappable += int((finite & (np.abs(lat) > 90) & (np.abs(lat) <= 180)
                               & (np.abs(lon) <= 90)).sum())
     return frame[keep]
+
+
+def _remember_users(user: pd.Series, state: ReadState) -> None:
+    """Add the non-empty user ids of ``user`` (text, as made by :func:`_as_text`) to ``state``."""
+    state.users.update(user[~(user.isna() | (user == ""))].unique().tolist())
 
 
 def _as_text(values: pd.Series) -> pd.Series:
@@ -116,8 +128,12 @@ def finish(parts: list[pd.DataFrame], report: ValidationReport, state: ReadState
     frame["row"] = frame["row"].astype("int64")
     frame["timestamp"] = frame["timestamp"].astype("datetime64[ns]")
     _summary_notes(np.bincount(codes, minlength=len(users)), report, state, known_utc=known_utc)
-    report.n_kept = len(frame)
-    report.n_users = int((np.bincount(codes, minlength=len(users)) > 0).sum())
+    n_users = int((np.bincount(codes, minlength=len(users)) > 0).sum())
+    report.set_kept(len(frame), n_users)
+    # People whose every row was left out by the row checks are read but not kept.
+    report.n_users_read = max(len(state.users), n_users)
+    report.drop_users("every row of the person was left out by the checks",
+                      report.n_users_read - n_users)
     log.info("%s: %d rows read, %d kept, %d dropped", report.source, report.n_rows,
              report.n_kept, report.n_dropped)
     if frame.empty and report.ok:
@@ -148,6 +164,7 @@ def _summary_notes(rows_per_user: np.ndarray, report: ValidationReport, state: R
     counts = rows_per_user[rows_per_user > 0]
     short = int((counts < MIN_ROWS_PER_USER).sum())
     if short:
-        report.note(f"{short:,} of {len(counts):,} users have fewer than {MIN_ROWS_PER_USER} "
+        report.note(f"{short:,} of {plural(len(counts), 'user')} {'has' if short == 1 else 'have'} "
+                    f"fewer than {MIN_ROWS_PER_USER} "
                     "rows; they are kept here, and preparing a city dataset drops users with "
                     f"fewer than {MIN_ROWS_PER_USER} visits.")
