@@ -18,12 +18,16 @@ import sys
 from pathlib import Path
 
 from trajmoe.errors import TrajMoEError
+from trajmoe.train.device import (  # torch-free import
+    DEVICES,
+    PRECISIONS,
+    check_precision,
+    resolve_device,
+)
 
 log = logging.getLogger("trajmoe")
 
 MODEL_VERBS = ("pretrain", "finetune", "evaluate", "baseline", "predict")
-DEVICES = ("auto", "cpu", "cuda", "mps")  # trajmoe.train.device.DEVICES (kept here: --help imports no torch)
-PRECISIONS = ("fp32", "bf16")  # trajmoe.train.device.PRECISIONS
 
 
 def _progress_bar(desc: str):
@@ -338,11 +342,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.verb in MODEL_VERBS:
             import torch
 
-            from trajmoe.train.device import autocast, resolve_device
-
             torch.set_num_threads(args.threads)
             args.torch_device = resolve_device(args.device)  # one-line TrajMoEError naming the fix
-            autocast(args.torch_device, args.precision)  # bf16 off CUDA: refused before any work
+            check_precision(args.torch_device, args.precision)  # bf16 off CUDA: refused before any work
         return args.func(args)
     except TrajMoEError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -195,10 +195,10 @@ def prepare_city(traj_key: str, pois_key: str, city: str, resolution: int | None
     from trajmoe import __version__
     from trajmoe.city.features import SCHEMA_ID
     from trajmoe.city.prepare import prepare
+    from trajmoe.trajectories.report import REPORT_VERSION
 
-    # "report-2": folders prepared before the report's counts added up (issue 12) are made again
     tag = digest(json.dumps([traj_key, pois_key, city, resolution, weekday_reliable, SCHEMA_ID, __version__,
-                             "report-2"]).encode())
+                             REPORT_VERSION]).encode())  # a folder with an older report is made again
     folder = WORK_DIR / "cities" / tag
     if (folder / "meta.json").is_file():
         meta = json.loads((folder / "meta.json").read_text())

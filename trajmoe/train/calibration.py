@@ -48,7 +48,7 @@ def calibrate_head(model, data: CityData, city: CityTensors, targets: np.ndarray
     city = city.to(device)
     cached = []  # per one-pass batch: the batch, scored positions, their states, truth, which to use
     with torch.no_grad():
-        cell_emb = model.encoder(city.features)
+        cell_emb = model.encode_cells(city)
         for part in segment_batches(data, np.asarray(targets), reach=model.reach, n_cells=city.n_cells):
             batch, positions = part.batch.to(device), part.positions.to(device)
             h_q = model.states_at(batch, city, cell_emb, positions)  # (B, Q, C)

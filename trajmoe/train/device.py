@@ -4,16 +4,21 @@ Modules never store a device (STYLE.md): the caller moves the model once with ``
 and every batch and city tensor with ``.to(device)`` as it is used. The loops (fit, evaluate,
 calibration, predict) take the device from the model's own parameters (:func:`model_device`),
 so a model moved to a GPU is evaluated there without another argument.
+
+torch is imported inside the functions: the CLI reads :data:`DEVICES` and :data:`PRECISIONS` for
+its ``--help`` without paying ``import torch`` (~2 s).
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
-
-import torch
+from typing import TYPE_CHECKING
 
 from trajmoe.errors import TrajMoEError
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("fp32", "bf16")
@@ -24,6 +29,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 
     Raises a one-line :class:`TrajMoEError` naming the fix when the device is not there.
     """
+    import torch
+
     if name not in DEVICES:
         raise TrajMoEError(f"Unknown device {name!r}: use one of {', '.join(DEVICES)} (default auto).")
     if name == "auto":
@@ -47,17 +54,26 @@ def resolve_device_or_exit(name: str = "auto") -> torch.device:
 
 def model_device(model) -> torch.device:
     """The device of a model's parameters (CPU for parameter-free models such as the count baselines)."""
+    import torch
+
     params = getattr(model, "parameters", None)
     first = next(iter(params()), None) if callable(params) else None
     return first.device if first is not None else torch.device("cpu")
 
 
-def autocast(device: torch.device, precision: str = "fp32"):
-    """A context that runs the forward pass in ``precision`` (bf16 autocast on CUDA only)."""
+def check_precision(device: torch.device, precision: str) -> None:
+    """Refuse, in one line naming the fix, a precision this device cannot run (bf16 off CUDA)."""
     if precision not in PRECISIONS:
         raise TrajMoEError(f"Unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}.")
+    if precision == "bf16" and device.type != "cuda":
+        raise TrajMoEError("bf16 autocast is offered on CUDA only: use --precision fp32 on this device.")
+
+
+def autocast(device: torch.device, precision: str = "fp32"):
+    """A context that runs the forward pass in ``precision`` (bf16 autocast on CUDA only)."""
+    import torch
+
+    check_precision(device, precision)
     if precision == "bf16":
-        if device.type != "cuda":
-            raise TrajMoEError("bf16 autocast is offered on CUDA only: use --precision fp32 on this device.")
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()

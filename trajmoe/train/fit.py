@@ -37,7 +37,7 @@ from trajmoe.city.subset import RunSubset, check_fraction, run_subset
 from trajmoe.errors import TrajMoEError
 from trajmoe.model.loss import next_cell_loss
 from trajmoe.train.calibration import CALIBRATION_PRIOR_TARGETS, calibrate_head
-from trajmoe.train.device import PRECISIONS, autocast, model_device
+from trajmoe.train.device import PRECISIONS, autocast, check_precision, model_device
 from trajmoe.train.distributed import dist_info, shard
 from trajmoe.train.evaluate import rank_targets
 from trajmoe.train.metrics import metrics_from_ranks
@@ -197,7 +197,7 @@ def fit(
         if hasattr(model, "add_domain_expert"):
             model.add_domain_expert(c.name)
     device = model_device(model)
-    autocast(device, cfg.precision)  # refuse bf16 off CUDA before any work
+    check_precision(device, cfg.precision)  # refuse bf16 off CUDA before any work
     tensors = [t.to(device) for t in tensors]  # each city's cell table, moved once
     params = trainable_parameters(model, cfg.mode)
     train_model = model

@@ -17,6 +17,9 @@ import numpy as np
 from trajmoe.errors import InputDataError
 
 MAX_ROWS_LISTED = 20  # row numbers kept per drop reason; the count is always exact
+# 2: rows read = used + merged + left out and people read = kept + dropped on every path. A
+# prepared folder stores its report: caches of prepared folders key on this (app/state/inputs.py).
+REPORT_VERSION = 2
 
 
 def plural(n: int, one: str, many: str | None = None) -> str:
