@@ -95,7 +95,10 @@ shared expert, one domain expert per training city; {model.num_parameters():,} p
 ({model.num_parameters(active=True):,} active per token); weights {size_mb:.1f} MB (safetensors, float16);
 feature schema `{SCHEMA_ID}`; checkpoint format {FORMAT_VERSION}: rotary (relative) positions, attention over the
 last {config.attn_window} visits per layer, so every score depends on the last {config.reach} visits only and one
-causal pass per person scores all of its targets. Trained {res.steps} steps ({res.seconds / 60:.1f} min, {hardware}), batch
+causal pass per person scores all of its targets; the output head adds personal-successor and
+city-transition terms to the mobility priors and a learned return scorer over the person's own recent places,
+and training is cross-fitted (each person fold trained against cell features, popularity and transitions
+counted from the other fold). Trained {res.steps} steps ({res.seconds / 60:.1f} min, {hardware}), batch
 {cfg.batch_size} windows of up to {cfg.max_len} visits, cities drawn with probability ∝ size^0.5.
 
 ## Training data (training splits only; validation and test visits never seen)

@@ -10,26 +10,41 @@ table can be completed across sessions.
 
     python bench/transfer.py                      # everything missing, then the tables
     python bench/transfer.py --targets la --pretrain-steps 600 --scratch-budget-min 3
+    python bench/transfer.py --no-ablations --no-scratch-neural   # the headline rows first (every target)
     python bench/transfer.py --table-only         # re-render transfer.md / .json / .png
     python bench/transfer.py --device cuda        # train and evaluate on the GPU (default cpu)
 
-Outputs: bench/results/transfer.md, transfer.json, transfer.png.
+Outputs: bench/results/transfer.md, transfer.json, transfer.png. Every test metric is also given
+for returns (the target's cell is among the person's last 64 visits) and explorations apart.
+
+Your own cities: ``--data DIR DIR [DIR ...]`` (at least two folders made by ``trajmoe prepare``)
+runs leave-one-city-out on them instead: each folder (its name is the target key) is the target
+once, TrajMoE pretrained on all the other folders, then fine-tuned 1 epoch on 5% and zero-shot,
+against return + gravity, Markov and most-popular from scratch on 5% and 100% (``--scratch-neural``
+adds the slow GRU, dense Transformer and TrajMoE from scratch). Runs, checkpoints and tables go to
+``--out`` (default bench/results/custom/, git-ignored), never the shared tables; delete that folder
+when the set of folders or their contents change.
+
+    python bench/transfer.py --data prepared/lyon prepared/turin prepared/porto --pretrain-steps 300
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
+import re
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from trajmoe.city.data import CityData
+from trajmoe.city.data import DEFAULT_MAX_LEN, CityData
 from trajmoe.city.subset import run_subset
 from trajmoe.devtools.realdata import REAL_DATASETS, REPO_ROOT, prepare_real, shared_data_dir
+from trajmoe.errors import PreparedDataError
 from trajmoe.train.calibration import calibrate_head
 from trajmoe.train.checkpoint import load_checkpoint, save_checkpoint
 from trajmoe.train.device import DEVICES, resolve_device_or_exit
@@ -42,12 +57,14 @@ log = logging.getLogger("bench.transfer")
 RESULTS = REPO_ROOT / "bench" / "results"
 RUNS = RESULTS / "transfer_runs"
 CACHE = RESULTS / "cache"  # git-ignored: prepared folders and pretrained checkpoints
-# Bump when the protocol or a default changes: runs of an older version are then ignored. The count
-# baselines and return + gravity are still version 1; every model with the TrajMoE head is version
-# 2 (per-kind prior weights + calibration prior, session 2).
-BENCH_VERSION = 2
-BASELINE_VERSION = 1
-COUNT_BASELINES = ("popular", "markov", "epr", "gru")
+# Bump when the protocol or a default changes: runs of an older version are then ignored.
+# Version 3 (issue 13): popularity relative to the mean cell (every method reading it: the count
+# baselines, return + gravity, the GRU and the TrajMoE head), cross-fitted training, successor and
+# transition terms, the learned return scorer, keep-the-better fine-tuning, metrics for returns and
+# explorations, and the fine-tuned model scored with all training visits too.
+BENCH_VERSION = 3
+BASELINE_VERSION = 3
+COUNT_BASELINES = ("popular", "markov", "epr", "epr+", "gru")
 
 
 def method_version(method: str) -> int:
@@ -58,12 +75,16 @@ OTHER_KINDS = ["beijing_geolife_gps", "sf_cabspotting_gps", "mexico_city_taxi_tr
 # Second table (MANIFEST: these kinds get "the protocol their kind allows"): the same leave-one-metro-out
 # transfer for GPS staypoints (Beijing), taxi trips (SF Cabspotting: the SF checkpoint; Mexico City:
 # origin -> destination only, every "user" is one trip) and bike stations (Jersey City), against
-# the count baselines and TrajMoE from scratch. The dense Transformer and the GRU are left out
-# of this table to keep it inside the compute budget.
-OTHER_SCRATCH = ["popular", "markov", "epr", "trajmoe"]
+# the count baselines, TrajMoE from scratch, the GRU and the dense Transformer (pretrained and from
+# scratch), run last.
+OTHER_SCRATCH = ["popular", "markov", "epr", "epr+", "trajmoe"]
 FEW = 0.05
-SCRATCH = ["popular", "markov", "epr", "gru", "transformer", "trajmoe"]
+COUNTS = ["popular", "markov", "epr", "epr+"]  # cheap: every target, 5% and 100%, every seed
+NEURAL_SCRATCH = ["gru", "transformer", "trajmoe"]  # from scratch, minutes each (--scratch-neural)
+SCRATCH = COUNTS + NEURAL_SCRATCH
 ABLATIONS = {  # name -> TrajMoE config overrides (pretrained and fine-tuned like TrajMoE)
+    "no_return_scorer": {"return_scorer": False},  # the learned return scorer removed (issue 13)
+    "no_successor_terms": {"successor_terms": False},  # the hand-made successor / transition terms removed
     "no_poi": {"use_poi_features": False},
     "no_router_priors": {"router_priors": False},
     "no_shared_expert": {"shared_expert": False},
@@ -105,13 +126,18 @@ def pre(method: str) -> str:
     return method if PRETRAIN_STEPS == DEFAULT_PRETRAIN_STEPS else f"{method}_{PRETRAIN_STEPS}"
 
 
-def pretrained(metro: str, arch: str, variant: str, overrides: dict, budget_s: float, sources: list[str] | None = None):
-    """Pretrain (or load) ``arch`` on every dataset outside ``metro``; returns the checkpoint path."""
-    ckpt = CACHE / "ckpt" / f"v{BENCH_VERSION}_{metro}_{variant}_{PRETRAIN_STEPS}.safetensors"
+def pretrained(metro: str, arch: str, variant: str, overrides: dict, budget_s: float,
+               sources: list[str | CityData] | None = None, *, ckpt_dir: Path | None = None):
+    """Pretrain (or load) ``arch`` on every dataset outside ``metro``; returns the checkpoint path.
+
+    ``sources``: dataset keys of REAL_DATASETS or loaded CityData (``--data``: the other folders;
+    ``metro`` then names the cache entry); ``ckpt_dir``: where checkpoints are cached (CACHE/ckpt)."""
+    ckpt = (ckpt_dir or CACHE / "ckpt") / f"v{BENCH_VERSION}_{metro}_{variant}_{PRETRAIN_STEPS}.safetensors"
     if ckpt.is_file():
         return ckpt
     sources = sources or [k for k, v in REAL_DATASETS.items() if v[2] != metro]
-    cities = [prepared(k) for k in sources]
+    cities = [s if isinstance(s, CityData) else prepared(s) for s in sources]
+    sources = [str(s.folder) if isinstance(s, CityData) else s for s in sources]  # JSON-able names
     model, config = new_model(arch, seed=0, **MODEL_WIDTH, **overrides)
     model.to(DEVICE)
     cfg = TrainConfig(epochs=1000, max_steps=PRETRAIN_STEPS, max_seconds=budget_s, seed=0, batch_size=32, lr=2e-3,
@@ -127,24 +153,32 @@ def pretrained(metro: str, arch: str, variant: str, overrides: dict, budget_s: f
 
 def finetune_run(ckpt: Path, data: CityData, seed: int, *, epochs: int = 1, zero_shot: bool = False,
                  prior_only: bool = False) -> dict:
-    """Fine-tune 1 epoch on 5% (or zero-shot) and evaluate. ``prior_only``: the ablation "mobility-prior
-    terms alone": the similarity scale set to 0 (no Transformer, no embeddings), no fine-tuning steps,
-    the kind's pretrained prior weights calibrated on the 5% validation targets with the same prior
-    as after fine-tuning."""
+    """Fine-tune 1 epoch on 5% (or zero-shot) and evaluate on the test targets, with the subset's
+    visit features (the headline number) and with all training visits (``all_visits``: what
+    ``trajmoe evaluate`` reports by default).
+
+    ``prior_only``: the ablation "mobility-prior terms alone": both learned terms' trust set to 0
+    (no Transformer, no embeddings, no learned return scorer), no fine-tuning steps, EVERY
+    hand-made term's kind weights (successor and transition terms included) calibrated on the same
+    5% validation targets with the same prior as after fine-tuning. Fine-tuning records which state
+    it kept (``kept``: the starting state when no epoch beat it on the validation share)."""
     model, meta = load_checkpoint(ckpt)
     model.to(DEVICE)
     cfg = TrainConfig(fraction=FEW, epochs=epochs, seed=seed, batch_size=8, lr=1e-3, warmup_steps=1)
     t0 = time.perf_counter()
-    steps = 0
+    steps, extra = 0, {}
     subset = run_subset(data, fraction=FEW, seed=seed, max_len=cfg.max_len)
     if prior_only:
         with torch.no_grad():
-            model.head.sim_scale.zero_()
+            for scale in model.head.scales:
+                scale.zero_()
         calibrate_head(model, data, subset.city, subset.val_targets, fit_similarity=False)
     elif not zero_shot:
-        steps = fit(model, [data], cfg, val_city=data).steps
+        res = fit(model, [data], cfg, val_city=data)
+        steps, extra = res.steps, {"kept": res.kept, "calibration_kept": res.calibration_kept}
     metrics = evaluate(model, data, split="test", subset=subset)
-    metrics.update(seconds=round(time.perf_counter() - t0, 2), steps=steps,
+    metrics["all_visits"] = evaluate(model, data, split="test")
+    metrics.update(seconds=round(time.perf_counter() - t0, 2), steps=steps, **extra,
                    pretrain_steps=meta["training"]["steps"], pretrain_seconds=meta["training"]["seconds"])
     return metrics
 
@@ -181,19 +215,28 @@ def with_seeds(target: str, method: str, fraction: float, fn, seeds: int) -> Non
                 log.info("%s %s f=%g s%d: acc@1 %.4f", target, method, fraction, s, r["acc@1"])
 
 
-def run_target(metro: str, *, seeds: int, budget_s: float, ablations: bool, main_table: bool = True) -> None:
+EVERY_TARGET_ABLATIONS = ("no_return_scorer",)  # the learned part removed: on every check-in target
+
+
+def run_target(metro: str, *, seeds: int, budget_s: float, ablations: bool, main_table: bool = True,
+               scratch_neural: bool = True) -> None:
+    """The metro's runs in order of what the goals need first: the headline rows and every
+    hand-made comparison, then the dense and learned-part ablations, then the rest."""
+    cities = {target: prepared(target) for target in CHECKIN_TARGETS[metro]}  # read once
     if main_table:
-        main_runs(metro, seeds=seeds, budget_s=budget_s)
-    if ablations and metro == "nyc":
-        cities = {target: prepared(target) for target in CHECKIN_TARGETS[metro]}  # read once
-        for name, overrides in ABLATIONS.items():
-            ck = pretrained(metro, "trajmoe", name, overrides, budget_s)
+        main_runs(metro, cities, seeds=seeds, budget_s=budget_s)
+    if ablations:
+        names = [n for n in ABLATIONS if metro == "nyc" or n in EVERY_TARGET_ABLATIONS]
+        for name in names:
+            ck = pretrained(metro, "trajmoe", name, ABLATIONS[name], budget_s)
             for target, data in cities.items():
                 with_seeds(target, f"ablation_{name}", FEW, lambda s, c=ck, d=data: finetune_run(c, d, s), seeds)
-        ck_moe = pretrained(metro, "trajmoe", "trajmoe", {}, budget_s)
+    if main_table and scratch_neural:
         for target, data in cities.items():
-            with_seeds(target, "ablation_prior_terms_only", FEW,
-                       lambda s, d=data: finetune_run(ck_moe, d, s, prior_only=True), seeds)
+            for method in NEURAL_SCRATCH:
+                for fraction in (FEW, 1.0):
+                    with_seeds(target, method, fraction, lambda s, m=method, f=fraction, d=data: scratch_run(m, d, f, s),
+                               seeds)
 
 
 def other_kind_runs(key: str, *, seeds: int, budget_s: float) -> None:
@@ -203,22 +246,30 @@ def other_kind_runs(key: str, *, seeds: int, budget_s: float) -> None:
     data = prepared(key)
     with_seeds(key, pre("trajmoe_pretrained_ft1"), FEW, lambda s: finetune_run(ck_moe, data, s), seeds)
     with_seeds(key, pre("trajmoe_zero_shot"), FEW, lambda s: finetune_run(ck_moe, data, s, zero_shot=True), seeds)
+    with_seeds(key, "ablation_prior_terms_only", FEW, lambda s: finetune_run(ck_moe, data, s, prior_only=True), seeds)
     for method in OTHER_SCRATCH:
+        for fraction in (FEW, 1.0):
+            with_seeds(key, method, fraction, lambda s, m=method, f=fraction: scratch_run(m, data, f, s), seeds)
+    ck_dense = pretrained(metro, "transformer", "transformer", {}, budget_s)
+    with_seeds(key, pre("transformer_pretrained_ft1"), FEW, lambda s: finetune_run(ck_dense, data, s), seeds)
+    for method in ("gru", "transformer"):
         for fraction in (FEW, 1.0):
             with_seeds(key, method, fraction, lambda s, m=method, f=fraction: scratch_run(m, data, f, s), seeds)
 
 
-def main_runs(metro: str, *, seeds: int, budget_s: float) -> None:
+def main_runs(metro: str, cities: dict[str, CityData], *, seeds: int, budget_s: float) -> None:
     ck_moe = pretrained(metro, "trajmoe", "trajmoe", {}, budget_s)
-    ck_dense = pretrained(metro, "transformer", "transformer", {}, budget_s)
-    for target in CHECKIN_TARGETS[metro]:
-        data = prepared(target)
+    for target, data in cities.items():
         with_seeds(target, pre("trajmoe_pretrained_ft1"), FEW, lambda s, d=data: finetune_run(ck_moe, d, s), seeds)
         with_seeds(target, pre("trajmoe_zero_shot"), FEW, lambda s, d=data: finetune_run(ck_moe, d, s, zero_shot=True), seeds)
-        with_seeds(target, pre("transformer_pretrained_ft1"), FEW, lambda s, d=data: finetune_run(ck_dense, d, s), seeds)
-        for method in SCRATCH:
+        with_seeds(target, "ablation_prior_terms_only", FEW,
+                   lambda s, d=data: finetune_run(ck_moe, d, s, prior_only=True), seeds)
+        for method in COUNTS:
             for fraction in (FEW, 1.0):
                 with_seeds(target, method, fraction, lambda s, m=method, f=fraction, d=data: scratch_run(m, d, f, s), seeds)
+    ck_dense = pretrained(metro, "transformer", "transformer", {}, budget_s)
+    for target, data in cities.items():
+        with_seeds(target, pre("transformer_pretrained_ft1"), FEW, lambda s, d=data: finetune_run(ck_dense, d, s), seeds)
 
 
 # --------------------------------------------------------------------------- tables
@@ -231,13 +282,31 @@ METHOD_LABELS = [
     (f"transformer_pretrained_ft1_{LONG_PRETRAIN_STEPS}", 0.05, f"Dense Transformer pretrained {LONG_PRETRAIN_STEPS} steps, fine-tuned 1 epoch on 5%"),
     *[(m, f, f"{m} from scratch, {f:.0%}") for m in SCRATCH for f in (FEW, 1.0)],
     *[(f"ablation_{a}", 0.05, f"ablation: {a.replace('_', ' ')}") for a in ABLATIONS],
-    ("ablation_prior_terms_only", 0.05, "ablation: mobility-prior terms alone (pretrained kind weights, no Transformer)"),
+    ("ablation_prior_terms_only", 0.05, "ablation: every hand-made prior term alone (pretrained kind weights "
+                                        "calibrated on the 5% share; no Transformer, no learned terms)"),
 ]
 
 
-def summarise() -> dict:
+TARGET_KINDS = ("returns", "explorations")  # evaluate's split of the targets (CityData.is_return)
+KIND_METRICS = ("acc@1", "acc@5", "acc@10", "mrr", "ndcg@10")
+
+
+def kind_means(runs: list[dict]) -> dict:
+    """Seed means of the ``returns`` / ``explorations`` metrics, for each kind some run carries
+    (runs older than the split lack them: the kind is then left out, or averaged over the others)."""
+    out = {}
+    for kind in TARGET_KINDS:
+        parts = [r[kind] for r in runs if isinstance(r.get(kind), dict)]
+        if parts:
+            out[kind] = {**{k: float(np.mean([p[k] for p in parts])) for k in KIND_METRICS},
+                         "n": parts[0]["n"], "seeds": len(parts)}
+    return out
+
+
+def summarise(runs_dir: Path | None = None) -> dict:
+    """One row per (target, method@fraction): seed means of the run JSONs in ``runs_dir`` (RUNS)."""
     rows = {}
-    for path in sorted(RUNS.glob("v*__*.json")):
+    for path in sorted((runs_dir or RUNS).glob("v*__*.json")):
         version, target, method, f, _ = path.stem.split("__")
         if version != f"v{method_version(method)}":
             continue
@@ -250,30 +319,83 @@ def summarise() -> dict:
             **{k: float(np.mean([r[k] for r in runs])) for k in ("acc@5", "acc@10", "mrr", "ndcg@10", "seconds", "steps")},
             "seeds": len(runs), "n": runs[0]["n"],
             "pretrain_steps": runs[0].get("pretrain_steps"), "pretrain_seconds": runs[0].get("pretrain_seconds"),
+            **kind_means(runs),
         }
+        every = [r["all_visits"] for r in runs if isinstance(r.get("all_visits"), dict)]
+        if every:  # the same model scored with all training visits' features (trajmoe evaluate's default)
+            table[target][f"{method}@{f:g}"]["all_visits"] = {
+                **{k: float(np.mean([r[k] for r in every])) for k in ("acc@1", "mrr")}, "seeds": len(every)}
+        kept = [r["kept"] for r in runs if r.get("kept")]
+        if kept:
+            table[target][f"{method}@{f:g}"]["kept_fine_tuned"] = sum(k == "fine-tuned" for k in kept)
     return table
 
 
 def goal_check(table: dict) -> list[str]:
-    """The issue's goals, per check-in target, computed from the table (never typed by hand)."""
-    lines = ["## Goal check (computed from the rows below)", "",
-             "| target | TrajMoE 5% 1 epoch | best baseline on 100% | TrajMoE / best | pretrained dense | TrajMoE / dense "
-             "(goal >= 1.27) | zero-shot | most popular 100% |",
-             "|---|---|---|---|---|---|---|---|"]
+    """The goals of issue 13, per check-in target, computed from the table (never typed by hand)."""
+    lines = ["## Goal check (computed from the rows below; TrajMoE = pretrained, fine-tuned 1 epoch on 5%)", "",
+             "| target | TrajMoE Acc@1 / MRR | prior terms alone Acc@1 / MRR | full - prior terms (goal >= +0.02 both) "
+             "| best baseline on 100% | TrajMoE / best (goal >= 1.05) | explorations MRR: TrajMoE / epr 100% "
+             "(goal >= 1.3) | all training visits: fine-tuned / zero-shot (goal >= 1) | seeds that kept the "
+             "fine-tuned state |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for target in [*sum(CHECKIN_TARGETS.values(), [])]:
         t = table.get(target, {})
-        ours, dense, zero = (t.get(f"{m}@0.05") for m in ("trajmoe_pretrained_ft1", "transformer_pretrained_ft1",
+        ours, prior, zero = (t.get(f"{m}@0.05") for m in ("trajmoe_pretrained_ft1", "ablation_prior_terms_only",
                                                            "trajmoe_zero_shot"))
         full = {m: t[f"{m}@1"]["acc@1"] for m in SCRATCH if f"{m}@1" in t}
         if ours is None or not full:
             continue
         best = max(full, key=full.get)
-        pop = t.get("popular@1", {}).get("acc@1", float("nan"))
-        lines.append(
-            f"| {target} | {ours['acc@1']:.4f} | {best} {full[best]:.4f} | {ours['acc@1'] / full[best]:.3f} | "
-            + (f"{dense['acc@1']:.4f} | {ours['acc@1'] / dense['acc@1']:.3f} | " if dense else "| | ")
-            + (f"{zero['acc@1']:.4f} | " if zero else "| ") + f"{pop:.4f} |")
+        cells = [target, f"{ours['acc@1']:.4f} / {ours['mrr']:.4f}"]
+        if prior:
+            cells += [f"{prior['acc@1']:.4f} / {prior['mrr']:.4f}",
+                      f"{ours['acc@1'] - prior['acc@1']:+.4f} / {ours['mrr'] - prior['mrr']:+.4f}"]
+        else:
+            cells += ["", ""]
+        cells += [f"{best} {full[best]:.4f}", f"{ours['acc@1'] / full[best]:.3f}"]
+        epr = t.get("epr@1", {})
+        cells.append(f"{ours['explorations']['mrr'] / epr['explorations']['mrr']:.2f}"
+                     if ours.get("explorations") and epr.get("explorations") else "")
+        ours_all, zero_all = ours.get("all_visits"), (zero or {}).get("all_visits")
+        cells.append(f"{ours_all['acc@1']:.4f} / {zero_all['acc@1']:.4f}" if ours_all and zero_all else "")
+        cells.append(f"{ours.get('kept_fine_tuned', 0)} of {ours['seeds']}")
+        lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
+
+
+def kind_cell(row: dict, kind: str) -> str:
+    """``Acc@1 / MRR`` of the row's returns or explorations; blank for runs without the split."""
+    part = row.get(kind)
+    return f"{part['acc@1']:.4f} / {part['mrr']:.4f}" if part else ""
+
+
+def target_table(target: str, t: dict, *, every_row: bool = False) -> list[str]:
+    """One target's Markdown table: the METHOD_LABELS rows it has (``every_row``: then any other
+    row of ``t`` too, labelled by its key, e.g. a pretraining at a custom step count)."""
+    first = t[next(iter(t))]
+    share = f", {first['returns']['n'] / first['n']:.0%} returns" if first.get("returns") and first["n"] else ""
+    lines = [f"## target: {target} ({first['n']} test targets{share})", "",
+             "| method | Acc@1 | Acc@5 | Acc@10 | MRR | NDCG@10 | returns Acc@1 / MRR | explorations Acc@1 / MRR "
+             "| Acc@1 with all training visits | seeds | steps | wall s | pretrain steps / s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    labels = [(f"{m}@{f:g}", label) for m, f, label in METHOD_LABELS]
+    if every_row:
+        labels += [(key, key) for key in t if key not in dict(labels)]
+    for key, label in labels:
+        r = t.get(key)
+        if r is None:
+            continue
+        pre = f"{r['pretrain_steps']} / {r['pretrain_seconds']:.0f}" if r.get("pretrain_steps") else ""
+        every = f"{r['all_visits']['acc@1']:.4f}" if r.get("all_visits") else ""
+        lines.append(f"| {label} | {r['acc@1']:.4f} ± {r['acc@1_std']:.4f} | {r['acc@5']:.4f} | {r['acc@10']:.4f} | "
+                     f"{r['mrr']:.4f} | {r['ndcg@10']:.4f} | {kind_cell(r, 'returns')} | {kind_cell(r, 'explorations')} | "
+                     f"{every} | {r['seeds']} | {r['steps']:.0f} | {r['seconds']:.1f} | {pre} |")
+    return lines + [""]
+
+
+KINDS_NOTE = (f"A return is a test target whose cell is among the person's last {DEFAULT_MAX_LEN} earlier visits "
+              "(any split), an exploration any other target, the same for every method.")
 
 
 def render(table: dict) -> str:
@@ -285,37 +407,28 @@ def render(table: dict) -> str:
              "batches of 32 windows (cities drawn ∝ size^0.5); its steps and seconds are in the last column.",
              "Neural runs from scratch: up to 20 epochs, early stopping with patience 3, capped at 3 minutes each (`--scratch-budget-min 3`).",
              "Wall times were measured on a machine shared with other jobs (2-3 benchmark processes on 2 cores): read "
-             "them as upper bounds.", "", *goal_check(table)]
+             "them as upper bounds.", KINDS_NOTE, "", *goal_check(table)]
     for target in checkins + others:
-        t = table[target]
         if target == (others[0] if others else None):
             lines += ["# Second table: GPS, taxi and bike cities (MANIFEST: reported separately)", "",
                       "Same leave-one-metro-out protocol (each dataset's metro held out of pretraining; "
                       "sf_cabspotting_gps uses the San Francisco checkpoint). mexico_city_taxi_trips is origin -> "
                       "destination only (each 'user' is one trip, split by time); jersey_city_citibike is H3 "
-                      "resolution 10 (stations). Dense Transformer and GRU not run for this table.", ""]
-        lines += [f"## target: {target} ({t[next(iter(t))]['n']} test targets)", "",
-                  "| method | Acc@1 | Acc@5 | Acc@10 | MRR | NDCG@10 | seeds | steps | wall s | pretrain steps / s |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
-        for method, f, label in METHOD_LABELS:
-            r = t.get(f"{method}@{f:g}")
-            if r is None:
-                continue
-            pre = f"{r['pretrain_steps']} / {r['pretrain_seconds']:.0f}" if r.get("pretrain_steps") else ""
-            lines.append(f"| {label} | {r['acc@1']:.4f} ± {r['acc@1_std']:.4f} | {r['acc@5']:.4f} | {r['acc@10']:.4f} | "
-                         f"{r['mrr']:.4f} | {r['ndcg@10']:.4f} | {r['seeds']} | {r['steps']:.0f} | {r['seconds']:.1f} | {pre} |")
-        lines.append("")
+                      "resolution 10 (stations). GRU and dense Transformer rows where their runs finished.", ""]
+        lines += target_table(target, table[target])
     lines += ["Re-run: `python bench/transfer.py` (only missing runs are computed; `--table-only` re-renders).", ""]
     return "\n".join(lines)
 
 
-def plot(table: dict, path: Path) -> None:
+def plot(table: dict, path: Path, targets: list[str] | None = None) -> None:
+    """Bar chart of test Acc@1 per target (default: the check-in targets) and non-ablation method."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    targets = [t for t in sum(CHECKIN_TARGETS.values(), []) if t in table]
+    if targets is None:
+        targets = [t for t in sum(CHECKIN_TARGETS.values(), []) if t in table]
     methods = [(m, f, lab) for m, f, lab in METHOD_LABELS if not m.startswith("ablation")]
     fig, ax = plt.subplots(figsize=(11, 6))
     width = 0.8 / max(1, len(methods))
@@ -329,6 +442,75 @@ def plot(table: dict, path: Path) -> None:
     ax.set_title("TrajMoE leave-one-metro-out transfer")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- your own folders (--data)
+CUSTOM_OUT = RESULTS / "custom"  # --out default (git-ignored): its transfer_runs/, cache/ckpt/ and tables
+CUSTOM_SCRATCH = ["popular", "markov", "epr"]  # from scratch on 5% and 100%; --scratch-neural: all of SCRATCH
+
+
+def folder_key(folder: Path) -> str:
+    """Target key of a prepared folder: its name, safe in a run file name (no ``__``)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(folder).resolve().name)
+    return re.sub(r"_{2,}", "_", name).strip("_.") or "city"
+
+
+def load_folders(folders: list[Path]) -> dict[str, CityData]:
+    """``{target key: CityData}`` of the ``--data`` folders; SystemExit with the fix when they cannot be used."""
+    if len(folders) < 2:
+        raise SystemExit("--data needs at least 2 prepared folders: each is the target once, pretrained on the others.")
+    keys = [folder_key(f) for f in folders]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise SystemExit(f"--data: several folders are named {', '.join(twice)}: rename them, the folder name "
+                         "is the target's key in the tables.")
+    try:
+        return {key: CityData(folder) for key, folder in zip(keys, folders)}
+    except PreparedDataError as exc:
+        raise SystemExit(str(exc)) from exc
+
+
+def custom_runs(cities: dict[str, CityData], *, seeds: int, budget_s: float, ckpt_dir: Path,
+                scratch: list[str]) -> None:
+    """Leave-one-city-out on ``cities``: per target, TrajMoE pretrained on all the others (cached
+    per set of source folders), fine-tuned 1 epoch on 5% and zero-shot, and ``scratch`` on 5% and 100%."""
+    for key, data in cities.items():
+        sources = [c for k, c in cities.items() if k != key]
+        digest = hashlib.sha1("\n".join(sorted(str(c.folder.resolve()) for c in sources)).encode()).hexdigest()[:10]
+        ck = pretrained(f"custom-{key}-{digest}", "trajmoe", "trajmoe", {}, budget_s, sources=sources, ckpt_dir=ckpt_dir)
+        with_seeds(key, pre("trajmoe_pretrained_ft1"), FEW, lambda s, c=ck, d=data: finetune_run(c, d, s), seeds)
+        with_seeds(key, pre("trajmoe_zero_shot"), FEW, lambda s, c=ck, d=data: finetune_run(c, d, s, zero_shot=True), seeds)
+        for method in scratch:
+            for fraction in (FEW, 1.0):
+                with_seeds(key, method, fraction, lambda s, m=method, f=fraction, d=data: scratch_run(m, d, f, s), seeds)
+
+
+def render_custom(table: dict) -> str:
+    """Markdown of a ``--data`` run: one table per target folder, every row it has."""
+    lines = ["# Leave-one-city-out transfer on your prepared folders (DESIGN.md §Protocol)", "",
+             "Acc@1 (mean ± std over seeds) / MRR. Each folder is the target once: TrajMoE pretrained on all the "
+             "other folders (d=128, 2 layers), fine-tuned 1 epoch on 5% of the target's training windows or "
+             "zero-shot; baselines from scratch on 5% and 100%.", KINDS_NOTE, ""]
+    for target in sorted(table):
+        lines += target_table(target, table[target], every_row=True)
+    return "\n".join(lines)
+
+
+def custom_main(args) -> None:
+    """``--data``: run (unless ``--table-only``) and render into ``--out``, never the shared tables."""
+    global RUNS
+    cities = load_folders(args.data)
+    RUNS = args.out / "transfer_runs"  # with_seeds / run_key / summarise store and read here
+    if not args.table_only:
+        custom_runs(cities, seeds=args.seeds, budget_s=args.budget_min * 60, ckpt_dir=args.out / "cache" / "ckpt",
+                    scratch=SCRATCH if args.scratch_neural else CUSTOM_SCRATCH)
+    table = summarise(RUNS)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "transfer.json").write_text(json.dumps(table, indent=2))
+    (args.out / "transfer.md").write_text(render_custom(table))
+    plot(table, args.out / "transfer.png", sorted(table))
+    print(render_custom(table))
 
 
 def main() -> None:
@@ -340,9 +522,18 @@ def main() -> None:
     p.add_argument("--budget-min", type=float, default=20.0, help="wall-time cap of each pretraining (<= 20)")
     p.add_argument("--scratch-budget-min", type=float, default=5.0, help="wall-time cap of one from-scratch neural run")
     p.add_argument("--no-ablations", action="store_true")
+    p.add_argument("--no-scratch-neural", action="store_true",
+                   help="leave out the GRU, dense Transformer and TrajMoE trained from scratch (minutes each)")
     p.add_argument("--ablations-only", action="store_true", help="only the New York ablations (run beside the main table)")
     p.add_argument("--other-kinds", nargs="*", choices=OTHER_KINDS, default=None,
                    help="the second table: GPS / taxi / bike targets (none given: all four)")
+    p.add_argument("--data", nargs="+", type=Path, metavar="DIR", default=None,
+                   help="your own prepared folders (`trajmoe prepare`, at least 2): leave-one-city-out on them "
+                        "instead of the shared data")
+    p.add_argument("--out", type=Path, default=CUSTOM_OUT,
+                   help="with --data: where its runs, checkpoints and tables go (default bench/results/custom)")
+    p.add_argument("--scratch-neural", action="store_true",
+                   help="with --data: also the GRU, dense Transformer and TrajMoE from scratch (slow)")
     p.add_argument("--table-only", action="store_true")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a loaded machine)")
     p.add_argument("--device", default="cpu", choices=DEVICES,
@@ -355,6 +546,9 @@ def main() -> None:
     SCRATCH_BUDGET_S = args.scratch_budget_min * 60
     PRETRAIN_STEPS = args.pretrain_steps
     DEVICE = resolve_device_or_exit(args.device)
+    if args.data is not None:
+        custom_main(args)
+        return
     if shared_data_dir() is None:
         raise SystemExit("../shared/data not found: the transfer benchmark needs the real data.")
     if not args.table_only and args.other_kinds is not None:
@@ -363,7 +557,7 @@ def main() -> None:
     elif not args.table_only:
         for metro in args.targets:
             run_target(metro, seeds=args.seeds, budget_s=args.budget_min * 60, ablations=not args.no_ablations,
-                       main_table=not args.ablations_only)
+                       main_table=not args.ablations_only, scratch_neural=not args.no_scratch_neural)
     table = summarise()
     (RESULTS / "transfer.json").write_text(json.dumps(table, indent=2))
     (RESULTS / "transfer.md").write_text(render(table))

@@ -10,15 +10,22 @@ import torch
 from trajmoe.city.batch import IGNORE
 from trajmoe.city.data import CityData
 from trajmoe.city.subset import run_subset
+from trajmoe.city.transitions import TRANSITION_PRIOR
 from trajmoe.devtools.realdata import prepare_real
 from trajmoe.errors import TrajMoEError
-from trajmoe.train.baselines import EPR_FEATURES, Markov, MostPopular, ReturnGravity
+from trajmoe.train.baselines import (
+    EPR_FEATURES,
+    EPR_PLUS_FEATURES,
+    Markov,
+    MostPopular,
+    ReturnGravity,
+)
 from trajmoe.train.fit import TrainConfig, fit
 from trajmoe.train.gru import GRUConfig, GRUNextLocation
 from trajmoe.train.metrics import KS
 from trajmoe.train.runner import run_baseline
 
-METRIC_KEYS = {f"acc@{k}" for k in KS} | {"mrr", "ndcg@10", "n", "seconds", "steps"}
+METRIC_KEYS = {f"acc@{k}" for k in KS} | {"mrr", "ndcg@10", "n", "seconds", "steps", "returns", "explorations"}
 
 
 @pytest.fixture(scope="module")
@@ -82,26 +89,38 @@ def test_markov_needs_fit(data):
 
 
 def test_return_gravity_features_match_brute_force(data):
+    """epr's eight features and epr+'s two more, from a plain loop over each context."""
     windows = run_subset(data, fraction=0.5, seed=2).windows
     city = data.city_tensors(windows)
-    model = ReturnGravity(window=8)  # shorter than most contexts: the window must cut
+    model = ReturnGravity(window=8, plus=True)  # shorter than most contexts: the window must cut
+    assert model.feature_names == EPR_PLUS_FEATURES and model.feature_names[:8] == EPR_FEATURES
     batch = data.eval_batch(data.targets("test")[::97][:12])
     last = batch.mask.sum(1) - 1
-    feats = model.features(batch, city, last[:, None])[:, 0]  # (B, N, 8)
-    pop = np.log1p(_train_counts(data, windows))
+    feats = model.features(batch, city, last[:, None])[:, 0]  # (B, N, 10)
+    counts = _train_counts(data, windows)
+    pop = np.log1p(counts * len(counts) / counts.sum())  # relative to the mean cell
+    moves = {}  # (from, to) -> count over consecutive visits of the windows
+    for w in windows:
+        for a, b in zip(data.cell_idx[w[:-1]], data.cell_idx[w[1:]]):
+            if a >= 0 and b >= 0:
+                moves[(a, b)] = moves.get((a, b), 0) + 1
     xy = city.xy_km.double().numpy()
     for b in range(batch.shape[0]):
         seq = batch.cells[b, : last[b] + 1].tolist()[-8:]
         cur = seq[-1]
+        out_of_cur = sum(v for (a, _), v in moves.items() if a == cur)
         for n in range(data.n_cells):
             count = seq.count(n)
             steps_since = len(seq) - 1 - max(i for i, c in enumerate(seq) if c == n) if count else None
             km = float(np.hypot(*(xy[n] - xy[cur])))
             seen = float(count > 0)
+            successor = sum(1 for i in range(1, len(seq)) if seq[i - 1] == cur and seq[i] == n)
+            transition = moves.get((cur, n), 0) / (out_of_cur + TRANSITION_PRIOR)
             expected = [np.log1p(count), 0.0 if steps_since is None else 1 / (1 + steps_since), float(n == cur),
-                        seen, pop[n], np.log1p(km), (1 - seen) * pop[n], (1 - seen) * np.log1p(km)]
+                        seen, pop[n], np.log1p(km), (1 - seen) * pop[n], (1 - seen) * np.log1p(km),
+                        np.log1p(successor), transition]
             np.testing.assert_allclose(feats[b, n].numpy(), expected, rtol=1e-5, atol=1e-5,
-                                       err_msg=f"row {b} cell {n}: {EPR_FEATURES}")
+                                       err_msg=f"row {b} cell {n}: {EPR_PLUS_FEATURES}")
 
 
 def test_return_gravity_fit_improves_validation_likelihood(data):

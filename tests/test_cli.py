@@ -73,6 +73,7 @@ def test_prepare_and_baseline_on_embedded_default(tmp_path, sample_trajectories,
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert set(metrics) >= {"acc@1", "acc@5", "acc@10", "mrr", "ndcg@10", "n"} and metrics["n"] > 1000
+    assert metrics["returns"]["n"] + metrics["explorations"]["n"] == metrics["n"]  # split by target kind
     # --threads sets torch's thread count for the model verbs; 2 gives the same numbers as 1
     proc = _cli("--threads", "2", "baseline", "--model", "markov", "--data", out, "--json", tmp_path / "m2.json")
     assert proc.returncode == 0, proc.stderr

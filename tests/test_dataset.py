@@ -9,7 +9,7 @@ import pytest
 
 from trajmoe.city.batch import IGNORE, MISS
 from trajmoe.city.data import CityData
-from trajmoe.city.features import FEATURE_GROUPS
+from trajmoe.city.features import FEATURE_GROUPS, log_popularity
 from trajmoe.city.prepare import prepare
 from trajmoe.city.subset import FewShot, run_subset
 from trajmoe.errors import InputDataError, PreparedDataError
@@ -109,11 +109,14 @@ def test_few_shot_is_seeded_and_features_use_only_its_visits(city):
     seen = data.train_visits(w1)
     tensors = data.city_tensors(w1)
     counts = np.bincount(data.cell_idx[seen], minlength=data.n_cells)
-    assert np.allclose(tensors.log_pop.numpy(), np.log1p(counts))
+    relative = lambda c: np.log1p(c * len(c) / c.sum())  # noqa: E731  visits relative to the mean cell
+    assert np.allclose(tensors.log_pop.numpy(), relative(counts))
     # validation / test visits never feed the features
     full = data.city_tensors()
     train_counts = np.bincount(data.cell_idx[data.split == 0], minlength=data.n_cells)
-    assert np.allclose(full.log_pop.numpy(), np.log1p(train_counts))
+    assert np.allclose(full.log_pop.numpy(), relative(train_counts))
+    # the popularity of a cell does not grow with the amount of data: twice every count, same value
+    assert np.allclose(log_popularity(2 * train_counts), log_popularity(train_counts))
     with pytest.raises(InputDataError):
         FewShot(0.0)
 

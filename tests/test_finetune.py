@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from trajmoe.city.subset import run_subset
+from trajmoe.devtools.realdata import REPO_ROOT
 from trajmoe.errors import CheckpointError
 from trajmoe.train.checkpoint import load_checkpoint, read_sidecar, save_checkpoint
 from trajmoe.train.evaluate import evaluate
@@ -45,7 +47,7 @@ def test_run_subset_is_seeded_and_its_features_come_from_its_windows(helsinki):
     seen = helsinki.train_visits(a.windows)
     assert a.n_train_visits == len(seen) and (helsinki.split[seen] == 0).all()
     counts = np.bincount(helsinki.cell_idx[seen][helsinki.cell_idx[seen] >= 0], minlength=helsinki.n_cells)
-    assert np.allclose(a.city.log_pop.numpy(), np.log1p(counts))
+    assert np.allclose(a.city.log_pop.numpy(), np.log1p(counts * len(counts) / counts.sum()))
     assert a.describe() == {"fraction": 0.05, "seed": 3, "max_len": 64, "train_windows": len(a.windows),
                             "train_visits": len(seen), "val_targets": len(a.val_targets)}
 
@@ -98,23 +100,71 @@ def _cli(*args):
                           timeout=600)
 
 
-def test_cli_finetune_number_is_reproduced_by_evaluate_on_the_subset(helsinki_folder, base, tmp_path):
+def _printed(stdout: str) -> dict[str, float]:
+    """finetune's stdout: exactly its two test acc@1 lines -> {"subset features": x, "all training visits": y}."""
+    lines = stdout.strip().splitlines()
+    assert len(lines) == 2, stdout
+    out = {}
+    for line in lines:
+        m = re.fullmatch(r"test acc@1 \((subset features|all training visits)\): (0\.\d{4}|1\.0000)", line)
+        assert m, line
+        out[m.group(1)] = float(m.group(2))
+    return out
+
+
+def test_cli_finetune_numbers_are_reproduced_by_evaluate(helsinki_folder, base, tmp_path):
     out = tmp_path / "ft.safetensors"
     proc = _cli("finetune", "--checkpoint", base, "--data", helsinki_folder, "--out", out, "--fraction", "0.05",
                 "--seed", "3", "--max-steps", "2", "--batch-size", "8")
     assert proc.returncode == 0, proc.stderr
+    printed = _printed(proc.stdout)
+    assert "kept the" in proc.stderr  # which state was kept (the starting or the fine-tuned one) is said
     sidecar = json.loads(out.with_suffix(".json").read_text())
     assert sidecar["training"]["subset"]["seed"] == 3 and sidecar["training"]["subset"]["fraction"] == 0.05
+    assert sidecar["training"]["kept"] in ("starting", "fine-tuned")
     proc = _cli("evaluate", "--checkpoint", out, "--data", helsinki_folder, "--json", tmp_path / "sub.json",
-                "--visit-features", "subset")
+                "--features", "subset")
     assert proc.returncode == 0, proc.stderr
     assert "fine-tuning subset" in proc.stderr
     got = json.loads((tmp_path / "sub.json").read_text())
-    assert got.pop("visit_features") == "subset"
+    assert got.pop("features") == "subset"
     assert got == sidecar["metrics"]["test"]  # finetune's number, exactly
+    assert abs(got["acc@1"] - printed["subset features"]) <= 5e-5
     proc = _cli("evaluate", "--checkpoint", out, "--data", helsinki_folder, "--json", tmp_path / "all.json")
     assert proc.returncode == 0 and "Visit features: all" in proc.stderr and "fine-tuned on 'Helsinki'" in proc.stderr
+    got = json.loads((tmp_path / "all.json").read_text())
+    assert got.pop("features") == "all" and got == sidecar["metrics"]["test_all_visits"]
+    assert abs(got["acc@1"] - printed["all training visits"]) <= 5e-5
     proc = _cli("evaluate", "--checkpoint", base, "--data", helsinki_folder, "--json", tmp_path / "x.json",
-                "--visit-features", "subset")
+                "--features", "subset")
     assert proc.returncode == 2 and "records no fine-tuning subset" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def real_city(request, tmp_path_factory):
+    from trajmoe.devtools.realdata import prepare_real, shared_data_dir
+
+    if shared_data_dir() is None:
+        pytest.skip("../shared/data not found: the real Los Angeles / San Francisco files are needed")
+    return prepare_real(request.param, tmp_path_factory.mktemp("real"))
+
+
+@pytest.mark.parametrize("real_city", ["la_gowalla", "sf_gowalla"], indirect=True)
+def test_finetune_prints_two_numbers_that_evaluate_reproduces_on_real_cities(real_city, tmp_path):
+    """Issue 13: `finetune` prints exactly the two test Acc@1 lines; `evaluate --features subset`
+    and `evaluate` (all training visits) each reproduce theirs within 0.002, on Los Angeles and San
+    Francisco with the shipped checkpoint, 5%, 1 epoch, seed 0."""
+    ckpt = REPO_ROOT / "assets" / "trajmoe_pretrained.safetensors"
+    out = tmp_path / "ft.safetensors"
+    proc = _cli("finetune", "--checkpoint", ckpt, "--data", real_city.folder, "--out", out, "--fraction", "0.05",
+                "--epochs", "1", "--seed", "0")
+    assert proc.returncode == 0, proc.stderr
+    printed = _printed(proc.stdout)
+    for flag, line in (("subset", "subset features"), ("all", "all training visits")):
+        proc = _cli("evaluate", "--checkpoint", out, "--data", real_city.folder, "--json", tmp_path / f"{flag}.json",
+                    "--features", flag)
+        assert proc.returncode == 0, proc.stderr
+        got = json.loads((tmp_path / f"{flag}.json").read_text())
+        assert abs(got["acc@1"] - printed[line]) <= 0.002, (flag, got["acc@1"], printed)
+        assert got["returns"]["n"] + got["explorations"]["n"] == got["n"]

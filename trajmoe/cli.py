@@ -171,9 +171,13 @@ def cmd_finetune(args) -> int:
     cfg = _train_config(args, fraction=args.fraction, mode=args.mode)
     run = finetune(model, data, cfg, base_info=meta, source=str(args.checkpoint), progress=_progress_bar("fine-tune"))
     run.save(args.out, arch=meta["arch"])
-    print(f"fine-tuned on {cfg.fraction:.0%} of {data.name}: {run.train.steps} steps in {run.train.seconds:.1f}s -> {args.out}")
-    print(f"Test metrics with the visit features of the fine-tuning subset ({run.subset.n_train_visits:,} training visits):")
-    print(json.dumps(run.metrics, indent=2))
+    kept = {"starting": "the starting state (no epoch beat it on the validation share)",
+            "fine-tuned": "the fine-tuned state"}.get(run.train.kept, "the fine-tuned state (no validation targets)")
+    print(f"fine-tuned on {cfg.fraction:.0%} of {data.name}: {run.train.steps} steps in {run.train.seconds:.1f}s, kept "
+          f"{kept}; head calibration {'kept' if run.train.calibration_kept else 'not kept'} -> {args.out}",
+          file=sys.stderr)
+    print(f"test acc@1 (subset features): {run.metrics['acc@1']:.4f}")
+    print(f"test acc@1 (all training visits): {run.metrics_all['acc@1']:.4f}")
     return 0
 
 
@@ -181,7 +185,7 @@ def _visit_features(args, meta: dict, data):
     """The run subset (or None = all training visits) whose features a verb uses; says which on stderr."""
     from trajmoe.train.finetune import visit_features
 
-    subset, sentence = visit_features(meta, data, choice=args.visit_features)
+    subset, sentence = visit_features(meta, data, choice=args.features)
     print(sentence, file=sys.stderr)
     return subset
 
@@ -196,7 +200,7 @@ def cmd_evaluate(args) -> int:
     data = CityData(args.data)
     subset = _visit_features(args, meta, data)
     metrics = evaluate(model, data, split=args.split, subset=subset)
-    metrics["visit_features"] = args.visit_features
+    metrics["features"] = args.features
     _write_json(args.json, metrics)
     print(json.dumps(metrics, indent=2))
     return 0
@@ -284,9 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--lr", type=float, default=3e-3)
 
     def visit_features_flag(s):
-        s.add_argument("--visit-features", choices=["all", "subset"], default="all",
-                       help="cell features from all training visits (default), or from the subset a fine-tuned "
-                            "checkpoint recorded (reproduces the number `finetune` printed)")
+        s.add_argument("--features", "--visit-features", dest="features", choices=["all", "subset"], default="all",
+                       help="visit-derived cell features from all training visits (default), or from the subset a "
+                            "fine-tuned checkpoint recorded (reproduces the 'subset features' number `finetune` printed)")
 
     s = sub.add_parser("pretrain", help="pretrain TrajMoE on several prepared cities (works under torchrun)")
     s.add_argument("--data", nargs="+", required=True, help="prepared city folders")
@@ -314,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("baseline", help="train and evaluate a baseline on a prepared city")
-    s.add_argument("--model", required=True, choices=["popular", "markov", "epr", "gru", "transformer"])
+    s.add_argument("--model", required=True, choices=["popular", "markov", "epr", "epr+", "gru", "transformer"],
+                   help="epr: return + gravity; epr+: the same plus personal successors and city transitions")
     s.add_argument("--data", required=True)
     s.add_argument("--json", required=True)
     s.add_argument("--fraction", type=float, default=1.0)

@@ -11,6 +11,8 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from trajmoe.city.transitions import csr_rows
+
 # Special index values.
 IGNORE = -100  # no target at this position (padding, or a training position without a successor)
 MISS = -1  # the true next cell is not among the city's candidates: always counts as a miss
@@ -31,15 +33,29 @@ class CityTensors:
     features: torch.Tensor  # (N, F) float: features.cell_feature_matrix(...), schema in features.py
     xy_km: torch.Tensor  # (N, 2) float: cell centre relative to the city centre, km
     poi_share: torch.Tensor  # (N, C) float: POI category shares of the cell (router spatial prior)
-    log_pop: torch.Tensor  # (N,) float: log(1 + training-subset visits) of each cell
+    # (N,) float: log(1 + the cell's training-subset visits relative to the mean cell's,
+    # features.log_popularity): about the same for 5% and for 100% of a city's visits.
+    log_pop: torch.Tensor
     kind: str = "checkins"  # kind of data (kinds.KINDS): selects the model head's prior weights
     # (N, N) float log(1 + km) between cell centres, or None (computed per position instead): a city's
     # geometry, shared by all its run subsets; only kept for cities up to LOG_KM_TABLE_CELLS cells.
     log_km: torch.Tensor | None = None
+    # Global transitions of the run's training windows (city.transitions), CSR: moves out of cell
+    # c go to trans_dst[trans_ptr[c]:trans_ptr[c+1]] with shrunk shares trans_share. None: unknown.
+    trans_ptr: torch.Tensor | None = None  # (N + 1,) long
+    trans_dst: torch.Tensor | None = None  # (E,) long
+    trans_share: torch.Tensor | None = None  # (E,) float
 
     @property
     def n_cells(self) -> int:
         return self.features.shape[0]
+
+    def transition_rows(self, current: torch.Tensor) -> torch.Tensor:
+        """(M,) current cells -> (M, N) share of moves out of each that went to every candidate
+        (zeros when the city tensors carry no transition table)."""
+        if self.trans_ptr is None:
+            return torch.zeros(len(current), self.n_cells, dtype=self.log_pop.dtype, device=current.device)
+        return csr_rows(self.trans_ptr, self.trans_dst, self.trans_share, current, self.n_cells)
 
     def to(self, device: torch.device | str) -> CityTensors:
         return CityTensors(
@@ -50,6 +66,8 @@ class CityTensors:
             log_pop=self.log_pop.to(device),
             kind=self.kind,
             log_km=self.log_km.to(device) if self.log_km is not None else None,
+            **{f: getattr(self, f).to(device) if getattr(self, f) is not None else None
+               for f in ("trans_ptr", "trans_dst", "trans_share")},
         )
 
 

@@ -21,7 +21,8 @@ import pandas as pd
 import torch
 
 from trajmoe.city.batch import IGNORE, UNKNOWN_WEEKDAY, Batch, CityTensors, log_km_table
-from trajmoe.city.features import SCHEMA_ID, cell_feature_matrix, poi_share_matrix
+from trajmoe.city.features import SCHEMA_ID, cell_feature_matrix, log_popularity, poi_share_matrix
+from trajmoe.city.transitions import count_transitions
 from trajmoe.errors import PreparedDataError
 from trajmoe.geo import project_km
 
@@ -109,6 +110,32 @@ class CityData:
         start = self.user_start[self.user_of_visit[target]]
         return np.arange(max(start, target - max_len), target)
 
+    def is_return(self, targets: np.ndarray, *, window: int = DEFAULT_MAX_LEN) -> np.ndarray:
+        """Which targets are returns: their cell is among the same user's previous ``window`` visits.
+
+        Parameters
+        ----------
+        targets
+            (n,) visit indices.
+        window
+            How many earlier visits of the same user (any split) count; 64 = L for every method.
+
+        Returns
+        -------
+        (n,) bool: True for a return, False for an exploration. Cells are compared by their H3 id,
+        so a target outside the candidates (MISS) is classified like any other.
+        """
+        targets = np.asarray(targets, dtype=np.int64)
+        if not hasattr(self, "_cell_code"):  # one integer per H3 cell, candidate or not
+            self._cell_code = pd.factorize(self.visits["cell"])[0].astype(np.int64)
+        code = self._cell_code
+        first = self.user_start[self.user_of_visit[targets]] if len(targets) else targets
+        hit = np.zeros(len(targets), dtype=bool)
+        for lag in range(1, window + 1):  # window vector comparisons: fast on any number of targets
+            earlier = targets - lag
+            hit |= (earlier >= first) & (code[np.maximum(earlier, 0)] == code[targets])
+        return hit
+
     def train_visits(self, windows: list[np.ndarray] | None) -> np.ndarray:
         """Training visits a run sees: those in its windows (all training visits when None)."""
         if windows is None:
@@ -129,14 +156,19 @@ class CityData:
             use_poi=use_poi,
         )
         pop = np.bincount(self.cell_idx[seen][self.cell_idx[seen] >= 0], minlength=self.n_cells)
+        moves = count_transitions(self.cell_idx, self.all_train_windows() if windows is None else windows,
+                                  self.n_cells)
         return CityTensors(
             name=self.name,
             features=torch.from_numpy(feats),
             xy_km=self.xy_km,
             poi_share=torch.from_numpy(poi_share_matrix(self.cells, use_poi=use_poi)),
-            log_pop=torch.from_numpy(np.log1p(pop).astype(np.float32)),
+            log_pop=torch.from_numpy(log_popularity(pop).astype(np.float32)),
             kind=self.kind,
             log_km=self.log_km,
+            trans_ptr=moves.ptr,
+            trans_dst=moves.dst,
+            trans_share=moves.shares(),
         )
 
     @property

@@ -39,7 +39,7 @@ FEATURE_WIDTHS: dict[str, int] = {
     "visit_hour": 24,  # share of the cell's training visits per local hour of day
     "visit_weekday": 7,  # share per weekday (zeros when the dataset's weekday is unreliable)
     "popularity": N_POP_BUCKETS + 1,  # one-hot popularity-rank bucket (last = never visited)
-    "log_visits": 1,  # log1p training visits / 10
+    "log_visits": 1,  # log_popularity (visits relative to the mean cell) / 10
     "coords": 3,  # x / 10 km, y / 10 km, log1p(km to centre)
     "mask": 3,  # POIs known for this city, cell has training visits, weekday known
 }
@@ -131,6 +131,21 @@ def visit_profile(
     return visits, hours, days
 
 
+def log_popularity(visits: np.ndarray) -> np.ndarray:
+    """log(1 + visits / mean visits per cell): a cell's popularity relative to the city's mean cell.
+
+    Raw log(1 + count) grows with the amount of data behind it (at 100% of a city's visits a cell
+    has 20x the count it has at 5%), so head weights fitted on a 5% run would over-rate popular
+    places when the model is later given all of the city's visits. Relative to the mean cell the
+    value of a cell is about the same at any fraction; unvisited cells stay 0.
+    """
+    visits = np.asarray(visits, dtype=np.float64)
+    total = visits.sum()
+    if total <= 0:
+        return np.zeros_like(visits)
+    return np.log1p(visits * (len(visits) / total))
+
+
 def popularity_bucket(visits: np.ndarray) -> np.ndarray:
     """Rank decile of each cell among visited cells (0 = most visited); N_POP_BUCKETS if never visited."""
     bucket = np.full(len(visits), N_POP_BUCKETS, dtype=np.int64)
@@ -181,7 +196,7 @@ def cell_feature_matrix(
     if weekday_reliable:
         out[:, g["visit_weekday"]] = _shares(days)
     out[np.arange(n), g["popularity"].start + popularity_bucket(visits)] = 1.0
-    out[:, g["log_visits"]] = np.log1p(visits)[:, None] / 10.0
+    out[:, g["log_visits"]] = log_popularity(visits)[:, None] / 10.0
     xy = cells[["x_km", "y_km"]].to_numpy(dtype=np.float64)
     out[:, g["coords"]] = np.column_stack([xy / 10.0, np.log1p(np.hypot(xy[:, 0], xy[:, 1]))])
     out[:, g["mask"]] = np.column_stack([

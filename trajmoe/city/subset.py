@@ -24,7 +24,8 @@ from trajmoe.city.batch import CityTensors
 from trajmoe.city.data import DEFAULT_MAX_LEN, CityData
 from trajmoe.errors import InputDataError
 
-WINDOW_STREAM, VAL_STREAM = 0, 1  # separate random streams: the windows never decide the val share
+# Separate random streams: the windows never decide the validation share or the cross-fit folds.
+WINDOW_STREAM, VAL_STREAM, CROSS_FIT_STREAM = 0, 1, 2
 
 
 def check_fraction(fraction: float) -> None:
@@ -71,6 +72,28 @@ class RunSubset:
     @property
     def seed(self) -> int:
         return self.few_shot.seed
+
+    def cross_fit(self, *, use_poi: bool = True) -> list[tuple[list[np.ndarray], CityTensors]]:
+        """Two person folds of the run's windows, each with city tensors from the OTHER fold.
+
+        Visit features, popularity and the transition table are counted from training visits, and
+        a training target is itself a training visit: trained on features that include its own
+        visit, a model learns that a cell no one visited is never the answer and that a move in the
+        transition table is the move to predict, and ranks the new places and new moves of
+        validation and test far too low (on sf_gowalla's validation split, pretrained with such
+        features, the prior terms alone fell from 0.213 to 0.165 Acc@1 next to return + gravity).
+        Training fold k's windows against fold 1 - k's tensors (split by person, seeded) shows the
+        model targets that are not in its features, as validation and test targets never are.
+        Returns ``[(windows, city)]``: two entries, or one (the run's own) when a fold is empty.
+        """
+        users = np.array([self.data.user_of_visit[w[0]] for w in self.windows], dtype=np.int64)
+        distinct = np.unique(users)
+        fold_of = np.random.default_rng([self.seed, CROSS_FIT_STREAM]).integers(0, 2, len(distinct))
+        fold = fold_of[np.searchsorted(distinct, users)]
+        parts = [[w for w, f in zip(self.windows, fold) if f == k] for k in (0, 1)]
+        if not all(parts):
+            return [(self.windows, self.city)]
+        return [(parts[k], self.data.city_tensors(parts[1 - k], use_poi=use_poi)) for k in (0, 1)]
 
     def describe(self) -> dict:
         """What a checkpoint sidecar records about the subset (JSON-ready)."""

@@ -25,7 +25,8 @@ class TrajMoEConfig:
     Ablation flags: ``use_poi_features`` (False: the encoder drops the POI groups and the router
     loses its spatial prior), ``router_priors`` (False: the router sees the token state only),
     ``shared_expert``, ``moe`` (False: dense FFN with the same active parameters),
-    ``return_terms`` and ``distance_term`` (output-head terms).
+    ``return_terms``, ``distance_term``, ``successor_terms`` (hand-made output-head terms) and
+    ``return_scorer`` (the head's learned score of the person's own context cells).
     """
 
     d_model: int = 128
@@ -64,6 +65,8 @@ class TrajMoEConfig:
     return_terms: bool = True  # log1p(count) and recency of each candidate in the context
     return_window: int = 64  # the last 64 visits, as in the return + gravity baseline
     distance_term: bool = True  # -softplus(a) * log(1 + km from the current cell)
+    successor_terms: bool = True  # personal successors and city transitions of the current cell
+    return_scorer: bool = True  # the learned return scorer over the context's cells (head.py)
 
     def __post_init__(self) -> None:
         self.feature_groups = {str(k): int(v) for k, v in dict(self.feature_groups).items()}

@@ -9,6 +9,8 @@ return + gravity baseline both use :func:`context_return_features`.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 
@@ -71,13 +73,60 @@ def context_return_features(
     return count, recency
 
 
+def context_successor_counts(
+    cells: torch.Tensor,
+    mask: torch.Tensor,
+    n_cells: int,
+    *,
+    window: int = 64,
+    positions: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Personal successors: how often the user went from the current cell to each candidate.
+
+    For query position t with current cell c = ``cells[b, t]``, ``out[b, q, n]`` counts the pairs
+    of consecutive context visits (s - 1, s), both among the last ``window`` visits up to t, with
+    ``cells[s - 1] == c`` and ``cells[s] == n`` ("where did this person go after c before").
+
+    Returns
+    -------
+    (B, Q, N) float (Q = T by default), the same shapes and context as
+    :func:`context_return_features`.
+    """
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    n_batch, n_steps = cells.shape
+    device = cells.device
+    if positions is None:
+        positions = torch.arange(n_steps, device=device).expand(n_batch, n_steps)
+    s = torch.arange(n_steps, device=device)
+    q = positions.unsqueeze(-1)  # (B, Q, 1)
+    current = cells.gather(1, positions).unsqueeze(-1)  # (B, Q, 1)
+    prev_cell = torch.cat([cells.new_full((n_batch, 1), -1), cells[:, :-1]], dim=1)  # cell at s - 1
+    prev_mask = torch.cat([mask.new_zeros((n_batch, 1)), mask[:, :-1]], dim=1)
+    both = (mask & prev_mask).unsqueeze(1)  # (B, 1, T)
+    valid = both & (s <= q) & (s - 1 > q - window) & (prev_cell.unsqueeze(1) == current)  # (B, Q, T)
+    index = torch.where(mask, cells, 0).unsqueeze(1).expand_as(valid)
+    shape = (n_batch, positions.shape[1], n_cells)
+    return torch.zeros(shape, device=device).scatter_add_(2, index, valid.float())
+
+
+class ContextCells(NamedTuple):
+    """The distinct cells of each query position's recent context (:func:`window_returns`)."""
+
+    cell: torch.Tensor  # (B, Q, W) long: a cell index (valid only where ``first``)
+    count: torch.Tensor  # (B, Q, W) float: visits to it in the context
+    recency: torch.Tensor  # (B, Q, W) float: 1 / (1 + steps since its most recent visit)
+    successor: torch.Tensor  # (B, Q, W) float: times it followed a visit to the current cell
+    first: torch.Tensor  # (B, Q, W) bool: True at each distinct context cell's one entry
+
+
 def window_returns(
     cells: torch.Tensor,
     mask: torch.Tensor,
     positions: torch.Tensor,
     *,
     window: int = 64,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> ContextCells:
     """The same count and recency as :func:`context_return_features`, sparse: per query position,
     only the distinct cells of its context (at most ``window`` of them, where N may be thousands).
 
@@ -92,11 +141,12 @@ def window_returns(
 
     Returns
     -------
-    cell, count, recency, first : torch.Tensor
-        Each (B, Q, W) with W = min(window, T). Entries where ``first`` is True list each distinct
-        context cell once (``cell``), with its ``count`` and ``recency`` (1 / (1 + steps since its
-        most recent visit)); other entries are repeats or outside the context (``cell`` is then a
-        valid index but must be ignored).
+    ContextCells
+        Each field (B, Q, W) with W = min(window, T). Entries where ``first`` is True list each
+        distinct context cell once (``cell``), with its ``count``, ``recency`` (1 / (1 + steps
+        since its most recent visit)) and ``successor`` count (:func:`context_successor_counts`);
+        other entries are repeats or outside the context (``cell`` is then a valid index but must
+        be ignored).
 
     Notes
     -----
@@ -115,13 +165,19 @@ def window_returns(
     flat = src.reshape(n_b, -1)
     inside &= mask.gather(1, flat).view_as(src)
     cell = torch.where(inside, cells.gather(1, flat).view_as(src), -1)  # -1: no visit there
+    # Entry j follows entry j + 1 (one visit earlier, also inside the window): a personal successor
+    # of the current cell when that earlier visit was to the current cell.
+    current = cells.gather(1, positions).unsqueeze(-1)  # (B, Q, 1)
+    after_current = torch.zeros_like(inside)
+    after_current[..., :-1] = inside[..., :-1] & (cell[..., 1:] == current)
     order = (cell * n_w + steps).argsort(dim=-1)  # by cell, then most recent first
     cell = cell.gather(-1, order)
     back = steps.expand_as(order).gather(-1, order)
     first = torch.ones_like(inside)
     first[..., 1:] = cell[..., 1:] != cell[..., :-1]
     run = first.long().cumsum(-1) - 1  # index of each entry's run within its row
-    count = torch.zeros(cell.shape, device=cells.device).scatter_add_(-1, run, inside.gather(-1, order).float())
-    count = count.gather(-1, run)
+    zeros = torch.zeros(cell.shape, device=cells.device)
+    count = zeros.scatter_add(-1, run, inside.gather(-1, order).float()).gather(-1, run)
+    successor = zeros.scatter_add(-1, run, after_current.gather(-1, order).float()).gather(-1, run)
     recency = 1.0 / (1.0 + back.float())
-    return cell.clamp(min=0), count, recency, first & (cell >= 0)
+    return ContextCells(cell.clamp(min=0), count, recency, successor, first & (cell >= 0))

@@ -30,9 +30,10 @@ from torch import nn
 
 from trajmoe.city.batch import Batch, CityTensors
 from trajmoe.city.data import DEFAULT_MAX_LEN, CityData, iter_batches
+from trajmoe.city.transitions import count_transitions, csr_rows
 from trajmoe.errors import TrajMoEError
 from trajmoe.model.loss import next_cell_loss
-from trajmoe.model.returns import context_return_features
+from trajmoe.model.returns import context_return_features, context_successor_counts
 from trajmoe.model.trajmoe import PositionScores
 
 log = logging.getLogger(__name__)
@@ -111,32 +112,17 @@ class Markov(nn.Module):
 
     def fit(self, data: CityData, windows: list[np.ndarray]) -> Markov:
         """Count cell -> next cell transitions of consecutive visits in ``windows``."""
-        n = data.n_cells
-        pairs = [np.column_stack([data.cell_idx[w[:-1]], data.cell_idx[w[1:]]]) for w in windows if len(w) > 1]
-        pairs = np.concatenate(pairs) if pairs else np.zeros((0, 2), dtype=np.int64)
-        pairs = pairs[(pairs >= 0).all(axis=1)]
-        keys, counts = np.unique(pairs[:, 0] * n + pairs[:, 1], return_counts=True)  # sorted by src
-        src = keys // n
-        self.ptr = torch.from_numpy(np.searchsorted(src, np.arange(n + 1)).astype(np.int64))
-        self.dst = torch.from_numpy((keys % n).astype(np.int64))
-        self.count = torch.from_numpy(counts.astype(np.float64))
+        moves = count_transitions(data.cell_idx, windows, data.n_cells)
+        self.ptr, self.dst, self.count = moves.ptr, moves.dst, moves.count
         log.info("Markov: %d transitions, %d distinct, %d of %d cells with outgoing transitions",
-                 int(counts.sum()), len(keys), len(np.unique(src)), n)
+                 int(moves.count.sum()), len(moves.dst), int((moves.ptr.diff() > 0).sum()), data.n_cells)
         return self
 
     def transition_counts(self, current: torch.Tensor) -> torch.Tensor:
         """(M,) current cells -> (M, N) float64 transition counts out of each."""
         if self.n_cells == 0:
             raise TrajMoEError("Markov baseline is not fitted: call fit(data, windows) first.")
-        start, stop = self.ptr[current], self.ptr[current + 1]
-        lengths = stop - start
-        row = torch.repeat_interleave(torch.arange(len(current), device=current.device), lengths)
-        offset = torch.arange(int(lengths.sum()), device=current.device) - torch.repeat_interleave(
-            lengths.cumsum(0) - lengths, lengths)
-        flat = torch.repeat_interleave(start, lengths) + offset
-        out = torch.zeros(len(current), self.n_cells, dtype=torch.float64, device=current.device)
-        out[row, self.dst[flat]] = self.count[flat]
-        return out
+        return csr_rows(self.ptr, self.dst, self.count, current, self.n_cells)
 
     def _scores(self, current: torch.Tensor, city: CityTensors) -> torch.Tensor:
         if city.n_cells != self.n_cells:
@@ -163,6 +149,10 @@ class Markov(nn.Module):
 # --------------------------------------------------------------------------- return + gravity
 EPR_FEATURES = ("log_count", "recency", "is_current", "seen", "log_pop", "log_km", "explore_log_pop",
                 "explore_log_km")
+# return + gravity+ (``epr+``): the same plus two sequence features, the strongest hand-made ones
+# measured on New York Foursquare (issue 13): the person's own successors of the current cell and
+# the city's transitions out of it.
+EPR_PLUS_FEATURES = (*EPR_FEATURES, "log_successor", "transition")
 
 
 class ReturnGravity(nn.Module):
@@ -193,15 +183,25 @@ class ReturnGravity(nn.Module):
 
     Eight weights, fitted by maximum likelihood (softmax over all candidates) on the run's
     validation targets by damped Newton (:meth:`fit`). Zero weights = uniform scores.
+
+    ``plus=True`` is return + gravity+ (``epr+``), ten weights fitted the same way, adding:
+
+    * ``log_successor`` log(1 + times the user went from the current cell to n among the last
+      ``window`` visits) (returns.context_successor_counts);
+    * ``transition``  the share of the run's training moves out of the current cell that went to
+      n, shrunk toward 0 for rarely-left cells (city.transitions, ``CityTensors.transition_rows``).
     """
 
-    def __init__(self, *, window: int = 64) -> None:
+    def __init__(self, *, window: int = 64, plus: bool = False) -> None:
         super().__init__()
         self.window = window
-        self.weight = nn.Parameter(torch.zeros(len(EPR_FEATURES)))
+        self.plus = plus
+        self.feature_names = EPR_PLUS_FEATURES if plus else EPR_FEATURES
+        self.weight = nn.Parameter(torch.zeros(len(self.feature_names)))
 
     def features(self, batch: Batch, city: CityTensors, positions: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, Q, N, 8) features at ``positions`` (B, Q) (default: every position), EPR_FEATURES order."""
+        """(B, Q, N, K) features at ``positions`` (B, Q) (default: every position), in
+        :attr:`feature_names` order."""
         return self._features(batch, city, positions).permute(1, 2, 3, 0)
 
     def _score(self, batch: Batch, city: CityTensors, positions: torch.Tensor | None = None) -> torch.Tensor:
@@ -224,7 +224,13 @@ class ReturnGravity(nn.Module):
         log_km = km.view(n_b, -1, city.n_cells).log1p()
         log_pop = city.log_pop.to(count.dtype).expand_as(count)
         new = 1.0 - seen
-        return torch.stack([count.log1p(), recency, is_current, seen, log_pop, log_km, new * log_pop, new * log_km])
+        feats = [count.log1p(), recency, is_current, seen, log_pop, log_km, new * log_pop, new * log_km]
+        if self.plus:
+            succ = context_successor_counts(batch.cells, batch.mask, city.n_cells, window=self.window,
+                                            positions=positions)
+            trans = city.transition_rows(current.reshape(-1)).view_as(count).to(count.dtype)
+            feats += [succ.log1p(), trans]
+        return torch.stack(feats)
 
     def forward(self, batch: Batch, city: CityTensors, *, targets: bool = False) -> BaselineOutput:
         return baseline_output(self._score(batch, city), batch, targets=targets)
@@ -293,7 +299,7 @@ class ReturnGravity(nn.Module):
             term) and ``evaluations`` (passes over the targets).
         """
         batches = [data.eval_batch(chunk, max_len=max_len) for chunk in iter_batches(np.asarray(targets), batch_size)]
-        n_weights = len(EPR_FEATURES)
+        n_weights = len(self.feature_names)
         passes = 0
 
         def stats(w: torch.Tensor):
@@ -339,6 +345,6 @@ class ReturnGravity(nn.Module):
             self.weight.copy_(w.to(self.weight.dtype))
         after = self.nll(batches, city)
         log.info("return+gravity weights %s: val NLL %.4f -> %.4f (%d passes)",
-                 dict(zip(EPR_FEATURES, self.weight.tolist())), before, after, passes)
+                 dict(zip(self.feature_names, self.weight.tolist())), before, after, passes)
         return {"nll_before": before, "nll_after": after, "evaluations": passes}
 

@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 FORMAT = "trajmoe-checkpoint"
 # 2: rotary (relative) positions with sliding-window attention, no absolute position table; a
 # format-1 checkpoint's model scored each target from its own 64-visit window and cannot be loaded.
-FORMAT_VERSION = 2
+# 3: the head's successor and transition terms, its learned return scorer, and popularity relative to
+# the mean cell; a format-2 head has 8 prior weights and was fitted on raw log counts.
+FORMAT_VERSION = 3
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
 _PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"PK\x03\x04")
 
@@ -179,8 +181,8 @@ def read_sidecar(path: str | Path) -> dict:
     if version != FORMAT_VERSION:
         raise CheckpointError(
             f"{weights.name} is checkpoint format {version}, this TrajMoE reads format {FORMAT_VERSION} "
-            "(relative positions, one pass per person): regenerate it (`python assets/regenerate.py`, or "
-            "`trajmoe pretrain` / `trajmoe finetune` from a format-2 checkpoint) with this version."
+            "(successor terms and a learned return scorer in the head): regenerate it (`python assets/regenerate.py`, "
+            f"or `trajmoe pretrain`, then `trajmoe finetune` from a format-{FORMAT_VERSION} checkpoint) with this version."
         )
     if meta.get("feature_schema") != SCHEMA_ID:
         raise CheckpointError(

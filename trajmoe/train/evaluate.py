@@ -25,7 +25,7 @@ from trajmoe.city.data import DEFAULT_MAX_LEN, CityData, iter_batches
 from trajmoe.city.segments import segment_batches
 from trajmoe.city.subset import RunSubset
 from trajmoe.train.device import model_device
-from trajmoe.train.metrics import metrics_from_ranks, target_ranks
+from trajmoe.train.metrics import metrics_by_kind, metrics_from_ranks, target_ranks
 
 Progress = Callable[[int, int], None]  # (targets done, total) -> None
 
@@ -86,13 +86,16 @@ def rank_targets(model, data: CityData, city: CityTensors, targets: np.ndarray, 
 
 def evaluate(model, data: CityData, *, split: str = "test", city: CityTensors | None = None,
              subset: RunSubset | None = None, max_len: int = DEFAULT_MAX_LEN, batch_size: int = 256) -> dict:
-    """Metrics on a split's targets.
+    """Metrics on a split's targets: overall, and under ``returns`` / ``explorations``.
 
     ``subset`` gives the cell features (and, for ``split="val"``, the run's share of validation
-    targets); otherwise ``city`` gives the features, by default from all training visits.
+    targets); otherwise ``city`` gives the features, by default from all training visits. A return
+    is a target whose cell is among the person's last ``DEFAULT_MAX_LEN`` earlier visits, whatever
+    ``max_len`` the model reads (``CityData.is_return``), so the split is the same for every method.
     """
     if subset is not None:
         city = subset.city
     city = city if city is not None else data.city_tensors()
     targets = subset.val_targets if subset is not None and split == "val" else data.targets(split)
-    return metrics_from_ranks(rank_targets(model, data, city, targets, max_len=max_len, batch_size=batch_size))
+    ranks = rank_targets(model, data, city, targets, max_len=max_len, batch_size=batch_size)
+    return {**metrics_from_ranks(ranks), **metrics_by_kind(ranks, data.is_return(targets))}

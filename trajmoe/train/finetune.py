@@ -9,7 +9,11 @@ the browser and one tuned on the command line are trained, scored and described 
    was tuned on; DESIGN.md §Protocol);
 3. the sidecar ``info`` for :func:`trajmoe.train.checkpoint.save_checkpoint`, recording the run
    subset (fraction, seed, window and visit counts) so ``evaluate`` and ``predict`` can say which
-   visit features they use, and rebuild the subset's with ``--visit-features subset``.
+   visit features they use, and rebuild the subset's with ``--features subset``.
+
+The test metrics are measured twice: with the subset's visit features (what the model was tuned
+on) and with all of the city's training visits (what ``evaluate`` and ``predict`` use by default).
+A model must not depend on how much data stands behind its features; both numbers are printed.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class FinetuneResult:
     subset: RunSubset  # the windows, features and validation targets the run used
     metrics: dict  # test metrics with the subset's cell features
     info: dict  # sidecar info for save_checkpoint
+    metrics_all: dict | None = None  # test metrics with cell features from all training visits
 
     def record_metrics(self, metrics: dict) -> None:
         """Store test metrics measured by the caller (see ``evaluate_test`` of :func:`finetune`)."""
@@ -77,19 +82,22 @@ def finetune(model: torch.nn.Module, data: CityData, cfg: TrainConfig, *, base_i
     """
     result = fit(model, [data], cfg, val_city=data, progress=progress)
     subset = result.val_subset
-    metrics = evaluate(model, data, split="test", subset=subset, max_len=cfg.max_len,
-                       batch_size=cfg.eval_batch_size) if evaluate_test else {}
+    metrics, metrics_all = {}, None
+    if evaluate_test:
+        metrics = evaluate(model, data, split="test", subset=subset, max_len=cfg.max_len, batch_size=cfg.eval_batch_size)
+        metrics_all = evaluate(model, data, split="test", max_len=cfg.max_len, batch_size=cfg.eval_batch_size)
     names = getattr(model, "domain_expert_names", None)
     info = {
         "cities": sorted(set(base_info.get("cities", [])) | {data.name}),
         "domain_experts": list(names()) if names is not None else [],
         "training": {"kind": "finetune", "from": source, "city": data.name, "fraction": cfg.fraction,
                      "seed": cfg.seed, "epochs": cfg.epochs, "mode": cfg.mode, "steps": result.steps,
-                     "seconds": round(result.seconds, 2), "subset": subset.describe()},
-        "metrics": {"test": metrics},
+                     "seconds": round(result.seconds, 2), "subset": subset.describe(), "kept": result.kept,
+                     "calibration_kept": result.calibration_kept},
+        "metrics": {"test": metrics, **({"test_all_visits": metrics_all} if metrics_all is not None else {})},
     }
     log.info("fine-tuned on %.3g of %s: %d steps, test %s", cfg.fraction, data.name, result.steps, metrics)
-    return FinetuneResult(model=model, train=result, subset=subset, metrics=metrics, info=info)
+    return FinetuneResult(model=model, train=result, subset=subset, metrics=metrics, info=info, metrics_all=metrics_all)
 
 
 def visit_features(meta: dict, data: CityData, *, choice: str = "all") -> tuple[RunSubset | None, str]:
@@ -114,16 +122,16 @@ def visit_features(meta: dict, data: CityData, *, choice: str = "all") -> tuple[
     if recorded is None:
         raise CheckpointError(
             "This checkpoint records no fine-tuning subset (it was not written by `trajmoe finetune` of this "
-            "version): use --visit-features all.")
+            "version): use --features all.")
     if training.get("city") != data.name:
         raise CheckpointError(
             f"This checkpoint was fine-tuned on {training.get('city')!r}, not {data.name!r}: its subset does not "
-            "apply here; use --visit-features all.")
+            "apply here; use --features all.")
     subset = run_subset(data, fraction=recorded["fraction"], seed=recorded["seed"], max_len=recorded["max_len"])
     if subset.n_train_visits != recorded["train_visits"]:
         raise CheckpointError(
             f"The prepared folder gives {subset.n_train_visits:,} training visits for the recorded subset, the "
             f"fine-tuning run saw {recorded['train_visits']:,}: the folder was prepared differently. Prepare it "
-            "from the same file and settings, or use --visit-features all.")
+            "from the same file and settings, or use --features all.")
     return subset, (f"Visit features: the fine-tuning subset, {subset.n_train_visits:,} of {n_all:,} training "
                     f"visits ({subset.fraction:.0%} of the windows, seed {subset.seed}).")

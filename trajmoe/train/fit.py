@@ -68,6 +68,11 @@ class TrainConfig:
     calibrate: bool = True  # after training, fit the head's prior weights on the validation targets
     calibration_prior: float = CALIBRATION_PRIOR_TARGETS  # pull toward the trained weights, in targets
     precision: str = "fp32"  # "fp32", or "bf16" (autocast of the training forward pass, CUDA only)
+    # Cross-fitting (RunSubset.cross_fit): train each person fold's windows against cell features,
+    # popularity and transitions counted from the other fold, never from the target visits
+    # themselves; evaluation then uses features from all of the run's windows (twice the data: the
+    # features are shares and ranks, so their scale does not depend on it). False: the run's own.
+    cross_fit: bool = True
 
     def __post_init__(self):
         if self.mode not in ("full", "light"):
@@ -89,6 +94,12 @@ class TrainResult:
     val: list[dict] = field(default_factory=list)
     best_epoch: int = -1
     calibration: dict = field(default_factory=dict)
+    # Which state the run ended with: "fine-tuned" (a trained epoch scored best on the validation
+    # share), "starting" (the state before training did: fine-tuning never leaves a model worse),
+    # or "" (no validation targets). ``start_val``: the starting state's validation metrics.
+    kept: str = ""
+    start_val: dict = field(default_factory=dict)
+    calibration_kept: bool = False  # head calibration improved the validation share and was kept
     subsets: list[RunSubset] = field(default_factory=list)  # what each training city gave the run
     val_subset: RunSubset | None = None  # the validation city's subset (its features and val targets)
 
@@ -119,7 +130,7 @@ def trainable_parameters(model: torch.nn.Module, mode: str) -> list[torch.nn.Par
 
 HEAD_PRIOR_LR_SCALE = 50.0  # learning-rate multiplier of the head's mobility-prior weights
 HEAD_PRIOR = "head.prior"  # per-kind prior weights (trajmoe.model.head.PRIOR_TERMS)
-HEAD_SIM_SCALE = "head.sim_scale"
+HEAD_SCALES = ("head.sim_scale", "head.return_scale")  # trust in the head's learned terms
 
 
 def param_groups(model: torch.nn.Module, params: list[torch.nn.Parameter], lr: float) -> list[dict]:
@@ -130,9 +141,10 @@ def param_groups(model: torch.nn.Module, params: list[torch.nn.Parameter], lr: f
     fits the same weights to convergence with Newton's method."""
     chosen = {id(p) for p in params}
     named = [(n, p) for n, p in model.named_parameters() if id(p) in chosen]
-    # head.sim_scale (trust in the learned similarity) is set only by calibrate_head: trained by
-    # gradient steps from the start it collapses while the embeddings are still noise.
-    frozen = [p for n, p in named if n == HEAD_SIM_SCALE]
+    # head.sim_scale and head.return_scale (trust in the learned terms) are set only by
+    # calibrate_head: trained by gradient steps from the start they collapse while the embeddings
+    # are still noise.
+    frozen = [p for n, p in named if n in HEAD_SCALES]
     scalars = [p for n, p in named if n == HEAD_PRIOR]
     special = {id(p) for p in scalars + frozen}
     groups = [{"params": [p for _, p in named if id(p) not in special], "lr_scale": 1.0}]
@@ -186,10 +198,18 @@ def fit(
         raise TrajMoEError("No training windows: every city needs users with at least 2 training visits.")
     cities = [cities[i] for i in keep]
     subsets = [subsets[i] for i in keep]
-    windows = [s.windows for s in subsets]
-    tensors = [s.city for s in subsets]
-    sizes = np.array([len(w) for w in windows], dtype=np.float64)
-    probs = sizes**cfg.temperature / (sizes**cfg.temperature).sum()
+    # What a step trains on: one entry per city, or per (city, person fold) when cross-fitting;
+    # each entry's windows with the city tensors they are trained against.
+    entries = []  # (city index, windows, city tensors)
+    for i, s in enumerate(subsets):
+        folds = s.cross_fit(use_poi=cfg.use_poi) if cfg.cross_fit else [(s.windows, s.city)]
+        entries += [(i, w, t) for w, t in folds]
+    windows = [w for _, w, _ in entries]
+    sizes = np.array([len(s.windows) for s in subsets], dtype=np.float64)
+    city_probs = sizes**cfg.temperature / (sizes**cfg.temperature).sum()
+    # a city is drawn as before; its folds share its probability in proportion to their windows
+    probs = np.array([city_probs[i] * len(w) / sizes[i] for i, w, _ in entries])
+    probs /= probs.sum()
     steps_per_epoch = max(1, int(math.ceil(sizes.sum() / cfg.batch_size)))
     total = steps_per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, steps_per_epoch * cfg.epochs)
 
@@ -198,7 +218,7 @@ def fit(
             model.add_domain_expert(c.name)
     device = model_device(model)
     check_precision(device, cfg.precision)  # refuse bf16 off CUDA before any work
-    tensors = [t.to(device) for t in tensors]  # each city's cell table, moved once
+    tensors = [t.to(device) for _, _, t in entries]  # each entry's cell table, moved once
     params = trainable_parameters(model, cfg.mode)
     train_model = model
     if world > 1:
@@ -218,10 +238,19 @@ def fit(
 
     result = TrainResult(subsets=subsets, val_subset=val_subset)
     best_score, best_state, bad_epochs = -1.0, None, 0
+    validate = val_city is not None and len(val_targets)
+
+    def val_metrics() -> dict:
+        return metrics_from_ranks(rank_targets(model, val_city, val_tensors, val_targets, max_len=cfg.max_len,
+                                               batch_size=cfg.eval_batch_size))
+
+    if validate:  # the starting state competes with every trained epoch: fine-tuning never makes it worse
+        result.start_val = val_metrics()
+        best_score, best_state = result.start_val["acc@1"] + result.start_val["mrr"], copy.deepcopy(model.state_dict())
     start = time.perf_counter()
     model.train()
     for step in range(total):
-        ci = int(rng.choice(len(cities), p=probs))
+        ci = int(rng.choice(len(entries), p=probs))
         if cursors[ci] + cfg.batch_size > len(orders[ci]):
             orders[ci], cursors[ci] = rng.permutation(len(windows[ci])), 0
         picked = orders[ci][cursors[ci] : cursors[ci] + cfg.batch_size]
@@ -232,8 +261,8 @@ def fit(
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, total, cfg) * g["lr_scale"]
         if mine:
-            loss, ce_sum, n_tok = sequence_loss(train_model, cities[ci].window_batch(mine).to(device), tensors[ci],
-                                                n_global=n_global, precision=cfg.precision)
+            loss, ce_sum, n_tok = sequence_loss(train_model, cities[entries[ci][0]].window_batch(mine).to(device),
+                                                tensors[ci], n_global=n_global, precision=cfg.precision)
         else:  # more ranks than windows: contribute a zero gradient so all-reduce stays in step
             loss, ce_sum, n_tok = sum(p.sum() * 0.0 for p in params), 0.0, 0
         if world > 1:  # log the global mean CE, identical on every rank
@@ -256,9 +285,8 @@ def fit(
             torch.distributed.all_reduce(flag)
             out_of_time = bool(flag.item())
         epoch_end = (step + 1) % steps_per_epoch == 0 or step + 1 == total or out_of_time
-        if epoch_end and val_city is not None and len(val_targets):
-            m = metrics_from_ranks(rank_targets(model, val_city, val_tensors, val_targets, max_len=cfg.max_len,
-                                                batch_size=cfg.eval_batch_size))
+        if epoch_end and validate:
+            m = val_metrics()
             result.val.append(m)
             score = m["acc@1"] + m["mrr"]
             if score > best_score:
@@ -275,6 +303,11 @@ def fit(
             break
     if best_state is not None:
         model.load_state_dict(best_state)
+    if validate:
+        result.kept = "fine-tuned" if result.best_epoch >= 0 else "starting"
+        log.info("kept the %s state: validation acc@1 %.4f (starting state %.4f)", result.kept,
+                 (result.val[result.best_epoch] if result.best_epoch >= 0 else result.start_val)["acc@1"],
+                 result.start_val["acc@1"])
     for p in model.parameters():
         p.requires_grad_(True)
     config = getattr(model, "config", None)
@@ -283,7 +316,16 @@ def fit(
         # The prior pulls toward weights only a kind's earlier training made meaningful.
         prior = cfg.calibration_prior if val_city.kind in trained_before else 0.0
         # calibrate_head is looked up in this module's namespace: tests patch it on trajmoe.train.fit.
+        head = getattr(model, "head", None)
+        saved = copy.deepcopy(head.state_dict()) if head is not None else None
         result.calibration = calibrate_head(model, val_city, val_tensors, val_targets, prior_targets=prior)
+        if result.calibration and saved is not None:  # keep it only if the validation share agrees
+            after = val_metrics()
+            result.calibration_kept = after["acc@1"] + after["mrr"] >= best_score
+            if not result.calibration_kept:
+                head.load_state_dict(saved)
+            log.info("head calibration %s: validation acc@1 %.4f", "kept" if result.calibration_kept else "undone",
+                     after["acc@1"])
     if config is not None and hasattr(config, "pretrained_kinds"):
         config.pretrained_kinds = tuple(sorted(set(trained_before) | {c.kind for c in cities}))
     model.eval()

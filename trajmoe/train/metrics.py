@@ -48,3 +48,24 @@ def metrics_from_ranks(ranks: np.ndarray | torch.Tensor) -> dict[str, float]:
     out["ndcg@10"] = float(np.where(r <= 10, 1.0 / np.log2(r + 1.0), 0.0).mean())
     out["n"] = int(n)
     return out
+
+
+def metrics_by_kind(ranks: np.ndarray | torch.Tensor, is_return: np.ndarray) -> dict[str, dict[str, float]]:
+    """:func:`metrics_from_ranks` of the returns and of the explorations apart.
+
+    Parameters
+    ----------
+    ranks
+        (n,) ranks of the targets (inf outside the candidates).
+    is_return
+        (n,) bool, True where the target is a return (``CityData.is_return``).
+
+    Returns
+    -------
+    ``{"returns": metrics, "explorations": metrics}``; their ``n`` add up to ``len(ranks)``.
+    """
+    r = np.asarray(ranks, dtype=np.float64)
+    back = np.asarray(is_return, dtype=bool)
+    if back.shape != r.shape:
+        raise ValueError(f"is_return has shape {back.shape}, ranks {r.shape}")
+    return {"returns": metrics_from_ranks(r[back]), "explorations": metrics_from_ranks(r[~back])}

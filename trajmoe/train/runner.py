@@ -23,7 +23,7 @@ from trajmoe.train.models import new_model
 
 log = logging.getLogger(__name__)
 
-BASELINES = ("popular", "markov", "epr", "gru", "transformer")
+BASELINES = ("popular", "markov", "epr", "epr+", "gru", "transformer")
 
 # Neural baselines train from scratch for up to NEURAL_EPOCHS epochs, stopping early after
 # NEURAL_PATIENCE epochs without validation gain (on the run's few-shot share of validation
@@ -67,15 +67,15 @@ def run_baseline(name: str, data: CityData, *, fraction: float = 1.0, seed: int 
     device
         Where the neural baselines (``gru``, ``transformer``) train and are evaluated (default CPU).
         The count models and return + gravity stay on CPU whatever it is: they have no parameters
-        (``popular``, ``markov``: count buffers) or eight weights fitted by Newton passes over
-        CPU batches (``epr``).
+        (``popular``, ``markov``: count buffers) or eight (ten) weights fitted by Newton passes
+        over CPU batches (``epr``, ``epr+``).
 
     Returns
     -------
     dict
         ``metrics.metrics_from_ranks`` keys (``acc@1``, ``acc@5``, ``acc@10``, ``mrr``,
         ``ndcg@10``, ``n``) on the test targets, plus ``seconds`` (fit + evaluation wall time) and
-        ``steps`` (optimiser steps; passes over the validation targets for ``epr``; 0 for count models).
+        ``steps`` (optimiser steps; passes over the validation targets for ``epr`` and ``epr+``; 0 for count models).
     """
     if name not in BASELINES:
         raise TrajMoEError(f"Unknown baseline {name!r}: use one of {', '.join(BASELINES)}.")
@@ -92,8 +92,8 @@ def run_baseline(name: str, data: CityData, *, fraction: float = 1.0, seed: int 
         model = MostPopular()
     elif name == "markov":
         model = Markov().fit(data, subset.windows)
-    elif name == "epr":
-        model = ReturnGravity()
+    elif name in ("epr", "epr+"):
+        model = ReturnGravity(plus=name == "epr+")
         steps = model.fit(data, subset.city, subset.val_targets, max_len=cfg.max_len, progress=progress)["evaluations"]
     else:
         overrides = {} if name == "gru" else {"max_len": cfg.max_len, "use_poi_features": cfg.use_poi}

@@ -1,0 +1,79 @@
+"""How far the Scenario page's what-if moves predictions: +10 POIs of each category in 10 cells.
+
+For every POI category: add 10 POIs of it to each of 10 cells of New York (Foursquare check-ins;
+the 10 cells are drawn once, seeded, among cells with test arrivals), and measure with
+:func:`trajmoe.analysis.scenario.run_scenario` the change in expected arrivals (the sum of the
+model's next-cell probabilities over every test target) in the edited cells. Reported per
+category: the mean |change in inflow| per edited cell, in arrivals and as a share of the cell's
+inflow before, and the total |change| anywhere in the city.
+
+    python bench/scenario_effect.py [--checkpoint assets/trajmoe_pretrained.safetensors] [--tag NAME]
+
+Writes bench/results/scenario_effect.json (one entry per tag) and prints a Markdown table. The
+script only uses the public API, so the same file run in a checkout of an older commit measures
+the model of that commit ("before").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trajmoe.analysis.scenario import POIEdit, run_scenario
+from trajmoe.devtools.realdata import prepare_real, shared_data_dir
+from trajmoe.pois.categories import CATEGORIES
+from trajmoe.train.checkpoint import load_checkpoint
+
+HERE = Path(__file__).resolve().parent
+N_CELLS, N_POIS, SEED = 10, 10, 0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", default=str(HERE.parent / "assets" / "trajmoe_pretrained.safetensors"))
+    p.add_argument("--tag", default="current")
+    p.add_argument("--out", default=str(HERE / "results" / "scenario_effect.json"))
+    p.add_argument("--cache", default=str(HERE / "results" / "cache" / "prepared"))
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    if shared_data_dir() is None:
+        raise SystemExit("../shared/data not found: the scenario benchmark needs the New York check-ins.")
+    torch.set_num_threads(args.threads)
+    data = prepare_real("nyc_foursquare", Path(args.cache))
+    model, _ = load_checkpoint(args.checkpoint)
+    model.eval()
+    test = data.targets("test")
+    arrived = np.unique(data.cell_idx[test][data.cell_idx[test] >= 0])
+    cells = np.random.default_rng(SEED).choice(arrived, size=N_CELLS, replace=False)
+    names = data.cells["cell"].to_numpy()[cells]
+    rows, t0 = {}, time.perf_counter()
+    for category in CATEGORIES:
+        res = run_scenario(model, data, [POIEdit(str(c), category, N_POIS) for c in names])
+        edited = res.cells[res.cells["edited"]]
+        rows[category] = {
+            "mean_abs_change": float(edited["change"].abs().mean()),
+            "mean_abs_change_pct": float((edited["change"].abs() / edited["inflow_before"].clip(lower=1e-9)).mean() * 100),
+            "total_abs_change": float(res.cells["change"].abs().sum()),
+            "inflow_before_mean": float(edited["inflow_before"].mean()),
+        }
+        print(category, rows[category], flush=True)
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.is_file() else {}
+    results[args.tag] = {"checkpoint": Path(args.checkpoint).name, "cells": [str(c) for c in names],
+                         "targets": int(len(test)), "seconds": round(time.perf_counter() - t0, 1), "categories": rows}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    lines = [f"| category | mean abs change in inflow per edited cell ({args.tag}) | as % of its inflow | total abs change |",
+             "|---|---|---|---|"]
+    for c, r in rows.items():
+        lines.append(f"| {c} | {r['mean_abs_change']:.3f} | {r['mean_abs_change_pct']:.2f}% | {r['total_abs_change']:.2f} |")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
