@@ -68,11 +68,28 @@ def main() -> None:
                          "targets": int(len(test)), "seconds": round(time.perf_counter() - t0, 1), "categories": rows}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
-    lines = [f"| category | mean abs change in inflow per edited cell ({args.tag}) | as % of its inflow | total abs change |",
-             "|---|---|---|---|"]
-    for c, r in rows.items():
-        lines.append(f"| {c} | {r['mean_abs_change']:.3f} | {r['mean_abs_change_pct']:.2f}% | {r['total_abs_change']:.2f} |")
-    print("\n".join(lines))
+    text = render(results)
+    out.with_suffix(".md").write_text(text)
+    print(text)
+
+
+def render(results: dict) -> str:
+    """Markdown: per category, the mean |change| per edited cell (and its % of the cell's inflow)
+    of every tagged run side by side, then the means over categories."""
+    tags = list(results)
+    lines = ["# Scenario effect: +10 POIs of one category in each of 10 New York cells", "",
+             f"Mean |change in expected arrivals| per edited cell over {results[tags[0]]['targets']:,} test targets "
+             "(nyc_foursquare, cells drawn with seed 0 among cells with test arrivals), and as % of the cell's "
+             "inflow before. `python bench/scenario_effect.py --tag NAME` (run in an older checkout for 'before').", "",
+             "| category | " + " | ".join(tags) + " |", "|---|" + "---|" * len(tags)]
+    for category in results[tags[0]]["categories"]:
+        cells = [results[t]["categories"].get(category) for t in tags]
+        lines.append(f"| {category} | " + " | ".join(
+            f"{c['mean_abs_change']:.3f} ({c['mean_abs_change_pct']:.2f}%)" if c else "" for c in cells) + " |")
+    means = [np.mean([c["mean_abs_change"] for c in results[t]["categories"].values()]) for t in tags]
+    pcts = [np.mean([c["mean_abs_change_pct"] for c in results[t]["categories"].values()]) for t in tags]
+    lines.append("| **mean over categories** | " + " | ".join(f"**{m:.3f} ({p:.2f}%)**" for m, p in zip(means, pcts)) + " |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

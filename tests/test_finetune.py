@@ -122,6 +122,11 @@ def test_cli_finetune_numbers_are_reproduced_by_evaluate(helsinki_folder, base, 
     sidecar = json.loads(out.with_suffix(".json").read_text())
     assert sidecar["training"]["subset"]["seed"] == 3 and sidecar["training"]["subset"]["fraction"] == 0.05
     assert sidecar["training"]["kept"] in ("starting", "fine-tuned")
+    # no absolute path of this machine in the sidecar or the prepared folder it was made from
+    sidecar_text = out.with_suffix(".json").read_text()
+    assert sidecar["training"]["from"] == base.name and str(tmp_path) not in sidecar_text
+    meta_text = (helsinki_folder / "meta.json").read_text()
+    assert str(REPO_ROOT) not in meta_text and str(REPO_ROOT) not in sidecar_text
     proc = _cli("evaluate", "--checkpoint", out, "--data", helsinki_folder, "--json", tmp_path / "sub.json",
                 "--features", "subset")
     assert proc.returncode == 0, proc.stderr

@@ -246,7 +246,9 @@ def prepare(
         "n_cells_with_pois": len(poi_cells & set(candidates)),
         "n_pois": 0 if poi_frame is None else len(poi_frame),
         "test_outside_candidates": float((visits.loc[visits["split"] == "test", "cell_idx"] < 0).mean()),
-        "report": report.to_dict(),
+        # the source's file name only: a prepared folder (and the checkpoints and downloads made from it)
+        # must not carry the absolute path of the user's machine
+        "report": {**report.to_dict(), "source": Path(str(report.source)).name},
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     log.info("prepared %s: %d users, %d visits, %d cells", city, meta["n_users"], len(visits), len(cells))

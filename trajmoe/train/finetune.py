@@ -72,7 +72,8 @@ def finetune(model: torch.nn.Module, data: CityData, cfg: TrainConfig, *, base_i
     base_info
         The starting checkpoint's sidecar (its ``cities`` carry over into the new one).
     source
-        How to name the starting checkpoint in the sidecar (a path or a file name).
+        The starting checkpoint, as a path or a file name: the sidecar records its file name only
+        (a sidecar is shared with others; it never carries a path of the user's machine).
     progress
         Optional ``(step, total, loss)`` callback.
     evaluate_test
@@ -90,7 +91,7 @@ def finetune(model: torch.nn.Module, data: CityData, cfg: TrainConfig, *, base_i
     info = {
         "cities": sorted(set(base_info.get("cities", [])) | {data.name}),
         "domain_experts": list(names()) if names is not None else [],
-        "training": {"kind": "finetune", "from": source, "city": data.name, "fraction": cfg.fraction,
+        "training": {"kind": "finetune", "from": Path(str(source)).name, "city": data.name, "fraction": cfg.fraction,
                      "seed": cfg.seed, "epochs": cfg.epochs, "mode": cfg.mode, "steps": result.steps,
                      "seconds": round(result.seconds, 2), "subset": subset.describe(), "kept": result.kept,
                      "calibration_kept": result.calibration_kept},
