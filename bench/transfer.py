@@ -62,13 +62,21 @@ CACHE = RESULTS / "cache"  # git-ignored: prepared folders and pretrained checkp
 # baselines, return + gravity, the GRU and the TrajMoE head), cross-fitted training, successor and
 # transition terms, the learned return scorer, keep-the-better fine-tuning, metrics for returns and
 # explorations, and the fine-tuned model scored with all training visits too.
-BENCH_VERSION = 3
+# Version 4: fine-tuning keeps the starting state (and undoes head calibration) only when the validation
+# share shows it worse beyond noise (train.fit.worse_beyond_noise; bench/results/keep_rule.md), not
+# whenever it scores lower there. Pretraining, zero-shot and the prior-terms ablation never pass
+# through that rule: their version-3 checkpoints and runs stand.
+BENCH_VERSION = 4
+PRETRAIN_VERSION = 3  # of the cached pretrained checkpoints
 BASELINE_VERSION = 3
 COUNT_BASELINES = ("popular", "markov", "epr", "epr+", "gru")
+NO_KEEP_RULE = ("trajmoe_zero_shot", "ablation_prior_terms_only")  # runs that never fine-tune
 
 
 def method_version(method: str) -> int:
-    return BASELINE_VERSION if method in COUNT_BASELINES else BENCH_VERSION
+    if method in COUNT_BASELINES:
+        return BASELINE_VERSION
+    return PRETRAIN_VERSION if method.startswith(NO_KEEP_RULE) else BENCH_VERSION
 
 CHECKIN_TARGETS = {"nyc": ["nyc_foursquare", "nyc_gowalla"], "sf": ["sf_gowalla"], "la": ["la_gowalla"]}
 OTHER_KINDS = ["beijing_geolife_gps", "sf_cabspotting_gps", "mexico_city_taxi_trips", "jersey_city_citibike"]
@@ -132,7 +140,7 @@ def pretrained(metro: str, arch: str, variant: str, overrides: dict, budget_s: f
 
     ``sources``: dataset keys of REAL_DATASETS or loaded CityData (``--data``: the other folders;
     ``metro`` then names the cache entry); ``ckpt_dir``: where checkpoints are cached (CACHE/ckpt)."""
-    ckpt = (ckpt_dir or CACHE / "ckpt") / f"v{BENCH_VERSION}_{metro}_{variant}_{PRETRAIN_STEPS}.safetensors"
+    ckpt = (ckpt_dir or CACHE / "ckpt") / f"v{PRETRAIN_VERSION}_{metro}_{variant}_{PRETRAIN_STEPS}.safetensors"
     if ckpt.is_file():
         return ckpt
     sources = sources or [k for k, v in REAL_DATASETS.items() if v[2] != metro]

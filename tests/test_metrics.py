@@ -30,3 +30,10 @@ def test_metric_values():
     assert m["acc@1"] == 0.25 and m["acc@5"] == 0.5 and m["acc@10"] == 0.75
     assert np.isclose(m["mrr"], (1 + 1 / 2 + 1 / 6 + 1 / 11) / 4)
     assert np.isclose(m["ndcg@10"], (1 + 1 / np.log2(3) + 1 / np.log2(7)) / 4)
+
+
+def test_nan_scores_rank_last_never_first():
+    scores = torch.tensor([[float("nan")] * 4, [0.1, float("nan"), 0.3, 0.2]])
+    ranks = target_ranks(scores, torch.tensor([2, 1]))
+    assert ranks.tolist() == [4.0, 4.0]  # all NaN: every candidate tied last; a NaN target below every number
+    assert metrics_from_ranks(ranks)["acc@1"] == 0.0

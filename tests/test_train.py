@@ -181,3 +181,39 @@ def test_calibration_prior_applies_only_to_a_kind_trained_before(small_city, mon
     fit(model, [data], cfg, val_city=data)  # first time this kind is trained: no prior to pull toward
     fit(model, [data], cfg, val_city=data)  # now the check-in row holds trained weights
     assert seen == [0.0, 100.0]
+
+
+def test_a_state_is_set_aside_only_when_the_share_shows_it_worse_beyond_noise():
+    from trajmoe.train.fit import worse_beyond_noise
+
+    rng = np.random.default_rng(0)
+    earlier = 1.0 / rng.integers(1, 50, 400)
+    assert not worse_beyond_noise(earlier, earlier)  # the same ranks: keep the later state
+    much_worse = earlier * 0.5
+    assert worse_beyond_noise(much_worse, earlier)
+    # on a 43-target share one target ranked lower is noise, not evidence
+    small = earlier[:43].copy()
+    later = small.copy()
+    later[0] = 0.0
+    assert not worse_beyond_noise(later, small)
+    # the same drop on every target of a large share is evidence
+    assert worse_beyond_noise(earlier - 0.01, earlier)
+    assert not worse_beyond_noise(earlier + 0.01, earlier)  # better is never set aside
+
+
+def test_fine_tuning_that_ruins_the_model_keeps_the_starting_state(small_helsinki):
+    """A destructive learning rate makes every epoch worse beyond noise on the validation share:
+    fit ends with exactly the weights it started from and says so."""
+    import copy
+
+    from trajmoe.train.fit import TrainConfig, fit
+    from trajmoe.train.models import new_trajmoe
+
+    model, _ = new_trajmoe(d_model=32, n_layers=1, n_heads=2, seed=0)
+    fit(model, [small_helsinki], TrainConfig(epochs=1, max_steps=30, batch_size=16, calibrate=False))
+    start = copy.deepcopy(model.state_dict())
+    res = fit(model, [small_helsinki], TrainConfig(fraction=0.5, epochs=1, lr=50.0, warmup_steps=1, grad_clip=0.0,
+                                                   calibrate=False), val_city=small_helsinki)
+    assert res.kept == "starting" and res.best_epoch == -1
+    assert all(torch.equal(v, start[k]) for k, v in model.state_dict().items())
+    assert res.val[0]["acc@1"] < res.start_val["acc@1"]

@@ -94,12 +94,13 @@ class TrainResult:
     val: list[dict] = field(default_factory=list)
     best_epoch: int = -1
     calibration: dict = field(default_factory=dict)
-    # Which state the run ended with: "fine-tuned" (a trained epoch scored best on the validation
-    # share), "starting" (the state before training did: fine-tuning never leaves a model worse),
-    # or "" (no validation targets). ``start_val``: the starting state's validation metrics.
+    # Which state the run ended with: "fine-tuned" (the best trained epoch on the validation share),
+    # "starting" (every epoch was worse than the state before training beyond noise on that share,
+    # worse_beyond_noise: fine-tuning never leaves a model measurably worse), or "" (no validation
+    # targets). ``start_val``: the starting state's validation metrics.
     kept: str = ""
     start_val: dict = field(default_factory=dict)
-    calibration_kept: bool = False  # head calibration improved the validation share and was kept
+    calibration_kept: bool = False  # head calibration ran and the validation share did not show it hurt
     subsets: list[RunSubset] = field(default_factory=list)  # what each training city gave the run
     val_subset: RunSubset | None = None  # the validation city's subset (its features and val targets)
 
@@ -175,6 +176,26 @@ def sequence_loss(model: torch.nn.Module, batch: Batch, city: CityTensors, *, n_
     return loss, float(ce_sum.detach()), int(valid.sum())
 
 
+# A later state (fine-tuned, calibrated) is set aside for the earlier one only when the validation
+# share shows it worse beyond noise: its per-target reciprocal ranks lower on average by more than
+# this many standard errors of the paired difference. On a 5% share (43 targets on Los Angeles, 75
+# on San Francisco) "whichever scores higher" follows noise: in bench/results/keep_rule.md (source
+# cities' validation splits, 10 runs) it ended 0.0014 Acc@1 below this rule on the targets outside
+# the share, and 0.0020 below always keeping the fine-tuned state; on Los Angeles it kept the
+# starting state although fine-tuning helped outside the share in all 5 seeds.
+KEEP_Z = 2.0
+
+
+def worse_beyond_noise(later: np.ndarray, earlier: np.ndarray, *, z: float = KEEP_Z) -> bool:
+    """True when ``later``'s per-target reciprocal ranks are below ``earlier``'s by more than ``z``
+    standard errors of their paired mean difference (one-sided test; same targets, same order)."""
+    d = np.asarray(later, dtype=np.float64) - np.asarray(earlier, dtype=np.float64)
+    if len(d) < 2:
+        return False
+    se = d.std(ddof=1) / np.sqrt(len(d))
+    return bool(d.mean() < -z * se) if se > 0 else bool(d.mean() < 0)
+
+
 # --------------------------------------------------------------------------- training
 def fit(
     model: torch.nn.Module,
@@ -240,13 +261,15 @@ def fit(
     best_score, best_state, bad_epochs = -1.0, None, 0
     validate = val_city is not None and len(val_targets)
 
-    def val_metrics() -> dict:
-        return metrics_from_ranks(rank_targets(model, val_city, val_tensors, val_targets, max_len=cfg.max_len,
-                                               batch_size=cfg.eval_batch_size))
+    def val_ranks() -> np.ndarray:
+        return rank_targets(model, val_city, val_tensors, val_targets, max_len=cfg.max_len,
+                            batch_size=cfg.eval_batch_size)
 
-    if validate:  # the starting state competes with every trained epoch: fine-tuning never makes it worse
-        result.start_val = val_metrics()
-        best_score, best_state = result.start_val["acc@1"] + result.start_val["mrr"], copy.deepcopy(model.state_dict())
+    start_ranks = best_ranks = None
+    if validate:  # the starting state is kept when every trained epoch is worse beyond noise (worse_beyond_noise)
+        start_ranks = val_ranks()
+        result.start_val = metrics_from_ranks(start_ranks)
+        start_state = copy.deepcopy(model.state_dict())
     start = time.perf_counter()
     model.train()
     for step in range(total):
@@ -286,11 +309,12 @@ def fit(
             out_of_time = bool(flag.item())
         epoch_end = (step + 1) % steps_per_epoch == 0 or step + 1 == total or out_of_time
         if epoch_end and validate:
-            m = val_metrics()
+            ranks = val_ranks()
+            m = metrics_from_ranks(ranks)
             result.val.append(m)
             score = m["acc@1"] + m["mrr"]
             if score > best_score:
-                best_score, bad_epochs = score, 0
+                best_score, bad_epochs, best_ranks = score, 0, ranks
                 best_state = copy.deepcopy(model.state_dict())
                 result.best_epoch = len(result.val) - 1
             else:
@@ -301,6 +325,8 @@ def fit(
         if out_of_time:
             log.info("stopping after %d steps: time budget of %.0f s used", step + 1, cfg.max_seconds)
             break
+    if validate and best_ranks is not None and worse_beyond_noise(1.0 / best_ranks, 1.0 / start_ranks):
+        best_state, best_ranks, result.best_epoch = start_state, start_ranks, -1  # fine-tuning made it worse
     if best_state is not None:
         model.load_state_dict(best_state)
     if validate:
@@ -319,13 +345,13 @@ def fit(
         head = getattr(model, "head", None)
         saved = copy.deepcopy(head.state_dict()) if head is not None else None
         result.calibration = calibrate_head(model, val_city, val_tensors, val_targets, prior_targets=prior)
-        if result.calibration and saved is not None:  # keep it only if the validation share agrees
-            after = val_metrics()
-            result.calibration_kept = after["acc@1"] + after["mrr"] >= best_score
+        if result.calibration and saved is not None:  # undone only if the validation share shows it hurts
+            after = val_ranks()
+            result.calibration_kept = not worse_beyond_noise(1.0 / after, 1.0 / best_ranks)
             if not result.calibration_kept:
                 head.load_state_dict(saved)
             log.info("head calibration %s: validation acc@1 %.4f", "kept" if result.calibration_kept else "undone",
-                     after["acc@1"])
+                     metrics_from_ranks(after)["acc@1"])
     if config is not None and hasattr(config, "pretrained_kinds"):
         config.pretrained_kinds = tuple(sorted(set(trained_before) | {c.kind for c in cities}))
     model.eval()

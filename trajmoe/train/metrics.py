@@ -27,7 +27,9 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     -------
     (B,) float64 ranks, ``inf`` for targets outside the candidates.
     """
-    scores = scores.float()
+    # A NaN score (a diverged model) ranks below everything: compared as is, NaN is neither higher
+    # nor equal, so a model that outputs NaN everywhere would rank every target first.
+    scores = scores.float().nan_to_num(nan=float("-inf"))
     valid = targets >= 0
     safe = targets.clamp(min=0)
     target_score = scores.gather(1, safe[:, None])  # (B, 1)
