@@ -5,7 +5,11 @@
   and a batch of that city's windows.
 * Fine-tuning: the same loop on one city's few-shot windows; ``mode="light"`` trains only the
   city's domain expert, the routers and the output heads.
-* Early stopping on the validation targets (the same few-shot share of them), best state restored.
+* Cross-fitting: each person fold of a city's windows trains against cell features, popularity and
+  transitions counted from the other fold (``RunSubset.cross_fit``): no target is in its own features.
+* Early stopping on the validation targets (the same few-shot share of them), best state restored;
+  the state before training is kept instead when every epoch is worse beyond noise on that share
+  (:func:`worse_beyond_noise`), and head calibration is undone on the same test.
 * Device: the model's own (:func:`trajmoe.train.device.model_device`); the caller moves the model
   once (``model.to(device)``), fit moves each batch and its city tensors before the forward pass,
   which runs under ``cfg.precision`` (``bf16``: autocast on CUDA; the loss is summed in float32).
