@@ -14,6 +14,17 @@ from typing import NamedTuple
 import torch
 
 
+def _query_grid(cells: torch.Tensor, positions: torch.Tensor | None, window: int):
+    """The (query, context visit) grid of the dense functions: ``positions`` (B, Q) (default every
+    position), context positions ``s`` (T,) and query positions ``q`` (B, Q, 1)."""
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    n_batch, n_steps = cells.shape
+    if positions is None:
+        positions = torch.arange(n_steps, device=cells.device).expand(n_batch, n_steps)
+    return positions, torch.arange(n_steps, device=cells.device), positions.unsqueeze(-1)
+
+
 def context_return_features(
     cells: torch.Tensor,
     mask: torch.Tensor,
@@ -54,22 +65,15 @@ def context_return_features(
     ``scatter_add_`` (counts) and one ``scatter_reduce_(amax)`` (recency) straight into the two
     (B, Q, N) outputs; no loop over positions, no (B, T, N) one-hot or other temporaries.
     """
-    if window < 1:
-        raise ValueError(f"window must be >= 1, got {window}")
-    n_batch, n_steps = cells.shape
-    device = cells.device
-    if positions is None:
-        positions = torch.arange(n_steps, device=device).expand(n_batch, n_steps)
-    s = torch.arange(n_steps, device=device)  # context position
-    q = positions.unsqueeze(-1)  # (B, Q, 1)
+    positions, s, q = _query_grid(cells, positions, window)
     valid = mask.unsqueeze(1) & (s <= q) & (s > q - window)  # (B, Q, T)
     index = torch.where(mask, cells, 0).unsqueeze(1).expand_as(valid)  # (B, Q, T)
-    shape = (n_batch, positions.shape[1], n_cells)
-    count = torch.zeros(shape, device=device).scatter_add_(2, index, valid.float())
+    shape = (cells.shape[0], positions.shape[1], n_cells)
+    count = torch.zeros(shape, device=cells.device).scatter_add_(2, index, valid.float())
     # 1 / (1 + steps since) grows with the context position s, so the amax over a cell's
     # occurrences is the recency of its most recent one, and 0 (the initial value) if absent.
     closeness = valid / (1.0 + (q - s)).clamp(min=1.0)  # (B, Q, T)
-    recency = torch.zeros(shape, device=device).scatter_reduce_(2, index, closeness, reduce="amax")
+    recency = torch.zeros(shape, device=cells.device).scatter_reduce_(2, index, closeness, reduce="amax")
     return count, recency
 
 
@@ -92,14 +96,8 @@ def context_successor_counts(
     (B, Q, N) float (Q = T by default), the same shapes and context as
     :func:`context_return_features`.
     """
-    if window < 1:
-        raise ValueError(f"window must be >= 1, got {window}")
-    n_batch, n_steps = cells.shape
-    device = cells.device
-    if positions is None:
-        positions = torch.arange(n_steps, device=device).expand(n_batch, n_steps)
-    s = torch.arange(n_steps, device=device)
-    q = positions.unsqueeze(-1)  # (B, Q, 1)
+    positions, s, q = _query_grid(cells, positions, window)
+    n_batch = cells.shape[0]
     current = cells.gather(1, positions).unsqueeze(-1)  # (B, Q, 1)
     prev_cell = torch.cat([cells.new_full((n_batch, 1), -1), cells[:, :-1]], dim=1)  # cell at s - 1
     prev_mask = torch.cat([mask.new_zeros((n_batch, 1)), mask[:, :-1]], dim=1)
@@ -107,7 +105,7 @@ def context_successor_counts(
     valid = both & (s <= q) & (s - 1 > q - window) & (prev_cell.unsqueeze(1) == current)  # (B, Q, T)
     index = torch.where(mask, cells, 0).unsqueeze(1).expand_as(valid)
     shape = (n_batch, positions.shape[1], n_cells)
-    return torch.zeros(shape, device=device).scatter_add_(2, index, valid.float())
+    return torch.zeros(shape, device=cells.device).scatter_add_(2, index, valid.float())
 
 
 class ContextCells(NamedTuple):
