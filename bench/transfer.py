@@ -49,6 +49,7 @@ from trajmoe.train.calibration import calibrate_head
 from trajmoe.train.checkpoint import load_checkpoint, save_checkpoint
 from trajmoe.train.device import DEVICES, resolve_device_or_exit
 from trajmoe.train.evaluate import evaluate
+from trajmoe.train.finetune import finetune
 from trajmoe.train.fit import TrainConfig, fit
 from trajmoe.train.models import new_model
 from trajmoe.train.runner import run_baseline
@@ -175,17 +176,19 @@ def finetune_run(ckpt: Path, data: CityData, seed: int, *, epochs: int = 1, zero
     cfg = TrainConfig(fraction=FEW, epochs=epochs, seed=seed, batch_size=8, lr=1e-3, warmup_steps=1)
     t0 = time.perf_counter()
     steps, extra = 0, {}
-    subset = run_subset(data, fraction=FEW, seed=seed, max_len=cfg.max_len)
-    if prior_only:
-        with torch.no_grad():
-            for scale in model.head.scales:
-                scale.zero_()
-        calibrate_head(model, data, subset.city, subset.val_targets, fit_similarity=False)
-    elif not zero_shot:
-        res = fit(model, [data], cfg, val_city=data)
-        steps, extra = res.steps, {"kept": res.kept, "calibration_kept": res.calibration_kept}
-    metrics = evaluate(model, data, split="test", subset=subset)
-    metrics["all_visits"] = evaluate(model, data, split="test")
+    if zero_shot or prior_only:
+        subset = run_subset(data, fraction=FEW, seed=seed, max_len=cfg.max_len)
+        if prior_only:
+            with torch.no_grad():
+                for scale in model.head.scales:
+                    scale.zero_()
+            calibrate_head(model, data, subset.city, subset.val_targets, fit_similarity=False)
+        metrics = evaluate(model, data, split="test", subset=subset)
+        metrics["all_visits"] = evaluate(model, data, split="test")
+    else:  # the one fine-tune service (CLI and app): fit, then test with the subset's and all visits' features
+        run = finetune(model, data, cfg, base_info=meta, source=ckpt.name)
+        metrics = {**run.metrics, "all_visits": run.metrics_all}
+        steps, extra = run.train.steps, {"kept": run.train.kept, "calibration_kept": run.train.calibration_kept}
     metrics.update(seconds=round(time.perf_counter() - t0, 2), steps=steps, **extra,
                    pretrain_steps=meta["training"]["steps"], pretrain_seconds=meta["training"]["seconds"])
     return metrics
