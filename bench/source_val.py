@@ -21,18 +21,21 @@ import copy
 import json
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from trajmoe.city.subset import run_subset
+from trajmoe.city.tasks import TASKS
 from trajmoe.devtools.realdata import REAL_DATASETS, REPO_ROOT, prepare_real
 from trajmoe.train.baselines import ReturnGravity
 from trajmoe.train.calibration import calibrate_head
+from trajmoe.train.checkpoint import load_checkpoint
 from trajmoe.train.evaluate import rank_targets
 from trajmoe.train.fit import TrainConfig, fit
 from trajmoe.train.metrics import metrics_from_ranks
-from trajmoe.train.models import new_model
+from trajmoe.train.models import new_model, set_task
 
 CACHE = REPO_ROOT / "bench" / "results" / "cache"
 OUT = REPO_ROOT / "bench" / "results" / "source_val.json"
@@ -62,6 +65,10 @@ def main() -> None:
     p.add_argument("--no-cross-fit", action="store_true", help="train on features that include the targets' visits")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--task", choices=TASKS, default="next", help="the task fine-tuned and scored")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="start from this pretrained checkpoint (e.g. bench/transfer.py's cached one for the same "
+                        "held-out metro) instead of pretraining")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
@@ -69,37 +76,44 @@ def main() -> None:
     overrides = {k: parse_value(v) for k, v in overrides.items()}
     sources = [k for k, v in REAL_DATASETS.items() if v[2] != args.held_out]
     cities = {k: prepare_real(k, CACHE / "prepared") for k in sources}
-    model, _ = new_model("trajmoe", seed=0, d_model=128, n_layers=2, **overrides)
     t0 = time.perf_counter()
-    fit(model, list(cities.values()), TrainConfig(epochs=1000, max_steps=args.steps, seed=0, batch_size=32, lr=2e-3,
-                                                  warmup_steps=30, cross_fit=not args.no_cross_fit))
-    out = {"pretrain_seconds": round(time.perf_counter() - t0, 1), "overrides": overrides,
-           "cross_fit": not args.no_cross_fit, "steps": args.steps}
+    if args.checkpoint is not None:
+        model, _ = load_checkpoint(args.checkpoint)
+    else:
+        model, _ = new_model("trajmoe", seed=0, d_model=128, n_layers=2, **overrides)
+        fit(model, list(cities.values()), TrainConfig(epochs=1000, max_steps=args.steps, seed=0, batch_size=32, lr=2e-3,
+                                                      warmup_steps=30, cross_fit=not args.no_cross_fit, tasks=TASKS))
+    out = {"pretrain_seconds": round(time.perf_counter() - t0, 1), "overrides": overrides, "task": args.task,
+           "cross_fit": not args.no_cross_fit, "steps": args.steps,
+           "checkpoint": args.checkpoint.name if args.checkpoint else None}
     for key in [k for k in CHECKINS if k in cities]:
         data = cities[key]
         subset = run_subset(data, fraction=0.05, seed=args.seed)
         targets = held_out_val(data, subset)
         row = {}
         ft = copy.deepcopy(model)
-        res = fit(ft, [data], TrainConfig(fraction=0.05, epochs=1, seed=args.seed, batch_size=8, lr=1e-3,
-                                          warmup_steps=1, cross_fit=not args.no_cross_fit), val_city=data)
+        res = fit(ft, [data], TrainConfig(fraction=0.05, epochs=1, seed=args.seed, batch_size=8, lr=1e-3, warmup_steps=1,
+                                          cross_fit=not args.no_cross_fit, tasks=(args.task,)), val_city=data)
         row["trajmoe"] = score(ft, data, subset.city, targets)
         row["trajmoe_all_features"] = score(ft, data, data.city_tensors(), targets)
         row["kept"], row["calibration_kept"] = res.kept, res.calibration_kept
         prior = copy.deepcopy(model)
+        set_task(prior, args.task)
         with torch.no_grad():
             for s in prior.head.scales:
                 s.zero_()
         calibrate_head(prior, data, subset.city, subset.val_targets, fit_similarity=False)
         row["prior_terms_only"] = score(prior, data, subset.city, targets)
-        for name, plus in (("epr", False), ("epr+", True)):
-            rg = ReturnGravity(plus=plus)
+        baselines = (("epr", {}), ("epr+", {"plus": True})) + ((("epr-time", {"time": True}),)
+                                                             if args.task == "at-time" else ())
+        for name, kw in baselines:
+            rg = ReturnGravity(**kw)
             rg.fit(data, subset.city, subset.val_targets)
             row[name] = score(rg, data, subset.city, targets)
         out[key] = row
         print(key, json.dumps(row), flush=True)
     results = json.loads(OUT.read_text()) if OUT.is_file() else {}
-    results[f"{args.tag}__{args.held_out}"] = out
+    results[f"{args.tag}__{args.held_out}" + ("" if args.task == "next" else f"__{args.task}")] = out
     OUT.write_text(json.dumps(results, indent=2))
 
 

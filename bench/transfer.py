@@ -43,6 +43,7 @@ import torch
 
 from trajmoe.city.data import DEFAULT_MAX_LEN, CityData
 from trajmoe.city.subset import run_subset
+from trajmoe.city.tasks import TASKS
 from trajmoe.devtools.realdata import REAL_DATASETS, REPO_ROOT, prepare_real, shared_data_dir
 from trajmoe.errors import PreparedDataError
 from trajmoe.train.calibration import calibrate_head
@@ -51,7 +52,7 @@ from trajmoe.train.device import DEVICES, resolve_device_or_exit
 from trajmoe.train.evaluate import evaluate
 from trajmoe.train.finetune import finetune
 from trajmoe.train.fit import TrainConfig, fit
-from trajmoe.train.models import new_model
+from trajmoe.train.models import new_model, require_task
 from trajmoe.train.runner import run_baseline
 
 log = logging.getLogger("bench.transfer")
@@ -67,17 +68,31 @@ CACHE = RESULTS / "cache"  # git-ignored: prepared folders and pretrained checkp
 # share shows it worse beyond noise (train.fit.worse_beyond_noise; bench/results/keep_rule.md), not
 # whenever it scores lower there. Pretraining, zero-shot and the prior-terms ablation never pass
 # through that rule: their version-3 checkpoints and runs stand.
+# Version 5 (issue 14): checkpoint format 4, pretrained for both tasks (next and at-time, steps in
+# turn, twice the steps). The headline rows (FORMAT4_METHODS) are re-run on it; the other pretrained
+# rows (ablations, the dense Transformer) and the from-scratch neural rows stay version 4 / 3 runs of
+# the format-3 design and say so in the table.
 BENCH_VERSION = 4
-PRETRAIN_VERSION = 3  # of the cached pretrained checkpoints
+PRETRAIN_VERSION = 4  # of the cached pretrained checkpoints (v4: format 4, both tasks)
 BASELINE_VERSION = 3
+FORMAT4_VERSION = 5
 COUNT_BASELINES = ("popular", "markov", "epr", "epr+", "gru")
 NO_KEEP_RULE = ("trajmoe_zero_shot", "ablation_prior_terms_only")  # runs that never fine-tune
+FORMAT4_METHODS = ("trajmoe_pretrained_ft1", "trajmoe_zero_shot", "ablation_prior_terms_only")
+# The at-time section (issue 14): its runs are named AT_TIME + method, with their own version.
+AT_TIME = "at-time_"
+AT_TIME_VERSION = 1
+TIME_BLIND = ("popular", "markov", "epr", "epr+")  # ignore the target's time: at-time = next scores
 
 
 def method_version(method: str) -> int:
+    if method.startswith(AT_TIME):
+        return AT_TIME_VERSION
     if method in COUNT_BASELINES:
         return BASELINE_VERSION
-    return PRETRAIN_VERSION if method.startswith(NO_KEEP_RULE) else BENCH_VERSION
+    if method.startswith(FORMAT4_METHODS):
+        return FORMAT4_VERSION
+    return 3 if method.startswith(NO_KEEP_RULE) else BENCH_VERSION
 
 CHECKIN_TARGETS = {"nyc": ["nyc_foursquare", "nyc_gowalla"], "sf": ["sf_gowalla"], "la": ["la_gowalla"]}
 OTHER_KINDS = ["beijing_geolife_gps", "sf_cabspotting_gps", "mexico_city_taxi_trips", "jersey_city_citibike"]
@@ -124,8 +139,10 @@ def store(path: Path, result: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- pretraining
-PRETRAIN_STEPS = 600  # fixed optimiser steps (set by --pretrain-steps): results do not depend on machine load
-DEFAULT_PRETRAIN_STEPS = 600
+# Fixed optimiser steps (set by --pretrain-steps): results do not depend on machine load. The tasks
+# take the steps in turn, so 1,200 give each task the 600 of the format-3 (next only) pretraining.
+PRETRAIN_STEPS = 1200
+DEFAULT_PRETRAIN_STEPS = 1200
 LONG_PRETRAIN_STEPS = 3000  # the "longer pretraining" rows (--pretrain-steps 3000)
 
 
@@ -150,7 +167,7 @@ def pretrained(metro: str, arch: str, variant: str, overrides: dict, budget_s: f
     model, config = new_model(arch, seed=0, **MODEL_WIDTH, **overrides)
     model.to(DEVICE)
     cfg = TrainConfig(epochs=1000, max_steps=PRETRAIN_STEPS, max_seconds=budget_s, seed=0, batch_size=32, lr=2e-3,
-                      warmup_steps=30)
+                      warmup_steps=30, tasks=TASKS)
     res = fit(model, cities, cfg)
     info = {"cities": [c.name for c in cities], "domain_experts": model.domain_expert_names() if hasattr(model, "domain_expert_names") else [],
             "training": {"kind": "pretrain", "sources": sources, "steps": res.steps, "seconds": round(res.seconds, 1),
@@ -161,7 +178,7 @@ def pretrained(metro: str, arch: str, variant: str, overrides: dict, budget_s: f
 
 
 def finetune_run(ckpt: Path, data: CityData, seed: int, *, epochs: int = 1, zero_shot: bool = False,
-                 prior_only: bool = False) -> dict:
+                 prior_only: bool = False, task: str = "next") -> dict:
     """Fine-tune 1 epoch on 5% (or zero-shot) and evaluate on the test targets, with the subset's
     visit features (the headline number) and with all training visits (``all_visits``: what
     ``trajmoe evaluate`` reports by default).
@@ -170,10 +187,13 @@ def finetune_run(ckpt: Path, data: CityData, seed: int, *, epochs: int = 1, zero
     (no Transformer, no embeddings, no learned return scorer), no fine-tuning steps, EVERY
     hand-made term's kind weights (successor and transition terms included) calibrated on the same
     5% validation targets with the same prior as after fine-tuning. Fine-tuning records which state
-    it kept (``kept``: the starting state when no epoch beat it on the validation share)."""
+    it kept (``kept``: the starting state when no epoch beat it on the validation share).
+
+    ``task``: the task fine-tuned, calibrated and scored (``next`` or ``at-time``)."""
     model, meta = load_checkpoint(ckpt)
     model.to(DEVICE)
-    cfg = TrainConfig(fraction=FEW, epochs=epochs, seed=seed, batch_size=8, lr=1e-3, warmup_steps=1)
+    require_task(model, task, checkpoint=ckpt.name)
+    cfg = TrainConfig(fraction=FEW, epochs=epochs, seed=seed, batch_size=8, lr=1e-3, warmup_steps=1, tasks=(task,))
     t0 = time.perf_counter()
     steps, extra = 0, {}
     if zero_shot or prior_only:
@@ -197,14 +217,14 @@ def finetune_run(ckpt: Path, data: CityData, seed: int, *, epochs: int = 1, zero
 SCRATCH_BUDGET_S = 300.0  # wall-time cap of one from-scratch neural run (set by --scratch-budget-min)
 
 
-def scratch_run(method: str, data: CityData, fraction: float, seed: int) -> dict:
+def scratch_run(method: str, data: CityData, fraction: float, seed: int, *, task: str = "next") -> dict:
     from dataclasses import replace
 
     from trajmoe.train.runner import default_train_config
 
     cfg = replace(default_train_config(fraction=fraction, seed=seed), max_seconds=SCRATCH_BUDGET_S)
     if method != "trajmoe":
-        return run_baseline(method, data, fraction=fraction, seed=seed, train_config=cfg, device=DEVICE)
+        return run_baseline(method, data, fraction=fraction, seed=seed, train_config=cfg, device=DEVICE, task=task)
     t0 = time.perf_counter()
     model, _ = new_model("trajmoe", seed=seed, **MODEL_WIDTH)
     model.to(DEVICE)
@@ -268,6 +288,36 @@ def other_kind_runs(key: str, *, seeds: int, budget_s: float) -> None:
             with_seeds(key, method, fraction, lambda s, m=method, f=fraction: scratch_run(m, data, f, s), seeds)
 
 
+AT_TIME_SCRATCH = ["epr-time", "transformer"]  # trained for at-time; the TIME_BLIND rows are the next runs'
+
+
+def at_time_runs(metro: str, *, seeds: int, budget_s: float, scratch_neural: bool = True, dense: bool = False) -> None:
+    """The at-time section (issue 14): the same checkpoints (pretrained for both tasks) fine-tuned,
+    calibrated and scored for at-time; epr-time and the dense Transformer from scratch trained for it."""
+    cities = {target: prepared(target) for target in CHECKIN_TARGETS[metro]}
+    ck_moe = pretrained(metro, "trajmoe", "trajmoe", {}, budget_s)
+    for target, data in cities.items():
+        with_seeds(target, AT_TIME + pre("trajmoe_pretrained_ft1"), FEW,
+                   lambda s, d=data: finetune_run(ck_moe, d, s, task="at-time"), seeds)
+        with_seeds(target, AT_TIME + pre("trajmoe_zero_shot"), FEW,
+                   lambda s, d=data: finetune_run(ck_moe, d, s, zero_shot=True, task="at-time"), seeds)
+        with_seeds(target, AT_TIME + "ablation_prior_terms_only", FEW,
+                   lambda s, d=data: finetune_run(ck_moe, d, s, prior_only=True, task="at-time"), seeds)
+        for fraction in (FEW, 1.0):
+            with_seeds(target, AT_TIME + "epr-time", fraction,
+                       lambda s, f=fraction, d=data: scratch_run("epr-time", d, f, s, task="at-time"), seeds)
+    if dense:
+        ck_dense = pretrained(metro, "transformer", "transformer", {}, budget_s)
+        for target, data in cities.items():
+            with_seeds(target, AT_TIME + pre("transformer_pretrained_ft1"), FEW,
+                       lambda s, d=data: finetune_run(ck_dense, d, s, task="at-time"), seeds)
+    if scratch_neural:
+        for target, data in cities.items():
+            for fraction in (FEW, 1.0):
+                with_seeds(target, AT_TIME + "transformer", fraction,
+                           lambda s, f=fraction, d=data: scratch_run("transformer", d, f, s, task="at-time"), seeds)
+
+
 def main_runs(metro: str, cities: dict[str, CityData], *, seeds: int, budget_s: float) -> None:
     ck_moe = pretrained(metro, "trajmoe", "trajmoe", {}, budget_s)
     for target, data in cities.items():
@@ -278,9 +328,11 @@ def main_runs(metro: str, cities: dict[str, CityData], *, seeds: int, budget_s: 
         for method in COUNTS:
             for fraction in (FEW, 1.0):
                 with_seeds(target, method, fraction, lambda s, m=method, f=fraction, d=data: scratch_run(m, d, f, s), seeds)
-    ck_dense = pretrained(metro, "transformer", "transformer", {}, budget_s)
+    def dense() -> Path:  # pretrained only when a run needs it (cached runs do not)
+        return pretrained(metro, "transformer", "transformer", {}, budget_s)
+
     for target, data in cities.items():
-        with_seeds(target, pre("transformer_pretrained_ft1"), FEW, lambda s, d=data: finetune_run(ck_dense, d, s), seeds)
+        with_seeds(target, pre("transformer_pretrained_ft1"), FEW, lambda s, d=data: finetune_run(dense(), d, s), seeds)
 
 
 # --------------------------------------------------------------------------- tables
@@ -292,6 +344,7 @@ METHOD_LABELS = [
     (f"trajmoe_zero_shot_{LONG_PRETRAIN_STEPS}", 0.05, f"TrajMoE pretrained {LONG_PRETRAIN_STEPS} steps, zero-shot"),
     (f"transformer_pretrained_ft1_{LONG_PRETRAIN_STEPS}", 0.05, f"Dense Transformer pretrained {LONG_PRETRAIN_STEPS} steps, fine-tuned 1 epoch on 5%"),
     *[(m, f, f"{m} from scratch, {f:.0%}") for m in SCRATCH for f in (FEW, 1.0)],
+    *[("epr-time", f, f"epr-time from scratch, {f:.0%} (at-time only)") for f in (FEW, 1.0)],
     *[(f"ablation_{a}", 0.05, f"ablation: {a.replace('_', ' ')}") for a in ABLATIONS],
     ("ablation_prior_terms_only", 0.05, "ablation: every hand-made prior term alone (pretrained kind weights "
                                         "calibrated on the 5% share; no Transformer, no learned terms)"),
@@ -325,20 +378,28 @@ def summarise(runs_dir: Path | None = None) -> dict:
     table = {}
     for (target, method, f), runs in rows.items():
         acc = np.array([r["acc@1"] for r in runs])
-        table.setdefault(target, {})[f"{method}@{f:g}"] = {
+        section = table
+        if method.startswith(AT_TIME):  # the at-time section: transfer.json["at-time"][target][row]
+            section, method = table.setdefault("at-time", {}), method[len(AT_TIME):]
+        section.setdefault(target, {})[f"{method}@{f:g}"] = {
             "acc@1": float(acc.mean()), "acc@1_std": float(acc.std()),
             **{k: float(np.mean([r[k] for r in runs])) for k in ("acc@5", "acc@10", "mrr", "ndcg@10", "seconds", "steps")},
             "seeds": len(runs), "n": runs[0]["n"],
             "pretrain_steps": runs[0].get("pretrain_steps"), "pretrain_seconds": runs[0].get("pretrain_seconds"),
             **kind_means(runs),
         }
+        row = section[target][f"{method}@{f:g}"]
         every = [r["all_visits"] for r in runs if isinstance(r.get("all_visits"), dict)]
         if every:  # the same model scored with all training visits' features (trajmoe evaluate's default)
-            table[target][f"{method}@{f:g}"]["all_visits"] = {
-                **{k: float(np.mean([r[k] for r in every])) for k in ("acc@1", "mrr")}, "seeds": len(every)}
+            row["all_visits"] = {**{k: float(np.mean([r[k] for r in every])) for k in ("acc@1", "mrr")},
+                                 "seeds": len(every)}
         kept = [r["kept"] for r in runs if r.get("kept")]
         if kept:
-            table[target][f"{method}@{f:g}"]["kept_fine_tuned"] = sum(k == "fine-tuned" for k in kept)
+            row["kept_fine_tuned"] = sum(k == "fine-tuned" for k in kept)
+    for target, rows_at in table.get("at-time", {}).items():  # time-blind baselines score both tasks alike
+        for key, row in table.get(target, {}).items():
+            if key.split("@")[0] in TIME_BLIND:
+                rows_at.setdefault(key, {**row, "time_blind": True})
     return table
 
 
@@ -375,6 +436,33 @@ def goal_check(table: dict) -> list[str]:
     return lines + [""]
 
 
+def goal_check_at_time(section: dict) -> list[str]:
+    """The goals of issue 14 (at-time, 5% / 1 epoch), per check-in target, computed from the section."""
+    lines = ["## Goal check, at-time (computed from the rows below; TrajMoE = pretrained for both tasks, "
+             "fine-tuned 1 epoch on 5% for at-time)", "",
+             "| target | TrajMoE Acc@1 / MRR | prior terms alone Acc@1 / MRR | full - prior terms (goal >= +0.03 Acc@1) "
+             "| best baseline on 100% | TrajMoE / best (goal >= 1.10) | returns Acc@1: TrajMoE / epr-time 100% "
+             "| seeds that kept the fine-tuned state |",
+             "|---|---|---|---|---|---|---|---|"]
+    for target in [*sum(CHECKIN_TARGETS.values(), [])]:
+        t = section.get(target, {})
+        ours, prior = t.get("trajmoe_pretrained_ft1@0.05"), t.get("ablation_prior_terms_only@0.05")
+        full = {k.split("@")[0]: r["acc@1"] for k, r in t.items() if k.endswith("@1")}
+        if ours is None or not full:
+            continue
+        best = max(full, key=full.get)
+        cells = [target, f"{ours['acc@1']:.4f} / {ours['mrr']:.4f}"]
+        cells += ([f"{prior['acc@1']:.4f} / {prior['mrr']:.4f}", f"{ours['acc@1'] - prior['acc@1']:+.4f}"]
+                  if prior else ["", ""])
+        cells += [f"{best} {full[best]:.4f}", f"{ours['acc@1'] / full[best]:.3f}"]
+        epr = t.get("epr-time@1", {})
+        cells.append(f"{ours['returns']['acc@1']:.4f} / {epr['returns']['acc@1']:.4f}"
+                     if ours.get("returns") and epr.get("returns") else "")
+        cells.append(f"{ours.get('kept_fine_tuned', 0)} of {ours['seeds']}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def kind_cell(row: dict, kind: str) -> str:
     """``Acc@1 / MRR`` of the row's returns or explorations; blank for runs without the split."""
     part = row.get(kind)
@@ -397,6 +485,8 @@ def target_table(target: str, t: dict, *, every_row: bool = False) -> list[str]:
         r = t.get(key)
         if r is None:
             continue
+        if r.get("time_blind"):
+            label += " (ignores the target's time: the next-task run)"
         pre = f"{r['pretrain_steps']} / {r['pretrain_seconds']:.0f}" if r.get("pretrain_steps") else ""
         every = f"{r['all_visits']['acc@1']:.4f}" if r.get("all_visits") else ""
         lines.append(f"| {label} | {r['acc@1']:.4f} ± {r['acc@1_std']:.4f} | {r['acc@5']:.4f} | {r['acc@10']:.4f} | "
@@ -412,13 +502,20 @@ KINDS_NOTE = (f"A return is a test target whose cell is among the person's last 
 def render(table: dict) -> str:
     checkins = [t for t in [*sum(CHECKIN_TARGETS.values(), [])] if t in table]
     others = [t for t in OTHER_KINDS if t in table]
+    # rows whose runs predate checkpoint format 4 (bench version 5): the format-3 design, not re-run
+    old = sorted({key.split("@")[0] for t in checkins for key in table[t]
+                  if key.split("@")[0] not in TIME_BLIND and method_version(key.split("@")[0]) != FORMAT4_VERSION})
     lines = ["# Leave-one-metro-out transfer (real data, DESIGN.md §Protocol)", "",
              "Acc@1 (mean ± std over seeds) / MRR; steps and wall time on this 2-core CPU machine in brackets.",
              "Pretraining: every dataset of the OTHER metros (GPS, taxi, bike cities included), d=128, 2 layers, "
              "batches of 32 windows (cities drawn ∝ size^0.5); its steps and seconds are in the last column.",
              "Neural runs from scratch: up to 20 epochs, early stopping with patience 3, capped at 3 minutes each (`--scratch-budget-min 3`).",
              "Wall times were measured on a machine shared with other jobs (2-3 benchmark processes on 2 cores): read "
-             "them as upper bounds.", KINDS_NOTE, "", *goal_check(table)]
+             "them as upper bounds.", KINDS_NOTE,
+             "Checkpoint format 4 (issue 14): the TrajMoE rows (fine-tuned, zero-shot, prior terms alone) are "
+             f"pretrained {DEFAULT_PRETRAIN_STEPS} steps for both tasks in turn. Rows not re-run on format 4 are the "
+             "format-3 design (next only, 600 steps): " + (", ".join(old) if old else "none") + ".", "",
+             *goal_check(table)]
     for target in checkins + others:
         if target == (others[0] if others else None):
             lines += ["# Second table: GPS, taxi and bike cities (MANIFEST: reported separately)", "",
@@ -427,6 +524,21 @@ def render(table: dict) -> str:
                       "destination only (each 'user' is one trip, split by time); jersey_city_citibike is H3 "
                       "resolution 10 (stations). GRU and dense Transformer rows where their runs finished.", ""]
         lines += target_table(target, table[target])
+    at_time = table.get("at-time", {})
+    if at_time:
+        lines += ["# at-time: where is the next visit, given when it happens", "",
+                  "The same protocol, targets and subsets; the model is told the target visit's local hour, weekday "
+                  "and the time since the current visit (never its place). The pretrained checkpoints are the ones "
+                  "above (trained for both tasks, steps in turn); fine-tuning, head calibration and the keep rule use "
+                  "the at-time task. epr-time: return + gravity plus the person's visits within 2 h of the target's "
+                  "hour on the same weekday type (hour only where the weekday is unreliable: SF and LA Gowalla) "
+                  "and the place's share of the city's visits at that hour, fitted like epr. Most popular, Markov, "
+                  "epr and epr+ ignore the target's time: their rows are the next-task runs. In transfer.json: "
+                  "the top-level key `at-time`.", "", *goal_check_at_time(at_time)]
+        for target in [t for t in [*sum(CHECKIN_TARGETS.values(), [])] if t in at_time]:
+            lines += target_table(target, at_time[target])
+        lines += ["Re-run the section: `python bench/transfer.py --tasks at-time` (`--at-time-dense` adds the dense "
+                  "Transformer pretrained for both tasks).", ""]
     lines += ["Re-run: `python bench/transfer.py` (only missing runs are computed; `--table-only` re-renders).", ""]
     return "\n".join(lines)
 
@@ -545,6 +657,10 @@ def main() -> None:
                    help="with --data: where its runs, checkpoints and tables go (default bench/results/custom)")
     p.add_argument("--scratch-neural", action="store_true",
                    help="with --data: also the GRU, dense Transformer and TrajMoE from scratch (slow)")
+    p.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS),
+                   help="which sections to run: next (the main table) and/or at-time (default both)")
+    p.add_argument("--at-time-dense", action="store_true",
+                   help="at-time: also pretrain the dense Transformer for both tasks and fine-tune it")
     p.add_argument("--table-only", action="store_true")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a loaded machine)")
     p.add_argument("--device", default="cpu", choices=DEVICES,
@@ -567,8 +683,12 @@ def main() -> None:
             other_kind_runs(key, seeds=args.seeds, budget_s=args.budget_min * 60)
     elif not args.table_only:
         for metro in args.targets:
-            run_target(metro, seeds=args.seeds, budget_s=args.budget_min * 60, ablations=not args.no_ablations,
-                       main_table=not args.ablations_only, scratch_neural=not args.no_scratch_neural)
+            if "next" in args.tasks:
+                run_target(metro, seeds=args.seeds, budget_s=args.budget_min * 60, ablations=not args.no_ablations,
+                           main_table=not args.ablations_only, scratch_neural=not args.no_scratch_neural)
+            if "at-time" in args.tasks and not args.ablations_only:
+                at_time_runs(metro, seeds=args.seeds, budget_s=args.budget_min * 60,
+                             scratch_neural=not args.no_scratch_neural, dense=args.at_time_dense)
     table = summarise()
     (RESULTS / "transfer.json").write_text(json.dumps(table, indent=2))
     (RESULTS / "transfer.md").write_text(render(table))

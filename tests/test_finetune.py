@@ -132,13 +132,13 @@ def test_cli_finetune_numbers_are_reproduced_by_evaluate(helsinki_folder, base, 
     assert proc.returncode == 0, proc.stderr
     assert "fine-tuning subset" in proc.stderr
     got = json.loads((tmp_path / "sub.json").read_text())
-    assert got.pop("features") == "subset"
+    assert got.pop("features") == "subset" and got.pop("task") == "next"
     assert got == sidecar["metrics"]["test"]  # finetune's number, exactly
     assert abs(got["acc@1"] - printed["subset features"]) <= 5e-5
     proc = _cli("evaluate", "--checkpoint", out, "--data", helsinki_folder, "--json", tmp_path / "all.json")
     assert proc.returncode == 0 and "Visit features: all" in proc.stderr and "fine-tuned on 'Helsinki'" in proc.stderr
     got = json.loads((tmp_path / "all.json").read_text())
-    assert got.pop("features") == "all" and got == sidecar["metrics"]["test_all_visits"]
+    assert got.pop("features") == "all" and got.pop("task") == "next" and got == sidecar["metrics"]["test_all_visits"]
     assert abs(got["acc@1"] - printed["all training visits"]) <= 5e-5
     proc = _cli("evaluate", "--checkpoint", base, "--data", helsinki_folder, "--json", tmp_path / "x.json",
                 "--features", "subset")

@@ -52,7 +52,10 @@ def _batch(b: int = 3, t: int = 10, n: int = 30, *, lengths: list[int] | None = 
                  weekday=torch.randint(0, 8, (b, t), generator=g),
                  gap_bucket=torch.randint(0, N_GAP_BUCKETS, (b, t), generator=g),
                  dist_bucket=torch.randint(0, N_DIST_BUCKETS, (b, t), generator=g),
-                 mask=mask, targets=targets)
+                 mask=mask, targets=targets,
+                 next_hour=torch.randint(0, 24, (b, t), generator=g),
+                 next_weekday=torch.randint(0, 8, (b, t), generator=g),
+                 next_gap_bucket=torch.randint(0, N_GAP_BUCKETS, (b, t), generator=g))
 
 
 def _model(**kw) -> TrajMoE:
@@ -283,22 +286,27 @@ def test_head_prior_weights_are_one_row_per_kind_of_data():
     from trajmoe.model.head import PRIOR_TERMS
     from trajmoe.trajectories.kinds import KINDS
 
+    from trajmoe.city.batch import TASKS
+
     model = _model().eval()
-    assert tuple(model.head.prior.shape) == (len(KINDS), len(PRIOR_TERMS))
+    assert tuple(model.head.prior.shape) == (len(TASKS) * len(KINDS), len(PRIOR_TERMS))
     checkins, trips = _city(), dataclasses.replace(_city(), kind="trips")
     batch = _batch()
     before = model(batch, checkins).logits.clone()
     with torch.no_grad():  # trips may stay put: a trips-only weight must not touch check-in scores
-        model.head.prior[KINDS.index("trips"), PRIOR_TERMS.index("is_current")] = 5.0
+        model.head.prior[model.head.prior_row("trips"), PRIOR_TERMS.index("is_current")] = 5.0
     torch.testing.assert_close(model(batch, checkins).logits, before)
     assert not torch.allclose(model(batch, trips).logits, before)
-    # a check-in city's loss moves only the check-in row
-    model.train()
-    model.zero_grad()
-    model(batch, checkins).loss.backward()
-    grad = model.head.prior.grad
-    assert grad[KINDS.index("checkins")].abs().sum() > 0
-    assert torch.all(grad[[i for i, k in enumerate(KINDS) if k != "checkins"]] == 0)
+    # a check-in city's loss moves only the check-in row of the task trained
+    for task in TASKS:
+        model.task = task
+        model.train()
+        model.zero_grad()
+        model(batch, checkins).loss.backward()
+        grad = model.head.prior.grad
+        row = model.head.prior_row("checkins")
+        assert grad[row].abs().sum() > 0
+        assert torch.all(grad[[i for i in range(len(grad)) if i != row]] == 0)
     with pytest.raises(TrajMoEError, match="unknown kind"):
         model(batch, dataclasses.replace(_city(), kind="teleport"))
 
@@ -309,9 +317,13 @@ def _dense_head(head, h, positions, batch, city, cell_emb):
 
     import torch.nn.functional as F
 
+    from trajmoe.city.batch import TASKS
+    from trajmoe.model.returns import context_time_counts
+
     w = head.prior_weights(city.kind)
     cfg = head.config
-    logits = (head.query(h) * (head.sim_scale / math.sqrt(h.shape[-1]))) @ head.cell_out(cell_emb).T
+    ti = TASKS.index(head.task)
+    logits = (head.query(h) * (head.sim_scale[ti] / math.sqrt(h.shape[-1]))) @ head.cell_out(cell_emb).T
     current = batch.cells.gather(1, positions)
     n = city.n_cells
     log_km = torch.cdist(city.xy_km[current].reshape(-1, 2), city.xy_km,
@@ -321,28 +333,61 @@ def _dense_head(head, h, positions, batch, city, cell_emb):
     seen = (count > 0).to(h.dtype)
     trans = city.transition_rows(current.reshape(-1)).view(*current.shape, n)
     # the learned return scorer, per candidate: (U h) . (key(cell) + relation embeddings), context cells only
-    q = head.return_query(h) * (head.return_scale / math.sqrt(h.shape[-1]))
+    q = head.return_query(h) * (head.return_scale[ti] / math.sqrt(h.shape[-1]))
     back = torch.where(recency > 0, 1.0 / recency.clamp(min=1e-9) - 1.0, 0.0).round()
     rel = (head.count_emb(torch.bucketize(count, head.count_edges))
            + head.back_emb(torch.bucketize(back, head.back_edges))
            + head.successor_emb(torch.bucketize(succ, head.successor_edges)))  # (B, Q, N, C)
+    at_time = 0.0
+    if head.task == "at-time":  # the time-matched count and the hour share
+        timed = context_time_counts(batch.cells, batch.mask, batch.hour, batch.weekday, batch.next_hour,
+                                    batch.next_weekday, n, window=cfg.return_window, positions=positions)
+        rel = rel + head.time_count_emb(torch.bucketize(timed, head.time_count_edges))
+        at_time = (seen * w["log_time_count"] * timed.log1p()
+                   + w["hour_share"] * city.hour_share[batch.next_hour.gather(1, positions)]
+                   + head.gap_decay(h) * head.sim_scale[ti] * log_km)
+        # visits per time band of every candidate, densely: band b of a context visit, scattered by cell
+        from trajmoe.model.returns import N_TIME_BANDS, time_band
+
+        steps = torch.arange(batch.shape[1])
+        q_pos = positions.unsqueeze(-1)  # (B, Q, 1)
+        inside = batch.mask.unsqueeze(1) & (steps <= q_pos) & (steps > q_pos - cfg.return_window)  # (B, Q, T)
+        band = time_band(batch.hour.unsqueeze(1), batch.weekday.unsqueeze(1),
+                         batch.next_hour.gather(1, positions).unsqueeze(-1),
+                         batch.next_weekday.gather(1, positions).unsqueeze(-1))  # (B, Q, T)
+        bands = torch.zeros(*positions.shape, n, N_TIME_BANDS)
+        for b in range(N_TIME_BANDS):
+            bands[..., b] = torch.zeros(*positions.shape, n).scatter_add_(
+                2, batch.cells.unsqueeze(1).expand_as(band), (inside & (band == b)).float())
+        feats = torch.cat([bands.log1p(), log_km.unsqueeze(-1)], dim=-1)  # (B, Q, N, bands + 1)
+        band_score = (feats * (head.band_query(h) * head.return_scale[ti]).unsqueeze(2)).sum(-1)
+        at_time = at_time + seen * band_score
     learned = ((q.unsqueeze(2) * (head.return_key(cell_emb) + rel)).sum(-1))
     return (logits + w["log_pop"] * city.log_pop - F.softplus(w["distance_decay"]) * log_km
             + w["log_count"] * count.log1p() + w["recency"] * recency + w["seen"] * seen
             + (1 - seen) * (w["explore_log_pop"] * city.log_pop - w["explore_log_km"] * log_km)
             + w["is_current"] * F.one_hot(current, n)
-            + seen * (w["log_successor"] * succ.log1p() + learned) + w["transition"] * trans)
+            + seen * (w["log_successor"] * succ.log1p() + learned) + w["transition"] * trans + at_time)
 
 
+@pytest.mark.parametrize("task", ["next", "at-time"])
 @pytest.mark.parametrize("window", [1, 3, 8, 64])
-def test_sparse_return_terms_equal_the_dense_formula_with_their_gradients(window):
-    model = _model(return_window=window)
+def test_sparse_return_terms_equal_the_dense_formula_with_their_gradients(window, task):
+    from trajmoe.city.features import hour_log_share
+
+    model = _model(return_window=window, time_relations=True)
+    model.task = task
+    with torch.no_grad():  # the learned time relations start at zero: give them values
+        for layer in (model.head.band_query, model.head.gap_decay):
+            layer.weight.normal_(generator=torch.Generator().manual_seed(5))
     with torch.no_grad():  # every prior term non-zero
         model.head.prior.copy_(torch.randn(model.head.prior.shape, generator=torch.Generator().manual_seed(3)))
     city, batch = _city(), _batch(b=4, t=12, lengths=[12, 7, 1, 10])
     batch.cells[:, 3:6] = batch.cells[:, :3]  # repeats inside the window: personal successors
     moves = count_transitions(batch.cells.reshape(-1).numpy(), [np.arange(48)], city.n_cells)
-    city = dataclasses.replace(city, trans_ptr=moves.ptr, trans_dst=moves.dst, trans_share=moves.shares())
+    shares = torch.from_numpy(hour_log_share(batch.cells.reshape(-1).numpy(), batch.hour.reshape(-1).numpy(), city.n_cells))
+    city = dataclasses.replace(city, trans_ptr=moves.ptr, trans_dst=moves.dst, trans_share=moves.shares(),
+                               hour_share=shares)
     positions = torch.tensor([[11, 4, 0], [6, 2, 5], [0, 0, 0], [9, 3, 8]])
     cell_emb = model.encoder(city.features)
     h = torch.randn(4, 3, 32, generator=torch.Generator().manual_seed(4))
@@ -350,6 +395,8 @@ def test_sparse_return_terms_equal_the_dense_formula_with_their_gradients(window
     want = _dense_head(model.head, h, positions, batch, city, cell_emb)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     learned = [model.head.prior, model.head.return_scale, model.head.return_query.weight, model.head.back_emb.weight]
+    if task == "at-time":
+        learned += [model.head.time_count_emb.weight, model.head.band_query.weight, model.head.gap_decay.weight]
     g_got = torch.autograd.grad(got.square().sum(), learned)
     g_want = torch.autograd.grad(_dense_head(model.head, h, positions, batch, city, cell_emb).square().sum(), learned)
     for a, b in zip(g_got, g_want):

@@ -17,6 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
+from trajmoe.city.tasks import TASKS  # torch-free import
 from trajmoe.errors import TrajMoEError
 from trajmoe.train.device import (  # torch-free import
     DEVICES,
@@ -144,14 +145,15 @@ def cmd_pretrain(args) -> int:
     cities = [CityData(d) for d in args.data]
     model, config = new_trajmoe(d_model=args.d_model, n_layers=args.layers, seed=args.seed)
     model.to(rank_device(args.torch_device))
-    cfg = _train_config(args)
+    cfg = _train_config(args, tasks=tuple(args.task))
     res = fit(model, cities, cfg, progress=_progress_bar("pretrain"))
     if rank == 0:
         info = {
             "cities": [c.name for c in cities],
             "domain_experts": [c.name for c in cities],
             "training": {"kind": "pretrain", "steps": res.steps, "seconds": round(res.seconds, 1), "world_size": world,
-                         "final_loss": res.losses[-1] if res.losses else None, "data": [str(c.folder) for c in cities],
+                         "final_loss": res.losses[-1] if res.losses else None, "tasks": list(cfg.tasks),
+                         "data": [Path(str(c.folder)).name for c in cities],
                          "train_visits": {c.name: c.meta["n_visits"]["train"] for c in cities}},
         }
         save_checkpoint(args.out, model, arch="trajmoe", config=config, info=info)
@@ -164,11 +166,13 @@ def cmd_finetune(args) -> int:
     from trajmoe.city.data import CityData
     from trajmoe.train.checkpoint import load_checkpoint
     from trajmoe.train.finetune import finetune
+    from trajmoe.train.models import set_task
 
     model, meta = load_checkpoint(args.checkpoint)
     model.to(args.torch_device)
+    set_task(model, args.task)  # fine-tuning may teach a checkpoint a task it was not pretrained for
     data = CityData(args.data)
-    cfg = _train_config(args, fraction=args.fraction, mode=args.mode)
+    cfg = _train_config(args, fraction=args.fraction, mode=args.mode, tasks=(args.task,))
     run = finetune(model, data, cfg, base_info=meta, source=str(args.checkpoint), progress=_progress_bar("fine-tune"))
     run.save(args.out, arch=meta["arch"])
     kept = {"starting": "the starting state (no epoch beat it on the validation share)",
@@ -194,13 +198,16 @@ def cmd_evaluate(args) -> int:
     from trajmoe.city.data import CityData
     from trajmoe.train.checkpoint import load_checkpoint
     from trajmoe.train.evaluate import evaluate
+    from trajmoe.train.models import require_task
 
     model, meta = load_checkpoint(args.checkpoint)
     model.to(args.torch_device)
+    require_task(model, args.task, checkpoint=Path(args.checkpoint).name)
     data = CityData(args.data)
     subset = _visit_features(args, meta, data)
     metrics = evaluate(model, data, split=args.split, subset=subset)
     metrics["features"] = args.features
+    metrics["task"] = args.task
     _write_json(args.json, metrics)
     print(json.dumps(metrics, indent=2))
     return 0
@@ -215,7 +222,8 @@ def cmd_baseline(args) -> int:
     data = CityData(args.data)
     cfg = dataclasses.replace(default_train_config(fraction=args.fraction, seed=args.seed), precision=args.precision)
     metrics = run_baseline(args.model, data, fraction=args.fraction, seed=args.seed, progress=_progress_bar(args.model),
-                           train_config=cfg, device=args.torch_device)
+                           train_config=cfg, device=args.torch_device, task=args.task)
+    metrics["task"] = args.task
     _write_json(args.json, metrics)
     print(json.dumps(metrics, indent=2))
     return 0
@@ -225,9 +233,11 @@ def cmd_predict(args) -> int:
     from trajmoe.analysis.predict import predict_next
     from trajmoe.city.data import CityData
     from trajmoe.train.checkpoint import load_checkpoint
+    from trajmoe.train.models import require_task
 
     model, meta = load_checkpoint(args.checkpoint)
     model.to(args.torch_device)
+    require_task(model, args.task, checkpoint=Path(args.checkpoint).name)
     data = CityData(args.data)
     subset = _visit_features(args, meta, data)
     table = predict_next(model, data, top_k=args.top_k, split=args.split, city=subset.city if subset else None)
@@ -287,6 +297,15 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--batch-size", type=int, default=32)
         s.add_argument("--lr", type=float, default=3e-3)
 
+    def task_flag(s, *, many: bool = False):
+        help_ = ("next: where the next visit is, its time unknown (default); at-time: where it is, given when it "
+                 "happens (its hour, weekday and the time since the current visit; never its place)")
+        if many:
+            s.add_argument("--task", nargs="+", choices=TASKS, default=list(TASKS), help=help_ + "; pretraining "
+                           "takes the tasks in turn (default both)")
+        else:
+            s.add_argument("--task", choices=TASKS, default="next", help=help_)
+
     def visit_features_flag(s):
         s.add_argument("--features", "--visit-features", dest="features", choices=["all", "subset"], default="all",
                        help="visit-derived cell features from all training visits (default), or from the subset a "
@@ -298,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--d-model", type=int, default=128)
     s.add_argument("--layers", type=int, default=2)
     train_flags(s, epochs=3)
+    task_flag(s, many=True)
     s.set_defaults(func=cmd_pretrain)
 
     s = sub.add_parser("finetune", help="fine-tune a checkpoint on a share of one city")
@@ -307,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fraction", type=float, default=0.05)
     s.add_argument("--mode", choices=["full", "light"], default="full")
     train_flags(s)
+    task_flag(s)
     s.set_defaults(func=cmd_finetune)
 
     s = sub.add_parser("evaluate", help="metrics of a checkpoint on a prepared city")
@@ -315,15 +336,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", required=True, help="write metrics JSON here")
     s.add_argument("--split", choices=["val", "test"], default="test")
     visit_features_flag(s)
+    task_flag(s)
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("baseline", help="train and evaluate a baseline on a prepared city")
-    s.add_argument("--model", required=True, choices=["popular", "markov", "epr", "epr+", "gru", "transformer"],
-                   help="epr: return + gravity; epr+: the same plus personal successors and city transitions")
+    s.add_argument("--model", required=True, choices=["popular", "markov", "epr", "epr+", "epr-time", "gru", "transformer"],
+                   help="epr: return + gravity; epr+: the same plus personal successors and city transitions; "
+                        "epr-time (--task at-time): the same plus visits at about the target's time and the "
+                        "place's share of visits at that hour")
     s.add_argument("--data", required=True)
     s.add_argument("--json", required=True)
     s.add_argument("--fraction", type=float, default=1.0)
     s.add_argument("--seed", type=int, default=0)
+    task_flag(s)
     s.set_defaults(func=cmd_baseline)
 
     s = sub.add_parser("predict", help="top-k next-cell predictions for every target visit")
@@ -333,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--top-k", type=int, default=10)
     s.add_argument("--split", choices=["val", "test", "all"], default="test")
     visit_features_flag(s)
+    task_flag(s)
     s.set_defaults(func=cmd_predict)
     return p
 

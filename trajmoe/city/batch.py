@@ -11,12 +11,15 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from trajmoe.city.tasks import TASKS, check_task  # noqa: F401  (re-exported: the batch's tasks)
 from trajmoe.city.transitions import csr_rows
+from trajmoe.errors import TrajMoEError
 
 # Special index values.
 IGNORE = -100  # no target at this position (padding, or a training position without a successor)
 MISS = -1  # the true next cell is not among the city's candidates: always counts as a miss
 UNKNOWN_WEEKDAY = 7  # datasets whose weekday is unreliable (sf/la Gowalla) use this weekday index
+
 
 # Time since the previous visit of the same user: 0 = first visit, then <0.5h, <1h, <2h, <4h, <8h,
 # <24h, <72h, >=72h. Jump from the previous visit: 0 = first visit, then <0.5, <1, <2, <5, <10,
@@ -45,6 +48,9 @@ class CityTensors:
     trans_ptr: torch.Tensor | None = None  # (N + 1,) long
     trans_dst: torch.Tensor | None = None  # (E,) long
     trans_share: torch.Tensor | None = None  # (E,) float
+    # (24, N) float log share of each cell's training visits at each hour relative to a flat day
+    # (features.hour_log_share): the at-time task's popularity at the target hour. None: unknown.
+    hour_share: torch.Tensor | None = None
 
     @property
     def n_cells(self) -> int:
@@ -67,7 +73,7 @@ class CityTensors:
             kind=self.kind,
             log_km=self.log_km.to(device) if self.log_km is not None else None,
             **{f: getattr(self, f).to(device) if getattr(self, f) is not None else None
-               for f in ("trans_ptr", "trans_dst", "trans_share")},
+               for f in ("trans_ptr", "trans_dst", "trans_share", "hour_share")},
         )
 
 
@@ -90,7 +96,12 @@ class Batch:
 
     Position t holds visit t of the sequence; ``targets[:, t]`` is the cell of visit t+1 (the
     next location to predict), IGNORE where nothing is to be predicted, MISS where the true next
-    cell is outside the candidates. The target visit's own time is never an input.
+    cell is outside the candidates.
+
+    ``next_hour``, ``next_weekday`` and ``next_gap_bucket`` hold the TIME of visit t+1 (its hour,
+    weekday and the gap since visit t), never its place: the query of the ``at-time`` task
+    (:data:`TASKS`, "where will this person be at time t"). In the ``next`` task ("where next")
+    no model reads them. They are None in batches built without them (``next`` only).
     """
 
     cells: torch.Tensor  # (B, T) long: index into CityTensors rows; 0 where padded
@@ -100,9 +111,20 @@ class Batch:
     dist_bucket: torch.Tensor  # (B, T) long 0..N_DIST_BUCKETS-1
     mask: torch.Tensor  # (B, T) bool: True where a real visit
     targets: torch.Tensor  # (B, T) long: next cell index, IGNORE or MISS
+    next_hour: torch.Tensor | None = None  # (B, T) long 0..23: local hour of visit t+1 (0 where none)
+    next_weekday: torch.Tensor | None = None  # (B, T) long 0..7: weekday of visit t+1
+    next_gap_bucket: torch.Tensor | None = None  # (B, T) long: gap bucket of visit t+1 (time since visit t)
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        return Batch(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name).to(device)
+                        for f in fields(self)})
+
+    def target_time(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(next_hour, next_weekday, next_gap_bucket), each (B, T): the at-time task's query."""
+        if self.next_hour is None or self.next_weekday is None or self.next_gap_bucket is None:
+            raise TrajMoEError("this batch carries no target times: the at-time task needs batches built by "
+                               "CityData (window_batch / eval_batch / one-pass segments)")
+        return self.next_hour, self.next_weekday, self.next_gap_bucket
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -21,7 +21,13 @@ import pandas as pd
 import torch
 
 from trajmoe.city.batch import IGNORE, UNKNOWN_WEEKDAY, Batch, CityTensors, log_km_table
-from trajmoe.city.features import SCHEMA_ID, cell_feature_matrix, log_popularity, poi_share_matrix
+from trajmoe.city.features import (
+    SCHEMA_ID,
+    cell_feature_matrix,
+    hour_log_share,
+    log_popularity,
+    poi_share_matrix,
+)
 from trajmoe.city.transitions import count_transitions
 from trajmoe.errors import PreparedDataError
 from trajmoe.geo import project_km
@@ -169,6 +175,7 @@ class CityData:
             trans_ptr=moves.ptr,
             trans_dst=moves.dst,
             trans_share=moves.shares(),
+            hour_share=torch.from_numpy(hour_log_share(self.cell_idx[seen], self.hour[seen], self.n_cells)),
         )
 
     @property
@@ -181,9 +188,11 @@ class CityData:
     # ------------------------------------------------------------------ tensors
     def _pack(self, seqs: list[np.ndarray], targets: list[np.ndarray]) -> Batch:
         B, T = len(seqs), max(len(s) for s in seqs)
-        out = {k: np.zeros((B, T), dtype=np.int64) for k in ("cells", "hour", "weekday", "gap_bucket", "dist_bucket")}
+        names = ("cells", "hour", "weekday", "gap_bucket", "dist_bucket", "next_hour", "next_weekday", "next_gap_bucket")
+        out = {k: np.zeros((B, T), dtype=np.int64) for k in names}
         mask = np.zeros((B, T), dtype=bool)
         tgt = np.full((B, T), IGNORE, dtype=np.int64)
+        n_visits = len(self.cell_idx)
         for b, (s, t) in enumerate(zip(seqs, targets)):
             n = len(s)
             out["cells"][b, :n] = np.maximum(self.cell_idx[s], 0)
@@ -191,6 +200,13 @@ class CityData:
             out["weekday"][b, :n] = self.weekday[s]
             out["gap_bucket"][b, :n] = self.gap_bucket[s]
             out["dist_bucket"][b, :n] = self.dist_bucket[s]
+            # The time (never the place) of the visit after each one: the at-time task's query.
+            # Read at pack time from the arrays, so it is always the stored visit's own time.
+            after = np.minimum(s + 1, n_visits - 1)
+            same = (after == s + 1) & (self.user_of_visit[after] == self.user_of_visit[s])
+            out["next_hour"][b, :n] = np.where(same, self.hour[after], 0)
+            out["next_weekday"][b, :n] = np.where(same, self.weekday[after], UNKNOWN_WEEKDAY)
+            out["next_gap_bucket"][b, :n] = np.where(same, self.gap_bucket[after], 0)
             mask[b, :n] = True
             tgt[b, :n] = t
         return Batch(**{k: torch.from_numpy(a) for k, a in out.items()}, mask=torch.from_numpy(mask), targets=torch.from_numpy(tgt))

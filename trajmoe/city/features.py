@@ -146,6 +146,28 @@ def log_popularity(visits: np.ndarray) -> np.ndarray:
     return np.log1p(visits * (len(visits) / total))
 
 
+HOUR_BAND = 1  # the at-time hour share counts visits within +-1 h of the target hour
+HOUR_SHARE_PRIOR = 4.0  # pseudo-visits spread evenly over the day, per cell (shrinks rare cells' shares)
+
+
+def hour_log_share(cell_idx: np.ndarray, hour: np.ndarray, n_cells: int) -> np.ndarray:
+    """(24, N) log of each cell's share of its visits at each hour, relative to a flat day.
+
+    ``out[h, c] = log(share of c's visits within +-HOUR_BAND h of h / the flat share)``, with
+    :data:`HOUR_SHARE_PRIOR` pseudo-visits spread over the day, so a cell with few visits stays
+    near 0 (no information) and a cell never visited is exactly 0. The candidate's city-wide share
+    at the target hour: the ``at-time`` task's popularity term (and the ``epr-time`` baseline's).
+    """
+    cell_idx, hour = np.asarray(cell_idx, dtype=np.int64), np.asarray(hour, dtype=np.int64)
+    keep = cell_idx >= 0
+    counts = np.zeros((24, n_cells))
+    np.add.at(counts, (hour[keep], cell_idx[keep]), 1.0)
+    band = sum(np.roll(counts, shift, axis=0) for shift in range(-HOUR_BAND, HOUR_BAND + 1))  # (24, N)
+    flat = (2 * HOUR_BAND + 1) / 24
+    share = (band + HOUR_SHARE_PRIOR * flat) / (counts.sum(0, keepdims=True) + HOUR_SHARE_PRIOR)
+    return np.log(share / flat).astype(np.float32)
+
+
 def popularity_bucket(visits: np.ndarray) -> np.ndarray:
     """Rank decile of each cell among visited cells (0 = most visited); N_POP_BUCKETS if never visited."""
     bucket = np.full(len(visits), N_POP_BUCKETS, dtype=np.int64)

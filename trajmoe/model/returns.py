@@ -13,6 +13,8 @@ from typing import NamedTuple
 
 import torch
 
+from trajmoe.city.batch import UNKNOWN_WEEKDAY
+
 
 def _query_grid(cells: torch.Tensor, positions: torch.Tensor | None, window: int):
     """The (query, context visit) grid of the dense functions: ``positions`` (B, Q) (default every
@@ -108,6 +110,72 @@ def context_successor_counts(
     return torch.zeros(shape, device=cells.device).scatter_add_(2, index, valid.float())
 
 
+TIME_BAND_H = 2  # at-time: a context visit "matches" the target time within +-2 h, same weekday type
+
+
+def time_matches(hour: torch.Tensor, weekday: torch.Tensor, target_hour: torch.Tensor,
+                 target_weekday: torch.Tensor) -> torch.Tensor:
+    """True where a visit's hour is within :data:`TIME_BAND_H` of the target's (on the 24-h clock)
+    and both fall on weekdays or both on weekends; the weekday type is ignored where either is
+    unknown (``UNKNOWN_WEEKDAY``: datasets whose weekday is unreliable use the hour only).
+    Arguments broadcast against each other."""
+    diff = (hour - target_hour).abs()
+    near = torch.minimum(diff, 24 - diff) <= TIME_BAND_H
+    unknown = (weekday >= UNKNOWN_WEEKDAY) | (target_weekday >= UNKNOWN_WEEKDAY)
+    return near & (unknown | ((weekday >= 5) == (target_weekday >= 5)))
+
+
+# Hour-difference bands of the learned at-time relations (head.py): a context visit 0, 1, 2, 3-4,
+# 5-8 or 9-12 hours from the target's hour of day (upper edges), on the same weekday type or not.
+HOUR_BAND_EDGES = (0, 1, 2, 4, 8, 12)
+N_TIME_BANDS = 2 * len(HOUR_BAND_EDGES)
+
+
+def time_band(hour: torch.Tensor, weekday: torch.Tensor, target_hour: torch.Tensor,
+              target_weekday: torch.Tensor) -> torch.Tensor:
+    """Band index 0..N_TIME_BANDS-1 of each visit relative to the target time: its hour-of-day
+    distance band (:data:`HOUR_BAND_EDGES`), + len(edges) when the weekday type differs (an
+    unknown weekday counts as the same type). Arguments broadcast against each other."""
+    diff = (hour - target_hour).abs()
+    diff = torch.minimum(diff, 24 - diff)
+    edges = torch.tensor(HOUR_BAND_EDGES, device=hour.device)
+    unknown = (weekday >= UNKNOWN_WEEKDAY) | (target_weekday >= UNKNOWN_WEEKDAY)
+    other = ~unknown & ((weekday >= 5) != (target_weekday >= 5))
+    return torch.bucketize(diff, edges) + other.long() * len(HOUR_BAND_EDGES)
+
+
+def context_time_counts(
+    cells: torch.Tensor,
+    mask: torch.Tensor,
+    hour: torch.Tensor,
+    weekday: torch.Tensor,
+    target_hour: torch.Tensor,
+    target_weekday: torch.Tensor,
+    n_cells: int,
+    *,
+    window: int = 64,
+    positions: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """At-time returns: how often the user was in each candidate at about the target's time.
+
+    ``out[b, q, n]`` counts the context visits (the same context as
+    :func:`context_return_features`) in cell n whose time matches the time of the visit after
+    query position t (``target_hour`` / ``target_weekday`` at t; :func:`time_matches`).
+
+    Returns
+    -------
+    (B, Q, N) float.
+    """
+    positions, s, q = _query_grid(cells, positions, window)
+    t_hour = target_hour.gather(1, positions).unsqueeze(-1)  # (B, Q, 1)
+    t_day = target_weekday.gather(1, positions).unsqueeze(-1)
+    match = time_matches(hour.unsqueeze(1), weekday.unsqueeze(1), t_hour, t_day)  # (B, Q, T)
+    valid = mask.unsqueeze(1) & (s <= q) & (s > q - window) & match
+    index = torch.where(mask, cells, 0).unsqueeze(1).expand_as(valid)
+    shape = (cells.shape[0], positions.shape[1], n_cells)
+    return torch.zeros(shape, device=cells.device).scatter_add_(2, index, valid.float())
+
+
 class ContextCells(NamedTuple):
     """The distinct cells of each query position's recent context (:func:`window_returns`)."""
 
@@ -116,6 +184,8 @@ class ContextCells(NamedTuple):
     recency: torch.Tensor  # (B, Q, W) float: 1 / (1 + steps since its most recent visit)
     successor: torch.Tensor  # (B, Q, W) float: times it followed a visit to the current cell
     first: torch.Tensor  # (B, Q, W) bool: True at each distinct context cell's one entry
+    time_count: torch.Tensor | None = None  # (B, Q, W) float: its visits at about the target time (at-time)
+    time_bands: torch.Tensor | None = None  # (B, Q, W, N_TIME_BANDS) float: its visits per time band (at-time)
 
 
 def window_returns(
@@ -124,6 +194,7 @@ def window_returns(
     positions: torch.Tensor,
     *,
     window: int = 64,
+    time: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> ContextCells:
     """The same count and recency as :func:`context_return_features`, sparse: per query position,
     only the distinct cells of its context (at most ``window`` of them, where N may be thousands).
@@ -136,6 +207,10 @@ def window_returns(
         (B, Q) long query positions.
     window
         How many most recent visits (up to and including the query's) count.
+    time
+        At-time only: ``(hour, weekday, target_hour, target_weekday)``, each (B, T), the visits'
+        times and the time of the visit after each position; gives ``time_count``
+        (:func:`context_time_counts`, sparse).
 
     Returns
     -------
@@ -178,4 +253,20 @@ def window_returns(
     count = zeros.scatter_add(-1, run, inside.gather(-1, order).float()).gather(-1, run)
     successor = zeros.scatter_add(-1, run, after_current.gather(-1, order).float()).gather(-1, run)
     recency = 1.0 / (1.0 + back.float())
-    return ContextCells(cell.clamp(min=0), count, recency, successor, first & (cell >= 0))
+    time_count = None
+    if time is not None:
+        hour, weekday, target_hour, target_weekday = time
+        match = time_matches(hour.gather(1, flat).view_as(src), weekday.gather(1, flat).view_as(src),
+                             target_hour.gather(1, positions).unsqueeze(-1),
+                             target_weekday.gather(1, positions).unsqueeze(-1)) & inside
+        time_count = zeros.scatter_add(-1, run, match.gather(-1, order).float()).gather(-1, run)
+        band = time_band(hour.gather(1, flat).view_as(src), weekday.gather(1, flat).view_as(src),
+                         target_hour.gather(1, positions).unsqueeze(-1),
+                         target_weekday.gather(1, positions).unsqueeze(-1)).gather(-1, order)  # (B, Q, W)
+        one_hot = torch.nn.functional.one_hot(band, N_TIME_BANDS).float() * inside.gather(-1, order).unsqueeze(-1)
+        per_run = torch.zeros(*cell.shape, N_TIME_BANDS, device=cells.device)
+        per_run = per_run.scatter_add(-2, run.unsqueeze(-1).expand_as(one_hot), one_hot)
+        time_bands = per_run.gather(-2, run.unsqueeze(-1).expand_as(one_hot))
+    else:
+        time_bands = None
+    return ContextCells(cell.clamp(min=0), count, recency, successor, first & (cell >= 0), time_count, time_bands)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trajmoe.city.batch import N_DIST_BUCKETS, N_GAP_BUCKETS, Batch, CityTensors
+from trajmoe.city.batch import N_DIST_BUCKETS, N_GAP_BUCKETS, Batch, CityTensors, check_task
 from trajmoe.errors import PreparedDataError
 from trajmoe.model.attention import Block, rotary, sliding_window_mask
 from trajmoe.model.config import N_HOURS, N_WEEKDAYS, TrajMoEConfig
@@ -58,6 +58,11 @@ class TrajMoE(nn.Module):
         self.weekday_emb = nn.Embedding(N_WEEKDAYS, d)
         self.gap_emb = nn.Embedding(N_GAP_BUCKETS, d)
         self.dist_emb = nn.Embedding(N_DIST_BUCKETS, d)
+        # at-time: the target visit's hour, weekday and gap since the current visit join each
+        # position's input (TPG's "time as prompt"; GETNext and STAN likewise condition on it)
+        self.target_hour_emb = nn.Embedding(N_HOURS, d)
+        self.target_weekday_emb = nn.Embedding(N_WEEKDAYS, d)
+        self.target_gap_emb = nn.Embedding(N_GAP_BUCKETS, d)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.ln_f = nn.LayerNorm(d)
@@ -67,6 +72,11 @@ class TrajMoE(nn.Module):
             if name.endswith("c_proj.weight"):  # GPT-2 scaled init of residual projections
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layers))
         self._init_router_priors()
+        for name in ("band_query", "gap_decay"):  # at-time's learned time relations start as no change
+            layer = getattr(self.head, name, None)
+            if layer is not None:
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
         for city in config.domain_experts:
             for block in self.blocks:
                 block.ffn.add_domain_expert(city)
@@ -92,6 +102,16 @@ class TrajMoE(nn.Module):
                     block.ffn.init_prior_groups(groups, scale=self.config.router_prior_init)
 
     # ----------------------------------------------------------------- public helpers
+    @property
+    def task(self) -> str:
+        """The task the model scores (batch.TASKS): ``next`` (default) or ``at-time``. A mode like
+        ``training``: set it before scoring or training; it is not part of the weights."""
+        return self.head.task
+
+    @task.setter
+    def task(self, task: str) -> None:
+        self.head.task = check_task(task)
+
     def add_domain_expert(self, city: str) -> None:
         """Give ``city`` its own domain expert in every layer (no-op if it has one)."""
         for block in self.blocks:
@@ -115,7 +135,8 @@ class TrajMoE(nn.Module):
 
     # ----------------------------------------------------------------- forward pieces
     def _prior(self, batch: Batch, city: CityTensors) -> torch.Tensor | None:
-        """(B, T, P) router priors: current cell's POI shares, hour one-hot, weekday one-hot."""
+        """(B, T, P) router priors: current cell's POI shares, hour and weekday one-hots, and the
+        target visit's hour and weekday one-hots in the at-time task (zeros in next)."""
         cfg = self.config
         if not (cfg.moe and cfg.router_priors):
             return None
@@ -127,8 +148,14 @@ class TrajMoE(nn.Module):
                     f"expects {cfg.n_poi_categories}; prepare it with the same trajmoe version"
                 )
             parts.append(city.poi_share[batch.cells].to(self.hour_emb.weight.dtype))
-        parts.append(F.one_hot(batch.hour, N_HOURS).to(self.hour_emb.weight.dtype))
-        parts.append(F.one_hot(batch.weekday, N_WEEKDAYS).to(self.hour_emb.weight.dtype))
+        dtype = self.hour_emb.weight.dtype
+        parts.append(F.one_hot(batch.hour, N_HOURS).to(dtype))
+        parts.append(F.one_hot(batch.weekday, N_WEEKDAYS).to(dtype))
+        if self.task == "at-time":
+            hour, weekday, _ = batch.target_time()
+            parts += [F.one_hot(hour, N_HOURS).to(dtype), F.one_hot(weekday, N_WEEKDAYS).to(dtype)]
+        else:
+            parts.append(batch.hour.new_zeros(*batch.shape, N_HOURS + N_WEEKDAYS).to(dtype))
         return torch.cat(parts, dim=-1)
 
     def _needed(self, mask: torch.Tensor, positions: torch.Tensor | None) -> list[torch.Tensor]:
@@ -160,6 +187,9 @@ class TrajMoE(nn.Module):
         # jump buckets, so a visit's state is the same wherever its sequence starts.
         x = (cell_emb[batch.cells] + self.hour_emb(batch.hour) + self.weekday_emb(batch.weekday)
              + self.gap_emb(batch.gap_bucket) + self.dist_emb(batch.dist_bucket))
+        if self.task == "at-time":
+            hour, weekday, gap = batch.target_time()
+            x = x + self.target_hour_emb(hour) + self.target_weekday_emb(weekday) + self.target_gap_emb(gap)
         x = self.drop(x)  # (B, T, C)
         attn_mask = sliding_window_mask(mask, self.config.attn_window)  # (B, 1, T, T)
         rope = rotary(n_t, self.config.d_model // self.config.n_heads, device=x.device, dtype=x.dtype)

@@ -33,7 +33,11 @@ from trajmoe.city.data import DEFAULT_MAX_LEN, CityData, iter_batches
 from trajmoe.city.transitions import count_transitions, csr_rows
 from trajmoe.errors import TrajMoEError
 from trajmoe.model.loss import next_cell_loss
-from trajmoe.model.returns import context_return_features, context_successor_counts
+from trajmoe.model.returns import (
+    context_return_features,
+    context_successor_counts,
+    context_time_counts,
+)
 from trajmoe.model.trajmoe import PositionScores
 
 log = logging.getLogger(__name__)
@@ -75,6 +79,8 @@ class MostPopular(nn.Module):
     metric breaks them pessimistically).
     """
 
+    time_blind = True  # the same scores in both tasks (train.models.set_task)
+
     def forward(self, batch: Batch, city: CityTensors, *, targets: bool = False) -> BaselineOutput:
         n_b, n_t = batch.shape
         return baseline_output(city.log_pop.expand(n_b, n_t, -1), batch, targets=targets)
@@ -98,6 +104,8 @@ class Markov(nn.Module):
     popularity). Counts come from consecutive visits inside the run's training windows only
     (consecutive windows share one visit, so no transition is counted twice or lost).
     """
+
+    time_blind = True  # the same scores in both tasks (train.models.set_task)
 
     def __init__(self) -> None:
         super().__init__()
@@ -153,6 +161,10 @@ EPR_FEATURES = ("log_count", "recency", "is_current", "seen", "log_pop", "log_km
 # measured on New York Foursquare (issue 13): the person's own successors of the current cell and
 # the city's transitions out of it.
 EPR_PLUS_FEATURES = (*EPR_FEATURES, "log_successor", "transition")
+# return + gravity at time t (``epr-time``, the at-time task's hand-made baseline): the same plus
+# the person's visits to the candidate at about the target's time (+-2 h, same weekday type; the
+# hour only where the weekday is unreliable) and the candidate's city-wide share at that hour.
+EPR_TIME_FEATURES = (*EPR_FEATURES, "log_time_count", "hour_share")
 
 
 class ReturnGravity(nn.Module):
@@ -190,14 +202,37 @@ class ReturnGravity(nn.Module):
       ``window`` visits) (returns.context_successor_counts);
     * ``transition``  the share of the run's training moves out of the current cell that went to
       n, shrunk toward 0 for rarely-left cells (city.transitions, ``CityTensors.transition_rows``).
+
+    ``time=True`` is return + gravity at time t (``epr-time``, the at-time task), ten weights
+    fitted the same way, adding:
+
+    * ``log_time_count`` log(1 + visits to n among the last ``window`` whose hour is within 2 h of
+      the target visit's and whose weekday type (weekday / weekend) is the target's; the hour only
+      where the city's weekday is unreliable) (returns.context_time_counts);
+    * ``hour_share`` log of n's share of the run's training visits within 1 h of the target's hour,
+      relative to a flat day (features.hour_log_share, ``CityTensors.hour_share``).
     """
 
-    def __init__(self, *, window: int = 64, plus: bool = False) -> None:
+    def __init__(self, *, window: int = 64, plus: bool = False, time: bool = False) -> None:
         super().__init__()
+        if plus and time:
+            raise TrajMoEError("return + gravity takes either the sequence features (epr+) or the time features (epr-time)")
         self.window = window
         self.plus = plus
-        self.feature_names = EPR_PLUS_FEATURES if plus else EPR_FEATURES
+        self.time = time
+        self.feature_names = EPR_PLUS_FEATURES if plus else EPR_TIME_FEATURES if time else EPR_FEATURES
         self.weight = nn.Parameter(torch.zeros(len(self.feature_names)))
+
+    @property
+    def task(self) -> str:
+        """``at-time`` for epr-time; plain return + gravity ignores the target's time (either task)."""
+        return "at-time" if self.time else "next"
+
+    @task.setter
+    def task(self, task: str) -> None:
+        if self.time and task != "at-time":
+            raise TrajMoEError("epr-time scores a visit given its time: use it with --task at-time "
+                               "(for --task next use epr or epr+).")
 
     def features(self, batch: Batch, city: CityTensors, positions: torch.Tensor | None = None) -> torch.Tensor:
         """(B, Q, N, K) features at ``positions`` (B, Q) (default: every position), in
@@ -230,6 +265,13 @@ class ReturnGravity(nn.Module):
                                             positions=positions)
             trans = city.transition_rows(current.reshape(-1)).view_as(count).to(count.dtype)
             feats += [succ.log1p(), trans]
+        if self.time:
+            hour, weekday, _ = batch.target_time()
+            timed = context_time_counts(batch.cells, batch.mask, batch.hour, batch.weekday, hour, weekday,
+                                        city.n_cells, window=self.window, positions=positions)
+            if city.hour_share is None:
+                raise TrajMoEError("epr-time needs the city's visits per hour: build the city tensors with CityData.city_tensors")
+            feats += [timed.log1p(), city.hour_share.to(count.dtype)[hour.gather(1, positions)]]
         return torch.stack(feats)
 
     def forward(self, batch: Batch, city: CityTensors, *, targets: bool = False) -> BaselineOutput:

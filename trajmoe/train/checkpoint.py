@@ -34,7 +34,9 @@ FORMAT = "trajmoe-checkpoint"
 # format-1 checkpoint's model scored each target from its own 64-visit window and cannot be loaded.
 # 3: the head's successor and transition terms, its learned return scorer, and popularity relative to
 # the mean cell; a format-2 head has 8 prior weights and was fitted on raw log counts.
-FORMAT_VERSION = 3
+# 4: two tasks (next, at-time): target-time embeddings and router-prior columns, per-task head rows
+# and trust scalars, at-time head terms; config.tasks records what the checkpoint was trained for.
+FORMAT_VERSION = 4
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
 _PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"PK\x03\x04")
 

@@ -26,6 +26,7 @@ from trajmoe.city.segments import segment_batches
 from trajmoe.city.subset import RunSubset
 from trajmoe.train.device import model_device
 from trajmoe.train.metrics import metrics_by_kind, metrics_from_ranks, target_ranks
+from trajmoe.train.models import set_task
 
 Progress = Callable[[int, int], None]  # (targets done, total) -> None
 
@@ -85,14 +86,20 @@ def rank_targets(model, data: CityData, city: CityTensors, targets: np.ndarray, 
 
 
 def evaluate(model, data: CityData, *, split: str = "test", city: CityTensors | None = None,
-             subset: RunSubset | None = None, max_len: int = DEFAULT_MAX_LEN, batch_size: int = 256) -> dict:
+             subset: RunSubset | None = None, max_len: int = DEFAULT_MAX_LEN, batch_size: int = 256,
+             task: str | None = None) -> dict:
     """Metrics on a split's targets: overall, and under ``returns`` / ``explorations``.
+
+    ``task`` (batch.TASKS) switches the model to that task first (``fit.set_task``); None scores
+    the task it is set to.
 
     ``subset`` gives the cell features (and, for ``split="val"``, the run's share of validation
     targets); otherwise ``city`` gives the features, by default from all training visits. A return
     is a target whose cell is among the person's last ``DEFAULT_MAX_LEN`` earlier visits, whatever
     ``max_len`` the model reads (``CityData.is_return``), so the split is the same for every method.
     """
+    if task is not None:
+        set_task(model, task)
     if subset is not None:
         city = subset.city
     city = city if city is not None else data.city_tensors()

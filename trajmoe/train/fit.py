@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from trajmoe.city.batch import Batch, CityTensors
+from trajmoe.city.batch import TASKS, Batch, CityTensors, check_task
 from trajmoe.city.data import DEFAULT_MAX_LEN, CityData
 from trajmoe.city.subset import RunSubset, check_fraction, run_subset
 from trajmoe.errors import TrajMoEError
@@ -45,6 +45,7 @@ from trajmoe.train.device import PRECISIONS, autocast, check_precision, model_de
 from trajmoe.train.distributed import dist_info, shard
 from trajmoe.train.evaluate import rank_targets
 from trajmoe.train.metrics import metrics_from_ranks
+from trajmoe.train.models import set_task
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +78,14 @@ class TrainConfig:
     # themselves; evaluation then uses features from all of the run's windows (twice the data: the
     # features are shares and ranks, so their scale does not depend on it). False: the run's own.
     cross_fit: bool = True
+    # Tasks trained (batch.TASKS): steps take them in turn; validation, the keep rule and head
+    # calibration cover each. Models without a task switch (GRU, count models) train "next" only.
+    tasks: tuple[str, ...] = ("next",)
 
     def __post_init__(self):
+        self.tasks = tuple(check_task(t) for t in self.tasks)
+        if not self.tasks or len(set(self.tasks)) != len(self.tasks):
+            raise TrajMoEError(f"tasks must be distinct and at least one, got {self.tasks}")
         if self.mode not in ("full", "light"):
             raise TrajMoEError(f"mode must be 'full' or 'light', got {self.mode!r}")
         if self.epochs < 1:
@@ -216,6 +223,8 @@ def fit(
     state is restored.
     """
     rank, world = dist_info()
+    for task in cfg.tasks:  # a model without a task switch refuses at-time before any work
+        set_task(model, task)
     subsets = [run_subset(c, fraction=cfg.fraction, seed=cfg.seed, max_len=cfg.max_len, use_poi=cfg.use_poi)
                for c in cities]
     keep = [i for i, s in enumerate(subsets) if s.windows]
@@ -266,8 +275,13 @@ def fit(
     validate = val_city is not None and len(val_targets)
 
     def val_ranks() -> np.ndarray:
-        return rank_targets(model, val_city, val_tensors, val_targets, max_len=cfg.max_len,
-                            batch_size=cfg.eval_batch_size)
+        """Validation ranks, every task in turn (one array: the keep rule pairs them target by target)."""
+        ranks = []
+        for task in cfg.tasks:
+            set_task(model, task)
+            ranks.append(rank_targets(model, val_city, val_tensors, val_targets, max_len=cfg.max_len,
+                                      batch_size=cfg.eval_batch_size))
+        return np.concatenate(ranks)
 
     start_ranks = best_ranks = None
     if validate:  # the starting state is kept when every trained epoch is worse beyond noise (worse_beyond_noise)
@@ -285,6 +299,7 @@ def fit(
         batch_windows = [windows[ci][k] for k in picked]
         n_global = sum(len(w) - 1 for w in batch_windows)
         mine = shard(batch_windows, rank=rank, world=world)
+        set_task(model, cfg.tasks[step % len(cfg.tasks)])  # tasks in turn, on the same windows
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, total, cfg) * g["lr_scale"]
         if mine:
@@ -348,7 +363,11 @@ def fit(
         # calibrate_head is looked up in this module's namespace: tests patch it on trajmoe.train.fit.
         head = getattr(model, "head", None)
         saved = copy.deepcopy(head.state_dict()) if head is not None else None
-        result.calibration = calibrate_head(model, val_city, val_tensors, val_targets, prior_targets=prior)
+        for task in cfg.tasks:  # each task's own prior row and trust scalars
+            set_task(model, task)
+            fitted = calibrate_head(model, val_city, val_tensors, val_targets, prior_targets=prior)
+            if fitted and (not result.calibration or task == cfg.tasks[0]):
+                result.calibration = {**fitted, "task": task}
         if result.calibration and saved is not None:  # undone only if the validation share shows it hurts
             after = val_ranks()
             result.calibration_kept = not worse_beyond_noise(1.0 / after, 1.0 / best_ranks)
@@ -358,6 +377,9 @@ def fit(
                      metrics_from_ranks(after)["acc@1"])
     if config is not None and hasattr(config, "pretrained_kinds"):
         config.pretrained_kinds = tuple(sorted(set(trained_before) | {c.kind for c in cities}))
+    if config is not None and hasattr(config, "tasks"):
+        config.tasks = tuple(t for t in TASKS if t in set(config.tasks) | set(cfg.tasks))
+    set_task(model, cfg.tasks[0])
     model.eval()
     result.seconds = time.perf_counter() - start
     return result

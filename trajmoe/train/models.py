@@ -20,6 +20,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from trajmoe.city.batch import check_task
 from trajmoe.errors import CheckpointError, TrajMoEError
 from trajmoe.model.config import TrajMoEConfig
 from trajmoe.model.trajmoe import TrajMoE
@@ -103,3 +104,28 @@ def new_model(arch: str, *, seed: int = 0, **overrides) -> tuple[nn.Module, obje
 def new_trajmoe(*, d_model: int = 128, n_layers: int = 2, seed: int = 0, **overrides) -> tuple[TrajMoE, TrajMoEConfig]:
     """A new TrajMoE (``d_model`` wide, ``n_layers`` SAMoE blocks) and its config."""
     return new_model("trajmoe", seed=seed, d_model=d_model, n_layers=n_layers, **overrides)
+
+
+def set_task(model: torch.nn.Module, task: str) -> None:
+    """Switch ``model`` to ``task``: the TrajMoE family and return + gravity have a ``task`` switch;
+    count models (``time_blind``) score both tasks alike, ignoring the target's time; any other
+    model (the GRU) scores ``next`` only, and asking it for at-time is an error naming what can."""
+    check_task(task)
+    if hasattr(model, "task"):
+        model.task = task
+    elif task != "next" and not getattr(model, "time_blind", False):
+        raise TrajMoEError(f"{type(model).__name__} cannot use the target's time: only the TrajMoE family "
+                           "(trajmoe, transformer) and the epr-time baseline predict --task at-time.")
+
+
+def require_task(model: torch.nn.Module, task: str, *, checkpoint: str = "this checkpoint") -> None:
+    """Switch ``model`` to ``task`` after checking the checkpoint was trained for it
+    (``config.tasks``, recorded by train.fit; an empty record, e.g. an untrained model, is not checked)."""
+    check_task(task)
+    trained = tuple(getattr(getattr(model, "config", None), "tasks", ()) or ())
+    if trained and task not in trained:
+        raise CheckpointError(
+            f"{checkpoint} was trained for the task(s) {', '.join(trained)}, not {task!r}: fine-tune it for that "
+            f"task first (`trajmoe finetune --task {task} ...`), or use --task {trained[0]}.")
+    set_task(model, task)
+

@@ -13,6 +13,7 @@ import time
 
 import torch
 
+from trajmoe.city.batch import check_task
 from trajmoe.city.data import CityData
 from trajmoe.city.subset import run_subset
 from trajmoe.errors import TrajMoEError
@@ -23,7 +24,7 @@ from trajmoe.train.models import new_model
 
 log = logging.getLogger(__name__)
 
-BASELINES = ("popular", "markov", "epr", "epr+", "gru", "transformer")
+BASELINES = ("popular", "markov", "epr", "epr+", "epr-time", "gru", "transformer")
 
 # Neural baselines train from scratch for up to NEURAL_EPOCHS epochs, stopping early after
 # NEURAL_PATIENCE epochs without validation gain (on the run's few-shot share of validation
@@ -46,7 +47,7 @@ def default_train_config(*, fraction: float = 1.0, seed: int = 0) -> TrainConfig
 
 def run_baseline(name: str, data: CityData, *, fraction: float = 1.0, seed: int = 0,
                  progress: Progress | None = None, train_config: TrainConfig | None = None,
-                 device: torch.device | str = "cpu") -> dict:
+                 device: torch.device | str = "cpu", task: str = "next") -> dict:
     """Train baseline ``name`` on a few-shot share of ``data`` and return its test metrics.
 
     Parameters
@@ -68,7 +69,11 @@ def run_baseline(name: str, data: CityData, *, fraction: float = 1.0, seed: int 
         Where the neural baselines (``gru``, ``transformer``) train and are evaluated (default CPU).
         The count models and return + gravity stay on CPU whatever it is: they have no parameters
         (``popular``, ``markov``: count buffers) or eight (ten) weights fitted by Newton passes
-        over CPU batches (``epr``, ``epr+``).
+        over CPU batches (``epr``, ``epr+``, ``epr-time``).
+    task
+        ``next`` or ``at-time`` (batch.TASKS): the neural baselines train and are scored for it;
+        ``popular``, ``markov``, ``epr`` and ``epr+`` ignore the target's time (the same scores in
+        both); ``epr-time`` is at-time only, the GRU next only.
 
     Returns
     -------
@@ -79,10 +84,16 @@ def run_baseline(name: str, data: CityData, *, fraction: float = 1.0, seed: int 
     """
     if name not in BASELINES:
         raise TrajMoEError(f"Unknown baseline {name!r}: use one of {', '.join(BASELINES)}.")
+    check_task(task)
+    if name == "epr-time" and task != "at-time":
+        raise TrajMoEError("epr-time scores a visit given its time: run it with --task at-time (for next: epr, epr+).")
+    if name == "gru" and task != "next":
+        raise TrajMoEError("the GRU baseline predicts --task next only; for at-time use transformer or epr-time.")
     if train_config is None:
         cfg = default_train_config(fraction=fraction, seed=seed)
     else:
         cfg = dataclasses.replace(train_config, fraction=fraction, seed=seed)
+    cfg = dataclasses.replace(cfg, tasks=(task,))
     start = time.perf_counter()
     subset = run_subset(data, fraction=cfg.fraction, seed=cfg.seed, max_len=cfg.max_len, use_poi=cfg.use_poi)
     if not subset.windows:
@@ -92,15 +103,16 @@ def run_baseline(name: str, data: CityData, *, fraction: float = 1.0, seed: int 
         model = MostPopular()
     elif name == "markov":
         model = Markov().fit(data, subset.windows)
-    elif name in ("epr", "epr+"):
-        model = ReturnGravity(plus=name == "epr+")
+    elif name in ("epr", "epr+", "epr-time"):
+        model = ReturnGravity(plus=name == "epr+", time=name == "epr-time")
         steps = model.fit(data, subset.city, subset.val_targets, max_len=cfg.max_len, progress=progress)["evaluations"]
     else:
         overrides = {} if name == "gru" else {"max_len": cfg.max_len, "use_poi_features": cfg.use_poi}
         model, _ = new_model(name, seed=cfg.seed, **overrides)
         model.to(device)  # initialised on CPU (same weights on every device), then moved
         steps = fit(model, [data], cfg, val_city=data, progress=progress).steps
-    metrics = evaluate(model, data, split="test", subset=subset, max_len=cfg.max_len, batch_size=cfg.eval_batch_size)
+    metrics = evaluate(model, data, split="test", subset=subset, max_len=cfg.max_len, batch_size=cfg.eval_batch_size,
+                       task=task)
     metrics["seconds"] = round(time.perf_counter() - start, 2)
     metrics["steps"] = steps
     log.info("%s on %s (fraction %.3g, seed %d): %s", name, data.name, cfg.fraction, cfg.seed, metrics)
