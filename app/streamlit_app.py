@@ -1,19 +1,22 @@
 """TrajMoE for urban planners: the entry file. Thin pages live in app_pages/; what they share in
 state/ (session.py: the session's one object, inputs.py: files, city and models, outputs.py and
-summaries.py: what is shown), maps and charts in views.py, the work in trajmoe/.
+summaries.py: what is shown, saved.py: what survives a refresh), maps and charts in views.py, the
+work in trajmoe/.
 
     make app    # or: streamlit run app/streamlit_app.py
 """
 
 import streamlit as st
 
-from state import inputs
+from state import inputs, saved
 from state.session import PRIVACY_K, session
-from trajmoe.analysis.privacy import DEFAULT_K, K_CHOICES
+from trajmoe.analysis.privacy import K_CHOICES
+from trajmoe.errors import TrajMoEError
 
 # No icons anywhere: a ":material/...:" page icon becomes a favicon fetched from fonts.gstatic.com,
 # and the app must make no request outside the machine (tests/test_browser.py checks).
 st.set_page_config(page_title="TrajMoE · where people go next", layout="wide")
+sess = saved.restore()  # before anything reads the session: a refreshed page gets its work back
 
 pages = [
     st.Page("app_pages/city.py", title="City & POIs", default=True),
@@ -25,23 +28,58 @@ pages = [
 ]
 nav = st.navigation(pages)
 
+
+def _load_project() -> None:
+    """The project uploader's callback (runs before the script, so it may set the slider's value)."""
+    upload = st.session_state.get("project_upload")
+    if upload is None:
+        return
+    try:
+        session().project_todo = saved.load_project(upload.getvalue()) or ["Project loaded."]
+    except TrajMoEError as exc:
+        session().project_todo = [str(exc)]
+
+
+try:
+    cov = inputs.coverage()  # the page prepares this city anyway; outside the sidebar so its progress shows there
+except TrajMoEError:
+    cov = None
+
 with st.sidebar:
     st.caption("**Data**")
     st.caption(inputs.trajectories().label)
     st.caption(f"POIs: {inputs.pois_source().label}")
+    if cov is not None and not cov.covered:
+        st.warning(f"These POIs do not cover the trajectories ({cov.where()} in their area): see the "
+                   "**Trajectories** page for what to do.")
     st.caption("**Model**")
-    ft = session().finetuned
+    ft = sess.finetuned
     if ft:
         st.caption(f"Fine-tuned in this session ({ft.label})")
     elif inputs.base_checkpoint() is None:
         st.caption("No shipped checkpoint found: data pages only, or upload one on Fine-tune.")
     else:
         st.caption(f"Pretrained: {inputs.base_checkpoint().name}")
-    st.slider(
+    st.slider(  # its value is set by saved.restore() (default, or the link's saved k)
         "Privacy: hide places and flows with fewer than this many people", min_value=K_CHOICES[0],
-        max_value=K_CHOICES[1], value=DEFAULT_K, key=PRIVACY_K,
+        max_value=K_CHOICES[1], key=PRIVACY_K,
         help="A cell, district or flow is shown, and exported, only when at least this many different "
              "people (trips for trip data, bikes for bike-share) contribute to it.",
     )
+    with st.expander("Your work and this link"):
+        st.caption(saved.link_note())
+        st.button("Delete my data now", key="delete_my_data", on_click=saved.delete_my_data,
+                  help="Removes your uploads, prepared cities and fine-tuned model from the server at once "
+                       "and starts afresh under a new link.")
+        st.download_button("Download the project file", saved.project_file(), file_name="trajmoe_project.json",
+                           mime="application/json", key="project_download",
+                           help="Which POIs and trajectory file (by name and content digest, no paths), the city "
+                                "name, map detail, privacy k and the fine-tuning settings.")
+        st.file_uploader("Load a project file", type=["json"], key="project_upload", on_change=_load_project)
+        for line in sess.project_todo:
+            st.caption(line)
 
-nav.run()
+try:
+    nav.run()
+finally:  # also after st.stop() and st.rerun(): what the page changed is kept for the link
+    saved.save()

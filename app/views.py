@@ -1,8 +1,10 @@
 """Maps (pydeck) and charts (plotly) the pages draw. Display only: the numbers come from trajmoe.
 
-Every map is ``pdk.Deck(map_provider=None)`` with no ``map_style``: no basemap, no request leaves
-the machine. A light grey layer of the city's cells stands in for the basemap so that the shape
-of the area stays readable.
+Every map is ``pdk.Deck(map_provider=None)`` with no ``map_style``: no tile server, no request
+leaves the machine. Under the data, a vector base map drawn from the OSM data the app has for the
+area (streets, water, parks, place labels: :mod:`trajmoe.pois.basemap`; deck layer ids start with
+``basemap``) and a light grey layer of the city's cells give the planner their bearings. Online,
+a page may switch on map tiles (:func:`tiles_toggle`), said to be an external request.
 """
 
 from __future__ import annotations
@@ -41,12 +43,25 @@ def expert_colour(e: int) -> str:
     return EXPERT_COLOURS[(e - 1) % len(EXPERT_COLOURS)]
 
 
-def view_of(lat: np.ndarray, lon: np.ndarray, *, width_px: int = 620, height_px: int = MAP_HEIGHT) -> pdk.ViewState:
-    """A top-down camera that shows all the given points with a margin."""
+FIT_SHARE = 0.96  # the camera fits this share of the points: one stray POI does not set the zoom
+
+
+def bounds(lat: np.ndarray, lon: np.ndarray, *, share: float = FIT_SHARE) -> tuple[float, float, float, float]:
+    """(south, west, north, east) of the central ``share`` of the points in each direction (all of
+    them when there are fewer than 50: a few points are all meant to be seen)."""
+    lat, lon = np.asarray(lat, dtype=float), np.asarray(lon, dtype=float)
+    q = (1 - share) / 2 if len(lat) >= 50 else 0.0
+    return (float(np.quantile(lat, q)), float(np.quantile(lon, q)), float(np.quantile(lat, 1 - q)),
+            float(np.quantile(lon, 1 - q)))
+
+
+def view_of(lat: np.ndarray, lon: np.ndarray, *, width_px: int = 620, height_px: int = MAP_HEIGHT,
+            share: float = FIT_SHARE) -> pdk.ViewState:
+    """A top-down camera that shows (nearly) all the given points with a margin (see :func:`bounds`)."""
     lat, lon = np.asarray(lat, dtype=float), np.asarray(lon, dtype=float)
     if len(lat) == 0:
         return pdk.ViewState(latitude=0, longitude=0, zoom=1)
-    lo_lat, hi_lat, lo_lon, hi_lon = lat.min(), lat.max(), lon.min(), lon.max()
+    lo_lat, lo_lon, hi_lat, hi_lon = bounds(lat, lon, share=share)
     mid = (lo_lat + hi_lat) / 2
     # deck.gl's Web Mercator: 512 * 2**zoom pixels per 360 degrees of longitude (512-px tiles);
     # latitude is stretched by 1/cos(lat).
@@ -81,9 +96,70 @@ def with_tip(frame: pd.DataFrame, titles, bodies) -> pd.DataFrame:
     return frame
 
 
-def deck(layers: list, view: pdk.ViewState, *, height: int = MAP_HEIGHT) -> pdk.Deck:
-    """An offline deck: no basemap provider, no map style. Hover text: :data:`TOOLTIP`."""
+def deck(layers: list, view: pdk.ViewState, *, height: int = MAP_HEIGHT, base=None, tiles: bool = False) -> pdk.Deck:
+    """A deck over the base map ``base`` (a :class:`trajmoe.pois.basemap.Basemap`, or None).
+
+    Offline (``tiles=False``, the default): no basemap provider, no map style. ``tiles``: CARTO's
+    light raster tiles under everything, fetched from the internet (the page says so)."""
+    # Water and parks at the bottom, then the grey cells / districts (the leading layers nobody
+    # hovers), then the streets over them, the data, and the place names on top.
+    base_layers = {layer.id: layer for layer in basemap_layers(base, view)}
+    n_under = next((i for i, layer in enumerate(layers) if layer.pickable), len(layers))
+    layers = ([base_layers[i] for i in ("basemap-areas",) if i in base_layers] + layers[:n_under]
+              + [base_layers[i] for i in ("basemap-streets",) if i in base_layers] + layers[n_under:]
+              + [base_layers[i] for i in ("basemap-labels",) if i in base_layers])
+    if tiles:
+        return pdk.Deck(layers=layers, initial_view_state=view, map_provider="carto", map_style=pdk.map_styles.CARTO_LIGHT,
+                        height=height, tooltip=TOOLTIP)
     return pdk.Deck(layers=layers, initial_view_state=view, map_provider=None, height=height, tooltip=TOOLTIP)
+
+
+TILES_HELP = ("Draws CARTO / OpenStreetMap map tiles under the maps. This sends requests to basemaps.cartocdn.com "
+              "(an external server sees which area you look at); off, the maps use only the OSM data on this machine.")
+
+
+def tiles_toggle(key: str, where=st) -> bool:
+    """The page's switch for online map tiles (off by default: an external request), in ``where``."""
+    return where.toggle("Online map tiles (external request)", value=False, key=key, help=TILES_HELP)
+
+
+# Base map styling: OSM-like, muted so that the data stays the figure.
+_WATER, _PARK = [170, 205, 225, 255], [205, 228, 196, 255]
+_STREET = {1: ([140, 140, 152, 255], 3.5), 2: ([160, 160, 170, 255], 2.4), 3: ([185, 185, 195, 255], 1.3)}
+_LABEL_KINDS = ("town", "borough", "suburb", "quarter", "neighbourhood", "village")  # squares crowd the centre
+_VIEW_SPAN_DEG = 360 * 1400 / 512  # degrees of longitude a 1400-px-wide view spans at zoom 0
+
+
+def basemap_layers(base, view: pdk.ViewState) -> list[pdk.Layer]:
+    """Water and parks, streets (wider for main roads) and place labels of ``base`` near ``view``.
+
+    Ids start with ``basemap`` (tests find them); nothing is pickable. Clipped to about three
+    view widths around the camera so that a big extract does not travel to the browser whole."""
+    if base is None:
+        return []
+    half = _VIEW_SPAN_DEG / 2 ** float(view.zoom) * 1.5
+    lat, lon = float(view.latitude), float(view.longitude)
+    base = base.clip(lat - half / 2, lon - half, lat + half / 2, lon + half)
+    layers = []
+    if len(base.areas):
+        areas = base.areas.assign(colour=[_WATER if k == "water" else _PARK for k in base.areas["kind"]])
+        layers.append(pdk.Layer("PolygonLayer", areas[["polygon", "colour"]], id="basemap-areas", get_polygon="polygon",
+                                get_fill_color="colour", stroked=False, filled=True, pickable=False))
+    if len(base.streets):
+        streets = base.streets.sort_values("rank", ascending=False)
+        streets = streets.assign(colour=[_STREET[r][0] for r in streets["rank"]],
+                                 width=[_STREET[r][1] for r in streets["rank"]])
+        layers.append(pdk.Layer("PathLayer", streets[["path", "colour", "width"]], id="basemap-streets", get_path="path",
+                                get_color="colour", get_width="width", width_units="'pixels'", cap_rounded=True,
+                                joint_rounded=True, pickable=False))
+    labels = base.labels[base.labels["kind"].isin(_LABEL_KINDS)]
+    if len(labels):
+        layers.append(pdk.Layer("TextLayer", labels[["lat", "lon", "name"]].rename(columns={"lat": "y", "lon": "x"}),
+                                id="basemap-labels", get_position=["x", "y"], get_text="name", get_size=13,
+                                get_color=[60, 60, 75, 210], character_set="'auto'", font_family="'sans-serif'",
+                                font_weight=600, font_settings={"sdf": True}, outline_width=3,
+                                outline_color=[255, 255, 255, 230], pickable=False))
+    return layers
 
 
 def show(d: pdk.Deck, key: str | None = None, *, height: int = MAP_HEIGHT) -> None:
@@ -92,9 +168,10 @@ def show(d: pdk.Deck, key: str | None = None, *, height: int = MAP_HEIGHT) -> No
 
 
 def context_layer(cells) -> pdk.Layer:
-    """Light grey hexagons of the city's cells, in place of a basemap (drawn like :func:`hex_layer`)."""
+    """Light grey hexagons of the city's cells under the data, half transparent so that the base
+    map's streets show through (drawn like :func:`hex_layer`)."""
     frame = pd.DataFrame({"hex": list(cells)})
-    return pdk.Layer("H3HexagonLayer", frame, get_hexagon="hex", get_fill_color=[228, 230, 235, 255],
+    return pdk.Layer("H3HexagonLayer", frame, get_hexagon="hex", get_fill_color=[228, 230, 235, 255], opacity=0.55,
                      coverage=0.92, stroked=False, filled=True, extruded=False, pickable=False, high_precision=False)
 
 
@@ -114,13 +191,15 @@ def outline_layer(cells, colour: list[int]) -> pdk.Layer:
                      get_line_color=colour, line_width_min_pixels=3, extruded=False, pickable=False)
 
 
-def diverging(values: np.ndarray, *, pos: str = "#2166ac", neg: str = "#d6604d") -> list[list[int]]:
-    """Blue for positive, red for negative, white near zero (scaled by the largest magnitude)."""
+def diverging(values: np.ndarray, *, pos: str = "#2166ac", neg: str = "#d6604d", scale: float | None = None) -> list[list[int]]:
+    """Blue for positive, red for negative, white near zero; full colour at ``scale`` (default:
+    the largest magnitude)."""
     values = np.asarray(values, dtype=float)
-    scale = np.nanmax(np.abs(values)) if len(values) and np.nanmax(np.abs(values)) > 0 else 1.0
+    if scale is None:
+        scale = np.nanmax(np.abs(values)) if len(values) and np.nanmax(np.abs(values)) > 0 else 1.0
     p, n = np.array(rgb(pos)[:3]), np.array(rgb(neg)[:3])
     out = []
-    for v in values / scale:
+    for v in np.nan_to_num(values / scale):
         base = p if v >= 0 else n
         t = min(1.0, abs(float(v))) ** 0.6
         out.append([int(round(255 + (c - 255) * t)) for c in base] + [230])
@@ -150,7 +229,7 @@ def legend(items: list[tuple[str, str]]) -> None:
 
 
 # --------------------------------------------------------------------------- POIs
-def poi_map(pois: pd.DataFrame) -> pdk.Deck:
+def poi_map(pois: pd.DataFrame, *, base=None, tiles: bool = False) -> pdk.Deck:
     frame = pois[["lat", "lon", "category", "name"]].copy()
     frame["colour"] = [rgb(CATEGORY_COLOURS.get(c, "#7f7f7f")) for c in frame["category"]]
     label = frame["category"].map(CATEGORY_LABELS).fillna(frame["category"])
@@ -159,7 +238,7 @@ def poi_map(pois: pd.DataFrame) -> pdk.Deck:
     layer = pdk.Layer("ScatterplotLayer", frame, get_position=["lon", "lat"], get_fill_color="colour",
                       get_radius=12, radius_min_pixels=2.5, radius_max_pixels=8, pickable=True,
                       stroked=False, auto_highlight=True)
-    return deck([layer], view_of(frame["lat"], frame["lon"]))
+    return deck([layer], view_of(frame["lat"], frame["lon"]), base=base, tiles=tiles)
 
 
 def poi_legend(pois: pd.DataFrame) -> None:
@@ -199,11 +278,11 @@ def per_person_bar(bars: pd.DataFrame, *, one: str, many: str) -> go.Figure:
     return _small(fig, xaxis_title="visits", yaxis_title=many, xaxis_type="category")
 
 
-def visits_map(cells: pd.DataFrame, *, context, unit: str) -> pdk.Deck:
+def visits_map(cells: pd.DataFrame, *, context, unit: str, base=None, tiles: bool = False) -> pdk.Deck:
     """Visited cells (cell, visits, people) shaded by visits on a log scale."""
     frame = cells.assign(hex=cells["cell"], colour=sequential(np.log1p(cells["visits"].to_numpy())))
     with_tip(frame, [f"{n:,} visits" for n in frame["visits"]], [f"by {p:,} {unit}" for p in frame["people"]])
-    return deck([context_layer(context), hex_layer(frame)], view_of_cells(context, width_px=1000))
+    return deck([context_layer(context), hex_layer(frame)], view_of_cells(context, width_px=1000), base=base, tiles=tiles)
 
 
 # --------------------------------------------------------------------------- fine-tuning
@@ -217,65 +296,108 @@ def metrics_chart(table: pd.DataFrame) -> go.Figure:
 
 
 # --------------------------------------------------------------------------- flows
-def flow_map(summary, *, context, names: pd.Series | None, unit: str, zones=None, max_arcs: int = 400) -> pdk.Deck:
-    """Arcs of the shown flows over places coloured by net flow (blue: more arrivals)."""
+ORIGIN_COLOUR, DESTINATION_COLOUR = "#e67814", "#5a28a0"
+MAX_ARC_PX = 9  # width of the largest flow drawn
+
+
+def _arc_width(flow: np.ndarray, top: float) -> np.ndarray:
+    """Pixels: area-like (square root) scaling, 1 px for the smallest."""
+    return 1 + (MAX_ARC_PX - 1) * np.sqrt(np.asarray(flow, dtype=float) / max(top, 1e-12))
+
+
+def flow_map(summary, *, context, names: pd.Series | None, unit: str, zones=None, max_arcs: int = 400,
+             base=None, tiles: bool = False, top: float | None = None) -> pdk.Deck:
+    """Flows the way flowmap.blue draws them: curved arcs coloured from origin (orange) to
+    destination (purple), as wide as their flow (:func:`flow_width_legend`); places as circles
+    sized by all the moves through them, filled by net flow (blue: more arrivals), with arrivals,
+    departures and net on hover. Arcs bend to the right of their direction, so A -> B and B -> A
+    lie side by side instead of on top of each other. ``top``: the flow drawn widest (give both
+    maps of a page the same, so that widths compare)."""
     layers = []
     places = summary.places.copy()
     label = (lambda p: names.get(p, p)) if names is not None else (lambda p: p)
     if zones is not None:
         layers.append(pdk.Layer("GeoJsonLayer", zones.geojson, stroked=True, filled=True,
-                                get_fill_color=[228, 230, 235, 160], get_line_color=[120, 120, 120, 255],
+                                get_fill_color=[228, 230, 235, 110], get_line_color=[120, 120, 120, 255],
                                 line_width_min_pixels=1, pickable=False))
-        places["colour"] = diverging(places["net"].to_numpy())
-        rows = list(places[["place", "inflow", "outflow", "net", "n_users"]].itertuples(index=False))
-        with_tip(places, [p for p, *_ in rows],
-                 [(f"in {i:,.1f} · out {o:,.1f} · net {n:+,.1f}", f"{u} {unit}") for _, i, o, n, u in rows])
-        layers.append(pdk.Layer("ScatterplotLayer", places, get_position=["lon", "lat"], get_fill_color="colour",
-                                get_radius=60, radius_min_pixels=6, pickable=True, stroked=True,
-                                get_line_color=[60, 60, 60, 255], line_width_min_pixels=1))
+        frame = zone_bounds(zones)
     else:
         layers.append(context_layer(context))
-        places["hex"] = places["place"]
-        places["colour"] = diverging(places["net"].to_numpy())
-        rows = list(places[["place", "inflow", "outflow", "net", "n_users"]].itertuples(index=False))
-        with_tip(places, [label(p) for p, *_ in rows],
-                 [(f"arrivals {i:,.1f} · departures {o:,.1f} · net {n:+,.1f}", f"{u} {unit}") for _, i, o, n, u in rows])
-        layers.append(hex_layer(places, opacity=0.7))
+        frame = pd.DataFrame(cell_centres(context), columns=["lat", "lon"])
+    through = (places["inflow"] + places["outflow"]).to_numpy()
+    places["radius"] = 4 + 14 * np.sqrt(through / max(through.max(), 1e-12)) if len(places) else []
+    places["colour"] = diverging(places["net"].to_numpy())
+    rows = list(places[["place", "inflow", "outflow", "net", "n_users"]].itertuples(index=False))
+    with_tip(places, [label(p) for p, *_ in rows],
+             [(f"arrivals {i:,.1f} · departures {o:,.1f}", f"net {n:+,.1f} · {u:,} {unit}") for _, i, o, n, u in rows])
     flows = summary.flows.head(max_arcs).copy()
     if len(flows):
-        top = flows["flow"].max()
-        flows["width"] = 1 + 9 * np.sqrt(flows["flow"] / top)
+        flows["width"] = _arc_width(flows["flow"], top or flows["flow"].max())
         rows = list(flows[["origin", "destination", "flow", "n_users"]].itertuples(index=False))
-        with_tip(flows, [f"{label(o)} → {label(d)}" for o, d, *_ in rows], [f"{f:,.1f} moves by {u} {unit}" for *_, f, u in rows])
-        # Low arcs: seen from straight above, tall arcs come close to the camera and fan out.
-        # A quoted string is a literal for pydeck (a bare one becomes a data accessor).
-        layers.append(pdk.Layer("ArcLayer", flows, get_source_position=["o_lon", "o_lat"],
-                                get_target_position=["d_lon", "d_lat"], get_width="width", get_height=0.15,
-                                get_source_color=[230, 120, 20, 210], get_target_color=[90, 40, 160, 210],
+        with_tip(flows, [f"{label(o)} → {label(d)}" for o, d, *_ in rows], [f"{f:,.1f} moves by {u:,} {unit}" for *_, f, u in rows])
+        # Tilted 90 degrees the arcs lie flat on the map: seen from above they curve (to the right
+        # of their direction). A quoted string is a literal for pydeck (a bare one becomes a data accessor).
+        layers.append(pdk.Layer("ArcLayer", flows.iloc[::-1], get_source_position=["o_lon", "o_lat"],
+                                get_target_position=["d_lon", "d_lat"], get_width="width", get_height=0.25, get_tilt=90,
+                                get_source_color=rgb(ORIGIN_COLOUR, 150), get_target_color=rgb(DESTINATION_COLOUR, 200),
                                 width_units="'pixels'", great_circle=False, pickable=True, auto_highlight=True))
-    frame = zones.position if zones is not None else pd.DataFrame(cell_centres(context), columns=["lat", "lon"])
-    return deck(layers, view_of(frame["lat"], frame["lon"], width_px=560))
+    layers.append(pdk.Layer("ScatterplotLayer", places, id="flow-places", get_position=["lon", "lat"],
+                            get_fill_color="colour", get_radius="radius", radius_units="'pixels'", stroked=True,
+                            get_line_color=[50, 50, 60, 230], line_width_min_pixels=1.2, pickable=True, auto_highlight=True))
+    return deck(layers, view_of(frame["lat"], frame["lon"], width_px=560, share=1.0 if zones is not None else FIT_SHARE),
+                base=base, tiles=tiles)
+
+
+def zone_bounds(zones) -> pd.DataFrame:
+    """Every vertex of the districts (lat, lon): the camera fits whole districts, not their centres."""
+    coords = []
+
+    def walk(c):
+        if isinstance(c, (list, tuple)) and len(c) and isinstance(c[0], (int, float)):
+            coords.append((c[1], c[0]))
+        elif isinstance(c, (list, tuple)):
+            for x in c:
+                walk(x)
+
+    for f in zones.geojson.get("features", []):
+        walk((f.get("geometry") or {}).get("coordinates", []))
+    return pd.DataFrame(coords or list(zip(zones.position["lat"], zones.position["lon"])), columns=["lat", "lon"])
+
+
+def flow_width_legend(top: float) -> None:
+    """What an arc's width means: three sample widths with their number of moves."""
+    if top <= 0:
+        return
+    samples = [top, top / 4, top / 25]
+    items = " ".join(
+        f'<span style="white-space:nowrap;margin-right:14px"><span style="display:inline-block;width:34px;'
+        f'height:{w:.0f}px;background:linear-gradient(90deg,{ORIGIN_COLOUR},{DESTINATION_COLOUR});vertical-align:middle;'
+        f'border-radius:2px;margin-right:5px"></span>{v:,.1f} moves</span>'
+        for v, w in zip(samples, _arc_width(np.array(samples), top)))
+    st.markdown(f'<div style="font-size:0.85rem;line-height:2">Arc width: {items}</div>', unsafe_allow_html=True)
 
 
 # --------------------------------------------------------------------------- experts
-def dominant_map(by_cell: pd.DataFrame, *, names: pd.Series, context, unit: str) -> pdk.Deck:
+def dominant_map(by_cell: pd.DataFrame, *, names: pd.Series, context, unit: str, base=None,
+                 tiles: bool = False) -> pdk.Deck:
     frame = by_cell.copy()
     frame["hex"] = frame["cell"]
     frame["colour"] = [rgb(expert_colour(int(e)), 225) for e in frame["dominant"]]
     rows = list(frame[["cell", "dominant", "dominant_share", "n_visits", "n_users"]].itertuples(index=False))
     with_tip(frame, [names.get(c, c) for c, *_ in rows],
              [(f"mostly expert {e} ({s:.0%})", f"{v:,} visits by {u} {unit}") for _, e, s, v, u in rows])
-    return deck([context_layer(context), hex_layer(frame)], view_of_cells(context, width_px=560))
+    return deck([context_layer(context), hex_layer(frame)], view_of_cells(context, width_px=560), base=base, tiles=tiles)
 
 
-def share_map(by_cell: pd.DataFrame, expert: int, *, names: pd.Series, context, unit: str) -> pdk.Deck:
+def share_map(by_cell: pd.DataFrame, expert: int, *, names: pd.Series, context, unit: str, base=None,
+              tiles: bool = False) -> pdk.Deck:
     frame = by_cell.copy()
     col = f"expert_{expert}"
     frame["hex"] = frame["cell"]
     frame["colour"] = sequential(frame[col].to_numpy(), high=expert_colour(expert))
     rows = list(frame[["cell", col, "n_users"]].itertuples(index=False))
     with_tip(frame, [names.get(c, c) for c, *_ in rows], [(f"expert {expert}: {s:.0%} of routing", f"{u} {unit}") for _, s, u in rows])
-    return deck([context_layer(context), hex_layer(frame)], view_of_cells(context, width_px=560))
+    return deck([context_layer(context), hex_layer(frame)], view_of_cells(context, width_px=560), base=base, tiles=tiles)
 
 
 def view_of_cells(cells, *, width_px: int = 620) -> pdk.ViewState:
@@ -283,23 +405,34 @@ def view_of_cells(cells, *, width_px: int = 620) -> pdk.ViewState:
     return view_of(lat_lon[:, 0], lat_lon[:, 1], width_px=width_px)
 
 
+def _hover_values(z: np.ndarray, unit: str) -> np.ndarray:
+    """Hover text per square: the value with its unit, or "too few visits to say" for a blank one (never "NaN")."""
+    return np.where(np.isnan(z), "too few visits to say", np.char.add(np.char.mod("%.2f", np.nan_to_num(z)), unit))
+
+
 def heatmap(matrix: pd.DataFrame, *, title: str, colour_label: str, scale="Purples", midpoint=None,
             height: int = 340) -> go.Figure:
-    fig = go.Figure(go.Heatmap(z=matrix.to_numpy(), x=list(matrix.columns), y=list(matrix.index), colorscale=scale,
-                               zmid=midpoint, colorbar={"title": colour_label},
-                               hovertemplate="%{y}, %{x}: %{z:.2f}<extra></extra>"))
+    z = matrix.to_numpy(dtype=float)
+    fig = go.Figure(go.Heatmap(z=z, x=list(matrix.columns), y=list(matrix.index), colorscale=scale,
+                               zmid=midpoint, colorbar={"title": colour_label}, text=_hover_values(z, f" {colour_label}"),
+                               hovertemplate="%{y}, %{x}: %{text}<extra></extra>"))
     fig.update_layout(title=title, height=height, margin={"l": 0, "r": 0, "t": 40, "b": 0}, yaxis_autorange="reversed")
     return fig
 
 
 def hour_heatmap(matrix: pd.DataFrame, *, title: str) -> go.Figure:
-    """Experts x hours of the week, one tick per day."""
-    fig = go.Figure(go.Heatmap(z=matrix.to_numpy(), x=list(range(matrix.shape[1])), y=list(matrix.index),
+    """Experts x hours of the week: ticks every 6 hours, the day's name under its noon, a line between days."""
+    z = matrix.to_numpy(dtype=float)
+    fig = go.Figure(go.Heatmap(z=z, x=list(range(matrix.shape[1])), y=list(matrix.index),
                                customdata=np.tile(np.array(matrix.columns), (len(matrix), 1)),
+                               text=_hover_values(z, "× usual"),
                                colorscale="RdBu_r", zmid=1.0, colorbar={"title": "× usual"},
-                               hovertemplate="%{y}, %{customdata}: %{z:.2f}× usual<extra></extra>"))
+                               hovertemplate="%{y}, %{customdata}: %{text}<extra></extra>"))
     if matrix.shape[1] == 168:
-        fig.update_xaxes(tickvals=list(range(12, 168, 24)), ticktext=["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"])
+        days = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+        fig.update_xaxes(tickvals=list(range(0, 168, 6)), tickangle=0, tickfont={"size": 10},
+                         ticktext=[f"{h % 24}h<br><b>{days[h // 24]}</b>" if h % 24 == 12 else f"{h % 24}h"
+                                   for h in range(0, 168, 6)])
         for day in range(24, 168, 24):
             fig.add_vline(x=day - 0.5, line_width=1, line_color="white")
     else:
@@ -309,14 +442,42 @@ def hour_heatmap(matrix: pd.DataFrame, *, title: str) -> go.Figure:
 
 
 # --------------------------------------------------------------------------- scenario
-def change_map(cells: pd.DataFrame, *, edited, names: pd.Series, context) -> pdk.Deck:
+CHANGE_SCALE_FLOOR = 2.0  # %: a change this large is drawn in full colour at least (small ones stay pale)
+
+
+def change_scale(change_pct: np.ndarray) -> float:
+    """The change in % of arrivals drawn in full colour: the largest shown, but never under
+    :data:`CHANGE_SCALE_FLOOR`, so a +0.19% change is not painted like a doubling."""
+    finite = np.abs(np.asarray(change_pct, dtype=float))
+    finite = finite[np.isfinite(finite)]
+    return max(float(finite.max()) if len(finite) else 0.0, CHANGE_SCALE_FLOOR)
+
+
+def change_map(cells: pd.DataFrame, *, edited, names: pd.Series, context, base=None, tiles: bool = False) -> pdk.Deck:
+    """Places coloured by the change of their expected arrivals in % (:func:`change_legend`);
+    the edited places outlined in black over everything."""
     frame = cells.copy()
     frame["hex"] = frame["cell"]
-    frame["colour"] = diverging(frame["change"].to_numpy())
-    rows = list(frame[["cell", "inflow_before", "inflow_after", "change"]].itertuples(index=False))
-    with_tip(frame, [names.get(c, c) for c, *_ in rows], [f"expected arrivals {b:,.1f} → {a:,.1f} ({d:+,.2f})" for _, b, a, d in rows])
+    frame["colour"] = diverging(frame["change_pct"].to_numpy(), scale=change_scale(frame["change_pct"]))
+    rows = list(frame[["cell", "inflow_before", "inflow_after", "change", "change_pct", "edited"]].itertuples(index=False))
+    with_tip(frame, [names.get(c, c) for c, *_ in rows],
+             [(f"expected arrivals {b:,.1f} → {a:,.1f}", f"change {d:+,.2f} ({pct:+.2f}%)" + (" · edited place" if e else ""))
+              for _, b, a, d, pct, e in rows])
     layers = [context_layer(context), hex_layer(frame), outline_layer(edited, [20, 20, 20, 255])]
-    return deck(layers, view_of_cells(context, width_px=700))
+    return deck(layers, view_of_cells(context, width_px=700), base=base, tiles=tiles)
+
+
+def change_legend(scale: float) -> None:
+    """The numeric colour scale of :func:`change_map`: red (fewer arrivals) - white - blue (more)."""
+    ticks = [-scale, -scale / 2, 0.0, scale / 2, scale]
+    colours = diverging(np.array(ticks), scale=scale)
+    stops = ",".join(f"rgb({c[0]},{c[1]},{c[2]})" for c in colours)
+    labels = "".join(f'<span style="flex:1;text-align:center">{f"{t:+.2g}%" if t else "0%"}</span>' for t in ticks)
+    st.markdown(
+        f'<div style="font-size:0.8rem;max-width:420px">Change in expected arrivals (% of before)'
+        f'<div style="height:12px;border-radius:3px;background:linear-gradient(90deg,{stops})"></div>'
+        f'<div style="display:flex">{labels}</div>'
+        f'<div>beyond ±{scale:.2g}%: full colour · black outline: a changed place</div></div>', unsafe_allow_html=True)
 
 
 def plotly(fig: go.Figure, key: str | None = None) -> None:

@@ -69,7 +69,11 @@ def test_opens_ready_on_the_embedded_default(env):
     at = open_app()
     assert "Helsinki city centre POIs" in text(at)
     (poi_deck,) = decks(at)
-    assert layer_types(poi_deck) == ["ScatterplotLayer"]
+    # the offline street map under the POIs (sample_data/helsinki_basemap.geojson), then the POIs
+    ids = [layer["id"] for layer in poi_deck["layers"]]
+    assert layer_types(poi_deck).count("ScatterplotLayer") == 1 and "basemap-streets" in ids
+    assert ids.index("basemap-streets") < layer_types(poi_deck).index("ScatterplotLayer")
+    assert all(i.startswith("basemap") for i, t in zip(ids, layer_types(poi_deck)) if t != "ScatterplotLayer")
     # Offline: no basemap provider and no style (pydeck's placeholder, which Streamlit drops).
     assert poi_deck.get("mapProvider") is None and poi_deck.get("mapStyle") in (None, "__MAP_STYLE__")
     assert len(at.get("plotly_chart")) == 1
@@ -84,7 +88,7 @@ def test_opens_ready_on_the_embedded_default(env):
     observed, predicted = decks(at)
     for deck in (observed, predicted):
         assert "ArcLayer" in layer_types(deck) and "H3HexagonLayer" in layer_types(deck)
-    assert len(at.get("download_button")) == 4
+    assert len(at.main.get("download_button")) == 6  # GeoJSON, CSV and PNG of each map; the sidebar has the project file's
 
     go(at, "experts")
     assert len(decks(at)) == 2 and len(at.get("plotly_chart")) == 2

@@ -7,6 +7,7 @@ Skips when Chromium is missing, unless TRAJMOE_CI=1 (then it fails).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -50,22 +51,11 @@ def browser():
         browser.close()
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """`streamlit run` on a free local port with its own work folder; stopped after the tests."""
-    root = tmp_path_factory.mktemp("browser")
-    env = {**os.environ, "TRAJMOE_APP_DIR": str(root / "work")}
-    shipped = REPO / "assets" / "trajmoe_pretrained.safetensors"
-    if not shipped.is_file() and "TRAJMOE_CHECKPOINT" not in os.environ:
-        import torch
-
-        from trajmoe.train.checkpoint import save_checkpoint
-        from trajmoe.train.models import new_trajmoe
-
-        torch.manual_seed(0)
-        model, config = new_trajmoe(d_model=32, n_layers=2, n_heads=2, seed=0)
-        env["TRAJMOE_CHECKPOINT"] = str(save_checkpoint(root / "tiny.safetensors", model, arch="trajmoe",
-                                                        config=config, info={"cities": ["nowhere"]}))
+@contextlib.contextmanager
+def streamlit_server(root: Path, env: dict | None = None):
+    """`streamlit run` on a free local port with the work folder ``root/work`` (and ``env`` added);
+    yields its URL and stops it on exit."""
+    env = {**os.environ, "TRAJMOE_APP_DIR": str(root / "work"), **(env or {})}
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app/streamlit_app.py", "--server.headless", "true",
@@ -90,6 +80,30 @@ def server(tmp_path_factory):
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def tiny_checkpoint(root: Path) -> Path:
+    """A tiny random TrajMoE checkpoint under ``root`` (when the shipped one is missing)."""
+    import torch
+
+    from trajmoe.train.checkpoint import save_checkpoint
+    from trajmoe.train.models import new_trajmoe
+
+    torch.manual_seed(0)
+    model, config = new_trajmoe(d_model=32, n_layers=2, n_heads=2, seed=0)
+    return save_checkpoint(root / "tiny.safetensors", model, arch="trajmoe", config=config, info={"cities": ["nowhere"]})
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`streamlit run` on a free local port with its own work folder; stopped after the tests."""
+    root = tmp_path_factory.mktemp("browser")
+    env = {}
+    shipped = REPO / "assets" / "trajmoe_pretrained.safetensors"
+    if not shipped.is_file() and "TRAJMOE_CHECKPOINT" not in os.environ:
+        env["TRAJMOE_CHECKPOINT"] = str(tiny_checkpoint(root))
+    with streamlit_server(root, env) as url:
+        yield url
 
 
 @pytest.fixture
@@ -182,7 +196,7 @@ def test_upload_finetune_and_maps_draw(browser, server, upload):
 
     visit(page, "Trajectories")
     page.get_by_text("Use your own file").click()
-    page.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files(str(upload))
+    page.locator("[data-testid=stMainBlockContainer] [data-testid=stFileUploaderDropzoneInput]").set_input_files(str(upload))
     page.get_by_text("my_city.csv (uploaded)").first.wait_for(timeout=SLOW)
     page.wait_for_selector(MAP, timeout=SLOW)
     shoot(page, "2_trajectories")

@@ -15,6 +15,7 @@ from trajmoe.analysis.flows import (
     filter_transitions,
     flows_csv,
     flows_geojson,
+    model_transitions,
     observed_transitions,
     predicted_transitions,
     summarize_flows,
@@ -95,12 +96,15 @@ def test_no_flow_or_place_under_k_people_is_shown(city, predictions, which, k):
     moves = tr[tr["origin"] != tr["destination"]]
     truth = moves.groupby(["origin", "destination"])["user_id"].nunique()
     place_users = _users_per_place(tr)
-    for row in summary.flows.itertuples():
-        assert row.n_users == truth[(row.origin, row.destination)] >= k
+    for row in summary.flows.itertuples():  # persons of the flow's shown slices (hours x day type)
+        assert truth[(row.origin, row.destination)] >= row.n_users >= k
         assert place_users[row.origin] >= k and place_users[row.destination] >= k
     assert (summary.places["n_users"] >= k).all()
     assert summary.hidden_flows == len(truth) - len(summary.flows)
     assert summary.hidden_places == len(place_users) - len(summary.places)
+    # Every move is shown or counted under one reason it is not.
+    assert summary.n_moves == pytest.approx(tr["weight"].sum())
+    assert summary.n_moves == pytest.approx(summary.moves_shown + summary.moves_within + summary.moves_hidden)
     assert summary.hidden_flows > 0  # the small sample has rare flows: the rule must bite
     # Totals add up the shown flows only (hidden ones cannot be recovered by subtraction).
     assert summary.places["inflow"].sum() == pytest.approx(summary.flows["flow"].sum())
@@ -112,17 +116,36 @@ def test_no_flow_or_place_under_k_people_is_shown(city, predictions, which, k):
     assert len(pd.read_csv(io.StringIO(flows_csv(summary)))) == len(summary.flows)
 
 
-def test_predicted_flows_count_the_same_moves_as_observed(city, predictions):
+def test_predicted_flows_count_the_same_moves_as_observed(model, city, predictions):
     observed = observed_transitions(city)
     predicted = predicted_transitions(predictions, top_n=5)
     assert predicted["weight"].sum() == pytest.approx(observed["weight"].sum())
     assert summarize_flows(observed, k=1).hidden_flows == 0
 
 
+@pytest.mark.parametrize("hours, day", [((0, 24), "all"), ((6, 12), "weekday"), ((18, 24), "weekend")])
+def test_observed_and_predicted_maps_start_from_the_same_moves(model, city, hours, day):
+    """What the Flows page compares: the same persons, origins, hours and days on both sides, so
+    the moves in the filter agree to the move; each side accounts for every one of them."""
+    everything = predict(model, city, top_k=5, split="all")
+    observed = observed_transitions(city, split="all")
+    predicted = model_transitions(city, everything, top_n=3)
+    per_move = predicted.iloc[::3]
+    for col in ("user_id", "origin", "hour", "weekday"):
+        np.testing.assert_array_equal(per_move[col].to_numpy(), observed[col].to_numpy())
+    obs = summarize_flows(filter_transitions(observed, hours=hours, day=day), k=5)
+    pred = summarize_flows(filter_transitions(predicted, hours=hours, day=day), k=5)
+    assert obs.n_moves == pytest.approx(pred.n_moves) and obs.n_moves > 0
+    for s in (obs, pred):
+        assert s.n_moves == pytest.approx(s.moves_shown + s.moves_within + s.moves_hidden)
+
+
 def test_filters(city):
     tr = observed_transitions(city)
-    morning = filter_transitions(tr, hours=(6, 10))
-    assert morning["hour"].between(6, 9).all() and len(morning) < len(tr)
+    morning = filter_transitions(tr, hours=(6, 12))
+    assert morning["hour"].between(6, 11).all() and len(morning) < len(tr)
+    # Hours are widened to whole 6-hour bands (the privacy rule's slices): 7-10 means 6-12.
+    assert len(filter_transitions(tr, hours=(7, 10))) == len(morning)
     weekend = filter_transitions(tr, day="weekend")
     weekday = filter_transitions(tr, day="weekday")
     assert weekend["weekday"].isin([5, 6]).all() and (weekday["weekday"] < 5).all()
@@ -148,7 +171,8 @@ def test_districts(city, tmp_path):
     assert set(summary.flows["origin"]) <= {"West", "East"}
     assert (summary.flows["n_users"] >= 5).all()
     crossing = tr[tr["origin"].map(zones.of_cell) != tr["destination"].map(zones.of_cell)]
-    assert summary.flows["flow"].sum() == pytest.approx(len(crossing))
+    assert summary.flows["flow"].sum() + summary.moves_hidden == pytest.approx(len(crossing))
+    assert summary.moves_within + len(crossing) == len(tr) and summary.moves_outside == 0
     with pytest.raises(ValueError, match="GeoJSON"):
         read_zones(b"not json", cells=city.visits["cell"])
 

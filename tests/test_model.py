@@ -283,10 +283,9 @@ def test_head_terms_are_added_in_place_with_exact_weight_gradients():
 
 
 def test_head_prior_weights_are_one_row_per_kind_of_data():
+    from trajmoe.city.batch import TASKS
     from trajmoe.model.head import PRIOR_TERMS
     from trajmoe.trajectories.kinds import KINDS
-
-    from trajmoe.city.batch import TASKS
 
     model = _model().eval()
     assert tuple(model.head.prior.shape) == (len(TASKS) * len(KINDS), len(PRIOR_TERMS))

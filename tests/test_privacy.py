@@ -20,8 +20,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trajmoe.analysis.flows import flows_csv, flows_geojson, predicted_transitions, summarize_flows
-from trajmoe.analysis.privacy import pooled_histogram
+from trajmoe.analysis.flows import (
+    filter_transitions,
+    flows_csv,
+    flows_geojson,
+    predicted_transitions,
+    snap_hours,
+    summarize_flows,
+)
+from trajmoe.analysis.privacy import HOUR_BAND, pooled_histogram
 from trajmoe.analysis.routing import Routing, describe_experts, expert_hour_matrix, routing_by_cell
 from trajmoe.analysis.scenario import ScenarioResult
 from trajmoe.analysis.zones import Zones
@@ -122,11 +129,84 @@ def test_districts_under_k_are_hidden(transitions):
                                         index=["Centre", "South", "Far away"]),
                   geojson={"type": "FeatureCollection", "features": []})
     summary = summarize_flows(transitions, k=K, zones=zones)
-    assert "Far away" not in set(summary.places["place"]) and summary.hidden_places == 1
+    assert "Far away" not in set(summary.places["place"])
     assert "Far away" not in flows_csv(summary) + flows_geojson(summary, label="districts")
+    # Centre -> South is bc (K persons, shown on the cell map) + ac (K - 1, hidden there): the
+    # district map would show K + (K - 1) moves, and "districts minus cells" the K - 1 secret
+    # moves A -> C. So it is hidden too (complementary suppression across the two maps).
+    assert summary.flows.empty and summary.hidden_flows == 2
+    assert summary.moves_hidden == 2 * K - 1 + K - 1  # Centre -> South and Centre -> Far away
+    # One more person on A -> C: shown on the cell map as well, nothing left to reveal.
+    summary = summarize_flows(pd.concat([transitions, pd.DataFrame(moves("A", "C", ["ac_extra"]))]), k=K, zones=zones)
     assert set(zip(summary.flows["origin"], summary.flows["destination"])) == {("Centre", "South")}
-    # Centre -> South: bc (K persons) + ac (K - 1): 9 persons, shown; Centre -> Far away: K - 1, hidden
-    assert summary.flows["n_users"].tolist() == [2 * K - 1]
+    assert summary.flows["n_users"].tolist() == [2 * K] and summary.flows["flow"].tolist() == [2 * K]
+    assert summary.n_moves == summary.moves_shown + summary.moves_within + summary.moves_hidden + summary.moves_outside
+
+
+def _slices(frame: pd.DataFrame) -> pd.Series:
+    """Persons per (origin, destination, band of hours, day type), computed here from scratch."""
+    day = np.where(frame["weekday"] < 5, "weekday", np.where(frame["weekday"] < 7, "weekend", "unknown"))
+    return frame.assign(band=frame["hour"] // HOUR_BAND, day=day).groupby(
+        ["origin", "destination", "band", "day"])["user_id"].nunique()
+
+
+def _flow(summary, a: str, b: str) -> float:
+    hit = summary.flows[(summary.flows["origin"] == CELL[a]) & (summary.flows["destination"] == CELL[b])]
+    return float(hit["flow"].sum())
+
+
+def test_differencing_hours_or_days_reveals_no_one():
+    """The attack of issue 12: hours 0-24 minus 0-23, all days minus weekdays. A -> B is public
+    (10 persons on Wednesday mornings); one person also made it late on a Wednesday night and
+    another on a Saturday. Neither difference may show their moves."""
+    rows = (moves("A", "B", people("ab", 10)) + moves("A", "B", ["night owl"], repeat=3, hour=23)
+            + [{**m, "weekday": 5} for m in moves("A", "B", ["weekender"], repeat=2, hour=10)])
+    tr = pd.DataFrame(rows)
+    summary = lambda **f: summarize_flows(filter_transitions(tr, **f), k=K)  # noqa: E731
+    every, but_late = summary(hours=(0, 24)), summary(hours=(0, 23))
+    assert snap_hours((0, 23)) == (0, 24)  # the slider moves in whole bands: "0-23" is 0-24
+    before_evening = summary(hours=(0, 24 - HOUR_BAND))
+    assert _flow(every, "A", "B") == 10  # the night owl's and the weekender's moves are not in it
+    for other in (but_late, before_evening, summary(day="weekday")):
+        assert _flow(every, "A", "B") - _flow(other, "A", "B") == 0
+    assert every.moves_hidden == 5 and every.n_moves == every.moves_shown + every.moves_hidden
+    # Per-place totals and person counts do not move either.
+    for other in (before_evening, summary(day="weekday")):
+        pa, pb = (x.places.set_index("place")[["inflow", "outflow", "n_users"]] for x in (every, other))
+        pd.testing.assert_frame_equal(pa, pb)
+    # With K more persons late in the evening (the night owl's band) the slice is public: the
+    # difference is their K moves and the night owl's 3, from K + 1 persons.
+    late = pd.DataFrame(rows + moves("A", "B", people("late", K), hour=24 - HOUR_BAND))
+    assert (summarize_flows(late, k=K).flows["flow"].sum()
+            - summarize_flows(filter_transitions(late, hours=(0, 24 - HOUR_BAND)), k=K).flows["flow"].sum()) == K + 3
+
+
+@pytest.mark.parametrize("k", [2, K])
+def test_every_setting_shows_only_sums_of_slices_of_k_persons(k):
+    """Whatever hours and days are chosen, each shown flow is the sum of its slices with >= k
+    persons, so the difference of any two settings is such a sum too."""
+    rng = np.random.default_rng(k)
+    names = list("ABC")
+    tr = pd.DataFrame({"user_id": [f"u{i}" for i in rng.integers(0, 30, 3000)],
+                       "origin": [CELL[c] for c in rng.choice(names, 3000)],
+                       "destination": [CELL[c] for c in rng.choice(names, 3000)], "weight": 1.0,
+                       "hour": rng.integers(0, 24, 3000), "weekday": rng.integers(0, 7, 3000)})
+    day = np.where(tr["weekday"] < 5, "weekday", "weekend")
+    for hours in ((0, 24), (0, 23), (3, 12), (7, 10), (21, 24)):
+        for d in ("all", "weekday", "weekend"):
+            chosen = filter_transitions(tr, hours=hours, day=d)
+            lo, hi = snap_hours(hours)
+            assert chosen["hour"].between(lo, hi - 1).all() and lo % HOUR_BAND == hi % HOUR_BAND == 0
+            summary = summarize_flows(chosen, k=k)
+            moved = chosen[chosen["origin"] != chosen["destination"]]
+            persons = _slices(moved)
+            public = persons[persons >= k].index
+            key = pd.MultiIndex.from_frame(moved.assign(band=moved["hour"] // HOUR_BAND, day=day[moved.index])[
+                ["origin", "destination", "band", "day"]])
+            expected = moved[key.isin(public)].groupby(["origin", "destination"])["weight"].sum()
+            got = summary.flows.set_index(["origin", "destination"])["flow"]
+            pd.testing.assert_series_equal(got.sort_index(), expected.rename("flow").sort_index(), check_names=False)
+            assert summary.n_moves == pytest.approx(summary.moves_shown + summary.moves_within + summary.moves_hidden)
 
 
 def test_predicted_flows_hide_destinations_predicted_for_under_k_persons():
@@ -135,7 +215,7 @@ def test_predicted_flows_hide_destinations_predicted_for_under_k_persons():
     for i in range(12):
         third = "S" if i < K - 1 else "A"
         for rank, (where, prob) in enumerate((("B", 0.5), ("C", 0.3), (third, 0.2)), start=1):
-            rows.append({"user_id": f"p{i}", "timestamp": pd.Timestamp("2024-10-08 09:00") + pd.Timedelta(hours=i),
+            rows.append({"user_id": f"p{i}", "timestamp": pd.Timestamp("2024-10-08 09:00") + pd.Timedelta(minutes=10 * i),
                          "cell": CELL["A"], "rank": rank, "next_cell": CELL[where], "prob": prob})
     predicted = predicted_transitions(pd.DataFrame(rows), top_n=3)
     summary = summarize_flows(predicted, k=K)
@@ -213,6 +293,8 @@ def _drawn(deck: dict, *, context: bool) -> list[tuple[str, float, float]]:
     """(layer, lat, lon) of everything a deck draws; grey context hexagons only when asked."""
     points = []
     for layer in deck["layers"]:
+        if str(layer.get("id", "")).startswith("basemap"):  # public OpenStreetMap streets and names, no person
+            continue
         kind, rows = layer["@@type"], layer.get("data") or []
         grey = kind == "H3HexagonLayer" and layer.get("getFillColor") == [228, 230, 235, 255]
         if grey and not context or not isinstance(rows, list):
@@ -281,3 +363,24 @@ def test_not_even_the_grey_background_reveals_the_secret_place(visited):
         for deck in decks:
             near = [p for p in _drawn(deck, context=True) if _km(p[1], p[2]) < 1.0]
             assert not near, f"{page}: {near[:3]}"
+
+
+def test_larger_cells_minus_cells_reveals_no_one():
+    """The same complementary rule for H3 parent cells: two children of one parent send K and
+    K - 1 persons to a third cell; the parent flow would expose the K - 1."""
+    parent = h3.latlng_to_cell(60.170, 24.940, RES - 1)
+    a, b = sorted(h3.cell_to_children(parent, RES))[:2]
+    far = h3.latlng_to_cell(60.190, 24.990, RES)
+
+    def go(origin, users):
+        return [{"user_id": u, "origin": origin, "destination": far, "weight": 1.0, "hour": 9, "weekday": 2}
+                for u in users]
+
+    tr = pd.DataFrame(go(a, people("a", K)) + go(b, people("b", K - 1)))
+    cells = summarize_flows(tr, k=K)
+    assert cells.moves_shown == K  # a -> far only
+    larger = summarize_flows(tr, k=K, resolution=RES - 1)
+    assert larger.flows.empty and larger.moves_hidden == 2 * K - 1
+    tr = pd.DataFrame(go(a, people("a", K)) + go(b, people("b", K)))
+    larger = summarize_flows(tr, k=K, resolution=RES - 1)
+    assert larger.flows["flow"].tolist() == [2 * K] and larger.flows["origin"].tolist() == [parent]

@@ -3,7 +3,7 @@
 import streamlit as st
 
 import views
-from state import inputs
+from state import inputs, summaries
 from state.session import Source
 from trajmoe.errors import POIError, TrajMoEError
 
@@ -77,17 +77,24 @@ except TrajMoEError as exc:
     st.stop()
 
 st.subheader(inputs.pois_source().label)
+try:
+    cov = inputs.coverage()
+except TrajMoEError:
+    cov = None
+if cov is not None and not cov.covered:
+    inputs.offer_pois_for_area(cov, link_to_city=False)
 counts = inputs.poi_summary(pois)
 a, b, c = st.columns(3)
 a.metric("POIs", f"{counts['n']:,}")
 b.metric("Kinds of place", counts["kinds"])
 c.metric("Named", f"{counts['named']:.0%}")
 if counts["n"] == 0:
-    st.warning("No POIs: the model will work from visits alone (its POI features are switched off).")
+    st.warning("No POIs: the model will work from visits alone (its POI features are switched off). Fetch or "
+               "upload POIs of your area with the tabs above, or use the bundled Helsinki POIs.")
     st.stop()
 left, right = st.columns([3, 2])
 with left:
-    views.show(views.poi_map(pois), key="poi_map")
+    views.show(views.poi_map(pois, base=summaries.basemap()), key="poi_map")
     views.poi_legend(pois)
 with right:
     views.plotly(views.category_bar(pois), key="poi_counts")

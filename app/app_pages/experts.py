@@ -1,5 +1,6 @@
 """Experts: which of the model's specialists each place and hour is routed to, and what they do."""
 
+import map_png
 import streamlit as st
 
 import views
@@ -32,23 +33,43 @@ if view is None:
 by_cell = view.by_cell
 names = summaries.cell_names(prep.folder)
 context = summaries.context_cells(prep.folder, k)
+base = summaries.basemap()
 experts = list(range(1, routing.n_experts + 1))
+main = sorted(int(e) for e in by_cell["dominant"].unique())  # experts that are the main one somewhere
+tiles = views.tiles_toggle("ex_tiles")
 
 left, right = st.columns(2)
 with left:
     st.markdown("#### Which expert each place goes to most")
-    views.show(views.dominant_map(by_cell, names=names, context=context, unit=unit), key="map_dominant")
-    views.legend([(f"Expert {e}", views.expert_colour(e)) for e in experts])
+    dominant = views.dominant_map(by_cell, names=names, context=context, unit=unit, base=base)
+    views.show(views.dominant_map(by_cell, names=names, context=context, unit=unit, base=base, tiles=True)
+               if tiles else dominant, key="map_dominant")
+    views.legend([(f"Expert {e}", views.expert_colour(e)) for e in main])
+    never = [e for e in experts if e not in main]
+    if never:
+        st.caption(f"{len(main)} of the {len(experts)} experts are the main one somewhere; "
+                   f"expert{'s' if len(never) > 1 else ''} {', '.join(map(str, never))} never "
+                   "(see the map on the right for how much each is used).")
 with right:
     expert = st.selectbox("How much one expert is used in each place", experts, index=experts.index(view.busiest),
                           format_func=lambda e: f"Expert {e}", key="ex_expert")
-    views.show(views.share_map(by_cell, expert, names=names, context=context, unit=unit), key="map_share")
+    share = views.share_map(by_cell, expert, names=names, context=context, unit=unit, base=base)
+    views.show(views.share_map(by_cell, expert, names=names, context=context, unit=unit, base=base, tiles=True)
+               if tiles else share, key="map_share")
+    st.download_button("Both maps (PNG)", lambda: map_png.decks_png(
+        [(dominant, "Main expert per place"), (share, f"Expert {expert}: share of routing")]),
+        f"experts_{meta['city'].lower().replace(' ', '_')}.png", mime="image/png", key="dl_experts_png")
 st.caption(hidden_note("these maps and charts", places=view.hidden, flows=None, kind=meta["kind"], k=k))
 
 st.markdown("#### What each expert stands for")
+poi_known = bool(data.cells["poi_known"].iloc[0]) and view.categories.shape[1] > 0
+if not poi_known:
+    st.caption("This city has no POI data, so the experts are told apart by when they are used, not by kinds of "
+               "place. Load POIs on **City & POIs** to see which kinds of place each expert stands for.")
 st.markdown("\n".join(f"- {text}" for text in view.texts))
 
-views.plotly(views.heatmap(view.categories, title="Kinds of place each expert's visits are in (1 = city average)",
-                           colour_label="× average", scale="RdBu_r", midpoint=1.0, height=360), key="heat_categories")
+if poi_known:
+    views.plotly(views.heatmap(view.categories, title="Kinds of place each expert's visits are in (1 = city average)",
+                               colour_label="× average", scale="RdBu_r", midpoint=1.0, height=360), key="heat_categories")
 views.plotly(views.hour_heatmap(view.hours, title="When each expert is used (1 = its usual share; blank: under "
                                                 f"{outputs.MIN_HOUR_VISITS} visits)"), key="heat_hours")

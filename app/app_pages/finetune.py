@@ -4,8 +4,9 @@ import streamlit as st
 
 import views
 from state import inputs, outputs
-from state.session import session
+from state.session import FinetuneSettings, session
 from trajmoe.errors import TrajMoEError
+from trajmoe.trajectories.report import plural
 
 st.title("Fine-tune the model on this city")
 st.markdown(
@@ -45,41 +46,70 @@ _, base_meta, base_path = base
 trained_on = ", ".join(dict.fromkeys(base_meta.get("cities", []))) or "other cities"  # once each
 st.caption(f"Starting checkpoint: `{base_path.name}`, pretrained on {trained_on}.")
 
-c1, c2 = st.columns(2)
-share = c1.slider("Share of the city's data to learn from (%)", 1, 100, round(100 * outputs.FRACTION), key="ft_share",
-                  help="The paper's setting is 5%: one pass over 5% of the training trajectories.")
-epochs = c2.number_input("Passes over it (epochs)", min_value=1, max_value=10, value=1, key="ft_epochs")
-with st.expander("Advanced"):
-    max_steps = st.number_input("Stop after this many training steps (0 = no limit)", 0, 100_000, 0, key="ft_max_steps")
-    light = st.toggle("Train only the city's own expert, the routers and the output (faster, lighter)", key="ft_light")
+seen = outputs.pretrained_on(base_meta, prep)
+if seen:
+    st.info(f"This checkpoint's pretraining included **{seen}** (its training part). The pretrained model's "
+            "result below is therefore not a zero-shot test on a new city: it has seen this city before.")
 
-if st.button(f"Fine-tune on {share}% of {city}", type="primary", key="ft_run"):
+chosen = sess.finetune_settings
+c1, c2 = st.columns(2)
+share = c1.slider("Share of the city's data to learn from (%)", 1, 100, chosen.share, key="ft_share",
+                  help="The paper's setting is 5%: one pass over 5% of the training trajectories.")
+epochs = c2.number_input("Passes over it (epochs)", min_value=1, max_value=10, value=chosen.epochs, key="ft_epochs")
+with st.expander("Advanced"):
+    max_steps = st.number_input("Stop after this many training steps (0 = no limit)", 0, 100_000, chosen.max_steps,
+                                key="ft_max_steps")
+    light = st.toggle("Train only the city's own expert, the routers and the output (faster, lighter)",
+                      value=chosen.light, key="ft_light")
+sess.finetune_settings = FinetuneSettings(share=int(share), epochs=int(epochs), max_steps=int(max_steps),
+                                          light=bool(light))  # kept across pages, refreshes, the project file
+
+held_out = prep.meta["n_visits"]
+too_small = min(held_out["val"], held_out["test"]) < outputs.MIN_HELD_OUT
+if too_small:
+    st.info(f"Too little data to fine-tune and score a model: {city} has {held_out['val']:,} visits to check "
+            f"the training on and {held_out['test']:,} to score it on (at least {outputs.MIN_HELD_OUT} of each "
+            "are needed). Upload a file with more people, or more visits per person.")
+
+
+def run_finetune(fraction: float, epochs: int, max_steps: int | None, mode: str) -> None:
+    """The button's callback: it runs before the script, so the sidebar (drawn before this page)
+    already names the fine-tuned model in the same run."""
     try:
-        sess.finetuned = outputs.finetune(
-            prep, data, fraction=share / 100, epochs=int(epochs), max_steps=int(max_steps) or None,
-            mode="light" if light else "full")
+        sess.finetuned = outputs.finetune(prep, data, fraction=fraction, epochs=epochs, max_steps=max_steps, mode=mode)
     except TrajMoEError as exc:
-        st.error(f"Fine-tuning could not run: {exc}")
-        st.stop()
+        sess.finetune_error = f"Fine-tuning could not run: {exc}"
+
+
+st.button(f"Fine-tune on {share}% of {city}", type="primary", key="ft_run", disabled=too_small, on_click=run_finetune,
+          args=(share / 100, int(epochs), int(max_steps) or None, "light" if light else "full"))
+if sess.finetune_error:
+    st.error(sess.finetune_error)
+    sess.finetune_error = None
+    st.stop()
 
 ft = outputs.finetuned_for(prep.folder)
 if ft is None:
     st.info("Not fine-tuned yet: the Flows, Experts and Scenario pages show the pretrained model's "
-            "zero-shot predictions until you do.")
+            + ("predictions" if seen else "zero-shot predictions") + " until you do.")
     st.stop()
 
-st.success(f"Done: {ft.steps} training steps in {ft.seconds:.1f} s. The Flows, Experts and "
+st.success(f"Done: {plural(ft.steps, 'training step')} in {ft.seconds:.1f} s. The Flows, Experts and "
            f"Scenario pages now show **{ft.label}**.")
-table = outputs.metrics_table(ft.metrics)
+table = outputs.metrics_table(ft.metrics, seen=seen)
 st.markdown(f"#### How often each model guesses the next place right, on {ft.metrics['fine-tuned']['n']:,} "
             "held-out visits")
-st.dataframe(table, hide_index=True, column_config={
-    c: st.column_config.NumberColumn(format="percent") for c in table.columns[1:4]} | {
-    "Mean reciprocal rank": st.column_config.NumberColumn(format="%.3f")})
+measures = list(table.columns[1:])
+st.dataframe(table.style.format("{:.1%}", subset=measures),  # one format: every measure a percentage, 1 decimal
+             hide_index=True, column_config={c: st.column_config.Column(help=outputs.MEASURES[c]) for c in measures})
 views.plotly(views.metrics_chart(table), key="ft_metrics")
-st.caption(f"The baselines learn from the same share of data. Held-out visits are the last 20% of each "
-           f"person's visits, never seen in training; each is predicted from the person's "
-           f"{outputs.CONTEXT_VISITS} visits before it, as in the benchmarks.")
+st.caption(
+    f"**{outputs.RANK_SCORE}**: {outputs.MEASURES[outputs.RANK_SCORE]}. **Markov baseline**: guesses the places "
+    "people most often went to next from the same place in the training data. **Return + gravity baseline**: "
+    "guesses a return to the person's own earlier places, or else a busy place nearby. The baselines learn "
+    "from the same share of data. Held-out visits are the last 20% of each person's visits, never seen in "
+    f"fine-tuning; each is predicted from the person's earlier visits (up to the last {outputs.CONTEXT_VISITS}; "
+    "fewer for people with only a few visits), as in the benchmarks.")
 
 d1, d2, d3 = st.columns(3)
 stem = f"trajmoe_{city.lower().replace(' ', '_')}"

@@ -1,12 +1,13 @@
-"""Flows: observed and predicted moves between places, side by side."""
+"""Flows: observed and predicted moves between places, side by side, over the same moves."""
 
+import map_png
 import streamlit as st
 
 import views
 from state import inputs, outputs, summaries
 from state.session import privacy_k
-from trajmoe.analysis.flows import DEFAULT_TOP_N, flows_csv, flows_geojson
-from trajmoe.analysis.privacy import counted_unit, hidden_note
+from trajmoe.analysis.flows import DEFAULT_TOP_N, flows_csv, flows_geojson, snap_hours
+from trajmoe.analysis.privacy import HOUR_BAND, counted_unit, hidden_note
 from trajmoe.errors import TrajMoEError
 
 st.title("Flows: where people move next")
@@ -19,18 +20,33 @@ sample = "synthetic Helsinki sample" if inputs.is_sample() else "uploaded sample
 st.caption(
     f"These flows describe the {sample} ({meta['n_users']:,} {unit} over {days} days), not the whole "
     "population. **Observed**: the moves they really made. **Predicted**: where the model expected each of "
-    "them to go next, from the same places at the same times."
+    "the same moves to go, from the same places at the same times: both maps start from the same moves."
 )
 
 c1, c2, c3, c4 = st.columns([2, 3, 2, 2])
-hours = c1.slider("Hours of the day (start of the move)", 0, 24, (0, 24), key="fl_hours")
+hours = c1.slider("Hours of the day (start of the move)", 0, 24, (0, 24), step=HOUR_BAND, key="fl_hours",
+                  help=f"In {HOUR_BAND}-hour steps: the privacy rule protects each {HOUR_BAND}-hour slice of a flow, "
+                       "so that comparing two settings never singles anyone out.")
+hours = snap_hours(hours)
 day_names = {"All days": "all", "Weekdays": "weekday", "Weekends": "weekend"}
 day = c2.radio("Days", list(day_names), horizontal=True, key="fl_days", disabled=not data.weekday_reliable,
                help=None if data.weekday_reliable else "This data's weekdays are not reliable.")
 top_n = c3.slider("Predicted places per move", 1, outputs.TOP_K, DEFAULT_TOP_N, key="fl_topn",
                   help="Each move's most likely next places, their chances rescaled to add up to one.")
-n_arcs = c4.slider("Largest flows drawn", 20, 500, 150, step=10, key="fl_arcs",
+n_arcs = c4.slider("Largest flows drawn", 20, 500, 80, step=10, key="fl_arcs",
                    help="Only the drawing is thinned out: totals, the table and the downloads use every flow shown.")
+
+res = int(meta["resolution"])
+levels = {"Cells (finest)": None}
+for r in range(res - 1, max(res - summaries.COARSER, 0) - 1, -1):
+    levels[f"Larger cells ({res - r} level{'s' if res - r > 1 else ''} coarser)"] = r
+g1, g2 = st.columns([3, 2])
+# Default: one level coarser than the city's cells (where there is one): at the cells' own size most
+# flows are too small for the privacy rule (the embedded default shows 12% of its moves, one level up 56%).
+level = g1.radio("Group places into", list(levels), index=min(1, len(levels) - 1), horizontal=True, key="fl_level",
+                 help="Grouping nearby places (their H3 parent cells) shows flows too small to show place by place.")
+tiles = views.tiles_toggle("fl_tiles", g2)
+resolution = levels[level]
 with st.expander("Add flows up to districts (optional)"):
     zone_file = st.file_uploader(f"A GeoJSON of district polygons (up to {inputs.max_upload_mb()} MB)",
                                  type=["geojson", "json"], key="fl_zones")
@@ -44,20 +60,53 @@ if zone_file is not None:
         st.error(str(exc))
 
 obs, pred = outputs.flow_summaries(shown, data, hours=hours, day=day_names[day], top_n=top_n, k=k,
-                                   zones=zones, zones_key=zones_key)
+                                   zones=zones, zones_key=zones_key, resolution=None if zones is not None else resolution)
 names = None if zones is not None else summaries.cell_names(prep.folder)
 context = summaries.context_cells(prep.folder, k)
+base = summaries.basemap()
+top = max([float(s.flows["flow"].max()) for s in (obs, pred) if len(s.flows)] or [0.0])
+what = "cells" if zones is None and resolution is None else ("districts" if zones is not None else "larger cells")
 
+
+def not_shown(summary) -> str:
+    parts = [f"{summary.moves_within:,.0f} stay inside one of the {what}"]
+    parts.append(f"{summary.moves_hidden:,.0f} are in flows, hours or days with fewer than {k} {unit}")
+    if summary.moves_outside:
+        parts.append(f"{summary.moves_outside:,.0f} start or end outside every district")
+    return "Not shown: " + "; ".join(parts) + "."
+
+
+st.markdown(f"**{obs.n_moves:,.0f} moves** start between {hours[0]:02d}:00 and {hours[1]:02d}:00 "
+            f"({day.lower()}): the same moves on both maps.")
 left, right = st.columns(2)
-for col, what, summary, key in ((left, "Observed", obs, "observed"), (right, "Predicted", pred, "predicted")):
+pngs = {}  # the offline decks, drawn as PNG on request
+for col, label, summary, key in ((left, "Observed", obs, "observed"), (right, "Predicted", pred, "predicted")):
     with col:
-        st.markdown(f"#### {what}: {summary.flows['flow'].sum():,.0f} moves shown in {len(summary.flows):,} flows")
-        views.show(views.flow_map(summary, context=context, names=names, unit=unit, zones=zones, max_arcs=n_arcs),
-                   key=f"map_{key}")
+        st.markdown(f"#### {label}: {summary.moves_shown:,.0f} of {summary.n_moves:,.0f} moves shown "
+                    f"in {len(summary.flows):,} flows")
+        drawn = views.flow_map(summary, context=context, names=names, unit=unit, zones=zones, max_arcs=n_arcs,
+                               base=base, tiles=False, top=top)
+        views.show(views.flow_map(summary, context=context, names=names, unit=unit, zones=zones, max_arcs=n_arcs,
+                                  base=base, tiles=True, top=top) if tiles else drawn, key=f"map_{key}")
+        pngs[key] = drawn
+        st.caption(not_shown(summary))
         st.caption(hidden_note(f"the {key} map", places=summary.hidden_places, flows=summary.hidden_flows,
-                               kind=meta["kind"], k=k))
-views.legend([("arc starts (origin)", "#e67814"), ("arc ends (destination)", "#5a28a0"),
-              ("more arrivals than departures", "#2166ac"), ("more departures than arrivals", "#d6604d")])
+                               kind=meta["kind"], k=k).replace(" cells ", f" {what} ").replace(" cell ", f" {what[:-1]} "))
+views.legend([("arc leaves its origin (orange)...", views.ORIGIN_COLOUR), ("...and reaches its destination (purple)",
+              views.DESTINATION_COLOUR), ("place with more arrivals than departures", "#2166ac"),
+              ("more departures than arrivals", "#d6604d")])
+views.flow_width_legend(top)
+st.caption("Circles: places, as large as the moves through them. Arcs bend to the right of their direction, "
+           "so the two directions between two places lie side by side." +
+           ("" if base is not None else " No street map: these POIs came from a table; load an OSM file on "
+            "**City & POIs** for streets under the maps."))
+hidden_share = max(s.moves_hidden / s.n_moves for s in (obs, pred) if s.n_moves) if obs.n_moves else 0.0
+coarser = [lv for lv, r in levels.items() if r is not None and (resolution is None or r < resolution)]
+if hidden_share > 0.5 and zones is None and coarser:
+    st.info(f"The privacy rule hides {hidden_share:.0%} of the moves on one of these maps. Group places into "
+            f"**{coarser[0]}** (above) or upload districts: more moves then share a flow, and more can be shown.")
+elif obs.n_moves == 0:
+    st.info("No move starts in these hours on these days: choose more hours or all days.")
 
 st.markdown("#### Arrivals and departures per place")
 per_place = outputs.per_place_table(obs, pred, names)
@@ -65,12 +114,17 @@ st.dataframe(per_place, hide_index=True,
              column_config={c: st.column_config.NumberColumn(format="%.1f") for c in per_place.columns if "(" in c})
 
 st.markdown("#### Download the flows shown")
-d = st.columns(4)
-tag = f"{meta['city'].lower().replace(' ', '_')}_{'districts' if zones is not None else 'cells'}"
+d = st.columns(6)
+grain = {"cells": "cells", "larger cells": f"cells_res{resolution}", "districts": "districts"}[what]
+tag = f"{meta['city'].lower().replace(' ', '_')}_{grain}"
 d[0].download_button("Observed (GeoJSON)", flows_geojson(obs, label="observed"), f"flows_observed_{tag}.geojson",
                      mime="application/geo+json", key="dl_obs_geojson")
 d[1].download_button("Observed (CSV)", flows_csv(obs), f"flows_observed_{tag}.csv", mime="text/csv", key="dl_obs_csv")
 d[2].download_button("Predicted (GeoJSON)", flows_geojson(pred, label=f"predicted ({shown.label})"),
                      f"flows_predicted_{tag}.geojson", mime="application/geo+json", key="dl_pred_geojson")
 d[3].download_button("Predicted (CSV)", flows_csv(pred), f"flows_predicted_{tag}.csv", mime="text/csv", key="dl_pred_csv")
-st.caption(f"Downloads contain only the flows on the maps: places and flows with fewer than {k} {unit} are left out.")
+for col, key in ((d[4], "observed"), (d[5], "predicted")):
+    col.download_button(f"{key.title()} map (PNG)", lambda key=key: map_png.deck_png(pngs[key], title=f"{key.title()} flows"),
+                        f"flows_{key}_{tag}.png", mime="image/png", key=f"dl_{key}_png")
+st.caption(f"Downloads contain only the flows on the maps (places by H3 id, to join with other data): flows with "
+           f"fewer than {k} {unit} are left out.")

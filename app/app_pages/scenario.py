@@ -1,5 +1,6 @@
 """Scenario: add or remove POIs and see where the model expects people to go instead."""
 
+import map_png
 import streamlit as st
 
 import views
@@ -40,6 +41,11 @@ if not chosen:
 
 change = int(count) if action == "Add" else -int(count)
 edits = tuple((c, category, change) for c in chosen)
+names = summaries.cell_names(prep.folder)
+have = data.cells.set_index("cell")[f"poi_n_{category}"].reindex(chosen, fill_value=0).astype(int)
+kind = CATEGORY_LABELS[category]
+st.caption("Now: " + "; ".join(f"{names.get(c, c)} has {n:,} {kind} POI{'s' if n != 1 else ''}" for c, n in have.items()) +
+           ("." if change > 0 else ". Removing takes away at most what a place has."))
 try:
     result = outputs.scenario(shown, data, edits)
 except TrajMoEError as exc:
@@ -49,18 +55,26 @@ if not result.applied:
     st.info(f"Nothing to remove: the chosen places have no {CATEGORY_LABELS[category]} POIs.")
     st.stop()
 view = outputs.scenario_view(result, k)
-names = summaries.cell_names(prep.folder)
 verb = "adding" if change > 0 else "removing"
+done = sum(abs(e.change) for e in result.applied)
+asked = abs(change) * len(chosen)
+capped = "" if done == asked else f" (asked {asked:,}: the places had only {done:,} to remove)"
 st.markdown(
-    f"**Expected effect of {verb} {abs(change)} {CATEGORY_LABELS[category]} POIs in {len(chosen)} place"
-    f"{'s' if len(chosen) > 1 else ''}**: {view.here:+,.2f} arrivals there out of {result.n_targets:,} predicted "
+    f"**Expected effect of {verb} {abs(change)} {kind} POIs in {len(chosen)} place"
+    f"{'s' if len(chosen) > 1 else ''}**{capped}: {view.here:+,.2f} arrivals there out of {result.n_targets:,} predicted "
     f"moves ({view.share:+.2%}); the other shown places change by {view.elsewhere:+,.2f} in total."
 )
+tiles = views.tiles_toggle("sc_tiles")
 left, right = st.columns([5, 4])
 with left:
-    views.show(views.change_map(view.cells, edited=chosen, names=names, context=summaries.context_cells(prep.folder, k)),
-               key="map_change")
-    views.legend([("more arrivals", "#2166ac"), ("fewer arrivals", "#d6604d"), ("changed place (outlined)", "#141414")])
+    changed = views.change_map(view.cells, edited=chosen, names=names, context=summaries.context_cells(prep.folder, k),
+                               base=summaries.basemap())
+    views.show(views.change_map(view.cells, edited=chosen, names=names, context=summaries.context_cells(prep.folder, k),
+                                base=summaries.basemap(), tiles=True) if tiles else changed, key="map_change")
+    views.change_legend(views.change_scale(view.cells["change_pct"]))
+    st.download_button("Map (PNG)", lambda: map_png.deck_png(changed, title=f"Expected effect of {verb} {abs(change)} "
+                                                                          f"{kind} POIs"),
+                       f"scenario_{meta['city'].lower().replace(' ', '_')}.png", mime="image/png", key="dl_scenario_png")
 with right:
     st.dataframe(view.top(names), hide_index=True, column_config={
         "before": st.column_config.NumberColumn(format="%.1f"), "after": st.column_config.NumberColumn(format="%.1f"),

@@ -25,7 +25,7 @@ with st.expander("Use your own file", expanded=not inputs.is_sample()):
         inputs.use_upload(file)
         st.rerun()
     cols = st.columns([2, 1])
-    city = cols[0].text_input("City name", value=inputs.city_name(), key=f"city_name_{inputs.trajectories().key}")
+    city = cols[0].text_input("City name", value=inputs.city_name(), key=f"city_name_{inputs.trajectories().key}_{inputs.city_name()}")  # a new name from elsewhere (a project file) shows
     if city.strip() and city.strip() != inputs.city_name():
         sess.city = city.strip()
         st.rerun()
@@ -72,7 +72,13 @@ if prep.folder is None:
 
 meta, k = prep.meta, privacy_k()
 unit, one = counted_unit(meta["kind"]), counted_unit_one(meta["kind"])
-if not meta.get("n_pois"):
+cov = inputs.coverage()
+if cov is not None and not cov.covered:
+    inputs.offer_pois_for_area(cov)
+elif inputs.pois_source().label == inputs.NO_POIS_LABEL:
+    st.info("Going on without POIs, as you chose: the model works from the visits alone. Load POIs of the "
+            "area on the **City & POIs** page at any time (the city is prepared again automatically).")
+elif not meta.get("n_pois"):
     st.warning("No POI lies near these trajectories, so the model works from the visits alone. Load the "
                "city's POIs on the **City & POIs** page (the city is prepared again automatically).")
 nv = meta["n_visits"]
@@ -87,6 +93,9 @@ st.markdown(
         "never sees while learning.")
 )
 
+cells, hidden = summaries.visited_cells(prep.folder, k)
+if summaries.nothing_to_show(len(cells), hidden=hidden, kind=meta["kind"], k=k, what="the charts and the map"):
+    st.stop()
 left, mid, right = st.columns(3)
 with left:
     views.plotly(views.hour_bar(summaries.visits_per_hour(prep.folder)), key="per_hour")
@@ -98,6 +107,6 @@ with right:
                "last bar is open-ended, so nobody's exact count shows.")
 
 st.markdown("#### Where the visits are")
-cells, hidden = summaries.visited_cells(prep.folder, k)
-views.show(views.visits_map(cells, context=summaries.context_cells(prep.folder, k), unit=unit), key="visit_map")
+views.show(views.visits_map(cells, context=summaries.context_cells(prep.folder, k), unit=unit,
+                            base=summaries.basemap()), key="visit_map")
 st.caption(hidden_note("this map", places=hidden, flows=None, kind=meta["kind"], k=k))

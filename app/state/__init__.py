@@ -5,6 +5,8 @@
   and the shared pretrained model.
 * :mod:`state.outputs`: what is shown from them: predictions, fine-tuning, flows, experts,
   scenarios, cell names and the privacy-filtered summaries of the data.
+* :mod:`state.saved`: what survives a refresh (the link's token, the session's folder, expiry,
+  delete) and the project file.
 
-Dependencies run one way: ``session`` <- ``inputs`` <- ``outputs``; ``views`` (app/views.py) only draws.
+Dependencies run one way: ``session`` <- ``inputs`` <- ``outputs``, ``saved``; ``views`` (app/views.py) only draws.
 """

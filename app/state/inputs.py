@@ -1,9 +1,11 @@
 """The app's inputs: files, POIs, the prepared city and the models to start from (shared by every page).
 
-* Inputs are files: the bundled Helsinki sample, or uploads written once under ``WORK_DIR``
-  (keyed by content digest), so every step reads a path and caches on a short key.
-* A prepared city folder per (trajectories, POIs, city name, map detail), reused across
-  sessions and restarts (``st.cache_data`` + the folder on disk).
+* Inputs are files: the bundled Helsinki sample, or uploads written once under the session's own
+  folder ``WORK_DIR/sessions/<link token>`` (keyed by content digest), so every step reads a path
+  and caches on a short key; :mod:`state.saved` keeps that folder across a refresh and deletes it.
+* A prepared city folder per (trajectories, POIs, city name, map detail): the embedded default's
+  under ``WORK_DIR/cities``, shared by every session; one made from a session's files inside that
+  session's folder, never shared between links (``st.cache_data`` + the folder on disk).
 * The pretrained model lives in ``st.cache_resource`` and is never modified (a session fine-tunes
   its own deep copy: :mod:`state.outputs`).
 * torch is imported only inside the functions that need a model (``import torch`` costs ~2 s).
@@ -32,11 +34,16 @@ from trajmoe.trajectories.report import ValidationReport, plural
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_TRAJECTORIES = REPO / "sample_data" / "helsinki_synthetic_trajectories.csv.gz"
 SAMPLE_POIS = REPO / "sample_data" / "helsinki_pois.parquet"
+SAMPLE_BASEMAP = REPO / "sample_data" / "helsinki_basemap.geojson"  # streets etc. of the same extract
 SHIPPED_CHECKPOINT = REPO / "assets" / "trajmoe_pretrained.safetensors"
 CHECKPOINT_ENV = "TRAJMOE_CHECKPOINT"  # another checkpoint to start from (tests, other deployments)
 WORK_DIR = Path(os.environ.get("TRAJMOE_APP_DIR", Path(tempfile.gettempdir()) / "trajmoe_app"))
 SAMPLE_LABEL = "Helsinki sample: SYNTHETIC people (no real person) moving between real OpenStreetMap POIs"
 SAMPLE_POIS_LABEL = "Helsinki city centre POIs (real, OpenStreetMap)"
+NO_POIS_LABEL = "none (you chose to go on without POIs: the model works from the visits alone)"
+NO_POIS = Source(label=NO_POIS_LABEL, path="", key="no-pois")  # a POI source with no file and no POIs
+COVERED = 0.5  # POIs "cover" the trajectories when at least this share of the visits lies in their area
+COVER_MARGIN_DEG = 0.01  # ~1 km around the POIs' bounding box still counts as their area
 # A compressed upload under the size limit can still hold tens of millions of rows: bound the rows
 # too (5M rows prepare in ~2 GB, bench/results/large_upload.md); bigger files go through the CLI.
 MAX_ROWS = 5_000_000
@@ -62,14 +69,25 @@ def bundled(path: Path, label: str) -> Source:
     return Source(label=label, path=str(path), key=_file_digest(str(path), path.stat().st_mtime))
 
 
+def session_dir() -> Path:
+    """This session's own folder (its uploads, prepared cities, fine-tuned model): WORK_DIR/sessions/<token>."""
+    return WORK_DIR / "sessions" / session().token
+
+
+def finetuned_path(folder: Path | None = None) -> Path:
+    """Where a session's fine-tuned weights are kept (their .json next to them): in ``folder``,
+    by default this session's."""
+    return (folder or session_dir()) / "finetuned" / "trajmoe_finetuned.safetensors"
+
+
 def save_upload(upload, label: str) -> Source:
-    """Write an uploaded file under WORK_DIR once (same content -> same path) and describe it."""
+    """Write an uploaded file into the session's folder once (same content -> same path) and describe it."""
     memo = session().uploads
     if upload.file_id in memo:
         return memo[upload.file_id]
     data = upload.getvalue()
     key = digest(data)
-    folder = WORK_DIR / "uploads" / key
+    folder = session_dir() / "uploads" / key
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / Path(upload.name).name
     if not path.is_file():
@@ -124,20 +142,30 @@ def pois_from_frame(frame: pd.DataFrame, label: str) -> Source:
     """Keep POIs downloaded from OpenStreetMap as a file, like any other POI source."""
     from trajmoe.pois.offline import write_pois
 
-    path = write_pois(frame, scratch_dir() / "pois.parquet")
+    folder = session_dir() / "pois"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = write_pois(frame, Path(tempfile.mkdtemp(dir=folder)) / "pois.parquet")
     return Source(label=label, path=str(path), key=digest(path.read_bytes()))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def read_poi_file(key: str, path: str) -> pd.DataFrame:
     from trajmoe.pois.offline import read_pois
+    from trajmoe.pois.report import POI_COLUMNS
 
+    if key == NO_POIS.key:
+        return pd.DataFrame({c: pd.Series(dtype="float64" if c in ("lat", "lon") else "object") for c in POI_COLUMNS})
     return read_pois(path)
 
 
 def pois() -> pd.DataFrame:
     src = pois_source()
     return read_poi_file(src.key, src.path)
+
+
+def use_no_pois() -> None:
+    """Go on without POIs: the model works from the visits alone."""
+    use_pois(NO_POIS)
 
 
 def poi_summary(frame: pd.DataFrame) -> dict:
@@ -189,8 +217,9 @@ class Prepared:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def prepare_city(traj_key: str, pois_key: str, city: str, resolution: int | None, weekday_reliable: bool,
-                 _traj: Source, _pois: Source) -> Prepared:
-    """Prepare (or reuse from disk) the city folder; ``resolution`` None = prepare's automatic choice
+                 root: str, _traj: Source, _pois: Source) -> Prepared:
+    """Prepare (or reuse from disk) the city folder under ``root`` (part of the cache key, so that
+    a session's city is never another link's); ``resolution`` None = prepare's automatic choice
     (8 for a city, finer for a small area)."""
     from trajmoe import __version__
     from trajmoe.city.features import SCHEMA_ID
@@ -199,7 +228,7 @@ def prepare_city(traj_key: str, pois_key: str, city: str, resolution: int | None
 
     tag = digest(json.dumps([traj_key, pois_key, city, resolution, weekday_reliable, SCHEMA_ID, __version__,
                              REPORT_VERSION]).encode())  # a folder with an older report is made again
-    folder = WORK_DIR / "cities" / tag
+    folder = Path(root) / "cities" / tag
     if (folder / "meta.json").is_file():
         meta = json.loads((folder / "meta.json").read_text())
         return Prepared(str(folder), meta, meta["report"])
@@ -223,7 +252,90 @@ def prepare_city(traj_key: str, pois_key: str, city: str, resolution: int | None
 
 def prepared() -> Prepared:
     traj, poi, sess = trajectories(), pois_source(), session()
-    return prepare_city(traj.key, poi.key, city_name(), sess.resolution, not sess.weekday_unreliable, traj, poi)
+    own = sess.trajectories is not None or sess.pois is not None  # made from the session's files
+    root = str(session_dir() if own else WORK_DIR)
+    return prepare_city(traj.key, poi.key, city_name(), sess.resolution, not sess.weekday_unreliable, root, traj, poi)
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How much of the trajectories' area the chosen POIs cover."""
+
+    share: float  # of the visits inside the POIs' bounding box (+ COVER_MARGIN_DEG)
+    bbox: tuple[float, float, float, float]  # the visits' area (west, south, east, north): fetch POIs for it
+    n_pois: int  # POIs of the source
+
+    @property
+    def covered(self) -> bool:
+        return self.n_pois == 0 or self.share >= COVERED  # no POIs at all is a choice, said elsewhere
+
+    def where(self) -> str:
+        """How many visits lie in the POIs' area, in words."""
+        return "none of the visits lies" if self.share == 0 else f"only {self.share:.0%} of the visits lie"
+
+    def sentence(self, pois_label: str, trajectories_label: str) -> str:
+        return (f"The POIs do not cover these trajectories: {self.where()} in the area of **{pois_label}**, so the model "
+                f"would describe the places of **{trajectories_label}** without what is there.")
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _coverage(folder: str, pois_key: str, _pois: pd.DataFrame) -> Coverage:
+    import numpy as np
+
+    v = city_data(folder).visits
+    lat, lon = v["lat"].to_numpy(), v["lon"].to_numpy()
+    if len(_pois):
+        m = COVER_MARGIN_DEG
+        inside = ((lat >= _pois["lat"].min() - m) & (lat <= _pois["lat"].max() + m)
+                  & (lon >= _pois["lon"].min() - m) & (lon <= _pois["lon"].max() + m))
+        share = float(inside.mean())
+    else:
+        share = 0.0
+    # The area most visits are in (1st to 99th percentile): far outliers would make the box a continent.
+    (s, n), (w, e) = np.quantile(lat, [0.01, 0.99]), np.quantile(lon, [0.01, 0.99])
+    pad = 0.005
+    return Coverage(share=share, bbox=(round(w - pad, 4), round(s - pad, 4), round(e + pad, 4), round(n + pad, 4)),
+                    n_pois=len(_pois))
+
+
+def coverage() -> Coverage | None:
+    """The chosen POIs' coverage of the chosen trajectories; None for the embedded default (it is
+    covered) and when the trajectories cannot be prepared."""
+    sess = session()
+    if sess.trajectories is None and sess.pois is None:
+        return None
+    prep = prepared()
+    if prep.folder is None:
+        return None
+    return _coverage(prep.folder, pois_source().key, pois())
+
+
+def offer_pois_for_area(cov: Coverage, *, link_to_city: bool = True) -> None:
+    """The warning that the POIs miss the trajectories, with what to do: fetch POIs for their area,
+    upload an extract, or go on without POIs."""
+    from trajmoe.errors import POIError
+
+    st.warning(cov.sentence(pois_source().label, trajectories().label) + " Choose one:")
+    w, s, e, n = cov.bbox
+    a, b, c = st.columns(3)
+    if a.button("Fetch POIs for this area from OpenStreetMap (online)", key="fetch_area",
+                help=f"The box the visits are in: west {w}, south {s}, east {e}, north {n}."):
+        from trajmoe.pois.online import fetch_pois
+
+        try:
+            with st.spinner("Asking OpenStreetMap for the POIs of the trajectories' area..."):
+                frame = fetch_pois(bbox=cov.bbox, timeout=15)
+            use_pois(pois_from_frame(frame, f"the trajectories' area {w:.3f}, {s:.3f}, {e:.3f}, {n:.3f} (OpenStreetMap)"))
+            st.rerun()
+        except POIError as exc:
+            st.error(f"Could not fetch POIs online. {exc}")
+    if link_to_city:
+        b.page_link("app_pages/city.py", label="Upload POIs of the area (City & POIs page)")
+    else:
+        b.write("Or upload an OpenStreetMap extract or a POI table of the area on the **Upload a file** tab.")
+    if c.button("Go on without POIs", key="no_pois"):
+        use_no_pois()
+        st.rerun()
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -279,12 +391,12 @@ def base_model():
 
 
 def checkpoint_from_upload(files) -> Path:
-    """Write an uploaded .safetensors + .json pair under WORK_DIR and return the weights path."""
+    """Write an uploaded .safetensors + .json pair into the session's folder and return the weights path."""
     by_ext = {Path(f.name).suffix.lower(): f for f in files}
     if set(by_ext) != {".safetensors", ".json"}:
         raise CheckpointError("Upload both files of the checkpoint: NAME.safetensors and NAME.json.")
     weights, sidecar = by_ext[".safetensors"].getvalue(), by_ext[".json"].getvalue()
-    folder = WORK_DIR / "checkpoints" / digest(weights + sidecar)
+    folder = session_dir() / "checkpoints" / digest(weights + sidecar)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / Path(by_ext[".safetensors"].name).name  # the planner's own file name, in messages
     path.write_bytes(weights)

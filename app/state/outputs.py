@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -23,6 +24,7 @@ TOP_K = 10  # next cells kept per visit (the flows page uses up to this many)
 CONTEXT_VISITS = 64  # each prediction reads up to this many earlier visits (the protocol's L)
 FRACTION = 0.05  # the paper's few-shot share; the pretrained model's views use the same features
 SEED = 0  # the app's run subset seed (fine-tuning and the pretrained model's views share it)
+MIN_HELD_OUT = 10  # fewer validation or test visits than this: too little to fine-tune and score on
 MIN_HOUR_VISITS = 20  # an expert x hour-of-week square with fewer visits is left blank
 
 
@@ -69,9 +71,22 @@ class Shown:
 
 
 def finetuned_for(folder: str) -> Finetuned | None:
-    """The session's fine-tuned model when it was tuned on this prepared city."""
+    """The session's fine-tuned model when it was tuned on this prepared city (after a refresh:
+    loaded again from the session's folder, its predictions made again)."""
     ft = session().finetuned
-    return ft if ft is not None and ft.folder == folder else None
+    if ft is None or ft.folder != folder:
+        return None
+    if ft.model is None:
+        from trajmoe.train.checkpoint import load_checkpoint
+
+        try:
+            ft.model, _ = load_checkpoint(inputs.finetuned_path())
+        except TrajMoEError as exc:  # the kept files were damaged: say so, show the pretrained model
+            st.warning(f"Your fine-tuned model could not be loaded again ({exc}); fine-tune once more.")
+            session().finetuned = None
+            return None
+        ft.outputs = compute_outputs(ft.model, city_data(folder), ft.fraction)
+    return ft
 
 
 def shown_model(prep: Prepared) -> Shown | None:
@@ -81,11 +96,28 @@ def shown_model(prep: Prepared) -> Shown | None:
     base = base_model()
     if base is None:
         return None
-    model, _, path = base
+    model, meta, path = base
     outputs = base_outputs(str(path), path.stat().st_mtime, prep.folder)
     what = "the shipped pretrained model" if path == inputs.SHIPPED_CHECKPOINT else f"the pretrained model {path.name}"
-    label = f"{what}, zero-shot (not fine-tuned on {prep.meta.get('city', 'this city')})"
+    seen = pretrained_on(meta, prep)
+    city = prep.meta.get("city", "this city")
+    label = (f"{what}, not fine-tuned here; its pretraining included {seen}, so this is not a zero-shot result"
+             if seen else f"{what}, zero-shot (not fine-tuned on {city})")
     return Shown(label, model, outputs, FRACTION, f"{path}:{path.stat().st_mtime}:{prep.folder}", False)
+
+
+def pretrained_on(meta: dict, prep: Prepared) -> str | None:
+    """The city of the checkpoint's pretraining data this upload is, in words ("Los Angeles
+    (la_gowalla)"), or None: matched by the file's name against the sidecar's pretraining datasets
+    or by the city name against its cities (a result there is not zero-shot: the model has seen it)."""
+    cities = list(meta.get("cities", []))
+    training = meta.get("training") or {}
+    datasets = list(training.get("datasets", [])) if training.get("kind") == "pretrain" else []
+    stem = Path(str(prep.report.get("source", ""))).name.split(".")[0].lower()
+    if len(datasets) == len(cities) and stem in datasets:  # assets/regenerate.py: one city per dataset, in order
+        return f"{cities[datasets.index(stem)]} ({stem})"
+    city = str(prep.meta.get("city", "")).strip().lower()
+    return next((c for c in cities if c.lower() == city), None)
 
 
 def require_model(prep: Prepared) -> Shown:
@@ -158,14 +190,26 @@ def finetune(prep: Prepared, data, *, fraction: float, epochs: int, max_steps: i
 
 MODEL_NAMES = {"zero-shot": "Pretrained, no fine-tuning (zero-shot)", "fine-tuned": "Fine-tuned",
                "markov": "Markov baseline (same data)", "epr": "Return + gravity baseline (same data)"}
+RANK_SCORE = "Rank score (mean reciprocal rank)"
+MEASURES = {  # column -> what it means, in the table's help and the page's caption
+    "First guess right": "share of the held-out visits where the model's first guess was the right place",
+    "Right place in top 5": "share where the right place was among its first 5 guesses",
+    "Right place in top 10": "share where it was among its first 10 guesses",
+    RANK_SCORE: "100% when the right place is always the first guess, 50% when it is always the second, "
+                "33% the third...: the average of 1 / (position of the right place in the model's list)",
+}
 
 
-def metrics_table(metrics: dict) -> pd.DataFrame:
-    """One row per model (zero-shot, fine-tuned, the two baselines): hit rates and MRR."""
+def metrics_table(metrics: dict, *, seen: str | None = None) -> pd.DataFrame:
+    """One row per model (zero-shot, fine-tuned, the two baselines): hit rates and the rank score,
+    all shares of 1 (one format on the page); ``seen``: the pretraining included this city, so
+    the pretrained row is not called zero-shot."""
+    names = dict(MODEL_NAMES, **({"zero-shot": f"Pretrained, no fine-tuning (it saw {seen} in pretraining)"}
+                                 if seen else {}))
     return pd.DataFrame([
-        {"Model": MODEL_NAMES[key], "First guess right": metrics[key]["acc@1"],
+        {"Model": names[key], "First guess right": metrics[key]["acc@1"],
          "Right place in top 5": metrics[key]["acc@5"], "Right place in top 10": metrics[key]["acc@10"],
-         "Mean reciprocal rank": metrics[key]["mrr"]}
+         RANK_SCORE: metrics[key]["mrr"]}
         for key in MODEL_NAMES
     ])
 
@@ -185,39 +229,41 @@ def zones(key: str, path: str, folder: str):
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _flow_summaries(model_key: str, folder: str, hours: tuple, day: str, top_n: int, k: int,
-                    zones_key: str | None, _predictions, _zones):
+                    zones_key: str | None, resolution: int | None, _predictions, _zones):
     from trajmoe.analysis.flows import (
         filter_transitions,
+        model_transitions,
         observed_transitions,
-        predicted_transitions,
         summarize_flows,
     )
 
     data = city_data(folder)
+    # The same moves on both sides: each observed move, and the model's guesses for it.
     observed = filter_transitions(observed_transitions(data, split="all"), hours=hours, day=day)
-    predicted = filter_transitions(predicted_transitions(_predictions.table, top_n=top_n,
-                                                         weekday_reliable=data.weekday_reliable), hours=hours, day=day)
-    return summarize_flows(observed, k=k, zones=_zones), summarize_flows(predicted, k=k, zones=_zones)
+    predicted = filter_transitions(model_transitions(data, _predictions, top_n=top_n), hours=hours, day=day)
+    return (summarize_flows(observed, k=k, zones=_zones, resolution=resolution),
+            summarize_flows(predicted, k=k, zones=_zones, resolution=resolution))
 
 
-def flow_summaries(shown: Shown, data, *, hours: tuple, day: str, top_n: int, k: int, zones, zones_key: str | None):
-    """Observed and predicted flows after the filters and the privacy rule (cached per model,
-    city, filters and districts: switching back to a page does not redo the work)."""
-    return _flow_summaries(shown.key, str(data.folder), tuple(hours), day, top_n, k, zones_key,
+def flow_summaries(shown: Shown, data, *, hours: tuple, day: str, top_n: int, k: int, zones, zones_key: str | None,
+                   resolution: int | None = None):
+    """Observed and predicted flows of the same moves after the filters and the privacy rule, over
+    cells, their parents at a coarser ``resolution``, or districts (cached per model, city, filters
+    and places: switching back to a page does not redo the work)."""
+    return _flow_summaries(shown.key, str(data.folder), tuple(hours), day, top_n, k, zones_key, resolution,
                            shown.outputs, zones)
 
 
 def per_place_table(observed, predicted, names: pd.Series | None) -> pd.DataFrame:
     """Arrivals, departures and net flow per shown place, observed next to predicted, busiest first;
-    cells get their readable name first (their id last), districts keep theirs."""
+    cells get their readable (unique) name, districts keep theirs. Cell ids are in the downloads only."""
     cols = ["place", "inflow", "outflow", "net"]
     table = observed.places[cols].merge(predicted.places[cols], on="place", how="outer",
-                                        suffixes=(" (observed)", " (predicted)"))
+                                        suffixes=(" (observed)", " (predicted)")).fillna(0.0)  # absent: no flow shown
     if names is not None:
-        table.insert(0, "name", table["place"].map(names))
-        table = table[[c for c in table.columns if c != "place"] + ["place"]].rename(columns={"place": "cell id"})
+        table["place"] = table["place"].map(names)
     table = table.rename(columns=lambda c: c.replace("inflow", "arrivals").replace("outflow", "departures"))
-    return table.sort_values("arrivals (observed)", ascending=False)
+    return table.sort_values(["arrivals (observed)", "arrivals (predicted)"], ascending=False)
 
 
 # --------------------------------------------------------------------------- experts

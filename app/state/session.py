@@ -3,12 +3,15 @@
 Everything the app itself remembers between reruns lives in one :class:`Session`, stored under
 one key of ``st.session_state``; widget values stay under their widget keys (Streamlit owns
 those). Another session never sees this object, so uploads and fine-tuned models stay private to
-the planner who made them (tests/test_isolation.py).
+the planner who made them (tests/test_isolation.py). A refresh starts a new Streamlit session:
+:mod:`state.saved` writes the settings (:meth:`Session.to_record`) next to the session's files
+under its link's token and reads them back.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import secrets
+from dataclasses import asdict, dataclass, field
 
 import streamlit as st
 
@@ -16,6 +19,11 @@ from trajmoe.analysis.privacy import DEFAULT_K, check_k
 
 KEY = "trajmoe"  # the session's one key in st.session_state
 PRIVACY_K = "privacy_k"  # the sidebar slider's widget key (its value: the privacy threshold k)
+
+
+def new_token() -> str:
+    """A link token nobody can guess (128 random bits, URL-safe)."""
+    return secrets.token_urlsafe(16)
 
 
 @dataclass(frozen=True)
@@ -29,7 +37,10 @@ class Source:
 
 @dataclass
 class Finetuned:
-    """A model this session fine-tuned: its own copy, its predictions and its downloads."""
+    """A model this session fine-tuned: its own copy, its predictions and its downloads.
+
+    Restored after a refresh, ``model`` and ``outputs`` are None until a page needs them
+    (state.outputs.finetuned_for loads the saved weights and predicts again)."""
 
     folder: str  # the prepared city it was tuned on (shown only while that city is)
     model: object  # the tuned deep copy (torch.nn.Module); the shared pretrained model is untouched
@@ -42,11 +53,35 @@ class Finetuned:
     seconds: float
     key: str  # identifies model + city for caches
 
+    RECORD = ("folder", "fraction", "metrics", "label", "steps", "seconds", "key")  # kept across a refresh
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """The Fine-tune page's choices, kept across pages, refreshes and in the project file."""
+
+    share: int = 5  # percent of the city's training data (the paper's few-shot 5%)
+    epochs: int = 1
+    max_steps: int = 0  # 0 = no limit
+    light: bool = False  # train only the city's expert, the routers and the output
+
+    def __post_init__(self) -> None:
+        for name, lo, hi in (("share", 1, 100), ("epochs", 1, 10), ("max_steps", 0, 100_000)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+                raise ValueError(f"fine-tuning {name} must be a whole number from {lo} to {hi}, got {value!r}")
+        if not isinstance(self.light, bool):
+            raise ValueError(f"fine-tuning 'light' must be true or false, got {self.light!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
 
 @dataclass
 class Session:
     """What one session keeps between reruns (None: the default)."""
 
+    token: str = field(default_factory=new_token)  # the link's key to this session's files (state.saved)
     trajectories: Source | None = None  # None = the bundled Helsinki sample
     pois: Source | None = None  # None = the bundled Helsinki centre POIs
     city: str | None = None  # None = "Helsinki"
@@ -54,9 +89,12 @@ class Session:
     weekday_unreliable: bool = False  # the file's weekdays are shifted: use the hour only
     base_checkpoint: str | None = None  # an uploaded checkpoint to start from (weights path)
     finetuned: Finetuned | None = None
+    finetune_settings: FinetuneSettings = field(default_factory=FinetuneSettings)
     uploads: dict[str, Source] = field(default_factory=dict)  # uploader file_id -> the file written
     applied_uploads: dict[str, str] = field(default_factory=dict)  # "trajectories"/"pois" -> file_id used
     scenarios: dict[tuple, object] = field(default_factory=dict)  # (model key, edits) -> ScenarioResult
+    project_todo: list[str] = field(default_factory=list)  # what loading a project file left to do
+    finetune_error: str | None = None  # why the last fine-tuning could not run (shown once)
 
     def use_trajectories(self, source: Source | None, city: str | None = None) -> None:
         """Switch to other trajectories (None: back to the sample), named ``city``."""
@@ -67,9 +105,38 @@ class Session:
         if self.base_checkpoint != checkpoint:
             self.base_checkpoint, self.finetuned = checkpoint, None
 
+    def to_record(self) -> dict:
+        """The choices that survive a refresh, JSON-safe (uploader ids and scenarios do not: a new
+        browser session has neither)."""
+        ft = self.finetuned
+        return {"trajectories": _source(self.trajectories), "pois": _source(self.pois), "city": self.city,
+                "resolution": self.resolution, "weekday_unreliable": self.weekday_unreliable,
+                "base_checkpoint": self.base_checkpoint, "finetune_settings": self.finetune_settings.to_dict(),
+                "finetuned": None if ft is None else {name: getattr(ft, name) for name in Finetuned.RECORD}}
+
+    @classmethod
+    def from_record(cls, token: str, record: dict, finetuned_files: dict | None) -> Session:
+        """The session :meth:`to_record` wrote; its fine-tuned model (when the files are back) reloads lazily."""
+        ft = record.get("finetuned")
+        return cls(token=token, trajectories=_from_source(record.get("trajectories")),
+                   pois=_from_source(record.get("pois")), city=record.get("city"),
+                   resolution=record.get("resolution"), weekday_unreliable=bool(record.get("weekday_unreliable")),
+                   base_checkpoint=record.get("base_checkpoint"),
+                   finetune_settings=FinetuneSettings(**record.get("finetune_settings", {})),
+                   finetuned=Finetuned(model=None, outputs=None, files=finetuned_files, **ft)
+                   if ft and finetuned_files else None)
+
+
+def _source(source: Source | None) -> dict | None:
+    return None if source is None else asdict(source)
+
+
+def _from_source(record: dict | None) -> Source | None:
+    return None if record is None else Source(**record)
+
 
 def session() -> Session:
-    """This session's object (made on first use)."""
+    """This session's object (made on first use; state.saved.restore() makes it from the link first)."""
     if KEY not in st.session_state:
         st.session_state[KEY] = Session()
     return st.session_state[KEY]

@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from state.inputs import city_data, pois, pois_source
-from trajmoe.analysis.privacy import allowed, persons_per, pooled_histogram
+from trajmoe.analysis.privacy import allowed, counted_unit, persons_per, pooled_histogram
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -61,6 +61,32 @@ def scenario_places(folder: str, k: int) -> dict[str, str]:
     return {c: f"{names.get(c, c)} ({int(v):,} visits)" for c, v in cells[["cell", "visits"]].itertuples(index=False)}
 
 
+# --------------------------------------------------------------------------- empty states
+def nothing_to_show(n_shown: int, *, hidden: int, kind: str, k: int, what: str) -> bool:
+    """True when nothing may be shown (no cell, place or flow passes the privacy rule), after saying
+    why and what to do, so that a page draws no blank map, empty chart or empty download; False
+    (and nothing said) otherwise. ``what``: the maps or tables left out, e.g. "the flow maps"."""
+    if n_shown:
+        return False
+    unit = counted_unit(kind)
+    if hidden:
+        why = f"each of the {hidden:,} places has fewer than {k} {unit} (the privacy rule in the sidebar)"
+        todo = (f"lower the privacy slider (now {k}), choose a coarser **Map detail** on the Trajectories page "
+                f"(bigger cells hold more {unit}), or upload a file with more {unit}")
+    else:
+        why = "the data has nothing of this kind (too few visits or moves)"
+        todo = f"upload a file with more {unit} or more visits each"
+    st.info(f"Nothing to show in {what}: {why}. To see it, {todo}.")
+    return True
+
+
+def download_button(label: str, data, *, n_rows: int, file_name: str, mime: str, key: str) -> None:
+    """``st.download_button``, disabled with the reason when the file would hold no row."""
+    st.download_button(label, data, file_name=file_name, mime=mime, key=key, disabled=n_rows == 0,
+                       help="Nothing to download: every row is hidden by the privacy rule or there is no data."
+                       if n_rows == 0 else None)
+
+
 # --------------------------------------------------------------------------- the Trajectories page
 @st.cache_data(show_spinner=False, max_entries=16)
 def visits_per_hour(folder: str) -> pd.DataFrame:
@@ -93,29 +119,47 @@ def days_covered(folder: str) -> int:
     return (ts.max() - ts.min()).days + 1
 
 
-# --------------------------------------------------------------------------- cell names
+# --------------------------------------------------------------------------- base map and cell names
+OSM_SUFFIXES = (".osm", ".osm.bz2", ".osm.xml", ".osm.pbf", ".pbf")
+COARSER = 2  # the Flows page may group cells up to this many H3 resolutions coarser
+
+
 @st.cache_data(show_spinner=False, max_entries=8)
-def _cell_names(folder: str, pois_key: str, _pois: pd.DataFrame) -> pd.Series:
-    from trajmoe.geo import cell_centres, latlon_to_cells
+def _basemap(key: str, path: str):
+    from trajmoe.pois.basemap import read_basemap, read_basemap_geojson
+
+    return read_basemap_geojson(path) if path.endswith(".geojson") else read_basemap(path)
+
+
+def basemap():
+    """Streets, water, parks and place labels under every map, from the OSM data of the POIs: the
+    shipped Helsinki base map for the bundled POIs, the uploaded OSM file itself; None for POIs
+    from a table (no streets known, offline)."""
+    from state.inputs import SAMPLE_BASEMAP, SAMPLE_POIS
+
+    src = pois_source()
+    if src.path == str(SAMPLE_POIS):
+        return _basemap(src.key, str(SAMPLE_BASEMAP))
+    if src.path.lower().endswith(OSM_SUFFIXES):
+        return _basemap(src.key, src.path)
+    return None
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _cell_names(folder: str, pois_key: str, _pois: pd.DataFrame, _basemap) -> pd.Series:
+    from trajmoe.analysis.flows import parent_cells
+    from trajmoe.pois.placenames import place_names
 
     data = city_data(folder)
     res = int(data.meta["resolution"])
-    cells = pd.Index(np.unique(np.r_[data.visits["cell"].to_numpy(str), data.cells["cell"].to_numpy(str)]))
-    names = pd.Series([f"cell {c[-6:]}" for c in cells], index=cells)
-    named = _pois[_pois["name"].astype(str).str.len() > 0]
-    if len(named):
-        cell = latlon_to_cells(named["lat"].to_numpy(), named["lon"].to_numpy(), res)
-        frame = pd.DataFrame({"cell": cell, "name": named["name"].astype(str).to_numpy(),
-                              "lat": named["lat"].to_numpy(), "lon": named["lon"].to_numpy()})
-        frame = frame[frame["cell"].isin(cells)]
-        centre = cell_centres(frame["cell"])
-        frame["d"] = np.hypot(frame["lat"] - centre[:, 0], frame["lon"] - centre[:, 1])
-        best = frame.sort_values("d").drop_duplicates("cell").set_index("cell")["name"]
-        names.loc[best.index] = "near " + best
-    return names
+    cells = np.unique(np.r_[data.visits["cell"].to_numpy(str), data.cells["cell"].to_numpy(str)])
+    # Names are unique within one resolution (one map or table never mixes them).
+    levels = [cells] + [np.unique(parent_cells(cells, r)) for r in range(res - 1, max(res - COARSER, 0) - 1, -1)]
+    return pd.concat([place_names(level, pois=_pois, basemap=_basemap) for level in levels])
 
 
 def cell_names(folder: str) -> pd.Series:
-    """A readable name per H3 cell of the city: 'near <the named POI closest to its centre>'."""
+    """A unique readable name per H3 cell of the city and of its coarser parents: the nearest named
+    street near its neighbourhood or POI, else rounded coordinates (trajmoe.pois.placenames)."""
     src = pois_source()
-    return _cell_names(folder, src.key, pois())
+    return _cell_names(folder, src.key, pois(), basemap())

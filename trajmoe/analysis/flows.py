@@ -2,12 +2,14 @@
 
 A *transition* is one person's move from an origin cell to a destination cell, with a weight: 1
 for an observed move (:func:`observed_transitions`), the predicted probability for a predicted
-one (:func:`predicted_transitions`: each visit's top-N next cells, rescaled to sum to one, so
-observed and predicted maps count the same number of moves). :func:`summarize_flows` adds them
-up per (origin, destination) pair and per cell (or per district, with
-:func:`trajmoe.analysis.zones.read_zones`), and applies the privacy rule of
-:mod:`trajmoe.analysis.privacy` to places and flows alike, predicted flows included. Per-cell
-totals add up only the flows that are shown, so hidden flows cannot be recovered by subtraction.
+one (:func:`model_transitions`: for each observed move, the model's top-N next cells from the
+same origin at the same time, rescaled to sum to one, so observed and predicted maps start from
+the very same moves). :func:`summarize_flows` adds them up per (origin, destination) pair and
+per cell (or per coarser H3 cell, or per district with :func:`trajmoe.analysis.zones.read_zones`),
+and applies the privacy rule of :mod:`trajmoe.analysis.privacy` per slice of hours and day type,
+predicted flows included, so that no two filter settings differ by fewer than ``k`` persons. Per-place
+totals add up only the flows that are shown, and every summary says how many moves it could not
+show and why (inside one place, under the rule, outside the districts).
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ import numpy as np
 import pandas as pd
 
 from trajmoe.analysis.predict import target_visits
-from trajmoe.analysis.privacy import DEFAULT_K, allowed, check_k, persons_per
+from trajmoe.analysis.privacy import DEFAULT_K, HOUR_BAND, allowed, check_k, persons_per
 from trajmoe.analysis.zones import Zones
 from trajmoe.errors import InputDataError
 from trajmoe.geo import cell_centres
 
 if TYPE_CHECKING:  # torch (imported by dataset) costs ~2 s: the app's data pages never pay it
+    from trajmoe.analysis.predict import Predictions
     from trajmoe.city.data import CityData
 
 DEFAULT_TOP_N = 5  # predicted next cells per visit that make up the predicted flows
@@ -48,7 +51,10 @@ def observed_transitions(data: CityData, *, split: str = "test") -> pd.DataFrame
 
 def predicted_transitions(predictions: pd.DataFrame, *, top_n: int = DEFAULT_TOP_N,
                           weekday_reliable: bool = True) -> pd.DataFrame:
-    """Expected moves from :func:`predict_next` rows: each visit's top-N, rescaled to sum to one."""
+    """Expected moves from :func:`predict_next` rows: each visit's top-N, rescaled to sum to one.
+
+    Hours and weekdays come from the rows' time stamps; :func:`model_transitions` takes them
+    from the city itself, exactly as :func:`observed_transitions` does (the app uses that one)."""
     k = int(predictions["rank"].max()) if len(predictions) else 1  # every visit has ranks 1..k, in order
     n = min(top_n, k)
     prob = predictions["prob"].to_numpy(np.float64).reshape(-1, k)[:, :n]
@@ -62,11 +68,38 @@ def predicted_transitions(predictions: pd.DataFrame, *, top_n: int = DEFAULT_TOP
                          "hour": np.repeat(ts.dt.hour.to_numpy(), n), "weekday": np.repeat(weekday, n)})
 
 
+def model_transitions(data: CityData, predictions: Predictions, *, top_n: int = DEFAULT_TOP_N) -> pd.DataFrame:
+    """The model's expected moves for the very moves :func:`observed_transitions` counts.
+
+    ``predictions`` is one :func:`~trajmoe.analysis.predict.predict` pass; each of its target
+    visits gives one move (weight 1 spread over its top-N next cells), with the person, origin,
+    local hour and weekday of the observed move into that visit. So with the same filters,
+    observed and predicted maps start from the same moves (``FlowSummary.n_moves`` agree).
+    """
+    tr = predicted_transitions(predictions.table, top_n=top_n)
+    n = len(tr) // max(len(predictions.targets), 1)
+    origin = np.asarray(predictions.targets) - 1
+    return tr.assign(hour=np.repeat(data.hour[origin], n), weekday=np.repeat(data.weekday[origin], n))
+
+
+def snap_hours(hours: tuple[int, int]) -> tuple[int, int]:
+    """``hours`` widened to whole :data:`~trajmoe.analysis.privacy.HOUR_BAND` bands (0-24 stays)."""
+    start, end = int(hours[0]), int(hours[1])
+    start = max(0, start - start % HOUR_BAND)
+    end = min(24, end + (-end) % HOUR_BAND)
+    return start, max(end, start + HOUR_BAND)
+
+
 def filter_transitions(transitions: pd.DataFrame, *, hours: tuple[int, int] = (0, 24),
                        day: str = "all") -> pd.DataFrame:
-    """Moves starting in ``hours`` [start, end) of the day, on ``all`` days, ``weekday`` or ``weekend``."""
+    """Moves starting in ``hours`` [start, end) of the day, on ``all`` days, ``weekday`` or ``weekend``.
+
+    ``hours`` are widened to whole bands (:func:`snap_hours`): a filter never cuts the day finer
+    than the privacy rule's slices, so no two settings differ by less than a slice.
+    """
     if day not in ("all", "weekday", "weekend"):
         raise InputDataError(f"day must be all, weekday or weekend, got {day!r}")
+    hours = snap_hours(hours)
     h, w = transitions["hour"], transitions["weekday"]
     keep = (h >= hours[0]) & (h < hours[1])
     if day == "weekday":
@@ -78,13 +111,25 @@ def filter_transitions(transitions: pd.DataFrame, *, hours: tuple[int, int] = (0
 
 @dataclass
 class FlowSummary:
-    """Flows and per-place totals after the privacy rule (only what may be shown)."""
+    """Flows and per-place totals after the privacy rule (only what may be shown), and what was not.
+
+    ``n_moves == flows.flow.sum() + moves_within + moves_hidden + moves_outside``: every move of
+    the filter is shown in a flow or counted under one reason it is not.
+    """
 
     flows: pd.DataFrame  # origin, destination, flow, n_users, o_lat, o_lon, d_lat, d_lon
     places: pd.DataFrame  # place, lat, lon, inflow, outflow, net, n_users
-    hidden_flows: int  # flows removed by the privacy rule
-    hidden_places: int  # cells / districts removed by the privacy rule
+    hidden_flows: int  # origin -> destination pairs with moves, none of them shown
+    hidden_places: int  # cells / districts with moves that no shown flow starts or ends at
     k: int
+    n_moves: float = 0.0  # moves in the filter (predicted: expected moves, the same number)
+    moves_within: float = 0.0  # moves that stay inside one place: not flows
+    moves_hidden: float = 0.0  # moves in slices with fewer than k persons (see summarize_flows)
+    moves_outside: float = 0.0  # moves with an end outside every district (districts only)
+
+    @property
+    def moves_shown(self) -> float:
+        return float(self.flows["flow"].sum())
 
 
 def cell_positions(cells: Iterable[str]) -> pd.DataFrame:
@@ -94,33 +139,96 @@ def cell_positions(cells: Iterable[str]) -> pd.DataFrame:
     return pd.DataFrame({"lat": latlng[:, 0], "lon": latlng[:, 1]}, index=cells)
 
 
-def summarize_flows(transitions: pd.DataFrame, *, k: int = DEFAULT_K, zones: Zones | None = None) -> FlowSummary:
+def parent_cells(cells: Iterable[str], resolution: int) -> np.ndarray:
+    """The H3 parent of each cell at the coarser ``resolution`` (cells already that coarse stay)."""
+    import h3
+
+    cells = np.asarray(list(cells), dtype=object)
+    codes, uniq = pd.factorize(cells)
+    parents = np.array([c if h3.get_resolution(c) <= resolution else h3.cell_to_parent(c, resolution)
+                        for c in uniq], dtype=object)
+    return parents[codes] if len(cells) else np.array([], dtype=object)
+
+
+def _day_type(weekday: np.ndarray) -> np.ndarray:
+    """0 weekday, 1 weekend, 2 unknown: the day filter never splits a slice."""
+    weekday = np.asarray(weekday)
+    return np.where(weekday < 5, 0, np.where(weekday < 7, 1, 2))
+
+
+def _kept_slices(moves: pd.DataFrame, k: int, *, residual_of: np.ndarray | None = None) -> np.ndarray:
+    """Per move: is its slice (origin, destination, hour band, day type) shown?
+
+    A slice is shown when at least ``k`` distinct persons make it up. With ``residual_of`` (per
+    move: already shown at the cell level), a slice of coarser places is also hidden when the
+    moves in it the cell map does not show come from 1 to k - 1 persons: else "districts minus
+    cells" would reveal them.
+    """
+    key = moves[["origin", "destination"]].assign(band=moves["hour"].to_numpy() // HOUR_BAND,
+                                                  day=_day_type(moves["weekday"].to_numpy()))
+    persons = persons_per(key, moves["user_id"])
+    ok = allowed(persons, k)
+    if residual_of is not None:
+        rest = ~residual_of
+        left = persons_per(key[rest], moves["user_id"].to_numpy()[rest]).reindex(persons.index, fill_value=0)
+        ok &= (left.to_numpy() == 0) | allowed(left, k)
+    ok = pd.Series(ok, index=persons.index)
+    return ok.reindex(pd.MultiIndex.from_frame(key)).to_numpy(dtype=bool)
+
+
+def summarize_flows(transitions: pd.DataFrame, *, k: int = DEFAULT_K, zones: Zones | None = None,
+                    resolution: int | None = None) -> FlowSummary:
     """Add moves up per (origin, destination) and per place, then apply the privacy rule.
 
-    A place (cell, or district with ``zones``) is kept when at least ``k`` distinct persons move
-    from or to it; a flow when at least ``k`` distinct persons contribute to it and both ends are
-    kept. Moves that stay inside one place are not flows. Totals add up the kept flows only.
+    Places are cells, their H3 parents at a coarser ``resolution``, or districts (``zones``).
+    The rule is applied per *slice*: the moves of one origin -> destination pair in one
+    :data:`~trajmoe.analysis.privacy.HOUR_BAND` of the day on one day type (weekday, weekend,
+    unknown). A slice is shown only when at least ``k`` distinct persons make it up; a flow adds
+    up its shown slices (it is hidden when none is shown). Every filter (hours in whole bands,
+    weekdays / weekends) selects whole slices, so the difference between any two settings, e.g.
+    hours 0-24 minus 0-21, is itself a sum of slices of at least ``k`` persons: differencing
+    reveals nothing about fewer than ``k`` persons. Coarser places also hide a slice whose moves
+    not shown on the cell map come from fewer than ``k`` persons (see :func:`_kept_slices`).
+    Places are the ends of the shown flows; their totals add up shown flows only. Moves that
+    stay inside one place are not flows.
     """
     k = check_k(k)
-    tr = transitions
-    if zones is not None:
-        tr = tr.assign(origin=tr["origin"].map(zones.of_cell), destination=tr["destination"].map(zones.of_cell))
-        tr = tr.dropna(subset=["origin", "destination"])
-    # A person counts for a place whether they leave from it or arrive at it.
-    place_users = persons_per(np.concatenate([tr["origin"].to_numpy(), tr["destination"].to_numpy()]),
-                              np.concatenate([tr["user_id"].to_numpy(), tr["user_id"].to_numpy()]))
-    ok_places = place_users.index[allowed(place_users, k)]
-    moves = tr[tr["origin"] != tr["destination"]]
-    flows = moves.groupby(["origin", "destination"], sort=False)["weight"].sum().rename("flow").to_frame()
-    flows["n_users"] = persons_per(moves[["origin", "destination"]], moves["user_id"]).reindex(flows.index)
-    flows = flows.reset_index()
-    keep = flows["origin"].isin(ok_places) & flows["destination"].isin(ok_places) & allowed(flows["n_users"], k)
-    hidden_flows = int((~keep).sum())
-    flows = flows[keep].sort_values("flow", ascending=False).reset_index(drop=True)
-    pos = zones.position if zones is not None else cell_positions(place_users.index)
+    tr = transitions.reset_index(drop=True)
+    n_moves = float(tr["weight"].sum())
+    grouped = zones is not None or resolution is not None
+    if grouped:
+        cell_moves = tr[tr["origin"] != tr["destination"]]
+        shown_on_cells = pd.Series(False, index=tr.index)
+        shown_on_cells[cell_moves.index] = _kept_slices(cell_moves, k)
+        if zones is not None:
+            tr = tr.assign(origin=tr["origin"].map(zones.of_cell), destination=tr["destination"].map(zones.of_cell))
+            inside = tr["origin"].notna() & tr["destination"].notna()
+        else:
+            tr = tr.assign(origin=parent_cells(tr["origin"], resolution),
+                           destination=parent_cells(tr["destination"], resolution))
+            inside = pd.Series(True, index=tr.index)
+        moves_outside = float(tr.loc[~inside, "weight"].sum())
+        tr, shown_on_cells = tr[inside], shown_on_cells[inside]
+    else:
+        moves_outside = 0.0
+    within = tr["origin"] == tr["destination"]
+    moves = tr[~within]
+    residual = shown_on_cells[~within].to_numpy() if grouped else None
+    shown = moves[_kept_slices(moves, k, residual_of=residual)] if len(moves) else moves
+    pairs = moves[["origin", "destination"]].drop_duplicates()
+    flows = shown.groupby(["origin", "destination"], sort=False)["weight"].sum().rename("flow").to_frame()
+    flows["n_users"] = persons_per(shown[["origin", "destination"]], shown["user_id"]).reindex(flows.index)
+    flows = flows.reset_index().sort_values("flow", ascending=False).reset_index(drop=True)
+    ends = np.concatenate([tr["origin"].to_numpy(), tr["destination"].to_numpy()])
+    everywhere = pd.unique(ends)
+    pos = zones.position if zones is not None else cell_positions(everywhere)
     for end, col in (("o", "origin"), ("d", "destination")):
         flows[f"{end}_lat"] = pos["lat"].reindex(flows[col]).to_numpy()
         flows[f"{end}_lon"] = pos["lon"].reindex(flows[col]).to_numpy()
+    # A person counts for a place when a shown move of theirs leaves from it or arrives at it.
+    place_users = persons_per(np.concatenate([shown["origin"].to_numpy(), shown["destination"].to_numpy()]),
+                              np.concatenate([shown["user_id"].to_numpy(), shown["user_id"].to_numpy()]))
+    ok_places = place_users.index
     inflow = flows.groupby("destination")["flow"].sum()
     outflow = flows.groupby("origin")["flow"].sum()
     places = pd.DataFrame({"place": ok_places})
@@ -129,9 +237,11 @@ def summarize_flows(transitions: pd.DataFrame, *, k: int = DEFAULT_K, zones: Zon
     places["inflow"] = inflow.reindex(ok_places, fill_value=0.0).to_numpy()
     places["outflow"] = outflow.reindex(ok_places, fill_value=0.0).to_numpy()
     places["net"] = places["inflow"] - places["outflow"]
-    places["n_users"] = place_users.reindex(ok_places).to_numpy()
-    return FlowSummary(flows=flows, places=places, hidden_flows=hidden_flows,
-                       hidden_places=int(len(place_users) - len(ok_places)), k=k)
+    places["n_users"] = place_users.to_numpy()
+    return FlowSummary(flows=flows, places=places, hidden_flows=int(len(pairs) - len(flows)),
+                       hidden_places=int(len(everywhere) - len(ok_places)), k=k, n_moves=n_moves,
+                       moves_within=float(tr.loc[within, "weight"].sum()),
+                       moves_hidden=float(moves["weight"].sum() - shown["weight"].sum()), moves_outside=moves_outside)
 
 
 def flows_geojson(summary: FlowSummary, *, label: str) -> str:

@@ -7,6 +7,16 @@ person pool persons into bars of at least ``k`` (:func:`pooled_histogram`). "Per
 bike-share stations (:func:`counted_unit`). Every function that applies the rule also says how many
 things it hid, so pages can tell the planner.
 
+**Differencing.** A rule applied to each filter setting alone leaks: hours 0-24 minus hours
+0-23 is the hour-23 part of every flow, however few persons made it. The defence is to fix the
+smallest pieces any setting is made of: the hour filter moves in :data:`HOUR_BAND` steps, the day
+filter picks weekday / weekend / unknown, and flows are shown as sums of whole *slices* (one
+origin -> destination pair in one band on one day type), each slice only when >= k persons make it
+up. Any difference of two settings is then a sum of such slices. Coarser places (parent H3 cells,
+districts) also hide a slice whose moves not shown on the cell map come from 1 to k - 1 persons,
+so "districts minus cells" does not reveal them either. Person counts shown beside a flow are of
+its shown slices.
+
 The app and the library import ``DEFAULT_K``, :func:`check_k` and the filters from here; nothing
 else writes the threshold or the comparison.
 """
@@ -22,6 +32,10 @@ from trajmoe.errors import InputDataError
 
 DEFAULT_K = 5  # at least this many distinct persons behind anything shown (a common k-anonymity floor)
 K_CHOICES = (2, 20)  # the range a planner may pick in the app
+# Filters cut the day only at multiples of this many hours, and the rule is applied to each
+# (flow, band, day type) slice: two settings never differ by less than a whole slice of >= k
+# persons (the differencing defence, trajmoe.analysis.flows.summarize_flows).
+HOUR_BAND = 6  # night, morning, afternoon, evening: 3-hour bands hid twice as many moves
 _UNITS = {"trips": ("trip", "trips"), "stations": ("bike", "bikes")}  # kind -> (one, many); else people
 _PERSON = "__person__"  # the person column of persons_per's frame (a name no key column has)
 

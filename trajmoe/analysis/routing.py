@@ -149,13 +149,13 @@ def describe_experts(routing: Routing, *, layer: int = 0) -> list[str]:
         share = p[:, e].mean()
         rich = [CATEGORY_LABELS[CATEGORIES[c]] for c in np.argsort(-lift.iloc[e].to_numpy())
                 if mix[e, c] >= 0.05 and lift.iloc[e, c] >= 1.2][:2]
-        if not routing.poi_share.any():
-            where = "cells of a city without known POIs"
+        if not routing.poi_share.any():  # no POIs: the kinds of place say nothing, the hours still do
+            where = ""
         elif rich:
-            where = "mostly cells rich in " + " and ".join(rich)
+            where = "mostly cells rich in " + " and ".join(rich) + "; "
         else:
-            where = "cells with a POI mix close to the city average"
-        text = f"Expert {e + 1} ({share:.0%} of routing): {where}; used most {_peak_hours(p[:, e], routing.hour)}"
+            where = "cells with a POI mix close to the city average; "
+        text = f"Expert {e + 1} ({share:.0%} of routing): {where}used most {_peak_hours(p[:, e], routing.hour)}"
         if known and weekend.any() and (~weekend).any():
             ratio = p[weekend, e].mean() / max(p[~weekend, e].mean(), 1e-12)
             if ratio > 1.15:

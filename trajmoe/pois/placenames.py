@@ -1,0 +1,104 @@
+"""Names a planner recognises for places (H3 cells): "Mannerheimintie near Kamppi", never a cell id.
+
+:func:`place_names` names each cell after the nearest named street of the base map
+(:mod:`trajmoe.pois.basemap`), qualified by the neighbourhood it lies in (the nearest OSM place
+label) or, failing that, the nearest named POI; a cell with none of these nearby gets its rounded
+centre coordinates ("34.0522°N, 118.2437°W"). Names are made unique (a repeated name gets its
+nearest POI, then its coordinates), so a table never shows two rows under one name. Cell ids stay
+in the downloads only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from trajmoe.geo import cell_centres, project_km
+
+STREET_KM = 0.12  # a street this close names the cell (about an H3 res-9 edge)
+POI_KM = 0.15  # the same for a named POI
+HOOD_KM = 1.5  # a neighbourhood label this close qualifies the name
+
+
+def coordinates_name(lat: float, lon: float) -> str:
+    """Rounded coordinates as words: 4 decimals (~10 m) tell neighbouring cells apart."""
+    return f"{abs(lat):.4f}°{'N' if lat >= 0 else 'S'}, {abs(lon):.4f}°{'E' if lon >= 0 else 'W'}"
+
+
+def _nearest_points(xy: np.ndarray, pts: np.ndarray, names: np.ndarray, km: float) -> np.ndarray:
+    """Name of the nearest point within ``km`` of each row of ``xy`` ("" when none)."""
+    out = np.full(len(xy), "", dtype=object)
+    if len(pts) == 0 or len(xy) == 0:
+        return out
+    from scipy.spatial import cKDTree
+
+    dist, idx = cKDTree(pts).query(xy, k=1, distance_upper_bound=km)
+    hit = np.isfinite(dist)
+    out[hit] = names[idx[hit]]
+    return out
+
+
+def _nearest_streets(xy: np.ndarray, streets: pd.DataFrame, centre, km: float) -> np.ndarray:
+    out = np.full(len(xy), "", dtype=object)
+    named = streets[streets["name"].astype(str).str.len() > 0] if len(streets) else streets
+    if len(named) == 0 or len(xy) == 0:
+        return out
+    import shapely
+
+    lines = [shapely.LineString(project_km(np.asarray(p)[:, 1], np.asarray(p)[:, 0], centre)) for p in named["path"]]
+    tree = shapely.STRtree(lines)
+    points = shapely.points(xy)
+    (pi, li), dist = tree.query_nearest(points, max_distance=km, return_distance=True, all_matches=False)
+    out[pi] = named["name"].to_numpy()[li]
+    return out
+
+
+def place_names(cells: Iterable[str], *, pois: pd.DataFrame | None = None, basemap=None) -> pd.Series:
+    """A unique readable name per cell (index: the cells, in the order given, duplicates dropped).
+
+    Parameters
+    ----------
+    cells
+        H3 cell ids.
+    pois
+        The POI frame (``lat``, ``lon``, ``name``); unnamed POIs are ignored.
+    basemap
+        A :class:`trajmoe.pois.basemap.Basemap` for streets and neighbourhoods, or None.
+    """
+    cells = pd.Index(pd.unique(np.asarray(list(cells), dtype=object)))
+    if len(cells) == 0:
+        return pd.Series([], dtype=object)
+    latlon = cell_centres(cells)
+    centre = (float(latlon[:, 0].mean()), float(latlon[:, 1].mean()))
+    xy = project_km(latlon[:, 0], latlon[:, 1], centre)
+
+    def points(frame):
+        if frame is None or len(frame) == 0:
+            return np.zeros((0, 2)), np.zeros(0, dtype=object)
+        frame = frame[frame["name"].astype(str).str.strip().str.len() > 0]
+        return project_km(frame["lat"].to_numpy(), frame["lon"].to_numpy(), centre), frame["name"].astype(str).str.strip().to_numpy()
+
+    poi = _nearest_points(xy, *points(pois), POI_KM)
+    street = hood = np.full(len(cells), "", dtype=object)
+    if basemap is not None:
+        street = _nearest_streets(xy, basemap.streets, centre, STREET_KM)
+        labels = basemap.labels[~basemap.labels["kind"].isin(["city", "town", "square"])]
+        hood = _nearest_points(xy, *points(labels), HOOD_KM)
+    coords = np.array([coordinates_name(a, b) for a, b in latlon], dtype=object)
+
+    def compose(primary, qualifier):
+        if not primary:
+            return f"near {qualifier}" if qualifier else ""
+        return f"{primary} near {qualifier}" if qualifier and qualifier != primary else primary
+
+    first = [compose(s, h) if s else compose("", p) for s, h, p in zip(street, hood, poi)]
+    names = pd.Series([f or c for f, c in zip(first, coords)], index=cells, dtype=object)
+    repeated = names.duplicated(keep=False).to_numpy()
+    # A repeated street name: tell the cells apart by their nearest POI, then by coordinates.
+    second = [compose(s, p) if s and p else n for s, p, n in zip(street, poi, names)]
+    names[repeated] = np.array(second, dtype=object)[repeated]
+    repeated = names.duplicated(keep=False).to_numpy()
+    names[repeated] = [f"{n} ({c})" if n != c else c for n, c in zip(names[repeated], coords[repeated])]
+    return names
