@@ -115,7 +115,7 @@ class TrajMoEConfig:
     @property
     def n_prior_features(self) -> int:
         """Router prior width: POI shares (if used) + hour and weekday one-hots of the current visit
-        + hour and weekday one-hots of the target visit (at-time; zeros in the next task)."""
+        + hour and weekday one-hots of the target visit (at-time; the next task leaves them out)."""
         return (self.n_poi_categories if self.use_poi_features else 0) + 2 * (N_HOURS + N_WEEKDAYS)
 
     def moe_config(self) -> MoEConfig:

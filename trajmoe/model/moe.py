@@ -240,7 +240,10 @@ class SAMoE(_FeedForward):
         if self.prior_gate is not None:
             if prior is None:
                 raise ValueError("this SAMoE layer routes with priors: pass the (M, P) prior vector")
-            logits = logits + self.prior_gate(prior.to(self.prior_gate.weight.dtype)).float()
+            # A prior narrower than the gate (TrajMoE's next task leaves out the target-time
+            # columns, which would be zeros) meets the gate's leading columns only: the same logits.
+            weight = self.prior_gate.weight[:, : prior.shape[-1]]
+            logits = logits + F.linear(prior.to(weight.dtype), weight).float()
         domain = self._domain(city)
         if domain is not None and domain.router_bias is not None:
             logits = logits + domain.router_bias.float()

@@ -136,7 +136,7 @@ class TrajMoE(nn.Module):
     # ----------------------------------------------------------------- forward pieces
     def _prior(self, batch: Batch, city: CityTensors) -> torch.Tensor | None:
         """(B, T, P) router priors: current cell's POI shares, hour and weekday one-hots, and the
-        target visit's hour and weekday one-hots in the at-time task (zeros in next)."""
+        target visit's hour and weekday one-hots in the at-time task (left out in next)."""
         cfg = self.config
         if not (cfg.moe and cfg.router_priors):
             return None
@@ -154,8 +154,7 @@ class TrajMoE(nn.Module):
         if self.task == "at-time":
             hour, weekday, _ = batch.target_time()
             parts += [F.one_hot(hour, N_HOURS).to(dtype), F.one_hot(weekday, N_WEEKDAYS).to(dtype)]
-        else:
-            parts.append(batch.hour.new_zeros(*batch.shape, N_HOURS + N_WEEKDAYS).to(dtype))
+        # next: the target-time columns are left out (zeros); the router's gate reads the columns given
         return torch.cat(parts, dim=-1)
 
     def _needed(self, mask: torch.Tensor, positions: torch.Tensor | None) -> list[torch.Tensor]:
