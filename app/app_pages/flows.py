@@ -128,3 +128,39 @@ for col, key in ((d[4], "observed"), (d[5], "predicted")):
                         f"flows_{key}_{tag}.png", mime="image/png", key=f"dl_{key}_png")
 st.caption(f"Downloads contain only the flows on the maps (places by H3 id, to join with other data): flows with "
            f"fewer than {k} {unit} are left out.")
+
+st.markdown("### Arrivals by hour")
+a1, a2 = st.columns([2, 3])
+arrive = snap_hours(a1.slider("Arrival time (hour the visit starts)", 0, 24, (6, 12), step=HOUR_BAND, key="fl_arrive",
+                              help=f"In {HOUR_BAND}-hour steps, for the same reason as the hours above."))
+a_what = "cells" if resolution is None else "larger cells"  # as chosen above (districts group flows only)
+a2.caption(f"Where people arrive between {arrive[0]:02d}:00 and {arrive[1]:02d}:00 ({day.lower()}), per {a_what[:-1]}. "
+           "**Observed**: the visits that really began then. **Predicted**: for each of the same arrivals, the "
+           "places the model expected when told the time of the visit (not its place).")
+arrivals = outputs.arrival_summaries(shown, data, hours=arrive, day=day_names[day], top_n=top_n, k=k,
+                                     resolution=resolution)
+if arrivals is None:
+    st.info("Arrivals by hour cannot be predicted with this model: it was trained to guess the next place "
+            "without being told when the visit happens, not where people are at a given time. Observed and "
+            "predicted arrivals are shown for models trained for both, such as the shipped pretrained one.")
+else:
+    a_obs, a_pred = arrivals
+    st.markdown(f"**{a_obs.n_moves:,.0f} arrivals** between {arrive[0]:02d}:00 and {arrive[1]:02d}:00 "
+                f"({day.lower()}): the same arrivals on both maps ({a_pred.n_moves:,.0f} predicted).")
+    if not summaries.nothing_to_show(len(a_obs.places) + len(a_pred.places), hidden=a_obs.hidden_places, kind=meta["kind"],
+                                     k=k, what="the arrival maps"):
+        left, right = st.columns(2)
+        for col, label, summary, key in ((left, "Observed", a_obs, "observed"), (right, "Predicted", a_pred, "predicted")):
+            cells = summary.places.rename(columns={"place": "cell", "n_users": "people"})
+            cells = cells.assign(visits=cells["arrivals"].round().astype(int) if key == "observed"
+                                 else cells["arrivals"].round(1))
+            with col:
+                st.markdown(f"#### {label}: {summary.moves_shown:,.0f} of {summary.n_moves:,.0f} arrivals shown "
+                            f"at {len(cells):,} {a_what}")
+                views.show(views.visits_map(cells, context=context, unit=unit, base=base, tiles=tiles),
+                           key=f"map_arrivals_{key}")
+                st.caption(f"Not shown: {summary.moves_hidden:,.0f} arrivals at {a_what} where fewer than {k} {unit} "
+                           f"arrive in a {HOUR_BAND}-hour band on weekdays or on weekends ({summary.hidden_places:,} "
+                           f"{a_what} hidden): comparing two settings then never singles anyone out.")
+        st.caption("Darker: more arrivals (each map on its own scale). Predicted arrivals are shares of the same "
+                   f"moves spread over each move's {top_n} most likely places (the slider above).")

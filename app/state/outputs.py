@@ -36,20 +36,42 @@ def run_subset(data, fraction: float):
 
 
 # --------------------------------------------------------------------------- predictions
-def compute_outputs(model, data, fraction: float):
+_DOING = {"next": "Predicting where each person goes next",
+          "at-time": "Predicting where each person arrives, knowing when"}  # progress text per task
+
+
+def compute_outputs(model, data, fraction: float, *, task: str = "next"):
     """One pass over every visit: next-cell predictions, ranks of the true next cells and routing.
 
     Cell features come from the training visits of the few-shot share ``fraction`` (what a model
     fine-tuned on that share saw), so zero-shot and fine-tuned views are compared like for like.
+    ``task`` (trajmoe.city.tasks): another than ``next`` is asked of a deep copy switched to it
+    (the shared model is never modified); None when the checkpoint was not trained for it.
     """
     from trajmoe.analysis.predict import predict
 
-    bar = st.progress(0.0, text="Predicting where each person goes next...")
+    if task != "next":
+        import copy
+
+        from trajmoe.errors import CheckpointError
+        from trajmoe.train.models import require_task
+
+        model = copy.deepcopy(model)
+        try:
+            require_task(model, task)
+        except CheckpointError:  # config.tasks lacks it: the page says so in plain words
+            return None
+    doing = _DOING[task]
+    bar = st.progress(0.0, text=f"{doing}...")
     out = predict(model, data, top_k=TOP_K, split="all", city=run_subset(data, fraction).city,
-                  progress=lambda d, t: bar.progress(
-                      d / max(t, 1), text=f"Predicting where each person goes next: {d:,} of {t:,} moves"))
+                  progress=lambda d, t: bar.progress(d / max(t, 1), text=f"{doing}: {d:,} of {t:,} moves"))
     bar.empty()
     return out
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _task_outputs(model_key: str, task: str, folder: str, fraction: float, _model):
+    return compute_outputs(_model, city_data(folder), fraction, task=task)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -104,6 +126,14 @@ def shown_model(prep: Prepared) -> Shown | None:
     label = (f"{what}, not fine-tuned here; its pretraining included {seen}, so this is not a zero-shot result"
              if seen else f"{what}, zero-shot (not fine-tuned on {city})")
     return Shown(label, model, outputs, FRACTION, f"{path}:{path.stat().st_mtime}:{prep.folder}", False)
+
+
+def task_outputs(shown: Shown, data, task: str):
+    """The shown model's pass for ``task``: ``next`` is ``shown.outputs``; another task is one
+    more pass, cached per model key, task, city and few-shot share (None: not trained for it)."""
+    if task == "next":
+        return shown.outputs
+    return _task_outputs(shown.key, task, str(data.folder), shown.fraction, shown.model)
 
 
 def pretrained_on(meta: dict, prep: Prepared) -> str | None:
@@ -252,6 +282,34 @@ def flow_summaries(shown: Shown, data, *, hours: tuple, day: str, top_n: int, k:
     and places: switching back to a page does not redo the work)."""
     return _flow_summaries(shown.key, str(data.folder), tuple(hours), day, top_n, k, zones_key, resolution,
                            shown.outputs, zones)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _arrival_summaries(model_key: str, folder: str, hours: tuple, day: str, top_n: int, k: int,
+                       resolution: int | None, _predictions):
+    from trajmoe.analysis.flows import (
+        filter_transitions,
+        model_arrivals,
+        observed_arrivals,
+        summarize_arrivals,
+    )
+
+    data = city_data(folder)
+    # The same moves on both sides, timed at their arrival: each observed one, the at-time guesses for it.
+    observed = filter_transitions(observed_arrivals(data, split="all"), hours=hours, day=day)
+    predicted = filter_transitions(model_arrivals(data, _predictions, top_n=top_n), hours=hours, day=day)
+    return (summarize_arrivals(observed, k=k, resolution=resolution),
+            summarize_arrivals(predicted, k=k, resolution=resolution))
+
+
+def arrival_summaries(shown: Shown, data, *, hours: tuple, day: str, top_n: int, k: int,
+                      resolution: int | None = None):
+    """Observed arrivals per place in the arrival hours, and the at-time task's for the same moves,
+    after the privacy rule; None when the shown model was not trained for the at-time task."""
+    at_time = task_outputs(shown, data, "at-time")
+    if at_time is None:
+        return None
+    return _arrival_summaries(shown.key, str(data.folder), tuple(hours), day, top_n, k, resolution, at_time)
 
 
 def per_place_table(observed, predicted, names: pd.Series | None) -> pd.DataFrame:

@@ -10,6 +10,12 @@ and applies the privacy rule of :mod:`trajmoe.analysis.privacy` per slice of hou
 predicted flows included, so that no two filter settings differ by fewer than ``k`` persons. Per-place
 totals add up only the flows that are shown, and every summary says how many moves it could not
 show and why (inside one place, under the rule, outside the districts).
+
+*Arrivals by hour* (:func:`observed_arrivals`, :func:`model_arrivals`, :func:`summarize_arrivals`):
+the same moves timed at their arrival (the local hour and weekday of the visit they arrive at),
+observed next to the at-time task's guesses for each of them (the model told when the visit
+happens). A place's arrivals are the sum of its (place, arrival band, day type) pieces of at least
+``k`` persons, so two arrival-hour or day settings differ by whole pieces of >= k persons.
 """
 
 from __future__ import annotations
@@ -156,16 +162,19 @@ def _day_type(weekday: np.ndarray) -> np.ndarray:
     return np.where(weekday < 5, 0, np.where(weekday < 7, 1, 2))
 
 
-def _kept_slices(moves: pd.DataFrame, k: int, *, residual_of: np.ndarray | None = None) -> np.ndarray:
-    """Per move: is its slice (origin, destination, hour band, day type) shown?
+def _kept_slices(moves: pd.DataFrame, k: int, *, by: tuple[str, ...] = ("origin", "destination"),
+                 residual_of: np.ndarray | None = None) -> np.ndarray:
+    """Per move: is its slice (the ``by`` places, hour band, day type) shown?
 
     A slice is shown when at least ``k`` distinct persons make it up. With ``residual_of`` (per
     move: already shown at the cell level), a slice of coarser places is also hidden when the
     moves in it the cell map does not show come from 1 to k - 1 persons: else "districts minus
-    cells" would reveal them.
+    cells" would reveal them. ``by``: origin and destination for flows, destination for arrivals.
     """
-    key = moves[["origin", "destination"]].assign(band=moves["hour"].to_numpy() // HOUR_BAND,
-                                                  day=_day_type(moves["weekday"].to_numpy()))
+    if not len(moves):
+        return np.zeros(0, dtype=bool)
+    key = moves[list(by)].assign(band=moves["hour"].to_numpy() // HOUR_BAND,
+                                 day=_day_type(moves["weekday"].to_numpy()))
     persons = persons_per(key, moves["user_id"])
     ok = allowed(persons, k)
     if residual_of is not None:
@@ -242,6 +251,82 @@ def summarize_flows(transitions: pd.DataFrame, *, k: int = DEFAULT_K, zones: Zon
                        hidden_places=int(len(everywhere) - len(ok_places)), k=k, n_moves=n_moves,
                        moves_within=float(tr.loc[within, "weight"].sum()),
                        moves_hidden=float(moves["weight"].sum() - shown["weight"].sum()), moves_outside=moves_outside)
+
+
+# --------------------------------------------------------------------------- arrivals by hour
+def _at_arrival(moves: pd.DataFrame, data: CityData, targets: np.ndarray) -> pd.DataFrame:
+    """``moves`` (one or top-N rows per target visit, in target order) timed at their arrival:
+    the local hour and weekday of the target visit itself, not of the visit they leave from."""
+    t = np.asarray(targets)
+    n = len(moves) // max(len(t), 1)
+    return moves.assign(hour=np.repeat(data.hour[t], n), weekday=np.repeat(data.weekday[t], n))
+
+
+def observed_arrivals(data: CityData, *, split: str = "test") -> pd.DataFrame:
+    """The moves of :func:`observed_transitions`, with the hour and weekday of their arrival."""
+    return _at_arrival(observed_transitions(data, split=split), data, target_visits(data, split))
+
+
+def model_arrivals(data: CityData, predictions: Predictions, *, top_n: int = DEFAULT_TOP_N) -> pd.DataFrame:
+    """The model's expected arrivals for the very moves :func:`observed_arrivals` counts.
+
+    ``predictions`` is one :func:`~trajmoe.analysis.predict.predict` pass of a model set to the
+    ``at-time`` task (trajmoe.city.tasks): each target visit's time is an input, so its top-N
+    places answer "where does this person arrive at that hour". Each move spreads a weight of one
+    over them (as :func:`model_transitions`); hour and weekday are those of the observed arrival.
+    """
+    return _at_arrival(predicted_transitions(predictions.table, top_n=top_n), data, predictions.targets)
+
+
+@dataclass
+class ArrivalSummary:
+    """Arrivals per place after the privacy rule (only what may be shown), and what was not.
+
+    ``n_moves == places.arrivals.sum() + moves_hidden``: every arrival of the filter is shown at
+    its place or counted as hidden.
+    """
+
+    places: pd.DataFrame  # place, lat, lon, arrivals, n_users (persons of the shown pieces)
+    hidden_places: int  # places with arrivals, none of them shown
+    k: int
+    n_moves: float = 0.0  # arrivals in the filter (predicted: expected arrivals, the same number)
+    moves_hidden: float = 0.0  # arrivals in pieces with fewer than k persons
+
+    @property
+    def moves_shown(self) -> float:
+        return float(self.places["arrivals"].sum())
+
+
+def summarize_arrivals(arrivals: pd.DataFrame, *, k: int = DEFAULT_K, resolution: int | None = None) -> ArrivalSummary:
+    """Add arrivals (:func:`observed_arrivals` or :func:`model_arrivals` rows, filtered by
+    :func:`filter_transitions` on the arrival's hour and day) up per place, after the privacy rule.
+
+    The rule is applied per *piece*: the arrivals at one place in one
+    :data:`~trajmoe.analysis.privacy.HOUR_BAND` of the day on one day type. A piece is shown only
+    when at least ``k`` distinct persons make it up, and a place shows the sum of its shown
+    pieces. Filters select whole pieces, so any two settings (arrivals 0-24 minus 0-18, all days
+    minus weekdays) differ by whole pieces of >= k persons. Places are cells or their H3 parents at
+    a coarser ``resolution``; a coarser piece is also hidden when its arrivals the cell map does
+    not show come from 1 to k - 1 persons ("larger cells minus cells" reveals nobody).
+    """
+    k = check_k(k)
+    tr = arrivals.reset_index(drop=True)
+    by = ("destination",)
+    residual = None
+    if resolution is not None:
+        residual = _kept_slices(tr, k, by=by)
+        tr = tr.assign(destination=parent_cells(tr["destination"], resolution))
+    shown = tr[_kept_slices(tr, k, by=by, residual_of=residual)]
+    per_place = shown.groupby("destination")["weight"].sum()
+    users = persons_per(shown["destination"], shown["user_id"]).reindex(per_place.index)
+    pos = cell_positions(per_place.index)
+    places = pd.DataFrame({"place": per_place.index.to_numpy(), "lat": pos["lat"].to_numpy(),
+                           "lon": pos["lon"].to_numpy(), "arrivals": per_place.to_numpy(),
+                           "n_users": users.to_numpy()}).sort_values("arrivals", ascending=False)
+    return ArrivalSummary(places=places.reset_index(drop=True), k=k,
+                          hidden_places=int(tr["destination"].nunique() - len(places)),
+                          n_moves=float(tr["weight"].sum()),
+                          moves_hidden=float(tr["weight"].sum() - shown["weight"].sum()))
 
 
 def flows_geojson(summary: FlowSummary, *, label: str) -> str:
