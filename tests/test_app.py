@@ -98,6 +98,12 @@ def test_opens_ready_on_the_embedded_default(env):
     (change,) = decks(at)
     assert "H3HexagonLayer" in layer_types(change)
     assert "Expected effect of adding 10 food & drink POIs" in text(at)
+    whole = re.search(r"out of ([\d,]+) predicted moves \(", text(at))
+    at.toggle(key="sc_timed").set_value(True).run()  # the same edit, for morning arrivals (at-time)
+    assert not at.exception
+    band = re.search(r"out of ([\d,]+) predicted moves arriving between 06:00 and 12:00", text(at))
+    assert whole and band and int(band[1].replace(",", "")) < int(whole[1].replace(",", ""))
+    at.toggle(key="sc_timed").set_value(False).run()
 
     go(at, "finetune")
     assert "Not fine-tuned yet" in text(at)

@@ -14,7 +14,7 @@ from trajmoe.analysis.scenario import POIEdit, edit_cells, run_scenario
 from trajmoe.city.data import CityData
 from trajmoe.city.features import POI_COLUMNS, RING_POI_COLUMNS, build_cell_table
 from trajmoe.city.prepare import prepare
-from trajmoe.errors import InputDataError, POIError
+from trajmoe.errors import InputDataError, POIError, TrajMoEError
 
 torch.set_num_threads(1)
 
@@ -108,3 +108,21 @@ def test_city_without_pois_says_so(model, small_csv, tmp_path):
     bare = CityData(tmp_path)
     with pytest.raises(POIError, match="no POI data"):
         run_scenario(model, bare, [POIEdit(busiest(bare), "retail", 5)])
+
+
+def test_a_scenario_for_an_arrival_band_asks_the_at_time_task_about_those_arrivals(model, city):
+    edits = [POIEdit(busiest(city), "food_drink", 10)]
+    whole = run_scenario(model, city, edits)
+    band = run_scenario(model, city, edits, arrival_hours=(7, 11))  # widened to whole bands: 06-12
+    assert band.arrival_hours == (6, 12) and whole.arrival_hours is None
+    targets = city.targets("test")
+    in_band = ((city.hour[targets] >= 6) & (city.hour[targets] < 12)).sum()
+    assert band.n_targets == in_band < whole.n_targets
+    # expected arrivals add up to the arrivals asked about, before and after the edit
+    assert band.cells["inflow_before"].sum() == pytest.approx(in_band, rel=1e-4)
+    assert band.cells["inflow_after"].sum() == pytest.approx(in_band, rel=1e-4)
+    assert model.task == "next"  # asked of a copy: the shared model keeps its task
+    next_only = copy.deepcopy(model)
+    next_only.config.tasks = ("next",)
+    with pytest.raises(TrajMoEError, match="at-time"):
+        run_scenario(next_only, city, edits, arrival_hours=(6, 12))

@@ -6,7 +6,7 @@ import streamlit as st
 import views
 from state import inputs, outputs, summaries
 from state.session import privacy_k
-from trajmoe.analysis.privacy import hidden_note
+from trajmoe.analysis.privacy import HOUR_BAND, hidden_note
 from trajmoe.errors import TrajMoEError
 from trajmoe.pois.categories import CATEGORIES, CATEGORY_LABELS
 
@@ -46,8 +46,14 @@ have = data.cells.set_index("cell")[f"poi_n_{category}"].reindex(chosen, fill_va
 kind = CATEGORY_LABELS[category]
 st.caption("Now: " + "; ".join(f"{names.get(c, c)} has {n:,} {kind} POI{'s' if n != 1 else ''}" for c, n in have.items()) +
            ("." if change > 0 else ". Removing takes away at most what a place has."))
+timed = st.toggle("Only arrivals at a time of day", value=False, key="sc_timed",
+                  help="Ask the model where people arrive in these hours (it is told when each visit happens), "
+                       "instead of over the whole day. Hours move in whole 6-hour bands (the privacy rule).")
+hours = None
+if timed:
+    hours = st.slider("Arrival time (hour the visit starts)", 0, 24, (6, 12), step=HOUR_BAND, key="sc_hours")
 try:
-    result = outputs.scenario(shown, data, edits)
+    result = outputs.scenario(shown, data, edits, hours=hours)
 except TrajMoEError as exc:
     st.warning(str(exc))
     st.stop()
@@ -56,13 +62,15 @@ if not result.applied:
     st.stop()
 view = outputs.scenario_view(result, k)
 verb = "adding" if change > 0 else "removing"
+when = (f" arriving between {result.arrival_hours[0]:02d}:00 and {result.arrival_hours[1]:02d}:00"
+        if result.arrival_hours else "")
 done = sum(abs(e.change) for e in result.applied)
 asked = abs(change) * len(chosen)
 capped = "" if done == asked else f" (asked {asked:,}: the places had only {done:,} to remove)"
 st.markdown(
     f"**Expected effect of {verb} {abs(change)} {kind} POIs in {len(chosen)} place"
     f"{'s' if len(chosen) > 1 else ''}**{capped}: {view.here:+,.2f} arrivals there out of {result.n_targets:,} predicted "
-    f"moves ({view.share:+.2%}); the other shown places change by {view.elsewhere:+,.2f} in total."
+    f"moves{when} ({view.share:+.2%}); the other shown places change by {view.elsewhere:+,.2f} in total."
 )
 tiles = views.tiles_toggle("sc_tiles")
 left, right = st.columns([5, 4])

@@ -368,32 +368,34 @@ def layer_labels(n_layers: int) -> list[str]:
 
 
 # --------------------------------------------------------------------------- scenario
-def _scenario(model, data, fraction: float, edits: tuple):
+def _scenario(model, data, fraction: float, edits: tuple, hours: tuple | None = None):
     from trajmoe.analysis.scenario import POIEdit, run_scenario
 
     bar = st.progress(0.0, text="Asking the model again with the changed POIs...")
     result = run_scenario(model, data, [POIEdit(*e) for e in edits], windows=run_subset(data, fraction).windows,
-                          progress=lambda d, t: bar.progress(
+                          arrival_hours=hours, progress=lambda d, t: bar.progress(
         d / max(t, 1), text=f"Predicting next places before and after the change: {d:,} of {t:,}"))
     bar.empty()
     return result
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def _base_scenario(path: str, mtime: float, folder: str, fraction: float, edits: tuple):
+def _base_scenario(path: str, mtime: float, folder: str, fraction: float, edits: tuple, hours: tuple | None = None):
     model, _ = load_model(path, mtime)
-    return _scenario(model, city_data(folder), fraction, edits)
+    return _scenario(model, city_data(folder), fraction, edits, hours)
 
 
-def scenario(shown: Shown, data, edits: tuple):
-    """The scenario result of the shown model (cached per model, city and edits)."""
+def scenario(shown: Shown, data, edits: tuple, *, hours: tuple | None = None):
+    """The scenario result of the shown model (cached per model, city, edits and arrival hours;
+    ``hours``: only arrivals then, asked in the at-time task)."""
+    hours = tuple(hours) if hours is not None else None
     if not shown.finetuned:
         path = base_checkpoint()
-        return _base_scenario(str(path), path.stat().st_mtime, str(data.folder), shown.fraction, edits)
+        return _base_scenario(str(path), path.stat().st_mtime, str(data.folder), shown.fraction, edits, hours)
     memo = session().scenarios
-    if (shown.key, edits) not in memo:
-        memo[(shown.key, edits)] = _scenario(shown.model, data, shown.fraction, edits)
-    return memo[(shown.key, edits)]
+    if (shown.key, edits, hours) not in memo:
+        memo[(shown.key, edits, hours)] = _scenario(shown.model, data, shown.fraction, edits, hours)
+    return memo[(shown.key, edits, hours)]
 
 
 @dataclass

@@ -48,6 +48,7 @@ class ScenarioResult:
     cells: pd.DataFrame  # cell, lat, lon, inflow_before, inflow_after, change, change_pct, edited, n_users
     n_targets: int  # visits whose next location was predicted
     applied: list[POIEdit]  # the edits as applied (removals capped at the POIs a cell has)
+    arrival_hours: tuple[int, int] | None = None  # at-time: only arrivals in these whole hour bands
 
     def private(self, k: int = DEFAULT_K) -> tuple[pd.DataFrame, int]:
         """The cells that may be shown (visited by >= k distinct persons) and how many are hidden."""
@@ -113,7 +114,7 @@ def expected_inflow(model, data: CityData, targets: np.ndarray, *, windows: list
 
 
 def run_scenario(model, data: CityData, edits: Sequence[POIEdit], *, split: str = "test",
-                 windows: list[np.ndarray] | None = None,
+                 windows: list[np.ndarray] | None = None, arrival_hours: tuple[int, int] | None = None,
                  progress: Progress | None = None) -> ScenarioResult:
     """Expected arrivals per cell before and after ``edits``, on the same target visits.
 
@@ -132,6 +133,11 @@ def run_scenario(model, data: CityData, edits: Sequence[POIEdit], *, split: str 
     windows
         The training windows whose visits give the cell features (the few-shot share a model was
         fine-tuned on); None = all training visits.
+    arrival_hours
+        ``(start, end)``: only the target visits that begin in these hours of the local day,
+        widened to whole privacy bands (``analysis.flows.snap_hours``), asked of the model in the
+        ``at-time`` task (told when each visit happens; a copy: ``model`` keeps its task). The
+        model must have been trained for at-time. None: every target visit, task ``next``.
     progress
         Optional ``(done, total)`` callback over both passes.
     """
@@ -139,6 +145,18 @@ def run_scenario(model, data: CityData, edits: Sequence[POIEdit], *, split: str 
         raise InputDataError("No POI change given: add or remove at least one POI in a cell.")
     cells, applied = edit_cells(data.cells, edits)
     targets = target_visits(data, split)
+    if arrival_hours is not None:
+        from trajmoe.analysis.flows import snap_hours
+        from trajmoe.train.models import require_task
+
+        arrival_hours = snap_hours(arrival_hours)
+        model = copy.deepcopy(model)
+        require_task(model, "at-time")
+        hour = data.hour[targets]
+        targets = targets[(hour >= arrival_hours[0]) & (hour < arrival_hours[1])]
+        if not len(targets):
+            raise InputDataError(f"No visit begins between {arrival_hours[0]:02d}:00 and {arrival_hours[1]:02d}:00: "
+                                 "choose other hours.")
     n = len(targets)
 
     def half(offset: int):
@@ -158,4 +176,4 @@ def run_scenario(model, data: CityData, edits: Sequence[POIEdit], *, split: str 
     table["edited"] = table["cell"].isin(edited)
     table["n_users"] = n_users
     log.info("scenario %s: %d targets, total change %.3f", applied, n, float(table["change"].abs().sum()))
-    return ScenarioResult(cells=table, n_targets=n, applied=applied)
+    return ScenarioResult(cells=table, n_targets=n, applied=applied, arrival_hours=arrival_hours)
