@@ -288,9 +288,6 @@ def other_kind_runs(key: str, *, seeds: int, budget_s: float) -> None:
             with_seeds(key, method, fraction, lambda s, m=method, f=fraction: scratch_run(m, data, f, s), seeds)
 
 
-AT_TIME_SCRATCH = ["epr-time", "transformer"]  # trained for at-time; the TIME_BLIND rows are the next runs'
-
-
 def at_time_runs(metro: str, *, seeds: int, budget_s: float, scratch_neural: bool = True, dense: bool = False) -> None:
     """The at-time section (issue 14): the same checkpoints (pretrained for both tasks) fine-tuned,
     calibrated and scored for at-time; epr-time and the dense Transformer from scratch trained for it."""

@@ -258,7 +258,8 @@ class RetrievalHead(nn.Module):
         # personal successors and the learned return scorer.
         if cfg.return_terms:
             time = (batch.hour, batch.weekday, target_hour, target_day) if at_time else None
-            ctx = window_returns(batch.cells, batch.mask, positions, window=cfg.return_window, time=time)  # (B, Q, W)
+            ctx = window_returns(batch.cells, batch.mask, positions, window=cfg.return_window, time=time,
+                                 bands=hasattr(self, "band_query"))  # (B, Q, W)
             seen = (w["log_count"] * ctx.count.log1p().to(h.dtype) + w["recency"] * ctx.recency.to(h.dtype)
                     + w["seen"] - explore_pop * log_pop[ctx.cell])
             if log_km is not None:

@@ -195,6 +195,7 @@ def window_returns(
     *,
     window: int = 64,
     time: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    bands: bool = False,
 ) -> ContextCells:
     """The same count and recency as :func:`context_return_features`, sparse: per query position,
     only the distinct cells of its context (at most ``window`` of them, where N may be thousands).
@@ -211,6 +212,9 @@ def window_returns(
         At-time only: ``(hour, weekday, target_hour, target_weekday)``, each (B, T), the visits'
         times and the time of the visit after each position; gives ``time_count``
         (:func:`context_time_counts`, sparse).
+    bands
+        With ``time``: also ``time_bands``, the visits per :func:`time_band` (the head's optional
+        learned time relations).
 
     Returns
     -------
@@ -260,6 +264,8 @@ def window_returns(
                              target_hour.gather(1, positions).unsqueeze(-1),
                              target_weekday.gather(1, positions).unsqueeze(-1)) & inside
         time_count = zeros.scatter_add(-1, run, match.gather(-1, order).float()).gather(-1, run)
+    time_bands = None
+    if time is not None and bands:
         band = time_band(hour.gather(1, flat).view_as(src), weekday.gather(1, flat).view_as(src),
                          target_hour.gather(1, positions).unsqueeze(-1),
                          target_weekday.gather(1, positions).unsqueeze(-1)).gather(-1, order)  # (B, Q, W)
@@ -267,6 +273,4 @@ def window_returns(
         per_run = torch.zeros(*cell.shape, N_TIME_BANDS, device=cells.device)
         per_run = per_run.scatter_add(-2, run.unsqueeze(-1).expand_as(one_hot), one_hot)
         time_bands = per_run.gather(-2, run.unsqueeze(-1).expand_as(one_hot))
-    else:
-        time_bands = None
     return ContextCells(cell.clamp(min=0), count, recency, successor, first & (cell >= 0), time_count, time_bands)
