@@ -110,8 +110,10 @@ elif obs.n_moves == 0:
 
 st.markdown("#### Arrivals and departures per place")
 per_place = outputs.per_place_table(obs, pred, names)
+# observed moves are whole counts; predicted ones are expected numbers (shares of moves)
 st.dataframe(per_place, hide_index=True,
-             column_config={c: st.column_config.NumberColumn(format="%.1f") for c in per_place.columns if "(" in c})
+             column_config={c: st.column_config.NumberColumn(format="%d" if "observed" in c else "%.1f")
+                            for c in per_place.columns if "(" in c})
 
 st.markdown("#### Download the flows shown")
 d = st.columns(6)
