@@ -258,21 +258,26 @@ def zones(key: str, path: str, folder: str):
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _flow_summaries(model_key: str, folder: str, hours: tuple, day: str, top_n: int, k: int,
-                    zones_key: str | None, resolution: int | None, _predictions, _zones):
-    from trajmoe.analysis.flows import (
-        filter_transitions,
-        model_transitions,
-        observed_transitions,
-        summarize_flows,
-    )
+def _side_by_side(what: str, model_key: str, folder: str, hours: tuple, day: str, top_n: int, k: int,
+                  zones_key: str | None, resolution: int | None, _predictions, _zones):
+    """Observed and predicted ``flows`` (moves timed at their start) or ``arrivals`` (timed at
+    the visit they arrive at), of the same moves: each observed one, and the model's guesses for it."""
+    from trajmoe.analysis import flows
 
     data = city_data(folder)
-    # The same moves on both sides: each observed move, and the model's guesses for it.
-    observed = filter_transitions(observed_transitions(data, split="all"), hours=hours, day=day)
-    predicted = filter_transitions(model_transitions(data, _predictions, top_n=top_n), hours=hours, day=day)
-    return (summarize_flows(observed, k=k, zones=_zones, resolution=resolution),
-            summarize_flows(predicted, k=k, zones=_zones, resolution=resolution))
+    if what == "flows":
+        observe, guess = flows.observed_transitions, flows.model_transitions
+
+        def summarize(moves):
+            return flows.summarize_flows(moves, k=k, zones=_zones, resolution=resolution)
+    else:
+        observe, guess = flows.observed_arrivals, flows.model_arrivals
+
+        def summarize(moves):
+            return flows.summarize_arrivals(moves, k=k, resolution=resolution)
+    observed = flows.filter_transitions(observe(data, split="all"), hours=hours, day=day)
+    predicted = flows.filter_transitions(guess(data, _predictions, top_n=top_n), hours=hours, day=day)
+    return summarize(observed), summarize(predicted)
 
 
 def flow_summaries(shown: Shown, data, *, hours: tuple, day: str, top_n: int, k: int, zones, zones_key: str | None,
@@ -280,26 +285,8 @@ def flow_summaries(shown: Shown, data, *, hours: tuple, day: str, top_n: int, k:
     """Observed and predicted flows of the same moves after the filters and the privacy rule, over
     cells, their parents at a coarser ``resolution``, or districts (cached per model, city, filters
     and places: switching back to a page does not redo the work)."""
-    return _flow_summaries(shown.key, str(data.folder), tuple(hours), day, top_n, k, zones_key, resolution,
-                           shown.outputs, zones)
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def _arrival_summaries(model_key: str, folder: str, hours: tuple, day: str, top_n: int, k: int,
-                       resolution: int | None, _predictions):
-    from trajmoe.analysis.flows import (
-        filter_transitions,
-        model_arrivals,
-        observed_arrivals,
-        summarize_arrivals,
-    )
-
-    data = city_data(folder)
-    # The same moves on both sides, timed at their arrival: each observed one, the at-time guesses for it.
-    observed = filter_transitions(observed_arrivals(data, split="all"), hours=hours, day=day)
-    predicted = filter_transitions(model_arrivals(data, _predictions, top_n=top_n), hours=hours, day=day)
-    return (summarize_arrivals(observed, k=k, resolution=resolution),
-            summarize_arrivals(predicted, k=k, resolution=resolution))
+    return _side_by_side("flows", shown.key, str(data.folder), tuple(hours), day, top_n, k, zones_key, resolution,
+                         shown.outputs, zones)
 
 
 def arrival_summaries(shown: Shown, data, *, hours: tuple, day: str, top_n: int, k: int,
@@ -309,7 +296,8 @@ def arrival_summaries(shown: Shown, data, *, hours: tuple, day: str, top_n: int,
     at_time = task_outputs(shown, data, "at-time")
     if at_time is None:
         return None
-    return _arrival_summaries(shown.key, str(data.folder), tuple(hours), day, top_n, k, resolution, at_time)
+    return _side_by_side("arrivals", shown.key, str(data.folder), tuple(hours), day, top_n, k, None, resolution,
+                         at_time, None)
 
 
 def per_place_table(observed, predicted, names: pd.Series | None) -> pd.DataFrame:

@@ -257,18 +257,16 @@ def window_returns(
     count = zeros.scatter_add(-1, run, inside.gather(-1, order).float()).gather(-1, run)
     successor = zeros.scatter_add(-1, run, after_current.gather(-1, order).float()).gather(-1, run)
     recency = 1.0 / (1.0 + back.float())
-    time_count = None
+    time_count = time_bands = None
     if time is not None:
         hour, weekday, target_hour, target_weekday = time
-        match = time_matches(hour.gather(1, flat).view_as(src), weekday.gather(1, flat).view_as(src),
-                             target_hour.gather(1, positions).unsqueeze(-1),
-                             target_weekday.gather(1, positions).unsqueeze(-1)) & inside
+        # each entry's visit time (B, Q, W) against its query's target time (B, Q, 1)
+        when = (hour.gather(1, flat).view_as(src), weekday.gather(1, flat).view_as(src),
+                target_hour.gather(1, positions).unsqueeze(-1), target_weekday.gather(1, positions).unsqueeze(-1))
+        match = time_matches(*when) & inside
         time_count = zeros.scatter_add(-1, run, match.gather(-1, order).float()).gather(-1, run)
-    time_bands = None
     if time is not None and bands:
-        band = time_band(hour.gather(1, flat).view_as(src), weekday.gather(1, flat).view_as(src),
-                         target_hour.gather(1, positions).unsqueeze(-1),
-                         target_weekday.gather(1, positions).unsqueeze(-1)).gather(-1, order)  # (B, Q, W)
+        band = time_band(*when).gather(-1, order)  # (B, Q, W)
         one_hot = torch.nn.functional.one_hot(band, N_TIME_BANDS).float() * inside.gather(-1, order).unsqueeze(-1)
         per_run = torch.zeros(*cell.shape, N_TIME_BANDS, device=cells.device)
         per_run = per_run.scatter_add(-2, run.unsqueeze(-1).expand_as(one_hot), one_hot)
