@@ -1,8 +1,8 @@
 """A map as a PNG file, drawn on the server with matplotlib from the very deck the page shows.
 
 :func:`deck_png` reads the deck's JSON (the layers and camera the browser gets) and draws each
-layer kind the app uses: base map polygons, streets and labels, H3 cells, district polygons,
-flow arcs (curved, with an arrow head) and place circles. Nothing is fetched.
+layer kind the app uses: the filled polygons every map is made of (base map, cells, districts,
+flow arrows, place circles: app/shapes.py), POI dots and place labels. Nothing is fetched.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import io
 import json
 import math
 
-import h3
 import numpy as np
 
 _DPI = 110
@@ -42,50 +41,31 @@ def _extent(view: dict, aspect: float) -> tuple[float, float, float, float]:
     return lon - span_lon / 2, lon + span_lon / 2, lat - span_lat / 2, lat + span_lat / 2
 
 
-def _polygons(geometry: dict):
-    if geometry.get("type") == "Polygon":
-        yield geometry["coordinates"][0]
-    elif geometry.get("type") == "MultiPolygon":
-        for poly in geometry["coordinates"]:
-            yield poly[0]
+def _path(polygon):
+    """A matplotlib path of a deck polygon: one ring, or an outer ring and its holes (even-odd fill)."""
+    from matplotlib.path import Path
+
+    rings = polygon if polygon and isinstance(polygon[0][0], (list, tuple)) else [polygon]
+    rings = [np.asarray(r, dtype=float)[:, :2] for r in rings if len(r) > 2]
+    if not rings:
+        return Path(np.zeros((1, 2)))
+    # Holes wound against the outer ring, so the default non-zero fill leaves them empty.
+    area = lambda r: float(np.sum(r[:-1, 0] * r[1:, 1] - r[1:, 0] * r[:-1, 1]))  # noqa: E731
+    outer = area(rings[0]) >= 0
+    rings = [rings[0]] + [r if (area(r) >= 0) != outer else r[::-1] for r in rings[1:]]
+    return Path.make_compound_path(*[Path(np.vstack([r, r[:1]]), closed=True) for r in rings])
 
 
 def _draw(ax, layer: dict, px_per_deg: float) -> None:
-    from matplotlib.collections import LineCollection, PolyCollection
-    from matplotlib.patches import FancyArrowPatch
+    from matplotlib.collections import PathCollection
 
     kind, rows = layer["@@type"], layer.get("data")
     opacity = float(layer.get("opacity", 1.0))
-    if kind == "GeoJsonLayer":
-        shapes = [ring for f in rows.get("features", []) for ring in _polygons(f.get("geometry") or {})]
-        ax.add_collection(PolyCollection(shapes, facecolors=[_rgba(layer.get("getFillColor"), {})],
-                                         edgecolors=[_rgba(layer.get("getLineColor"), {})], linewidths=0.8))
-        return
     if not isinstance(rows, list) or not rows:
         return
-    if kind == "PolygonLayer":
-        ax.add_collection(PolyCollection([r["polygon"] for r in rows], linewidths=0,
+    if kind == "SolidPolygonLayer":
+        ax.add_collection(PathCollection([_path(r["polygon"]) for r in rows], linewidths=0, alpha=opacity,
                                          facecolors=[_rgba(layer.get("getFillColor"), r) for r in rows]))
-    elif kind == "PathLayer":
-        ax.add_collection(LineCollection([r["path"] for r in rows], colors=[_rgba(layer.get("getColor"), r) for r in rows],
-                                         linewidths=[0.75 * _number(layer.get("getWidth"), r, 1) for r in rows],
-                                         capstyle="round"))
-    elif kind == "H3HexagonLayer":
-        hexes = [[(lon, lat) for lat, lon in h3.cell_to_boundary(r["hex"])] for r in rows]
-        colours = [_rgba(layer.get("getFillColor"), r) for r in rows]
-        if layer.get("filled", True) is False:
-            ax.add_collection(PolyCollection(hexes, facecolors="none", linewidths=2,
-                                             edgecolors=[_rgba(layer.get("getLineColor"), r) for r in rows]))
-        else:
-            ax.add_collection(PolyCollection(hexes, facecolors=colours, linewidths=0, alpha=opacity))
-    elif kind == "ArcLayer":
-        for r in rows:
-            start = (r["o_lon"], r["o_lat"])
-            end = (r["d_lon"], r["d_lat"])
-            width = 0.6 * _number(layer.get("getWidth"), r, 1)
-            ax.add_patch(FancyArrowPatch(start, end, connectionstyle="arc3,rad=-0.25", arrowstyle="-|>",
-                                         mutation_scale=6 + 2 * width, linewidth=width, shrinkA=0, shrinkB=2,
-                                         color=_rgba(layer.get("getTargetColor"), r), alpha=0.7, zorder=2.5))
     elif kind == "ScatterplotLayer":
         pos = np.array([(r["lon"], r["lat"]) for r in rows])
         pixels = layer.get("radiusUnits") == "pixels"

@@ -16,6 +16,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 import pydeck as pdk
+import shapes
 import streamlit as st
 
 from trajmoe.geo import cell_centres
@@ -134,7 +135,8 @@ def basemap_layers(base, view: pdk.ViewState) -> list[pdk.Layer]:
     """Water and parks, streets (wider for main roads) and place labels of ``base`` near ``view``.
 
     Ids start with ``basemap`` (tests find them); nothing is pickable. Clipped to about three
-    view widths around the camera so that a big extract does not travel to the browser whole."""
+    view widths around the camera so that a big extract does not travel to the browser whole.
+    Streets are polygons as wide as their pixel width at the view's zoom (:mod:`shapes`)."""
     if base is None:
         return []
     half = _VIEW_SPAN_DEG / 2 ** float(view.zoom) * 1.5
@@ -143,15 +145,9 @@ def basemap_layers(base, view: pdk.ViewState) -> list[pdk.Layer]:
     layers = []
     if len(base.areas):
         areas = base.areas.assign(colour=[_WATER if k == "water" else _PARK for k in base.areas["kind"]])
-        layers.append(pdk.Layer("PolygonLayer", areas[["polygon", "colour"]], id="basemap-areas", get_polygon="polygon",
-                                get_fill_color="colour", stroked=False, filled=True, pickable=False))
+        layers.append(polygon_layer(areas[["polygon", "colour"]], "basemap-areas"))
     if len(base.streets):
-        streets = base.streets.sort_values("rank", ascending=False)
-        streets = streets.assign(colour=[_STREET[r][0] for r in streets["rank"]],
-                                 width=[_STREET[r][1] for r in streets["rank"]])
-        layers.append(pdk.Layer("PathLayer", streets[["path", "colour", "width"]], id="basemap-streets", get_path="path",
-                                get_color="colour", get_width="width", width_units="'pixels'", cap_rounded=True,
-                                joint_rounded=True, pickable=False))
+        layers.append(polygon_layer(_street_polygons(base, view), "basemap-streets"))
     labels = base.labels[base.labels["kind"].isin(_LABEL_KINDS)]
     if len(labels):
         layers.append(pdk.Layer("TextLayer", labels[["lat", "lon", "name"]].rename(columns={"lat": "y", "lon": "x"}),
@@ -162,33 +158,63 @@ def basemap_layers(base, view: pdk.ViewState) -> list[pdk.Layer]:
     return layers
 
 
+_STREET_CACHE: dict[tuple, pd.DataFrame] = {}  # a page's maps keep their camera: rebuilt only when it moves
+
+
+def _street_polygons(base, view: pdk.ViewState) -> pd.DataFrame:
+    """The streets of (clipped) ``base`` as polygons, main roads last (on top)."""
+    key = (base.source, len(base.streets), round(float(view.zoom), 3), round(float(view.latitude), 5),
+           round(float(view.longitude), 5))
+    if key not in _STREET_CACHE:
+        streets = base.streets.sort_values("rank", ascending=False).reset_index(drop=True)
+        mpp = shapes.metres_per_pixel(float(view.latitude), float(view.zoom))
+        half = np.array([_STREET[r][1] for r in streets["rank"]]) / 2 * mpp
+        polygons, source = shapes.buffered_lines(list(streets["path"]), half,
+                                                 shapes.Local(float(view.latitude), float(view.longitude)))
+        colours = [_STREET[r][0] for r in streets["rank"].to_numpy()[source]] if source else []
+        if len(_STREET_CACHE) >= 16:
+            _STREET_CACHE.pop(next(iter(_STREET_CACHE)))
+        _STREET_CACHE[key] = pd.DataFrame({"polygon": polygons, "colour": colours})
+    return _STREET_CACHE[key]
+
+
 def show(d: pdk.Deck, key: str | None = None, *, height: int = MAP_HEIGHT) -> None:
     st.html(_UNCLIP_TOOLTIP)
     st.pydeck_chart(d, height=height, key=key)
 
 
+def polygon_layer(frame: pd.DataFrame, layer_id: str, *, pickable: bool = False, opacity: float = 1.0) -> pdk.Layer:
+    """Filled polygons: ``polygon`` (a ring, or rings with holes) and ``colour`` ([r, g, b, a]) per row.
+
+    Every layer of a map but the place names and POI dots is this one kind, so a browser without
+    a GPU builds its drawing pipeline once per map (app/shapes.py says why)."""
+    return pdk.Layer("SolidPolygonLayer", frame, id=layer_id, get_polygon="polygon", get_fill_color="colour",
+                     filled=True, extruded=False, pickable=pickable, auto_highlight=pickable, opacity=opacity)
+
+
+CONTEXT_COLOUR = [228, 230, 235, 140]  # the grey cells under the data, half transparent over the streets
+
+
 def context_layer(cells) -> pdk.Layer:
     """Light grey hexagons of the city's cells under the data, half transparent so that the base
     map's streets show through (drawn like :func:`hex_layer`)."""
-    frame = pd.DataFrame({"hex": list(cells)})
-    return pdk.Layer("H3HexagonLayer", frame, get_hexagon="hex", get_fill_color=[228, 230, 235, 255], opacity=0.55,
-                     coverage=0.92, stroked=False, filled=True, extruded=False, pickable=False, high_precision=False)
+    cells = list(cells)
+    frame = pd.DataFrame({"polygon": shapes.hexagons(cells, coverage=0.92), "colour": [CONTEXT_COLOUR] * len(cells)})
+    return polygon_layer(frame, "cells-context")
 
 
 def hex_layer(frame: pd.DataFrame, *, colour_col: str = "colour", opacity: float = 0.85) -> pdk.Layer:
-    """Hexagons coloured by a ``[r, g, b, a]`` column; hover shows ``tip_title`` / ``tip_body``.
-
-    Instanced hexagons scaled to 92% (gaps instead of outline paths): several times less geometry,
-    which matters where the browser draws WebGL in software."""
-    return pdk.Layer("H3HexagonLayer", frame, get_hexagon="hex", get_fill_color=colour_col, coverage=0.92,
-                     stroked=False, filled=True, extruded=False, pickable=True, opacity=opacity, auto_highlight=True,
-                     high_precision=False)
+    """Hexagons of the ``hex`` column coloured by a ``[r, g, b, a]`` column; hover shows ``tip_title`` /
+    ``tip_body``. Scaled to 92% (thin gaps between cells instead of outlines)."""
+    frame = frame.assign(polygon=shapes.hexagons(frame["hex"], coverage=0.92), colour=frame[colour_col])
+    return polygon_layer(frame, "cells", pickable=True, opacity=opacity)
 
 
 def outline_layer(cells, colour: list[int]) -> pdk.Layer:
-    frame = pd.DataFrame({"hex": list(cells)})
-    return pdk.Layer("H3HexagonLayer", frame, get_hexagon="hex", filled=False, stroked=True,
-                     get_line_color=colour, line_width_min_pixels=3, extruded=False, pickable=False)
+    """A rim around each of ``cells`` (the edited places of a scenario)."""
+    cells = list(cells)
+    return polygon_layer(pd.DataFrame({"hex": cells, "polygon": shapes.hexagon_rims(cells),
+                                       "colour": [colour] * len(cells)}), "cells-edited")
 
 
 def diverging(values: np.ndarray, *, pos: str = "#2166ac", neg: str = "#d6604d", scale: float | None = None) -> list[list[int]]:
@@ -296,56 +322,68 @@ def metrics_chart(table: pd.DataFrame) -> go.Figure:
 
 
 # --------------------------------------------------------------------------- flows
-ORIGIN_COLOUR, DESTINATION_COLOUR = "#e67814", "#5a28a0"
-MAX_ARC_PX = 9  # width of the largest flow drawn
+FLOW_COLOUR = "#5a28a0"
+MAX_ARC_PX = 9  # width of the largest flow drawn, in pixels at the map's starting zoom
+PLACE_RIM_PX = 1.2
 
 
-def _arc_width(flow: np.ndarray, top: float) -> np.ndarray:
-    """Pixels: area-like (square root) scaling, 1 px for the smallest."""
+def flow_width_px(flow: np.ndarray, top: float) -> np.ndarray:
+    """Pixels at the starting zoom: area-like (square root) scaling, 1 px for the smallest."""
     return 1 + (MAX_ARC_PX - 1) * np.sqrt(np.asarray(flow, dtype=float) / max(top, 1e-12))
 
 
 def flow_map(summary, *, context, names: pd.Series | None, unit: str, zones=None, max_arcs: int = 400,
              base=None, tiles: bool = False, top: float | None = None) -> pdk.Deck:
-    """Flows the way flowmap.blue draws them: curved arcs coloured from origin (orange) to
-    destination (purple), as wide as their flow (:func:`flow_width_legend`); places as circles
-    sized by all the moves through them, filled by net flow (blue: more arrivals), with arrivals,
-    departures and net on hover. Arcs bend to the right of their direction, so A -> B and B -> A
-    lie side by side instead of on top of each other. ``top``: the flow drawn widest (give both
-    maps of a page the same, so that widths compare)."""
+    """Flows the way flowmap.blue draws them: curved arrows as wide as their flow
+    (:func:`flow_width_legend`), narrow where they leave their origin, with a head where they
+    arrive; places as circles sized by all the moves through them, filled by net flow (blue: more
+    arrivals), with arrivals, departures and net on hover. Arrows bend to the right of their
+    direction, so A -> B and B -> A lie side by side instead of on top of each other. ``top``: the
+    flow drawn widest (give both maps of a page the same, so that widths compare)."""
     layers = []
     places = summary.places.copy()
     label = (lambda p: names.get(p, p)) if names is not None else (lambda p: p)
     if zones is not None:
-        layers.append(pdk.Layer("GeoJsonLayer", zones.geojson, stroked=True, filled=True,
-                                get_fill_color=[228, 230, 235, 110], get_line_color=[120, 120, 120, 255],
-                                line_width_min_pixels=1, pickable=False))
         frame = zone_bounds(zones)
     else:
-        layers.append(context_layer(context))
         frame = pd.DataFrame(cell_centres(context), columns=["lat", "lon"])
+    view = view_of(frame["lat"], frame["lon"], width_px=560, share=1.0 if zones is not None else FIT_SHARE)
+    mpp = shapes.metres_per_pixel(float(view.latitude), float(view.zoom))
+    local = shapes.Local(float(view.latitude), float(view.longitude))
+    if zones is not None:
+        parts = [part for f in zones.geojson.get("features", []) for part in shapes.polygon_parts(f.get("geometry") or {})]
+        layers.append(polygon_layer(pd.DataFrame({"polygon": parts, "colour": [[228, 230, 235, 110]] * len(parts)}),
+                                    "districts"))
+        borders = shapes.outlines(parts, 1.0 * mpp, local)
+        layers.append(polygon_layer(pd.DataFrame({"polygon": borders, "colour": [[120, 120, 120, 255]] * len(borders)}),
+                                    "districts-outline"))
+    else:
+        layers.append(context_layer(context))
     through = (places["inflow"] + places["outflow"]).to_numpy()
-    places["radius"] = 4 + 14 * np.sqrt(through / max(through.max(), 1e-12)) if len(places) else []
+    radius_px = 4 + 14 * np.sqrt(through / max(through.max(), 1e-12)) if len(places) else np.zeros(0)
+    places["radius"] = radius_px
     places["colour"] = diverging(places["net"].to_numpy())
+    places["polygon"] = shapes.circles(places["lat"], places["lon"], radius_px * mpp)
     rows = list(places[["place", "inflow", "outflow", "net", "n_users"]].itertuples(index=False))
     with_tip(places, [label(p) for p, *_ in rows],
              [(f"arrivals {i:,.1f} · departures {o:,.1f}", f"net {n:+,.1f} · {u:,} {unit}") for _, i, o, n, u in rows])
     flows = summary.flows.head(max_arcs).copy()
     if len(flows):
-        flows["width"] = _arc_width(flows["flow"], top or flows["flow"].max())
+        flows["width"] = flow_width_px(flows["flow"], top or flows["flow"].max())
+        radius_m = pd.Series(radius_px * mpp, index=places["place"].to_numpy()) if len(places) else pd.Series(dtype=float)
+        gap = lambda col: radius_m.reindex(flows[col].to_numpy()).fillna(0.0).to_numpy()  # noqa: E731
+        flows["polygon"] = shapes.flow_arrows(flows[["o_lon", "o_lat"]].to_numpy(), flows[["d_lon", "d_lat"]].to_numpy(),
+                                              flows["width"].to_numpy() * mpp, local, start_gap_m=gap("origin"),
+                                              end_gap_m=gap("destination") + PLACE_RIM_PX * mpp)
+        flows["colour"] = [rgb(FLOW_COLOUR, 170)] * len(flows)
         rows = list(flows[["origin", "destination", "flow", "n_users"]].itertuples(index=False))
         with_tip(flows, [f"{label(o)} → {label(d)}" for o, d, *_ in rows], [f"{f:,.1f} moves by {u:,} {unit}" for *_, f, u in rows])
-        # Tilted 90 degrees the arcs lie flat on the map: seen from above they curve (to the right
-        # of their direction). A quoted string is a literal for pydeck (a bare one becomes a data accessor).
-        layers.append(pdk.Layer("ArcLayer", flows.iloc[::-1], get_source_position=["o_lon", "o_lat"],
-                                get_target_position=["d_lon", "d_lat"], get_width="width", get_height=0.25, get_tilt=90,
-                                get_source_color=rgb(ORIGIN_COLOUR, 150), get_target_color=rgb(DESTINATION_COLOUR, 200),
-                                width_units="'pixels'", great_circle=False, pickable=True, auto_highlight=True))
-    layers.append(pdk.Layer("ScatterplotLayer", places, id="flow-places", get_position=["lon", "lat"],
-                            get_fill_color="colour", get_radius="radius", radius_units="'pixels'", stroked=True,
-                            get_line_color=[50, 50, 60, 230], line_width_min_pixels=1.2, pickable=True, auto_highlight=True))
-    return deck(layers, view_of(frame["lat"], frame["lon"], width_px=560, share=1.0 if zones is not None else FIT_SHARE),
-                base=base, tiles=tiles)
+        layers.append(polygon_layer(flows.iloc[::-1], "flow-arcs", pickable=True))  # the largest on top
+    rims = shapes.circles(places["lat"], places["lon"], (radius_px + PLACE_RIM_PX) * mpp)
+    layers.append(polygon_layer(pd.DataFrame({"polygon": rims, "colour": [[50, 50, 60, 230]] * len(rims)}),
+                                "flow-places-rim"))
+    layers.append(polygon_layer(places, "flow-places", pickable=True))
+    return deck(layers, view, base=base, tiles=tiles)
 
 
 def zone_bounds(zones) -> pd.DataFrame:
@@ -365,16 +403,18 @@ def zone_bounds(zones) -> pd.DataFrame:
 
 
 def flow_width_legend(top: float) -> None:
-    """What an arc's width means: three sample widths with their number of moves."""
+    """What an arrow's width means: three sample widths with their number of moves (at the maps'
+    starting zoom; zoomed in, the arrows grow with the map)."""
     if top <= 0:
         return
     samples = [top, top / 4, top / 25]
     items = " ".join(
         f'<span style="white-space:nowrap;margin-right:14px"><span style="display:inline-block;width:34px;'
-        f'height:{w:.0f}px;background:linear-gradient(90deg,{ORIGIN_COLOUR},{DESTINATION_COLOUR});vertical-align:middle;'
+        f'height:{w:.0f}px;background:{FLOW_COLOUR};opacity:0.7;vertical-align:middle;'
         f'border-radius:2px;margin-right:5px"></span>{v:,.1f} moves</span>'
-        for v, w in zip(samples, _arc_width(np.array(samples), top)))
-    st.markdown(f'<div style="font-size:0.85rem;line-height:2">Arc width: {items}</div>', unsafe_allow_html=True)
+        for v, w in zip(samples, flow_width_px(np.array(samples), top)))
+    st.markdown(f'<div style="font-size:0.85rem;line-height:2">Arrow width (as first shown): {items}</div>',
+                unsafe_allow_html=True)
 
 
 # --------------------------------------------------------------------------- experts

@@ -87,7 +87,8 @@ def test_opens_ready_on_the_embedded_default(env):
     assert "zero-shot" in text(at) and "not the whole population" in text(at)
     observed, predicted = decks(at)[:2]
     for deck in (observed, predicted):
-        assert "ArcLayer" in layer_types(deck) and "H3HexagonLayer" in layer_types(deck)
+        ids = [layer.get("id") for layer in deck["layers"]]
+        assert {"flow-arcs", "flow-places", "cells-context"} <= set(ids)
     assert len(at.main.get("download_button")) == 6  # GeoJSON, CSV and PNG of each map; the sidebar has the project file's
 
     go(at, "experts")
@@ -96,7 +97,7 @@ def test_opens_ready_on_the_embedded_default(env):
 
     go(at, "scenario")
     (change,) = decks(at)
-    assert "H3HexagonLayer" in layer_types(change)
+    assert {"cells", "cells-edited"} <= {layer.get("id") for layer in change["layers"]}
     assert "Expected effect of adding 10 food & drink POIs" in text(at)
     whole = re.search(r"out of ([\d,]+) predicted moves \(", text(at))
     at.toggle(key="sc_timed").set_value(True).run()  # the same edit, for morning arrivals (at-time)
@@ -110,7 +111,7 @@ def test_opens_ready_on_the_embedded_default(env):
 
 
 def _arcs(deck: dict) -> list[dict]:
-    return next((layer["data"] for layer in deck["layers"] if layer["@@type"] == "ArcLayer"), [])
+    return next((layer["data"] for layer in deck["layers"] if layer.get("id") == "flow-arcs"), [])
 
 
 def test_upload_finetune_and_flows(env):
@@ -187,7 +188,7 @@ def test_districts_upload(env):
     assert not at.exception
     assert "Flows added up to 2 districts" in text(at)
     for deck in decks(at)[:2]:
-        assert "GeoJsonLayer" in layer_types(deck)
+        assert {"districts", "districts-outline"} <= {layer.get("id") for layer in deck["layers"]}
         assert {arc["origin"] for arc in _arcs(deck)} <= {"West", "East"}
 
 

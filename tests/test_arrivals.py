@@ -150,15 +150,16 @@ def test_flows_page_shows_arrivals_by_hour(app_env):
     import json
 
     at = _flows_page()
+    assert len(at.get("deck_gl_json_chart")) == 2  # the moves first; arrivals drawn when chosen
+    at.radio(key="fl_view").set_value("Arrivals by hour").run()
+    assert not at.exception, [e.message for e in at.exception]
     text = _text(at)
-    assert "Arrivals by hour" in text and "Where people arrive between 06:00 and 12:00" in text
-    decks = [json.loads(d.proto.json) for d in at.get("deck_gl_json_chart")]
-    assert len(decks) == 4  # observed and predicted flows, observed and predicted arrivals
-    arrival_decks = [d for d in decks if "ArcLayer" not in [layer["@@type"] for layer in d["layers"]]]
-    assert len(arrival_decks) == 2
+    assert "Where people arrive between 06:00 and 12:00" in text
+    arrival_decks = [json.loads(d.proto.json) for d in at.get("deck_gl_json_chart")]
+    assert len(arrival_decks) == 2  # observed and predicted arrivals, no flow map
     for deck in arrival_decks:
         ids = [layer.get("id", "") for layer in deck["layers"]]
-        assert "basemap-streets" in ids and [layer["@@type"] for layer in deck["layers"]].count("H3HexagonLayer") == 2
+        assert "basemap-streets" in ids and {"cells", "cells-context"} <= set(ids) and "flow-arcs" not in ids
     shown = [m.value for m in at.markdown if "arrivals shown at" in m.value]
     totals = {line.split(" of ")[1].split(" arrivals")[0] for line in shown}
     assert len(shown) == 2 and len(totals) == 1  # the same arrivals on both maps
@@ -176,5 +177,6 @@ def test_a_model_not_trained_for_at_time_says_so(app_env, monkeypatch):
                            info={"cities": ["nowhere"], "domain_experts": []})
     monkeypatch.setenv("TRAJMOE_CHECKPOINT", str(path))
     at = _flows_page()
+    at.radio(key="fl_view").set_value("Arrivals by hour").run()
     assert "cannot be predicted with this model" in _text(at)
-    assert len(at.get("deck_gl_json_chart")) == 2  # the flow maps only
+    assert len(at.get("deck_gl_json_chart")) == 0

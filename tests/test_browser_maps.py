@@ -107,8 +107,8 @@ def _streets_in_view(deck: dict) -> int:
     half_lon = 360 * MAP_WIDTH_PX / (512 * 2 ** view["zoom"]) / 2
     half_lat = half_lon / 2  # the map is about half as tall as wide in degrees here (lat 34-60)
     streets = _layer(deck, lambda layer: layer.get("id") == "basemap-streets")
-    return sum(any(abs(x - view["longitude"]) < half_lon and abs(y - view["latitude"]) < half_lat for x, y in s["path"])
-               for layer in streets for s in layer["data"])
+    return sum(any(abs(x - view["longitude"]) < half_lon and abs(y - view["latitude"]) < half_lat
+                   for x, y in s["polygon"][0]) for layer in streets for s in layer["data"])
 
 
 def _names_in_decks(decks: list[dict]) -> list[str]:
@@ -159,7 +159,7 @@ def _check_flows(page, wire: Wire, where: str, *, streets: bool) -> None:
     assert obs[1] == pred[1] == total > 0, f"{where}: observed and predicted count different moves: {obs}, {pred}, {total}"
     assert obs[0] <= total and pred[0] <= total + 1  # shown never exceeds the moves (predicted: rounding)
     for deck, (shown, _) in zip(flow_decks, (obs, pred)):  # the arcs drawn add up to at most the shown moves
-        arcs = _layer(deck, lambda layer: layer["@@type"] == "ArcLayer")
+        arcs = _layer(deck, lambda layer: layer.get("id") == "flow-arcs")
         drawn = sum(row["flow"] for layer in arcs for row in layer["data"])
         assert drawn <= shown + 1
 

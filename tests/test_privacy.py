@@ -296,10 +296,13 @@ def _drawn(deck: dict, *, context: bool) -> list[tuple[str, float, float]]:
         if str(layer.get("id", "")).startswith("basemap"):  # public OpenStreetMap streets and names, no person
             continue
         kind, rows = layer["@@type"], layer.get("data") or []
-        grey = kind == "H3HexagonLayer" and layer.get("getFillColor") == [228, 230, 235, 255]
+        grey = layer.get("id") == "cells-context"
         if grey and not context or not isinstance(rows, list):
             continue
         for row in rows:
+            polygon = row.get("polygon") or []  # what is really drawn: every vertex of every shape
+            rings = polygon if polygon and isinstance(polygon[0][0], list) else [polygon]
+            points += [(kind, y, x) for ring in rings for x, y in ring]
             if "hex" in row:
                 points.append((kind, *h3.cell_to_latlng(row["hex"])))
             for a, b in (("o_lat", "o_lon"), ("d_lat", "d_lon"), ("lat", "lon")):

@@ -23,18 +23,64 @@ st.caption(
     "the same moves to go, from the same places at the same times: both maps start from the same moves."
 )
 
+MOVES, ARRIVALS = "Moves between places", "Arrivals by hour"
+showing = st.radio("Map", [MOVES, ARRIVALS], horizontal=True, key="fl_view",
+                   help="Moves: from where to where people go next. Arrivals: where people arrive in some hours of "
+                        "the day, observed and as the model expects when told the time.")
 c1, c2, c3, c4 = st.columns([2, 3, 2, 2])
-hours = c1.slider("Hours of the day (start of the move)", 0, 24, (0, 24), step=HOUR_BAND, key="fl_hours",
-                  help=f"In {HOUR_BAND}-hour steps: the privacy rule protects each {HOUR_BAND}-hour slice of a flow, "
-                       "so that comparing two settings never singles anyone out.")
+if showing == MOVES:
+    hours = c1.slider("Hours of the day (start of the move)", 0, 24, (0, 24), step=HOUR_BAND, key="fl_hours",
+                      help=f"In {HOUR_BAND}-hour steps: the privacy rule protects each {HOUR_BAND}-hour slice of a flow, "
+                           "so that comparing two settings never singles anyone out.")
+else:
+    hours = c1.slider("Arrival time (hour the visit starts)", 0, 24, (6, 12), step=HOUR_BAND, key="fl_arrive",
+                      help=f"In {HOUR_BAND}-hour steps, for the same reason as for moves.")
 hours = snap_hours(hours)
 day_names = {"All days": "all", "Weekdays": "weekday", "Weekends": "weekend"}
 day = c2.radio("Days", list(day_names), horizontal=True, key="fl_days", disabled=not data.weekday_reliable,
                help=None if data.weekday_reliable else "This data's weekdays are not reliable.")
 top_n = c3.slider("Predicted places per move", 1, outputs.TOP_K, DEFAULT_TOP_N, key="fl_topn",
                   help="Each move's most likely next places, their chances rescaled to add up to one.")
-n_arcs = c4.slider("Largest flows drawn", 20, 500, 80, step=10, key="fl_arcs",
-                   help="Only the drawing is thinned out: totals, the table and the downloads use every flow shown.")
+if showing == MOVES:
+    n_arcs = c4.slider("Largest flows drawn", 20, 500, 80, step=10, key="fl_arcs",
+                       help="Only the drawing is thinned out: totals, the table and the downloads use every flow shown.")
+
+def show_arrivals(resolution) -> None:
+    """The arrivals view: observed and predicted arrivals in the chosen hours, per place."""
+    arrive = hours
+    a_what = "cells" if resolution is None else "larger cells"  # as chosen above (districts group flows only)
+    st.caption(f"Where people arrive between {arrive[0]:02d}:00 and {arrive[1]:02d}:00 ({day.lower()}), per {a_what[:-1]}. "
+               "**Observed**: the visits that really began then. **Predicted**: for each of the same arrivals, the "
+               "places the model expected when told the time of the visit (not its place).")
+    arrivals = outputs.arrival_summaries(shown, data, hours=arrive, day=day_names[day], top_n=top_n, k=k,
+                                         resolution=resolution)
+    if arrivals is None:
+        st.info("Arrivals by hour cannot be predicted with this model: it was trained to guess the next place "
+                "without being told when the visit happens, not where people are at a given time. Observed and "
+                "predicted arrivals are shown for models trained for both, such as the shipped pretrained one.")
+        return
+    a_obs, a_pred = arrivals
+    st.markdown(f"**{a_obs.n_moves:,.0f} arrivals** between {arrive[0]:02d}:00 and {arrive[1]:02d}:00 "
+                f"({day.lower()}): the same arrivals on both maps ({a_pred.n_moves:,.0f} predicted).")
+    if summaries.nothing_to_show(len(a_obs.places) + len(a_pred.places), hidden=a_obs.hidden_places, kind=meta["kind"],
+                                 k=k, what="the arrival maps"):
+        return
+    left, right = st.columns(2)
+    for col, label, summary, key in ((left, "Observed", a_obs, "observed"), (right, "Predicted", a_pred, "predicted")):
+        cells = summary.places.rename(columns={"place": "cell", "n_users": "people"})
+        cells = cells.assign(visits=cells["arrivals"].round().astype(int) if key == "observed"
+                             else cells["arrivals"].round(1))
+        with col:
+            st.markdown(f"#### {label}: {summary.moves_shown:,.0f} of {summary.n_moves:,.0f} arrivals shown "
+                        f"at {len(cells):,} {a_what}")
+            views.show(views.visits_map(cells, context=context, unit=unit, base=base, tiles=tiles),
+                       key=f"map_arrivals_{key}")
+            st.caption(f"Not shown: {summary.moves_hidden:,.0f} arrivals at {a_what} where fewer than {k} {unit} "
+                       f"arrive in a {HOUR_BAND}-hour band on weekdays or on weekends ({summary.hidden_places:,} "
+                       f"{a_what} hidden): comparing two settings then never singles anyone out.")
+    st.caption("Darker: more arrivals (each map on its own scale). Predicted arrivals are shares of the same "
+               f"moves spread over each move's {top_n} most likely places (the slider above).")
+
 
 res = int(meta["resolution"])
 levels = {"Cells (finest)": None}
@@ -47,6 +93,11 @@ level = g1.radio("Group places into", list(levels), index=min(1, len(levels) - 1
                  help="Grouping nearby places (their H3 parent cells) shows flows too small to show place by place.")
 tiles = views.tiles_toggle("fl_tiles", g2)
 resolution = levels[level]
+context = summaries.context_cells(prep.folder, k)
+base = summaries.basemap()
+if showing == ARRIVALS:
+    show_arrivals(resolution)
+    st.stop()
 with st.expander("Add flows up to districts (optional)"):
     zone_file = st.file_uploader(f"A GeoJSON of district polygons (up to {inputs.max_upload_mb()} MB)",
                                  type=["geojson", "json"], key="fl_zones")
@@ -62,8 +113,6 @@ if zone_file is not None:
 obs, pred = outputs.flow_summaries(shown, data, hours=hours, day=day_names[day], top_n=top_n, k=k,
                                    zones=zones, zones_key=zones_key, resolution=None if zones is not None else resolution)
 names = None if zones is not None else summaries.cell_names(prep.folder)
-context = summaries.context_cells(prep.folder, k)
-base = summaries.basemap()
 top = max([float(s.flows["flow"].max()) for s in (obs, pred) if len(s.flows)] or [0.0])
 what = "cells" if zones is None and resolution is None else ("districts" if zones is not None else "larger cells")
 
@@ -92,11 +141,10 @@ for col, label, summary, key in ((left, "Observed", obs, "observed"), (right, "P
         st.caption(not_shown(summary))
         st.caption(hidden_note(f"the {key} map", places=summary.hidden_places, flows=summary.hidden_flows,
                                kind=meta["kind"], k=k).replace(" cells ", f" {what} ").replace(" cell ", f" {what[:-1]} "))
-views.legend([("arc leaves its origin (orange)...", views.ORIGIN_COLOUR), ("...and reaches its destination (purple)",
-              views.DESTINATION_COLOUR), ("place with more arrivals than departures", "#2166ac"),
-              ("more departures than arrivals", "#d6604d")])
+views.legend([("flow: narrow where it leaves, an arrow head where it arrives", views.FLOW_COLOUR),
+              ("place with more arrivals than departures", "#2166ac"), ("more departures than arrivals", "#d6604d")])
 views.flow_width_legend(top)
-st.caption("Circles: places, as large as the moves through them. Arcs bend to the right of their direction, "
+st.caption("Circles: places, as large as the moves through them. Arrows bend to the right of their direction, "
            "so the two directions between two places lie side by side." +
            ("" if base is not None else " No street map: these POIs came from a table; load an OSM file on "
             "**City & POIs** for streets under the maps."))
@@ -130,39 +178,3 @@ for col, key in ((d[4], "observed"), (d[5], "predicted")):
                         f"flows_{key}_{tag}.png", mime="image/png", key=f"dl_{key}_png")
 st.caption(f"Downloads contain only the flows on the maps (places by H3 id, to join with other data): flows with "
            f"fewer than {k} {unit} are left out.")
-
-st.markdown("### Arrivals by hour")
-a1, a2 = st.columns([2, 3])
-arrive = snap_hours(a1.slider("Arrival time (hour the visit starts)", 0, 24, (6, 12), step=HOUR_BAND, key="fl_arrive",
-                              help=f"In {HOUR_BAND}-hour steps, for the same reason as the hours above."))
-a_what = "cells" if resolution is None else "larger cells"  # as chosen above (districts group flows only)
-a2.caption(f"Where people arrive between {arrive[0]:02d}:00 and {arrive[1]:02d}:00 ({day.lower()}), per {a_what[:-1]}. "
-           "**Observed**: the visits that really began then. **Predicted**: for each of the same arrivals, the "
-           "places the model expected when told the time of the visit (not its place).")
-arrivals = outputs.arrival_summaries(shown, data, hours=arrive, day=day_names[day], top_n=top_n, k=k,
-                                     resolution=resolution)
-if arrivals is None:
-    st.info("Arrivals by hour cannot be predicted with this model: it was trained to guess the next place "
-            "without being told when the visit happens, not where people are at a given time. Observed and "
-            "predicted arrivals are shown for models trained for both, such as the shipped pretrained one.")
-else:
-    a_obs, a_pred = arrivals
-    st.markdown(f"**{a_obs.n_moves:,.0f} arrivals** between {arrive[0]:02d}:00 and {arrive[1]:02d}:00 "
-                f"({day.lower()}): the same arrivals on both maps ({a_pred.n_moves:,.0f} predicted).")
-    if not summaries.nothing_to_show(len(a_obs.places) + len(a_pred.places), hidden=a_obs.hidden_places, kind=meta["kind"],
-                                     k=k, what="the arrival maps"):
-        left, right = st.columns(2)
-        for col, label, summary, key in ((left, "Observed", a_obs, "observed"), (right, "Predicted", a_pred, "predicted")):
-            cells = summary.places.rename(columns={"place": "cell", "n_users": "people"})
-            cells = cells.assign(visits=cells["arrivals"].round().astype(int) if key == "observed"
-                                 else cells["arrivals"].round(1))
-            with col:
-                st.markdown(f"#### {label}: {summary.moves_shown:,.0f} of {summary.n_moves:,.0f} arrivals shown "
-                            f"at {len(cells):,} {a_what}")
-                views.show(views.visits_map(cells, context=context, unit=unit, base=base, tiles=tiles),
-                           key=f"map_arrivals_{key}")
-                st.caption(f"Not shown: {summary.moves_hidden:,.0f} arrivals at {a_what} where fewer than {k} {unit} "
-                           f"arrive in a {HOUR_BAND}-hour band on weekdays or on weekends ({summary.hidden_places:,} "
-                           f"{a_what} hidden): comparing two settings then never singles anyone out.")
-        st.caption("Darker: more arrivals (each map on its own scale). Predicted arrivals are shares of the same "
-                   f"moves spread over each move's {top_n} most likely places (the slider above).")
