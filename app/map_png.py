@@ -2,7 +2,7 @@
 
 :func:`deck_png` reads the deck's JSON (the layers and camera the browser gets) and draws each
 layer kind the app uses: the filled polygons every map is made of (base map, cells, districts,
-flow arrows, place circles: app/shapes.py), POI dots and place labels. Nothing is fetched.
+flow arrows, place circles: app/shapes.py), place names as letters, and POI dots. Nothing is fetched.
 """
 
 from __future__ import annotations
@@ -74,9 +74,6 @@ def _draw(ax, layer: dict, px_per_deg: float) -> None:
             radius = np.maximum(radius / 111_320 * px_per_deg, float(layer.get("radiusMinPixels", 2)))
         ax.scatter(pos[:, 0], pos[:, 1], s=(radius * 0.75) ** 2 * math.pi, linewidths=0.6 if layer.get("stroked") else 0,
                    c=[_rgba(layer.get("getFillColor"), r) for r in rows], edgecolors=(0.2, 0.2, 0.25, 0.9), zorder=3)
-    elif kind == "TextLayer":
-        for r in rows:
-            ax.text(r["x"], r["y"], r["name"], fontsize=7, color=(0.27, 0.27, 0.33), ha="center", va="center", zorder=4)
 
 
 def _map(ax, deck, title: str, aspect: float) -> None:

@@ -163,3 +163,46 @@ def flow_arrows(o_lonlat: np.ndarray, d_lonlat: np.ndarray, width_m: np.ndarray,
         ring = np.vstack([left, pts[-1:] + normal[-1:] * barb, tip[None], pts[-1:] - normal[-1:] * barb, right_side[::-1]])
         out.append(_rings(local.to_lonlat(ring)))
     return out
+
+
+def _glyphs(text: str):
+    """``text`` as shapely geometry in em units (DejaVu Sans Bold, shipped with matplotlib), centred on (0, 0)."""
+    import shapely
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextPath
+
+    path = TextPath((0, 0), text, size=1.0, prop=FontProperties(family="DejaVu Sans", weight="bold"))
+    shape = None
+    for ring in path.to_polygons(closed_only=True):
+        if len(ring) >= 4:
+            part = shapely.Polygon(ring).buffer(0)
+            shape = part if shape is None else shape.symmetric_difference(part)  # even-odd: holes of "o", "a"
+    if shape is None or shape.is_empty:
+        return None
+    x0, y0, x1, y1 = shape.bounds
+    return shapely.affinity.translate(shape.simplify(0.01), -(x0 + x1) / 2, -(y0 + y1) / 2)
+
+
+def labels(texts, lat, lon, size_m: float, halo_m: float, local: Local) -> tuple[list, list, list[int]]:
+    """Place names as filled letters ``size_m`` tall (the font's em) centred on their points, and a
+    halo ``halo_m`` around them: (letters, halos, index of the text each polygon belongs to).
+
+    Drawn as polygons like the rest of the map, they grow when the planner zooms in, as the names
+    painted on a printed map do."""
+    import shapely
+
+    letters, halos, source = [], [], []
+    for i, (text, la, lo) in enumerate(zip(texts, lat, lon)):
+        shape = _glyphs(str(text))
+        if shape is None:
+            continue
+        x, y = local.to_xy(np.array([lo, la], dtype=float))
+        shape = shapely.affinity.translate(shapely.affinity.scale(shape, size_m, size_m, origin=(0, 0)), x, y)
+        for polys, geom in ((letters, shape), (halos, shape.buffer(halo_m, quad_segs=2).simplify(halo_m / 4))):
+            for part in getattr(geom, "geoms", [geom]):
+                if part.geom_type == "Polygon" and not part.is_empty:
+                    polys.append([_rings(local.to_lonlat(np.asarray(part.exterior.coords)))]
+                                 + [_rings(local.to_lonlat(np.asarray(h.coords))) for h in part.interiors])
+                    if polys is letters:
+                        source.append(i)
+    return letters, halos, source

@@ -108,7 +108,7 @@ def deck(layers: list, view: pdk.ViewState, *, height: int = MAP_HEIGHT, base=No
     n_under = next((i for i, layer in enumerate(layers) if layer.pickable), len(layers))
     layers = ([base_layers[i] for i in ("basemap-areas",) if i in base_layers] + layers[:n_under]
               + [base_layers[i] for i in ("basemap-streets",) if i in base_layers] + layers[n_under:]
-              + [base_layers[i] for i in ("basemap-labels",) if i in base_layers])
+              + [base_layers[i] for i in ("basemap-labels-halo", "basemap-labels") if i in base_layers])
     if tiles:
         return pdk.Deck(layers=layers, initial_view_state=view, map_provider="carto", map_style=pdk.map_styles.CARTO_LIGHT,
                         height=height, tooltip=TOOLTIP)
@@ -146,36 +146,41 @@ def basemap_layers(base, view: pdk.ViewState) -> list[pdk.Layer]:
     if len(base.areas):
         areas = base.areas.assign(colour=[_WATER if k == "water" else _PARK for k in base.areas["kind"]])
         layers.append(polygon_layer(areas[["polygon", "colour"]], "basemap-areas"))
-    if len(base.streets):
-        layers.append(polygon_layer(_street_polygons(base, view), "basemap-streets"))
-    labels = base.labels[base.labels["kind"].isin(_LABEL_KINDS)]
-    if len(labels):
-        layers.append(pdk.Layer("TextLayer", labels[["lat", "lon", "name"]].rename(columns={"lat": "y", "lon": "x"}),
-                                id="basemap-labels", get_position=["x", "y"], get_text="name", get_size=13,
-                                get_color=[60, 60, 75, 210], character_set="'auto'", font_family="'sans-serif'",
-                                font_weight=600, font_settings={"sdf": True}, outline_width=3,
-                                outline_color=[255, 255, 255, 230], pickable=False))
+    streets, letters, halos = _shaped(base, view)
+    if len(streets):
+        layers.append(polygon_layer(streets, "basemap-streets"))
+    if len(letters):
+        layers.append(polygon_layer(halos, "basemap-labels-halo"))
+        layers.append(polygon_layer(letters, "basemap-labels"))
     return layers
 
 
-_STREET_CACHE: dict[tuple, pd.DataFrame] = {}  # a page's maps keep their camera: rebuilt only when it moves
+_LABEL_PX, _HALO_PX = 13, 2.0  # place names' size and white halo, in pixels at the map's starting zoom
+_LABEL_COLOUR, _HALO_COLOUR = [60, 60, 75, 225], [255, 255, 255, 215]
+_SHAPED: dict[tuple, tuple] = {}  # a page's maps keep their camera: shaped again only when it moves
 
 
-def _street_polygons(base, view: pdk.ViewState) -> pd.DataFrame:
-    """The streets of (clipped) ``base`` as polygons, main roads last (on top)."""
-    key = (base.source, len(base.streets), round(float(view.zoom), 3), round(float(view.latitude), 5),
-           round(float(view.longitude), 5))
-    if key not in _STREET_CACHE:
+def _shaped(base, view: pdk.ViewState) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The streets (main roads last, on top), place names and their halos of (clipped) ``base`` as
+    polygons sized for ``view``'s zoom (:mod:`shapes`)."""
+    lat, lon, zoom = float(view.latitude), float(view.longitude), float(view.zoom)
+    key = (base.source, len(base.streets), len(base.labels), round(zoom, 3), round(lat, 5), round(lon, 5))
+    if key not in _SHAPED:
+        mpp, local = shapes.metres_per_pixel(lat, zoom), shapes.Local(lat, lon)
         streets = base.streets.sort_values("rank", ascending=False).reset_index(drop=True)
-        mpp = shapes.metres_per_pixel(float(view.latitude), float(view.zoom))
         half = np.array([_STREET[r][1] for r in streets["rank"]]) / 2 * mpp
-        polygons, source = shapes.buffered_lines(list(streets["path"]), half,
-                                                 shapes.Local(float(view.latitude), float(view.longitude)))
+        polygons, source = shapes.buffered_lines(list(streets["path"]), half, local)
         colours = [_STREET[r][0] for r in streets["rank"].to_numpy()[source]] if source else []
-        if len(_STREET_CACHE) >= 16:
-            _STREET_CACHE.pop(next(iter(_STREET_CACHE)))
-        _STREET_CACHE[key] = pd.DataFrame({"polygon": polygons, "colour": colours})
-    return _STREET_CACHE[key]
+        names = base.labels[base.labels["kind"].isin(_LABEL_KINDS)].reset_index(drop=True)
+        letters, halos, which = shapes.labels(names["name"], names["lat"], names["lon"], _LABEL_PX * mpp,
+                                              _HALO_PX * mpp, local)
+        if len(_SHAPED) >= 16:
+            _SHAPED.pop(next(iter(_SHAPED)))
+        _SHAPED[key] = (pd.DataFrame({"polygon": polygons, "colour": colours}),
+                        pd.DataFrame({"polygon": letters, "colour": [_LABEL_COLOUR] * len(letters),
+                                      "name": names["name"].to_numpy()[which] if which else []}),
+                        pd.DataFrame({"polygon": halos, "colour": [_HALO_COLOUR] * len(halos)}))
+    return _SHAPED[key]
 
 
 def show(d: pdk.Deck, key: str | None = None, *, height: int = MAP_HEIGHT) -> None:
