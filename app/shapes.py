@@ -3,8 +3,8 @@
 Why polygons: without a GPU (office thin clients, remote desktops, this project's test machines)
 the browser draws WebGL in software, and there each kind of layer costs a shader pipeline built
 anew for every map: ~0.15 s for filled polygons, ~0.45 s for deck.gl's path layer, ~0.3 s for arcs,
-~0.2 s for circles, measured per map (bench/app_speed.py). A map made of one kind of layer is built
-once. So the shapes are computed here, on the server, in metres around the map's centre, and the
+~0.2 s for circles, measured per map in a throwaway trace of headless Chromium (bench/app_speed.py
+measures the page switch they add up to). A map made of one kind of layer is built once. So the shapes are computed here, on the server, in metres around the map's centre, and the
 widths the planner sees in pixels at the map's starting zoom (:func:`metres_per_pixel`) become
 metres: zooming in, a street or a flow grows with the map, as on a printed map.
 
@@ -47,6 +47,13 @@ class Local:
 
 def _rings(lonlat: np.ndarray) -> list:
     return np.round(lonlat, _DIGITS).tolist()
+
+
+def _polygons(shape, local: Local) -> list:
+    """The polygons of a shapely geometry in ``local`` metres, each as rings in degrees (outer first)."""
+    return [[_rings(local.to_lonlat(np.asarray(part.exterior.coords)))]
+            + [_rings(local.to_lonlat(np.asarray(h.coords))) for h in part.interiors]
+            for part in getattr(shape, "geoms", [shape]) if part.geom_type == "Polygon" and not part.is_empty]
 
 
 def hexagons(cells, *, coverage: float = 1.0) -> list:
@@ -96,11 +103,9 @@ def buffered_lines(paths, half_width_m, local: Local) -> tuple[list, list[int]]:
     shapes = shapely.simplify(shapes, 0.25)
     out, source = [], []
     for i, shape in zip(keep, shapes):
-        for part in getattr(shape, "geoms", [shape]):
-            if part.geom_type == "Polygon" and not part.is_empty:
-                out.append([_rings(local.to_lonlat(np.asarray(part.exterior.coords)))]
-                           + [_rings(local.to_lonlat(np.asarray(h.coords))) for h in part.interiors])
-                source.append(i)
+        polygons = _polygons(shape, local)
+        out += polygons
+        source += [i] * len(polygons)
     return out, source
 
 
@@ -198,11 +203,8 @@ def labels(texts, lat, lon, size_m: float, halo_m: float, local: Local) -> tuple
             continue
         x, y = local.to_xy(np.array([lo, la], dtype=float))
         shape = shapely.affinity.translate(shapely.affinity.scale(shape, size_m, size_m, origin=(0, 0)), x, y)
-        for polys, geom in ((letters, shape), (halos, shape.buffer(halo_m, quad_segs=2).simplify(halo_m / 4))):
-            for part in getattr(geom, "geoms", [geom]):
-                if part.geom_type == "Polygon" and not part.is_empty:
-                    polys.append([_rings(local.to_lonlat(np.asarray(part.exterior.coords)))]
-                                 + [_rings(local.to_lonlat(np.asarray(h.coords))) for h in part.interiors])
-                    if polys is letters:
-                        source.append(i)
+        drawn = _polygons(shape, local)
+        letters += drawn
+        source += [i] * len(drawn)
+        halos += _polygons(shape.buffer(halo_m, quad_segs=2).simplify(halo_m / 4), local)
     return letters, halos, source

@@ -191,8 +191,8 @@ def show(d: pdk.Deck, key: str | None = None, *, height: int = MAP_HEIGHT) -> No
 def polygon_layer(frame: pd.DataFrame, layer_id: str, *, pickable: bool = False, opacity: float = 1.0) -> pdk.Layer:
     """Filled polygons: ``polygon`` (a ring, or rings with holes) and ``colour`` ([r, g, b, a]) per row.
 
-    Every layer of a map but the place names and POI dots is this one kind, so a browser without
-    a GPU builds its drawing pipeline once per map (app/shapes.py says why)."""
+    Every layer of an offline map but the City page's POI dots is this one kind, so a browser
+    without a GPU builds its drawing pipeline once per map (app/shapes.py says why)."""
     return pdk.Layer("SolidPolygonLayer", frame, id=layer_id, get_polygon="polygon", get_fill_color="colour",
                      filled=True, extruded=False, pickable=pickable, auto_highlight=pickable, opacity=opacity)
 

@@ -47,12 +47,11 @@ if showing == MOVES:
 
 def show_arrivals(resolution) -> None:
     """The arrivals view: observed and predicted arrivals in the chosen hours, per place."""
-    arrive = hours
     a_what = "cells" if resolution is None else "larger cells"  # as chosen above (districts group flows only)
-    st.caption(f"Where people arrive between {arrive[0]:02d}:00 and {arrive[1]:02d}:00 ({day.lower()}), per {a_what[:-1]}. "
+    st.caption(f"Where people arrive between {hours[0]:02d}:00 and {hours[1]:02d}:00 ({day.lower()}), per {a_what[:-1]}. "
                "**Observed**: the visits that really began then. **Predicted**: for each of the same arrivals, the "
                "places the model expected when told the time of the visit (not its place).")
-    arrivals = outputs.arrival_summaries(shown, data, hours=arrive, day=day_names[day], top_n=top_n, k=k,
+    arrivals = outputs.arrival_summaries(shown, data, hours=hours, day=day_names[day], top_n=top_n, k=k,
                                          resolution=resolution)
     if arrivals is None:
         st.info("Arrivals by hour cannot be predicted with this model: it was trained to guess the next place "
@@ -60,7 +59,7 @@ def show_arrivals(resolution) -> None:
                 "predicted arrivals are shown for models trained for both, such as the shipped pretrained one.")
         return
     a_obs, a_pred = arrivals
-    st.markdown(f"**{a_obs.n_moves:,.0f} arrivals** between {arrive[0]:02d}:00 and {arrive[1]:02d}:00 "
+    st.markdown(f"**{a_obs.n_moves:,.0f} arrivals** between {hours[0]:02d}:00 and {hours[1]:02d}:00 "
                 f"({day.lower()}): the same arrivals on both maps ({a_pred.n_moves:,.0f} predicted).")
     if summaries.nothing_to_show(len(a_obs.places) + len(a_pred.places), hidden=a_obs.hidden_places, kind=meta["kind"],
                                  k=k, what="the arrival maps"):
