@@ -9,6 +9,7 @@ a page may switch on map tiles (:func:`tiles_toggle`), said to be an external re
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -18,6 +19,7 @@ import plotly.graph_objects as go
 import pydeck as pdk
 import shapes
 import streamlit as st
+from pydeck.bindings.json_tools import default_serialize
 
 from trajmoe.geo import cell_centres
 from trajmoe.pois.categories import CATEGORIES, CATEGORY_LABELS
@@ -97,6 +99,19 @@ def with_tip(frame: pd.DataFrame, titles, bodies) -> pd.DataFrame:
     return frame
 
 
+class CompactDeck(pdk.Deck):
+    """A ``pdk.Deck`` whose JSON has no whitespace.
+
+    pydeck writes its JSON with ``indent=2``: every coordinate of every polygon on its own
+    indented line, 3.6 times the bytes of the data (1.4 MB for one Flows map of the embedded
+    default, 0.39 MB compact). Streamlit's browser side parses that JSON with JSON5, a JavaScript
+    parser that reads it character by character on the page's main thread: in a CPU profile of
+    page switches it was the largest cost after WebGL itself."""
+
+    def to_json(self) -> str:
+        return json.dumps(self, default=default_serialize, separators=(",", ":"))
+
+
 def deck(layers: list, view: pdk.ViewState, *, height: int = MAP_HEIGHT, base=None, tiles: bool = False) -> pdk.Deck:
     """A deck over the base map ``base`` (a :class:`trajmoe.pois.basemap.Basemap`, or None).
 
@@ -110,9 +125,9 @@ def deck(layers: list, view: pdk.ViewState, *, height: int = MAP_HEIGHT, base=No
               + [base_layers[i] for i in ("basemap-streets",) if i in base_layers] + layers[n_under:]
               + [base_layers[i] for i in ("basemap-labels-halo", "basemap-labels") if i in base_layers])
     if tiles:
-        return pdk.Deck(layers=layers, initial_view_state=view, map_provider="carto", map_style=pdk.map_styles.CARTO_LIGHT,
-                        height=height, tooltip=TOOLTIP)
-    return pdk.Deck(layers=layers, initial_view_state=view, map_provider=None, height=height, tooltip=TOOLTIP)
+        return CompactDeck(layers=layers, initial_view_state=view, map_provider="carto",
+                           map_style=pdk.map_styles.CARTO_LIGHT, height=height, tooltip=TOOLTIP)
+    return CompactDeck(layers=layers, initial_view_state=view, map_provider=None, height=height, tooltip=TOOLTIP)
 
 
 TILES_HELP = ("Draws CARTO / OpenStreetMap map tiles under the maps. This sends requests to basemaps.cartocdn.com "
@@ -443,6 +458,20 @@ def share_map(by_cell: pd.DataFrame, expert: int, *, names: pd.Series, context, 
     rows = list(frame[["cell", col, "n_users"]].itertuples(index=False))
     with_tip(frame, [names.get(c, c) for c, *_ in rows], [(f"expert {expert}: {s:.0%} of routing", f"{u} {unit}") for _, s, u in rows])
     return deck([context_layer(context), hex_layer(frame)], view_of_cells(context, width_px=560), base=base, tiles=tiles)
+
+
+def share_legend(shares, expert: int) -> None:
+    """The colour ramp of :func:`share_map`: from the smallest share shown to the largest."""
+    shares = np.asarray(shares, dtype=float)
+    if len(shares) == 0:
+        return
+    ticks = np.linspace(np.nanmin(shares), np.nanmax(shares), 5)
+    stops = ",".join(f"rgb({c[0]},{c[1]},{c[2]})" for c in sequential(ticks, high=expert_colour(expert)))
+    labels = "".join(f'<span style="flex:1;text-align:center">{t:.0%}</span>' for t in ticks)
+    st.markdown(
+        f'<div style="font-size:0.8rem;max-width:420px">Share of the place\'s routing that goes to expert {expert}'
+        f'<div style="height:12px;border-radius:3px;background:linear-gradient(90deg,{stops})"></div>'
+        f'<div style="display:flex">{labels}</div></div>', unsafe_allow_html=True)
 
 
 def view_of_cells(cells, *, width_px: int = 620) -> pdk.ViewState:

@@ -5,6 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from osm_server import (
+    PLACE,
+    RecordedOSMServer,
+    nominatim_area,
+    nominatim_point,
+    overpass_json_from_osm_xml,
+)
 
 from trajmoe.devtools.realdata import REPO_ROOT, shared_data_dir
 
@@ -114,3 +121,46 @@ def app_sandbox():
                     os.environ[key] = value
 
     return sandbox
+
+
+# --------------------------------------------------------------------------- recorded OpenStreetMap
+
+
+@pytest.fixture(scope="session")
+def west_oakland(shared_data):
+    """(file, its Overpass JSON, its bounds west/south/east/north): the real OSM XML of West Oakland."""
+    path = shared_data / "pois" / "west_oakland.osm.bz2"
+    overpass = overpass_json_from_osm_xml(path)
+    nodes = [e for e in overpass["elements"] if e["type"] == "node"]
+    lats, lons = [n["lat"] for n in nodes], [n["lon"] for n in nodes]
+    bounds = (min(lons) - 0.001, min(lats) - 0.001, max(lons) + 0.001, max(lats) + 0.001)
+    return path, overpass, bounds
+
+
+@pytest.fixture
+def osmnx_settings(tmp_path):
+    """OSMnx settings for one test (no DNS-over-HTTPS, a private cache); restored afterwards."""
+    import osmnx as ox
+
+    names = ("overpass_url", "nominatim_url", "doh_url_template", "cache_folder", "use_cache",
+             "requests_timeout", "overpass_rate_limit", "requests_kwargs")  # fmt: skip
+    saved = {name: getattr(ox.settings, name) for name in names}
+    ox.settings.doh_url_template = None
+    ox.settings.cache_folder = str(tmp_path / "osmnx-cache")
+    yield ox.settings
+    for name, value in saved.items():
+        setattr(ox.settings, name, value)
+
+
+@pytest.fixture
+def server(west_oakland, osmnx_settings):
+    """The recorded OSM service (tests/osm_server.py) answering with West Oakland; OSMnx pointed at it."""
+    _, overpass, bounds = west_oakland
+    places = {
+        PLACE: nominatim_area(PLACE, bounds),
+        "Mandela Cafe, Oakland": nominatim_point("Mandela Cafe", 37.81, -122.29),
+    }
+    with RecordedOSMServer(overpass=overpass, places=places) as srv:
+        osmnx_settings.overpass_url = srv.url + "/api"
+        osmnx_settings.nominatim_url = srv.url + "/nominatim/"
+        yield srv

@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 MODES = ("ok", "busy", "remark", "hang")
+PLACE = "West Oakland, Oakland, California"  # the area of ../shared/data/pois/west_oakland.osm.bz2 (conftest.server)
 
 
 def overpass_json_from_osm_xml(path: Path) -> dict:

@@ -55,6 +55,10 @@ def decks(at: AppTest) -> list[dict]:
     return [json.loads(d.proto.json) for d in at.get("deck_gl_json_chart")]
 
 
+def _cells(deck: dict) -> list[dict]:
+    return next(layer["data"] for layer in deck["layers"] if layer.get("id") == "cells")
+
+
 def layer_types(deck: dict) -> list[str]:
     return [layer["@@type"] for layer in deck["layers"]]
 
@@ -92,8 +96,18 @@ def test_opens_ready_on_the_embedded_default(env):
     assert len(at.main.get("download_button")) == 6  # GeoJSON, CSV and PNG of each map; the sidebar has the project file's
 
     go(at, "experts")
-    assert len(decks(at)) == 2 and len(at.get("plotly_chart")) == 2
+    (main,) = decks(at)  # one map: each place's main expert, in the experts' own colours
+    assert len(at.get("plotly_chart")) == 2
     assert re.search(r"Expert 1 \(\d+% of routing\)", text(at))
+    import views  # app/ is on sys.path while the app runs (conftest's env)
+
+    expert_rgb = {tuple(views.rgb(c)[:3]) for c in views.EXPERT_COLOURS}
+    assert {tuple(row["colour"][:3]) for row in _cells(main)} <= expert_rgb
+    at.selectbox(key="ex_show").set_value("Where expert 2 is used").run()
+    (share,) = decks(at)  # the same places, now a ramp of expert 2's share
+    assert not at.exception and "goes to expert 2" in text(at) and "Share of the place's routing" in text(at)
+    assert [row["hex"] for row in _cells(share)] == [row["hex"] for row in _cells(main)]
+    assert len({tuple(row["colour"]) for row in _cells(share)}) > len(expert_rgb) // 2
 
     go(at, "scenario")
     (change,) = decks(at)
@@ -225,6 +239,31 @@ def test_pois_upload_and_offline_search(env, tmp_path):
         assert not any(jargon in e.value for e in at.error), [e.value for e in at.error]
     at.button(key="use_bundled").click().run()
     assert "Helsinki city centre POIs" in text(at)
+
+
+def test_pois_fetched_online_bring_their_streets(env, server, west_oakland):
+    """The online path through the app, against the recorded OSM service (real West Oakland data):
+    the box's POIs and its base map come together, and the City page's map draws the fetched streets."""
+    from trajmoe.pois.basemap import read_basemap
+
+    at = open_app()
+    for key, value in zip(("bbox_w", "bbox_s", "bbox_e", "bbox_n"), west_oakland[2]):
+        at.number_input(key=key).set_value(round(value, 4)).run()
+    at.button(key="fetch_bbox").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "(OpenStreetMap)" in text(at) and "come from OpenStreetMap bbox" in text(at)
+    (poi_map,) = decks(at)
+    layers = {layer["id"]: layer for layer in poi_map["layers"]}
+    offline = read_basemap(west_oakland[0])
+    assert 0 < len(layers["basemap-streets"]["data"]) and f"{len(offline.streets):,} streets" in text(at)
+    # The Helsinki sample is not in the box: its trajectories' own streets are offered, and fetching
+    # them from a service that has only West Oakland says so in words.
+    at.button(key="fetch_basemap").click().run()
+    assert not at.exception
+    assert any("Could not fetch the streets online" in e.value and "no streets, water, parks or place names" in e.value
+               for e in at.error), [e.value for e in at.error]
+    (poi_map,) = decks(at)  # the fetched box's streets are still drawn
+    assert any(layer["id"] == "basemap-streets" for layer in poi_map["layers"])
 
 
 def test_without_a_checkpoint_the_data_pages_still_work(env, monkeypatch):

@@ -193,6 +193,15 @@ def test_pois_that_miss_the_trajectories_are_noticed_and_the_area_offered(env, l
     assert not at.exception
     assert "POIs: none" in sidebar(at) and "do not cover" not in sidebar(at)
     assert "Going on without POIs" in text(at), text(at)
+    go(at, "city")  # no POIs, no streets: the trajectories' own streets are offered
+    assert "no streets under them" in text(at)
+    fetch = at.button(key="fetch_basemap")
+    assert -119 < min(map(float, re.findall(r"-?\d+\.\d+", fetch.help))) < -117.5
+    fetch.click().run()  # offline here: fails fast, in words
+    assert not at.exception
+    if at.error:
+        message = at.error[0].value
+        assert "Could not fetch the streets online" in message and "download.geofabrik.de" in message
 
 
 def test_the_pretrained_result_on_a_city_it_was_trained_on_is_not_called_zero_shot(env):

@@ -170,7 +170,7 @@ def test_map_tooltips_are_formatted_text(browser, server):
     tips["Flows"] = hover_tooltips(page, 2)
     visit(page, "Experts")
     page.get_by_text("What each expert stands for").wait_for(timeout=SLOW)
-    tips["Experts"] = hover_tooltips(page, 2)
+    tips["Experts"] = hover_tooltips(page, 1)
     for name, texts in tips.items():
         assert any(t.strip() for t in texts), f"{name}: no tooltip appeared over its maps"
         for text in texts:
@@ -214,7 +214,7 @@ def test_upload_finetune_and_maps_draw(browser, server, upload):
 
     visit(page, "Experts")
     page.get_by_text("What each expert stands for").wait_for(timeout=SLOW)
-    maps_drawn(page, 2)
+    maps_drawn(page, 1)
     shoot(page, "5_experts")
 
     visit(page, "Scenario")

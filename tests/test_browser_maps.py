@@ -182,7 +182,7 @@ def test_maps_of_the_embedded_default(browser, server):
     wire.clear()
     visit(page, "Experts")
     page.get_by_text("What each expert stands for").wait_for(timeout=SLOW)
-    maps_drawn(page, 2)
+    maps_drawn(page, 1)
     shoot(page, "maps_default_3_experts")
     _no_ids(page, wire, "Experts (default)")
     assert all(_streets_in_view(d) >= 1 for d in wire.decks())
@@ -237,7 +237,7 @@ def test_maps_of_an_uploaded_real_city(browser, server, la_upload):
     wire.clear()
     visit(page, "Experts")
     page.get_by_text("What each expert stands for").wait_for(timeout=SLOW)
-    maps_drawn(page, 2)
+    maps_drawn(page, 1)
     shoot(page, "maps_la_3_experts")
     _no_ids(page, wire, "Experts (Los Angeles)")
 

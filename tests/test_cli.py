@@ -96,3 +96,19 @@ def test_prepare_every_real_city(key, shared_data, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     meta = json.loads((tmp_path / key / "meta.json").read_text())
     assert meta["n_users"] > 5 and meta["n_cells"] > 20 and meta["n_visits"]["test"] > 50
+
+
+def test_pois_writes_the_base_map_of_the_same_osm_file(tmp_path, shared_data):
+    from trajmoe.pois.basemap import read_basemap, read_basemap_geojson
+
+    osm = shared_data / "pois" / "west_oakland.osm.bz2"
+    proc = _cli("pois", "--osm", osm, "--out", tmp_path / "p.parquet", "--basemap", tmp_path / "b.geojson")
+    assert proc.returncode == 0, proc.stderr
+    written, direct = read_basemap_geojson(tmp_path / "b.geojson"), read_basemap(osm)
+    assert len(written.streets) == len(direct.streets) > 20 and list(written.streets["name"]) == list(direct.streets["name"])
+    assert "base map written to" in proc.stdout
+    table = tmp_path / "t.csv"
+    table.write_text("lat,lon,category\n37.81,-122.29,cafe\n")
+    proc = _cli("pois", "--table", table, "--out", tmp_path / "q.parquet", "--basemap", tmp_path / "c.geojson")
+    assert proc.returncode != 0 and "a POI table has no streets" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "q.parquet").exists()  # refused before anything is written

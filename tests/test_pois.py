@@ -12,18 +12,13 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from osm_server import (
-    RecordedOSMServer,
-    nominatim_area,
-    nominatim_point,
-    overpass_json_from_osm_xml,
-)
+from osm_server import PLACE
 from shapely.geometry import box
 
 from trajmoe.errors import POIError
 from trajmoe.pois.categories import CATEGORIES
 from trajmoe.pois.offline import helsinki_extract_path, read_pois, write_pois
-from trajmoe.pois.online import fetch_pois
+from trajmoe.pois.online import basemap_rank, fetch_basemap, fetch_pois
 from trajmoe.pois.report import POI_COLUMNS, POIReport
 
 
@@ -178,45 +173,6 @@ def test_unusable_files_raise_poierror_with_the_fix(tmp_path, file_name, content
 
 
 # --------------------------------------------------------------------------- online (recorded)
-PLACE = "West Oakland, Oakland, California"
-
-
-@pytest.fixture(scope="module")
-def west_oakland(shared_data):
-    path = shared_data / "pois" / "west_oakland.osm.bz2"
-    overpass = overpass_json_from_osm_xml(path)
-    nodes = [e for e in overpass["elements"] if e["type"] == "node"]
-    lats, lons = [n["lat"] for n in nodes], [n["lon"] for n in nodes]
-    bounds = (min(lons) - 0.001, min(lats) - 0.001, max(lons) + 0.001, max(lats) + 0.001)
-    return path, overpass, bounds
-
-
-@pytest.fixture
-def osmnx_settings(tmp_path):
-    """OSMnx settings for one test (no DNS-over-HTTPS, a private cache); restored afterwards."""
-    import osmnx as ox
-
-    names = ("overpass_url", "nominatim_url", "doh_url_template", "cache_folder", "use_cache",
-             "requests_timeout", "overpass_rate_limit", "requests_kwargs")  # fmt: skip
-    saved = {name: getattr(ox.settings, name) for name in names}
-    ox.settings.doh_url_template = None
-    ox.settings.cache_folder = str(tmp_path / "osmnx-cache")
-    yield ox.settings
-    for name, value in saved.items():
-        setattr(ox.settings, name, value)
-
-
-@pytest.fixture
-def server(west_oakland, osmnx_settings):
-    _, overpass, bounds = west_oakland
-    places = {
-        PLACE: nominatim_area(PLACE, bounds),
-        "Mandela Cafe, Oakland": nominatim_point("Mandela Cafe", 37.81, -122.29),
-    }
-    with RecordedOSMServer(overpass=overpass, places=places) as srv:
-        osmnx_settings.overpass_url = srv.url + "/api"
-        osmnx_settings.nominatim_url = srv.url + "/nominatim/"
-        yield srv
 
 
 def _keyed(frame: pd.DataFrame) -> set[tuple]:
@@ -257,6 +213,39 @@ def test_repeat_fetch_is_served_from_the_cache(server, osmnx_settings):
     again = fetch_pois(place=PLACE, timeout=5)
     pd.testing.assert_frame_equal(again, first)
     assert server.requests.count(("POST", "/api/interpreter")) == posts
+
+
+def _streets(base) -> set[tuple]:
+    return {(r.name, r.rank, tuple(map(tuple, np.round(r.path, 5).tolist()))) for r in base.streets.itertuples()}
+
+
+def test_fetch_basemap_is_the_offline_files_base_map(west_oakland, server):
+    from trajmoe.pois.basemap import read_basemap
+
+    offline = read_basemap(west_oakland[0])
+    online = fetch_basemap(place=PLACE, timeout=5)
+    assert len(offline.streets) > 20 and offline.streets["name"].str.len().gt(0).any()
+    assert _streets(online) == _streets(offline)  # the same streets, names and classes as the file
+    assert set(online.areas["kind"]) == set(offline.areas["kind"]) and len(online.areas) == len(offline.areas)
+    assert set(online.labels["name"]) == set(offline.labels["name"])
+    assert PLACE in online.source
+
+
+def test_fetch_basemap_of_a_large_area_asks_for_main_roads_only(west_oakland, server):
+    _, _, (w, s, e, n) = west_oakland
+    assert (basemap_rank(10), basemap_rank(200), basemap_rank(5000)) == (3, 2, 1)
+    big = (w - 0.08, s - 0.05, e + 0.08, n + 0.05)  # ~15 x 12 km around West Oakland: no residential streets
+    base = fetch_basemap(bbox=big, timeout=5)
+    assert len(base.streets) > 0 and set(base.streets["rank"]) == {2}
+    small = fetch_basemap(bbox=(w, s, e, n), timeout=5)
+    assert small.streets["rank"].max() == 3 and len(small.streets) > len(base.streets)
+
+
+def test_fetch_basemap_fails_fast_and_says_what(west_oakland, server, osmnx_settings):
+    osmnx_settings.use_cache = False
+    server.mode = "busy"
+    with pytest.raises(POIError, match="Could not get a base map .* 429"):
+        fetch_basemap(bbox=west_oakland[2], timeout=1)
 
 
 def test_default_cache_goes_to_the_user_cache_dir(server, osmnx_settings, tmp_path, monkeypatch):

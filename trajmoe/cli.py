@@ -68,6 +68,9 @@ def cmd_pois(args) -> int:
     from trajmoe.pois.online import fetch_pois
     from trajmoe.pois.report import POIReport
 
+    if args.basemap and args.table:
+        raise TrajMoEError("--basemap needs OpenStreetMap data (--osm, --place, --bbox or --polygon): "
+                           "a POI table has no streets.")
     if args.osm or args.table:
         pois = read_pois(args.osm or args.table)
     elif args.polygon:
@@ -83,6 +86,8 @@ def cmd_pois(args) -> int:
     else:
         pois = fetch_pois(place=args.place, timeout=args.timeout)
     write_pois(pois, args.out)
+    if args.basemap:
+        _write_basemap(args)
     report = POIReport.of(pois)
     if report is not None:
         print(report.to_text())
@@ -91,6 +96,26 @@ def cmd_pois(args) -> int:
     for cat, n in counts.items():
         print(f"  {cat:<18} {n}")
     return 0
+
+
+def _write_basemap(args) -> None:
+    """The base map (streets, water, parks, place names) of the same area as the POIs, as GeoJSON."""
+    from trajmoe.pois.basemap import read_basemap, write_basemap
+    from trajmoe.pois.online import fetch_basemap
+
+    if args.osm:
+        base = read_basemap(args.osm)
+    elif args.polygon:
+        import geopandas as gpd
+
+        base = fetch_basemap(polygon=gpd.read_file(args.polygon).union_all(), timeout=args.timeout)
+    elif args.bbox:
+        base = fetch_basemap(bbox=tuple(args.bbox), timeout=args.timeout)
+    else:
+        base = fetch_basemap(place=args.place, timeout=args.timeout)
+    write_basemap(base, args.basemap)
+    print(f"base map written to {args.basemap}: {len(base.streets)} streets, {len(base.areas)} areas of water "
+          f"or park, {len(base.labels)} place names")
 
 
 def cmd_prepare(args) -> int:
@@ -275,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--osm", help="offline OSM file: .osm, .osm.bz2 or .osm.pbf")
     g.add_argument("--table", help="offline POI table: CSV/Parquet with lat, lon and a category column")
     s.add_argument("--out", required=True, help="output .parquet")
+    s.add_argument("--basemap", help="also write the area's streets, water, parks and place names (.geojson; the "
+                   "app's base map), from the same OSM file or online area")
     s.add_argument("--timeout", type=float, default=30, help="seconds before an online request gives up")
     s.set_defaults(func=cmd_pois)
 

@@ -5,7 +5,7 @@ import streamlit as st
 import views
 from state import inputs, summaries
 from state.session import Source
-from trajmoe.errors import POIError, TrajMoEError
+from trajmoe.errors import TrajMoEError
 
 st.title("City & points of interest")
 st.markdown(
@@ -20,6 +20,22 @@ def use(source: Source | None) -> None:
     st.rerun()
 
 
+def fetched(result, label: str) -> None:
+    """Use POIs fetched online (and the base map that came with them); say what failed."""
+    frame, base, problems = result
+    for problem in problems:
+        st.error(problem)
+    if frame is None:
+        st.info("No internet? Use the bundled Helsinki POIs, or upload an OpenStreetMap extract "
+                "(.osm.pbf from download.geofabrik.de) on the **Upload a file** tab.")
+        return
+    source = inputs.pois_from_frame(frame, label, basemap=base)
+    if problems:  # the POIs are used; the page stays to show why the maps have no streets
+        inputs.use_pois(source)
+    else:
+        use(source)
+
+
 bundled, search, bbox, upload = st.tabs(["Bundled Helsinki", "Search a place", "Draw a box", "Upload a file"])
 with bundled:
     st.write("Real OpenStreetMap POIs of central Helsinki (about 1 × 1.7 km), shipped with the app.")
@@ -27,17 +43,9 @@ with bundled:
         use(None)
 with search:
     place = st.text_input("Place name", placeholder="e.g. Kallio, Helsinki, Finland", key="place")
-    if st.button("Fetch POIs from OpenStreetMap", key="fetch_place", disabled=not place):
-        from trajmoe.pois.online import fetch_pois
-
-        try:
-            with st.spinner(f"Asking OpenStreetMap for the POIs of {place}..."):
-                frame = fetch_pois(place=place, timeout=15)
-            use(inputs.pois_from_frame(frame, f"{place} (OpenStreetMap)"))
-        except POIError as exc:
-            st.error(f"Could not fetch POIs online. {exc}")
-            st.info("No internet? Use the bundled Helsinki POIs, or upload an OpenStreetMap extract "
-                    "(.osm.pbf from download.geofabrik.de) on the **Upload a file** tab.")
+    if st.button("Fetch POIs from OpenStreetMap", key="fetch_place", disabled=not place,
+                 help="The POIs of the place and its streets, water and parks for the maps."):
+        fetched(inputs.fetch_area(place=place), f"{place} (OpenStreetMap)")
 with bbox:
     st.write("The corners of the area in degrees (west, south, east, north).")
     c = st.columns(4)
@@ -45,16 +53,10 @@ with bbox:
     south = c[1].number_input("South", value=60.163, format="%.4f", key="bbox_s")
     east = c[2].number_input("East", value=24.955, format="%.4f", key="bbox_e")
     north = c[3].number_input("North", value=60.180, format="%.4f", key="bbox_n")
-    if st.button("Fetch POIs in this box", key="fetch_bbox"):
-        from trajmoe.pois.online import fetch_pois
-
-        try:
-            with st.spinner("Asking OpenStreetMap for the POIs in the box..."):
-                frame = fetch_pois(bbox=(west, south, east, north), timeout=15)
-            use(inputs.pois_from_frame(frame, f"box {west:.3f}, {south:.3f}, {east:.3f}, {north:.3f} (OpenStreetMap)"))
-        except POIError as exc:
-            st.error(f"Could not fetch POIs online. {exc}")
-            st.info("No internet? Use the bundled Helsinki POIs or upload an OpenStreetMap extract.")
+    if st.button("Fetch POIs in this box", key="fetch_bbox",
+                 help="The POIs in the box and its streets, water and parks for the maps."):
+        fetched(inputs.fetch_area(bbox=(west, south, east, north)),
+                f"box {west:.3f}, {south:.3f}, {east:.3f}, {north:.3f} (OpenStreetMap)")
 with upload:
     st.write(
         f"An OpenStreetMap extract (**.osm**, **.osm.bz2**, **.osm.pbf**) or a table (**.csv**, "
@@ -91,11 +93,24 @@ c.metric("Named", f"{counts['named']:.0%}")
 if counts["n"] == 0:
     st.warning("No POIs: the model will work from visits alone (its POI features are switched off). Fetch or "
                "upload POIs of your area with the tabs above, or use the bundled Helsinki POIs.")
-    st.stop()
-left, right = st.columns([3, 2])
-with left:
-    views.show(views.poi_map(pois, base=summaries.basemap()), key="poi_map")
-    views.poi_legend(pois)
-with right:
-    views.plotly(views.category_bar(pois), key="poi_counts")
-st.caption("Map data © OpenStreetMap contributors (ODbL). No basemap is loaded: the app works offline.")
+else:
+    left, right = st.columns([3, 2])
+    with left:
+        views.show(views.poi_map(pois, base=summaries.basemap()), key="poi_map")
+        views.poi_legend(pois)
+    with right:
+        views.plotly(views.category_bar(pois), key="poi_counts")
+
+base = summaries.basemap()
+st.markdown("#### Streets under the maps")
+if base is not None:
+    st.caption(f"Streets, water, parks and place names come from {base.source}: {len(base.streets):,} streets, "
+               f"{len(base.areas):,} areas of water or park, {len(base.labels):,} place names. Map data © OpenStreetMap "
+               "contributors (ODbL). No map tiles are loaded: the maps work offline.")
+else:
+    st.caption("The maps have no streets under them: these POIs come from a table (or there are none), and a "
+               "table has no streets. Upload an OpenStreetMap extract of the area on the **Upload a file** tab, "
+               "or fetch the streets online.")
+# The POIs' own base map misses trajectories the POIs do not cover: offer the trajectories' area.
+if cov is not None and not inputs.area_basemap_path().is_file() and (base is None or not cov.covered):
+    inputs.offer_basemap_for_area(cov)

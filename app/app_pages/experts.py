@@ -36,30 +36,40 @@ context = summaries.context_cells(prep.folder, k)
 base = summaries.basemap()
 experts = list(range(1, routing.n_experts + 1))
 main = sorted(int(e) for e in by_cell["dominant"].unique())  # experts that are the main one somewhere
-tiles = views.tiles_toggle("ex_tiles")
+MAIN = "The main expert of each place"
+shows = [MAIN] + [f"Where expert {e} is used" for e in experts]
+left, right = st.columns([3, 1])
+# One map with a chooser, not two maps side by side: without a GPU every map costs the browser a
+# drawing context of its own (app/shapes.py), and one map at a time reads as easily.
+show = left.selectbox("What the map shows", shows, key="ex_show",
+                      help="Each place's main expert, or how much of its routing goes to one expert.")
+tiles = views.tiles_toggle("ex_tiles", right)
+expert = None if show == MAIN else experts[shows.index(show) - 1]
 
-left, right = st.columns(2)
-with left:
-    st.markdown("#### Which expert each place goes to most")
-    dominant = views.dominant_map(by_cell, names=names, context=context, unit=unit, base=base)
-    views.show(views.dominant_map(by_cell, names=names, context=context, unit=unit, base=base, tiles=True)
-               if tiles else dominant, key="map_dominant")
+
+def draw(tiles: bool):
+    if expert is None:
+        return views.dominant_map(by_cell, names=names, context=context, unit=unit, base=base, tiles=tiles)
+    return views.share_map(by_cell, expert, names=names, context=context, unit=unit, base=base, tiles=tiles)
+
+
+title = "Main expert per place" if expert is None else f"Expert {expert}: share of routing"
+st.markdown("#### Which expert each place goes to most" if expert is None else
+            f"#### How much of each place's routing goes to expert {expert}")
+offline = draw(tiles=False)
+views.show(draw(tiles=True) if tiles else offline, key="map_experts")
+if expert is None:
     views.legend([(f"Expert {e}", views.expert_colour(e)) for e in main])
     never = [e for e in experts if e not in main]
     if never:
         st.caption(f"{len(main)} of the {len(experts)} experts are the main one somewhere; "
                    f"expert{'s' if len(never) > 1 else ''} {', '.join(map(str, never))} never "
-                   "(see the map on the right for how much each is used).")
-with right:
-    expert = st.selectbox("How much one expert is used in each place", experts, index=experts.index(view.busiest),
-                          format_func=lambda e: f"Expert {e}", key="ex_expert")
-    share = views.share_map(by_cell, expert, names=names, context=context, unit=unit, base=base)
-    views.show(views.share_map(by_cell, expert, names=names, context=context, unit=unit, base=base, tiles=True)
-               if tiles else share, key="map_share")
-    st.download_button("Both maps (PNG)", lambda: map_png.decks_png(
-        [(dominant, "Main expert per place"), (share, f"Expert {expert}: share of routing")]),
-        f"experts_{meta['city'].lower().replace(' ', '_')}.png", mime="image/png", key="dl_experts_png")
-st.caption(hidden_note("these maps and charts", places=view.hidden, flows=None, kind=meta["kind"], k=k))
+                   "(choose one above to see how much it is used).")
+else:
+    views.share_legend(by_cell[f"expert_{expert}"], expert)
+st.download_button("This map (PNG)", lambda: map_png.decks_png([(offline, title)]),
+                   f"experts_{meta['city'].lower().replace(' ', '_')}.png", mime="image/png", key="dl_experts_png")
+st.caption(hidden_note("this map and the charts", places=view.hidden, flows=None, kind=meta["kind"], k=k))
 
 st.markdown("#### What each expert stands for")
 poi_known = bool(data.cells["poi_known"].iloc[0]) and view.categories.shape[1] > 0

@@ -138,14 +138,45 @@ def use_pois(source: Source | None) -> None:
     session().pois = source
 
 
-def pois_from_frame(frame: pd.DataFrame, label: str) -> Source:
-    """Keep POIs downloaded from OpenStreetMap as a file, like any other POI source."""
+def pois_from_frame(frame: pd.DataFrame, label: str, basemap=None) -> Source:
+    """Keep POIs downloaded from OpenStreetMap as a file, like any other POI source, and the base
+    map fetched with them (:data:`BASEMAP_NEXT_TO_POIS`) next to it."""
+    from trajmoe.pois.basemap import write_basemap
     from trajmoe.pois.offline import write_pois
 
     folder = session_dir() / "pois"
     folder.mkdir(parents=True, exist_ok=True)
     path = write_pois(frame, Path(tempfile.mkdtemp(dir=folder)) / "pois.parquet")
+    if basemap is not None:
+        write_basemap(basemap, path.parent / BASEMAP_NEXT_TO_POIS)
     return Source(label=label, path=str(path), key=digest(path.read_bytes()))
+
+
+BASEMAP_NEXT_TO_POIS = "basemap.geojson"
+
+
+def area_basemap_path() -> Path:
+    """Where the base map fetched for the chosen trajectories' area is kept (one per trajectory file)."""
+    return session_dir() / "basemaps" / f"{trajectories().key}.geojson"
+
+
+def fetch_area(*, bbox=None, place: str | None = None) -> tuple[pd.DataFrame | None, object | None, list[str]]:
+    """POIs and a base map of one area from OpenStreetMap (online): (POIs or None, base map or None,
+    what went wrong in plain words). The base map failing does not lose the POIs."""
+    from trajmoe.errors import POIError
+    from trajmoe.pois.online import fetch_basemap, fetch_pois
+
+    area = {"bbox": bbox} if bbox is not None else {"place": place}
+    problems, frame, base = [], None, None
+    try:
+        frame = fetch_pois(**area, timeout=15)
+    except POIError as exc:
+        return None, None, [f"Could not fetch POIs online. {exc}"]
+    try:
+        base = fetch_basemap(**area, timeout=15)
+    except POIError as exc:
+        problems.append(f"The POIs came, but the streets under the maps could not be fetched: {exc}")
+    return frame, base, problems
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -313,22 +344,22 @@ def coverage() -> Coverage | None:
 def offer_pois_for_area(cov: Coverage, *, link_to_city: bool = True) -> None:
     """The warning that the POIs miss the trajectories, with what to do: fetch POIs for their area,
     upload an extract, or go on without POIs."""
-    from trajmoe.errors import POIError
-
     st.warning(cov.sentence(pois_source().label, trajectories().label) + " Choose one:")
     w, s, e, n = cov.bbox
     a, b, c = st.columns(3)
     if a.button("Fetch POIs for this area from OpenStreetMap (online)", key="fetch_area",
-                help=f"The box the visits are in: west {w}, south {s}, east {e}, north {n}."):
-        from trajmoe.pois.online import fetch_pois
-
-        try:
-            with st.spinner("Asking OpenStreetMap for the POIs of the trajectories' area..."):
-                frame = fetch_pois(bbox=cov.bbox, timeout=15)
+                help=f"The box the visits are in: west {w}, south {s}, east {e}, north {n}. The streets, "
+                     "water and parks under the maps come with them."):
+        with st.spinner("Asking OpenStreetMap for the POIs and streets of the trajectories' area..."):
+            frame, base, problems = fetch_area(bbox=cov.bbox)
+        for problem in problems:
+            st.error(problem)
+        if frame is not None:
+            if base is not None:
+                keep_area_basemap(base)
             use_pois(pois_from_frame(frame, f"the trajectories' area {w:.3f}, {s:.3f}, {e:.3f}, {n:.3f} (OpenStreetMap)"))
-            st.rerun()
-        except POIError as exc:
-            st.error(f"Could not fetch POIs online. {exc}")
+            if not problems:
+                st.rerun()
     if link_to_city:
         b.page_link("app_pages/city.py", label="Upload POIs of the area (City & POIs page)")
     else:
@@ -336,6 +367,30 @@ def offer_pois_for_area(cov: Coverage, *, link_to_city: bool = True) -> None:
     if c.button("Go on without POIs", key="no_pois"):
         use_no_pois()
         st.rerun()
+
+
+def keep_area_basemap(base) -> Path:
+    """Keep a base map fetched for the trajectories' area: every map of these trajectories draws it."""
+    from trajmoe.pois.basemap import write_basemap
+
+    return write_basemap(base, area_basemap_path())
+
+
+def offer_basemap_for_area(cov: Coverage) -> None:
+    """A button that fetches the streets, water, parks and place names of the trajectories' area."""
+    from trajmoe.errors import POIError
+    from trajmoe.pois.online import fetch_basemap
+
+    w, s, e, n = cov.bbox
+    if st.button("Fetch the streets of the trajectories' area from OpenStreetMap (online)", key="fetch_basemap",
+                 help=f"The box the visits are in: west {w}, south {s}, east {e}, north {n}. Over 50 km² no residential "
+                      "streets are fetched, over 500 km² only motorways and main roads."):
+        try:
+            with st.spinner("Asking OpenStreetMap for the streets of the trajectories' area..."):
+                keep_area_basemap(fetch_basemap(bbox=cov.bbox, timeout=15))
+            st.rerun()
+        except POIError as exc:
+            st.error(f"Could not fetch the streets online. {exc}")
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)

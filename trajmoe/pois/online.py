@@ -1,7 +1,8 @@
 """POIs downloaded from OpenStreetMap (Nominatim + Overpass, through OSMnx), failing fast.
 
 :func:`fetch_pois` queries a place, polygon or bbox and hands the features to the shared pipeline
-in :mod:`trajmoe.pois.labels`. The plumbing around OSMnx keeps one call bounded: its settings are
+in :mod:`trajmoe.pois.labels`; :func:`fetch_basemap` asks the same way for the streets, water,
+parks and place names of :mod:`trajmoe.pois.basemap`. The plumbing around OSMnx keeps one call bounded: its settings are
 set for the call and restored after, a whole fetch has a deadline, busy or stopped servers are
 refused at once instead of retried, and failures are told in plain words with the offline options.
 """
@@ -68,38 +69,89 @@ def fetch_pois(
         (busy, timed out): raised at once, never after minutes of retries, with the offline
         options in the message.
     """
+    features, source = _download(lambda area: osm_query_tags(), "POIs", place=place, polygon=polygon, bbox=bbox,
+                                 timeout=timeout, nothing="no POIs", or_else=", or load a POI table")
+    report = POIReport(source=source)
+    return _finish(_pois_from_features(features, report), report)
+
+
+# Streets asked for by the size of the area: a metro area's residential streets are hundreds of MB
+# from Overpass and too fine to see at the zoom that shows the whole area.
+BASEMAP_DETAIL_KM2 = ((50.0, 3), (500.0, 2))  # up to 50 km2: every street; up to 500: no residential
+
+
+def basemap_rank(area_km2: float) -> int:
+    """The finest street rank (:data:`trajmoe.pois.basemap.STREET_RANK`) fetched for an area this size."""
+    return next((rank for km2, rank in BASEMAP_DETAIL_KM2 if area_km2 <= km2), 1)
+
+
+def fetch_basemap(
+    *,
+    place: str | None = None,
+    polygon: Polygon | MultiPolygon | None = None,
+    bbox: tuple[float, float, float, float] | None = None,
+    timeout: float = 20,
+):
+    """Download a base map (streets, water, parks, place names) from OpenStreetMap, as
+    :func:`fetch_pois` downloads POIs (same area arguments, same bounded, fail-fast plumbing and cache).
+
+    Up to 50 km2 every street class of :data:`~trajmoe.pois.basemap.STREET_RANK` is asked for; up to
+    500 km2 main and secondary roads; beyond, main roads only (:func:`basemap_rank`).
+
+    Returns
+    -------
+    trajmoe.pois.basemap.Basemap
+
+    Raises
+    ------
+    POIError
+        As :func:`fetch_pois`; also when OpenStreetMap has none of these features in the area.
+    """
+    import osmnx as ox
+
+    from trajmoe.pois.basemap import basemap_tags, from_features, split_streets
+
+    def tags(area):
+        return basemap_tags(max_rank=basemap_rank(ox.projection.project_geometry(area)[0].area / 1e6))
+
+    features, source = _download(tags, "a base map (streets, water, parks)", place=place, polygon=polygon,
+                                 bbox=bbox, timeout=timeout, nothing="no streets, water, parks or place names")
+    return from_features(*split_streets(features), source=source)
+
+
+def _download(tags, what: str, *, place, polygon, bbox, timeout: float, nothing: str, or_else: str = ""):
+    """OSMnx features with ``tags(area)`` in the area given (exactly one of place, polygon, bbox) and
+    a description of it: one bounded call (:func:`_osmnx_settings`, :func:`_with_deadline`).
+    ``what`` names the data in messages; ``nothing`` says that there is none ("no POIs")."""
     import osmnx as ox
     from osmnx._errors import InsufficientResponseError, ResponseStatusCodeError
 
     given = {"place": place, "polygon": polygon, "bbox": bbox}
     if sum(v is not None for v in given.values()) != 1:
-        raise POIError("fetch_pois needs exactly one of place=, polygon= or bbox=.")
+        raise POIError("Give exactly one of place=, polygon= or bbox=.")
     if not timeout > 0:
         raise POIError(f"timeout must be a positive number of seconds, got {timeout!r}.")
+
     def download():
         try:
             area, source = _query_area(place=place, polygon=polygon, bbox=bbox)
             try:
-                return ox.features_from_polygon(area, tags=osm_query_tags()), source
+                return ox.features_from_polygon(area, tags=tags(area)), source
             except InsufficientResponseError as exc:
-                _raise_if_not_osm_data(exc)
-                raise POIError(
-                    f"OpenStreetMap has no POIs in {source}. Check the area, or load a POI table."
-                ) from exc
+                _raise_if_not_osm_data(exc, what)
+                raise POIError(f"OpenStreetMap has {nothing} in {source}. Check the area{or_else}.") from exc
         except (requests.RequestException, ResponseStatusCodeError) as exc:
             reason = _plain_reason(exc, timeout)
-            raise POIError(f"Could not get POIs from OpenStreetMap: {reason}. {OFFLINE_OPTIONS}") from exc
+            raise POIError(f"Could not get {what} from OpenStreetMap: {reason}. {OFFLINE_OPTIONS}") from exc
 
     with _osmnx_settings(timeout):
-        features, source = _with_deadline(download, TOTAL_DEADLINE_FACTOR * timeout + 1.0)
-    report = POIReport(source=source)
-    return _finish(_pois_from_features(features, report), report)
+        return _with_deadline(download, TOTAL_DEADLINE_FACTOR * timeout + 1.0, what)
 
 
 TOTAL_DEADLINE_FACTOR = 3  # a whole fetch (geocoder + Overpass) may take this many timeouts
 
 
-def _with_deadline(fn, seconds: float):
+def _with_deadline(fn, seconds: float, what: str = "POIs"):
     """Run ``fn`` in a worker thread and give up after ``seconds`` in total.
 
     requests' timeout bounds each socket read, not a whole answer: a server trickling one byte at
@@ -119,7 +171,7 @@ def _with_deadline(fn, seconds: float):
     worker.join(seconds)
     if worker.is_alive():
         raise POIError(
-            f"Could not get POIs from OpenStreetMap: no complete answer within {seconds:.0f} s "
+            f"Could not get {what} from OpenStreetMap: no complete answer within {seconds:.0f} s "
             f"(the server is too slow or the connection stalls). {OFFLINE_OPTIONS}"
         )
     if "error" in box_:
@@ -127,13 +179,13 @@ def _with_deadline(fn, seconds: float):
     return box_["value"]
 
 
-def _raise_if_not_osm_data(exc: Exception) -> None:
+def _raise_if_not_osm_data(exc: Exception, what: str = "POIs") -> None:
     """OSMnx reports a 200 answer that is not JSON (a proxy, captive-portal login or error page,
     an empty body) as "insufficient response" with "<host> responded: ..." in the message: that
     is a network fault, not an empty area or an unknown place, so say so and name the offline way."""
     if " responded: " in str(exc):
         raise POIError(
-            "Could not get POIs from OpenStreetMap: the server answered with something that is not "
+            f"Could not get {what} from OpenStreetMap: the server answered with something that is not "
             f"OpenStreetMap data (a proxy, login or error page?). {OFFLINE_OPTIONS}"
         ) from exc
 
