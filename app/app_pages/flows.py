@@ -145,8 +145,8 @@ views.legend([("flow: narrow where it leaves, an arrow head where it arrives", v
 views.flow_width_legend(top)
 st.caption("Circles: places, as large as the moves through them. Arrows bend to the right of their direction, "
            "so the two directions between two places lie side by side." +
-           ("" if base is not None else " No street map: these POIs came from a table; load an OSM file on "
-            "**City & POIs** for streets under the maps."))
+           ("" if base is not None else " No streets under the maps: no OpenStreetMap data of this area is loaded. "
+            "On **City & POIs**, fetch the streets of the trajectories' area (online) or upload an OSM extract."))
 hidden_share = max(s.moves_hidden / s.n_moves for s in (obs, pred) if s.n_moves) if obs.n_moves else 0.0
 coarser = [lv for lv, r in levels.items() if r is not None and (resolution is None or r < resolution)]
 if hidden_share > 0.5 and zones is None and coarser:
