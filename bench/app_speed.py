@@ -242,7 +242,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"upload fine-tune to maps s: {upload['total']:.2f}")
         finally:
             proc.terminate()
-            proc.wait(timeout=10)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # a busy machine: do not lose the numbers over it
+                proc.kill()
             browser.close()
 
     server_times = server_switch_times(env, args.switches)

@@ -387,3 +387,50 @@ def test_larger_cells_minus_cells_reveals_no_one():
     tr = pd.DataFrame(go(a, people("a", K)) + go(b, people("b", K)))
     larger = summarize_flows(tr, k=K, resolution=RES - 1)
     assert larger.flows["flow"].tolist() == [2 * K] and larger.flows["origin"].tolist() == [parent]
+
+
+def test_even_larger_cells_minus_larger_cells_reveals_no_one():
+    """The Flows page groups places up to two H3 levels coarser. Two children of one grandparent
+    cell: K persons go from the first to a far cell, and one person from the second, each alone on
+    the cell map. One level up the first child's flow is shown (K persons); two levels up the
+    grandparent's would be K + 1 moves, so "two levels up minus one level up" would show the one
+    person's move. Each level's rule counts against the level below it, so it stays hidden."""
+    grand = h3.latlng_to_cell(60.170, 24.940, RES - 2)
+    first, second = sorted(h3.cell_to_children(grand, RES - 1))[:2]
+    a, b = sorted(h3.cell_to_children(first, RES))[0], sorted(h3.cell_to_children(second, RES))[0]
+    far = h3.latlng_to_cell(60.300, 25.200, RES)
+
+    def go(origin, users, repeat=1):
+        return [{"user_id": u, "origin": origin, "destination": far, "weight": 1.0, "hour": 9, "weekday": 2}
+                for u in users for _ in range(repeat)]
+
+    # The K persons leave from K different children of the first parent: none is public on the cell map.
+    children = sorted(h3.cell_to_children(first, RES))[:K]
+    tr = pd.DataFrame([row for i, child in enumerate(children) for row in go(child, [f"a{i}"])] + go(b, ["lone"], 3))
+    assert summarize_flows(tr, k=K).flows.empty
+    one_up = summarize_flows(tr, k=K, resolution=RES - 1)
+    assert one_up.flows["flow"].tolist() == [K] and one_up.flows["origin"].tolist() == [first]
+    two_up = summarize_flows(tr, k=K, resolution=RES - 2)
+    assert two_up.flows.empty, "two levels up minus one level up would be the lone person's 3 moves"
+    # With K persons from the second parent as well, both levels show everything and agree.
+    tr = pd.concat([tr, pd.DataFrame(go(b, people("b", K - 1)))])
+    two_up = summarize_flows(tr, k=K, resolution=RES - 2)
+    assert two_up.flows["flow"].tolist() == [K + 3 + K - 1]
+    del a  # only its parent's other children are used
+
+
+def test_even_larger_cells_minus_larger_cells_reveals_no_one_in_arrivals():
+    """The same for the arrivals map: arrivals at the children of one grandparent cell."""
+    from trajmoe.analysis.flows import summarize_arrivals
+
+    grand = h3.latlng_to_cell(60.170, 24.940, RES - 2)
+    first, second = sorted(h3.cell_to_children(grand, RES - 1))[:2]
+    children = sorted(h3.cell_to_children(first, RES))[:K]
+    lone = sorted(h3.cell_to_children(second, RES))[0]
+    rows = [{"user_id": f"a{i}", "origin": "x", "destination": c, "weight": 1.0, "hour": 9, "weekday": 2}
+            for i, c in enumerate(children)]
+    rows += [{"user_id": "lone", "origin": "x", "destination": lone, "weight": 1.0, "hour": 9, "weekday": 2}] * 2
+    tr = pd.DataFrame(rows)
+    assert summarize_arrivals(tr, k=K).places.empty
+    assert summarize_arrivals(tr, k=K, resolution=RES - 1).places["arrivals"].tolist() == [K]
+    assert summarize_arrivals(tr, k=K, resolution=RES - 2).places.empty

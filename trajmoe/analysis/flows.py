@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import h3
 import numpy as np
 import pandas as pd
 
@@ -185,6 +186,27 @@ def _kept_slices(moves: pd.DataFrame, k: int, *, by: tuple[str, ...] = ("origin"
     return ok.reindex(pd.MultiIndex.from_frame(key)).to_numpy(dtype=bool)
 
 
+def _shown_up_to(moves: pd.DataFrame, k: int, resolution: int, *, by: tuple[str, ...], shown: np.ndarray) -> np.ndarray:
+    """Per move: shown on the map of H3 ``resolution``, given ``shown`` on the cell map.
+
+    The levels between are applied in turn, each slice's rule counting against the level just
+    below (:func:`_kept_slices` with ``residual_of``). Then the difference between any two
+    levels is a sum of pieces of at least k persons: with the rule only against cells, "two
+    levels up minus one level up" showed the moves a one-level-up map hides. Moves that stay
+    inside one place of a level (flows only) are not shown there."""
+    cells = pd.unique(moves[list(by)].to_numpy().ravel())
+    finest = max((h3.get_resolution(c) for c in cells if h3.is_valid_cell(c)), default=resolution)
+    level_moves = moves
+    for level in range(finest - 1, resolution - 1, -1):
+        level_moves = level_moves.assign(**{c: parent_cells(level_moves[c], level) for c in by})
+        moving = (level_moves["origin"] != level_moves["destination"]).to_numpy() if len(by) == 2 \
+            else np.ones(len(level_moves), dtype=bool)
+        now = np.zeros(len(level_moves), dtype=bool)
+        now[moving] = _kept_slices(level_moves[moving], k, by=by, residual_of=shown[moving])
+        shown = now
+    return shown
+
+
 def summarize_flows(transitions: pd.DataFrame, *, k: int = DEFAULT_K, zones: Zones | None = None,
                     resolution: int | None = None) -> FlowSummary:
     """Add moves up per (origin, destination) and per place, then apply the privacy rule.
@@ -196,8 +218,9 @@ def summarize_flows(transitions: pd.DataFrame, *, k: int = DEFAULT_K, zones: Zon
     up its shown slices (it is hidden when none is shown). Every filter (hours in whole bands,
     weekdays / weekends) selects whole slices, so the difference between any two settings, e.g.
     hours 0-24 minus 0-21, is itself a sum of slices of at least ``k`` persons: differencing
-    reveals nothing about fewer than ``k`` persons. Coarser places also hide a slice whose moves
-    not shown on the cell map come from fewer than ``k`` persons (see :func:`_kept_slices`).
+    reveals nothing about fewer than ``k`` persons. Districts also hide a slice whose moves not
+    shown on the cell map come from fewer than ``k`` persons (see :func:`_kept_slices`); parent
+    cells do so against the level just below, level by level (:func:`_shown_up_to`).
     Places are the ends of the shown flows; their totals add up shown flows only. Moves that
     stay inside one place are not flows.
     """
@@ -213,6 +236,10 @@ def summarize_flows(transitions: pd.DataFrame, *, k: int = DEFAULT_K, zones: Zon
             tr = tr.assign(origin=tr["origin"].map(zones.of_cell), destination=tr["destination"].map(zones.of_cell))
             inside = tr["origin"].notna() & tr["destination"].notna()
         else:
+            # Level by level: each level's rule counts against the level just below it, so that
+            # "two levels up minus one level up" reveals no one either (_shown_up_to).
+            shown_on_cells = pd.Series(_shown_up_to(tr, k, resolution + 1, by=("origin", "destination"),
+                                                    shown=shown_on_cells.to_numpy()), index=tr.index)
             tr = tr.assign(origin=parent_cells(tr["origin"], resolution),
                            destination=parent_cells(tr["destination"], resolution))
             inside = pd.Series(True, index=tr.index)
@@ -306,15 +333,16 @@ def summarize_arrivals(arrivals: pd.DataFrame, *, k: int = DEFAULT_K, resolution
     when at least ``k`` distinct persons make it up, and a place shows the sum of its shown
     pieces. Filters select whole pieces, so any two settings (arrivals 0-24 minus 0-18, all days
     minus weekdays) differ by whole pieces of >= k persons. Places are cells or their H3 parents at
-    a coarser ``resolution``; a coarser piece is also hidden when its arrivals the cell map does
-    not show come from 1 to k - 1 persons ("larger cells minus cells" reveals nobody).
+    a coarser ``resolution``; a coarser piece is also hidden when its arrivals the map one level
+    finer does not show come from 1 to k - 1 persons (:func:`_shown_up_to`: no two levels differ
+    by fewer than k persons).
     """
     k = check_k(k)
     tr = arrivals.reset_index(drop=True)
     by = ("destination",)
     residual = None
     if resolution is not None:
-        residual = _kept_slices(tr, k, by=by)
+        residual = _shown_up_to(tr, k, resolution + 1, by=by, shown=_kept_slices(tr, k, by=by))
         tr = tr.assign(destination=parent_cells(tr["destination"], resolution))
     shown = tr[_kept_slices(tr, k, by=by, residual_of=residual)]
     per_place = shown.groupby("destination")["weight"].sum()
