@@ -78,6 +78,19 @@ WATCH_PROGRESS = """() => {
 }"""
 
 
+def machine_seconds() -> float:
+    """Seconds this machine takes for a fixed pure-Python loop (best of 3): the same app measured
+    on a slower or busier machine takes longer, so runs are compared together with this number."""
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        total = 0
+        for i in range(5_000_000):
+            total += i
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
 def phases(page) -> dict[str, float]:
     """Seconds each progress text was on screen since WATCH_PROGRESS ("" = none), up to now."""
     marks = page.evaluate("() => { clearInterval(window.__watch); return [...window.__phases, [performance.now(), null]]; }")
@@ -170,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
+    calibration = machine_seconds()
     work = Path(tempfile.mkdtemp(prefix="trajmoe_bench_"))
     shipped = REPO / "assets" / "trajmoe_pretrained.safetensors"
     checkpoint = args.checkpoint or (shipped if shipped.is_file() else stand_in_checkpoint(work))
@@ -259,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Embedded Helsinki default (measure 4: the real Los Angeles upload), {model_note}; "
         "Chromium headless on 127.0.0.1; "
         f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
-        f"load average after the run {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min; other jobs share the machine).",
+        f"load average after the run {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min; other jobs share the machine); "
+        f"a 5-million-step Python loop took {calibration:.2f} s before the run (compare runs with it: on a "
+        "slower or busier machine everything above takes longer).",
         "",
         "| measure | seconds | goal | |",
         "|---|---:|---:|---|",
