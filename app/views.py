@@ -109,7 +109,7 @@ class CompactDeck(pdk.Deck):
     page switches it was the largest cost after WebGL itself."""
 
     def to_json(self) -> str:
-        return json.dumps(self, default=default_serialize, separators=(",", ":"))
+        return json.dumps(self, sort_keys=True, default=default_serialize, separators=(",", ":"))
 
 
 def deck(layers: list, view: pdk.ViewState, *, height: int = MAP_HEIGHT, base=None, tiles: bool = False) -> pdk.Deck:

@@ -64,8 +64,9 @@ def cmd_validate(args) -> int:
 
 
 def cmd_pois(args) -> int:
+    from trajmoe.pois.basemap import read_basemap, write_basemap
     from trajmoe.pois.offline import read_pois, write_pois
-    from trajmoe.pois.online import fetch_pois
+    from trajmoe.pois.online import area_from_file, fetch_basemap, fetch_pois
     from trajmoe.pois.report import POIReport
 
     if args.basemap and args.table:
@@ -73,49 +74,21 @@ def cmd_pois(args) -> int:
                            "a POI table has no streets.")
     if args.osm or args.table:
         pois = read_pois(args.osm or args.table)
-    elif args.polygon:
-        import geopandas as gpd
-
-        try:
-            shape = gpd.read_file(args.polygon).union_all()
-        except Exception as exc:
-            raise TrajMoEError(f"Cannot read polygon file {args.polygon}: {exc}. Give a GeoJSON polygon.") from exc
-        pois = fetch_pois(polygon=shape, timeout=args.timeout)
-    elif args.bbox:
-        pois = fetch_pois(bbox=tuple(args.bbox), timeout=args.timeout)
+        base = read_basemap(args.osm) if args.basemap else None
     else:
-        pois = fetch_pois(place=args.place, timeout=args.timeout)
+        area = ({"polygon": area_from_file(args.polygon)} if args.polygon else
+                {"bbox": tuple(args.bbox)} if args.bbox else {"place": args.place})
+        pois = fetch_pois(**area, timeout=args.timeout)
+        base = fetch_basemap(**area, timeout=args.timeout) if args.basemap else None  # the same area's streets
     write_pois(pois, args.out)
-    if args.basemap:
-        _write_basemap(args)
     report = POIReport.of(pois)
-    if report is not None:
-        print(report.to_text())
-    counts = pois["category"].value_counts()
-    print(f"{len(pois)} POIs written to {args.out}")
-    for cat, n in counts.items():
-        print(f"  {cat:<18} {n}")
+    print(*([report.to_text()] if report is not None else []), f"{len(pois)} POIs written to {args.out}",
+          *(f"  {cat:<18} {n}" for cat, n in pois["category"].value_counts().items()), sep="\n")
+    if base is not None:
+        write_basemap(base, args.basemap)
+        print(f"base map written to {args.basemap}: {len(base.streets)} streets, {len(base.areas)} areas of water "
+              f"or park, {len(base.labels)} place names")
     return 0
-
-
-def _write_basemap(args) -> None:
-    """The base map (streets, water, parks, place names) of the same area as the POIs, as GeoJSON."""
-    from trajmoe.pois.basemap import read_basemap, write_basemap
-    from trajmoe.pois.online import fetch_basemap
-
-    if args.osm:
-        base = read_basemap(args.osm)
-    elif args.polygon:
-        import geopandas as gpd
-
-        base = fetch_basemap(polygon=gpd.read_file(args.polygon).union_all(), timeout=args.timeout)
-    elif args.bbox:
-        base = fetch_basemap(bbox=tuple(args.bbox), timeout=args.timeout)
-    else:
-        base = fetch_basemap(place=args.place, timeout=args.timeout)
-    write_basemap(base, args.basemap)
-    print(f"base map written to {args.basemap}: {len(base.streets)} streets, {len(base.areas)} areas of water "
-          f"or park, {len(base.labels)} place names")
 
 
 def cmd_prepare(args) -> int:
@@ -300,8 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--osm", help="offline OSM file: .osm, .osm.bz2 or .osm.pbf")
     g.add_argument("--table", help="offline POI table: CSV/Parquet with lat, lon and a category column")
     s.add_argument("--out", required=True, help="output .parquet")
-    s.add_argument("--basemap", help="also write the area's streets, water, parks and place names (.geojson; the "
-                   "app's base map), from the same OSM file or online area")
+    s.add_argument("--basemap", help="also write the area's streets, water, parks and place names (.geojson)")
     s.add_argument("--timeout", type=float, default=30, help="seconds before an online request gives up")
     s.set_defaults(func=cmd_pois)
 

@@ -45,7 +45,9 @@ with search:
     place = st.text_input("Place name", placeholder="e.g. Kallio, Helsinki, Finland", key="place")
     if st.button("Fetch POIs from OpenStreetMap", key="fetch_place", disabled=not place,
                  help="The POIs of the place and its streets, water and parks for the maps."):
-        fetched(inputs.fetch_area(place=place), f"{place} (OpenStreetMap)")
+        with st.spinner(f"Asking OpenStreetMap for the POIs and streets of {place}..."):
+            result = inputs.fetch_area(place=place)
+        fetched(result, f"{place} (OpenStreetMap)")
 with bbox:
     st.write("The corners of the area in degrees (west, south, east, north).")
     c = st.columns(4)
@@ -55,8 +57,9 @@ with bbox:
     north = c[3].number_input("North", value=60.180, format="%.4f", key="bbox_n")
     if st.button("Fetch POIs in this box", key="fetch_bbox",
                  help="The POIs in the box and its streets, water and parks for the maps."):
-        fetched(inputs.fetch_area(bbox=(west, south, east, north)),
-                f"box {west:.3f}, {south:.3f}, {east:.3f}, {north:.3f} (OpenStreetMap)")
+        with st.spinner("Asking OpenStreetMap for the POIs and streets in the box..."):
+            result = inputs.fetch_area(bbox=(west, south, east, north))
+        fetched(result, f"box {west:.3f}, {south:.3f}, {east:.3f}, {north:.3f} (OpenStreetMap)")
 with upload:
     st.write(
         f"An OpenStreetMap extract (**.osm**, **.osm.bz2**, **.osm.pbf**) or a table (**.csv**, "

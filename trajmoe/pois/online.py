@@ -2,9 +2,10 @@
 
 :func:`fetch_pois` queries a place, polygon or bbox and hands the features to the shared pipeline
 in :mod:`trajmoe.pois.labels`; :func:`fetch_basemap` asks the same way for the streets, water,
-parks and place names of :mod:`trajmoe.pois.basemap`. The plumbing around OSMnx keeps one call bounded: its settings are
-set for the call and restored after, a whole fetch has a deadline, busy or stopped servers are
-refused at once instead of retried, and failures are told in plain words with the offline options.
+parks and place names of :mod:`trajmoe.pois.basemap`. The plumbing around OSMnx keeps one call
+bounded: its settings are set for the call and restored after, a whole fetch has a deadline, busy
+or stopped servers are refused at once instead of retried, and failures are told in plain words
+with the offline options.
 """
 
 from __future__ import annotations
@@ -73,6 +74,16 @@ def fetch_pois(
                                  timeout=timeout, nothing="no POIs", or_else=", or load a POI table")
     report = POIReport(source=source)
     return _finish(_pois_from_features(features, report), report)
+
+
+def area_from_file(path) -> Polygon | MultiPolygon:
+    """The area of a GeoJSON (or any file GeoPandas reads) as one shape, for ``polygon=``."""
+    import geopandas as gpd
+
+    try:
+        return gpd.read_file(path).union_all()
+    except Exception as exc:  # fiona/pyogrio raise their own types for a bad file
+        raise POIError(f"Cannot read polygon file {path}: {exc}. Give a GeoJSON polygon.") from exc
 
 
 # Streets asked for by the size of the area: a metro area's residential streets are hundreds of MB
