@@ -511,7 +511,7 @@ def hour_heatmap(matrix: pd.DataFrame, *, title: str) -> go.Figure:
             fig.add_vline(x=day - 0.5, line_width=1, line_color="white")
     else:
         fig.update_xaxes(tickvals=list(range(0, 24, 3)), ticktext=[f"{h:02d}h" for h in range(0, 24, 3)])
-    fig.update_layout(title=title, height=340, margin={"l": 0, "r": 0, "t": 40, "b": 0}, yaxis_autorange="reversed")
+    fig.update_layout(title=title, height=340, margin={"l": 0, "r": 0, "t": 40, "b": 50}, yaxis_autorange="reversed")
     return fig
 
 
