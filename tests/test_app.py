@@ -251,7 +251,7 @@ def test_pois_fetched_online_bring_their_streets(env, server, west_oakland):
         at.number_input(key=key).set_value(round(value, 4)).run()
     at.button(key="fetch_bbox").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert "(OpenStreetMap)" in text(at) and "come from OpenStreetMap bbox" in text(at)
+    assert "(OpenStreetMap)" in text(at) and "come from OpenStreetMap (fetched with the POIs of box" in text(at)
     (poi_map,) = decks(at)
     layers = {layer["id"]: layer for layer in poi_map["layers"]}
     offline = read_basemap(west_oakland[0])

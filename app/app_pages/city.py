@@ -104,10 +104,10 @@ else:
     with right:
         views.plotly(views.category_bar(pois), key="poi_counts")
 
-base = summaries.basemap()
+base, found = summaries.basemap(), summaries.basemap_file()
 st.markdown("#### Streets under the maps")
 if base is not None:
-    st.caption(f"Streets, water, parks and place names come from {base.source}: {len(base.streets):,} streets, "
+    st.caption(f"Streets, water, parks and place names come from {found[2]}: {len(base.streets):,} streets, "
                f"{len(base.areas):,} areas of water or park, {len(base.labels):,} place names. Map data © OpenStreetMap "
                "contributors (ODbL). No map tiles are loaded: the maps work offline.")
 else:

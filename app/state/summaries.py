@@ -133,31 +133,31 @@ def _basemap(key: str, path: str):
     return read_basemap_geojson(path) if path.endswith(".geojson") else read_basemap(path)
 
 
-def basemap_file() -> tuple[str, str] | None:
-    """(cache key, path) of the base map under every map, in this order of choice: the one fetched
-    online for the trajectories' area; the shipped Helsinki base map for the bundled POIs; the
-    uploaded OSM file the POIs come from; the one fetched with online POIs; else None (POIs from a
-    table or none, nothing fetched: no streets are known offline)."""
+def basemap_file() -> tuple[str, str, str] | None:
+    """(cache key, path, where it comes from in words) of the base map under every map, in this
+    order of choice: the one fetched online for the trajectories' area; the shipped Helsinki base
+    map for the bundled POIs; the uploaded OSM file the POIs come from; the one fetched with online
+    POIs; else None (POIs from a table or none, nothing fetched: no streets are known offline)."""
     from state.inputs import BASEMAP_NEXT_TO_POIS, SAMPLE_BASEMAP, SAMPLE_POIS, area_basemap_path
 
     area = area_basemap_path()
     if area.is_file():
-        return f"{area.name}:{area.stat().st_mtime_ns}", str(area)
+        return f"{area.name}:{area.stat().st_mtime_ns}", str(area), "OpenStreetMap (fetched for the trajectories' area)"
     src = pois_source()
     if src.path == str(SAMPLE_POIS):
-        return src.key, str(SAMPLE_BASEMAP)
+        return src.key, str(SAMPLE_BASEMAP), "the bundled Helsinki centre extract (OpenStreetMap)"
     if src.path.lower().endswith(OSM_SUFFIXES):
-        return src.key, src.path
+        return src.key, src.path, f"the POIs' file {Path(src.path).name}"
     fetched = Path(src.path).parent / BASEMAP_NEXT_TO_POIS if src.path else None
     if fetched is not None and fetched.is_file():
-        return f"{src.key}:basemap", str(fetched)
+        return f"{src.key}:basemap", str(fetched), f"OpenStreetMap (fetched with the POIs of {src.label})"
     return None
 
 
 def basemap():
     """The :class:`trajmoe.pois.basemap.Basemap` of :func:`basemap_file`, or None."""
     found = basemap_file()
-    return None if found is None else _basemap(*found)
+    return None if found is None else _basemap(*found[:2])
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
