@@ -79,8 +79,9 @@ WATCH_PROGRESS = """() => {
 
 
 def machine_seconds() -> float:
-    """Seconds this machine takes for a fixed pure-Python loop (best of 3): the same app measured
-    on a slower or busier machine takes longer, so runs are compared together with this number."""
+    """Seconds this machine takes for a fixed pure-Python loop (best of 3): a rough gauge of the
+    CPU beside the app's numbers (a short burst: it does not see a machine that slows down under
+    minutes of load)."""
     best = float("inf")
     for _ in range(3):
         t = time.perf_counter()
@@ -274,8 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         "Chromium headless on 127.0.0.1; "
         f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
         f"load average after the run {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min; other jobs share the machine); "
-        f"a 5-million-step Python loop took {calibration:.2f} s before the run (compare runs with it: on a "
-        "slower or busier machine everything above takes longer).",
+        f"a 5-million-step Python loop took {calibration:.2f} s before the run (a rough gauge of the CPU's "
+        "speed; it does not see a machine slowed down over minutes of load).",
         "",
         "| measure | seconds | goal | |",
         "|---|---:|---:|---|",
