@@ -266,6 +266,36 @@ def test_pois_fetched_online_bring_their_streets(env, server, west_oakland):
     assert any(layer["id"] == "basemap-streets" for layer in poi_map["layers"])
 
 
+def test_streets_fetched_for_the_trajectories_area_draw_under_every_map(env, server, west_oakland):
+    """Trajectories in West Oakland with the bundled Helsinki POIs: the City page offers the
+    trajectories' own streets, fetches them (recorded OSM service, real data) and every map draws them."""
+    import numpy as np
+
+    from trajmoe.pois.offline import read_pois
+
+    places = read_pois(west_oakland[0])[["lat", "lon"]].to_numpy()  # real places of West Oakland
+    rng = np.random.default_rng(0)
+    rows = [(f"p{u}", pd.Timestamp("2024-03-01 07:00") + pd.Timedelta(hours=int(h)), *places[i])
+            for u in range(40) for h, i in zip(np.sort(rng.choice(24 * 20, 30, replace=False)),
+                                               rng.integers(0, len(places), 30))]
+    csv = pd.DataFrame(rows, columns=["user_id", "timestamp", "lat", "lon"]).to_csv(index=False).encode()
+    at = open_app()
+    go(at, "trajectories")
+    at.file_uploader(key="traj_upload").set_value(("west_oakland.csv", csv, "text/csv")).run()
+    assert not at.exception, [e.message for e in at.exception]
+    go(at, "city")
+    assert "come from the bundled Helsinki centre extract" in text(at)
+    at.button(key="fetch_basemap").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert "come from OpenStreetMap (fetched for the trajectories' area)" in text(at)
+    assert "fetch_basemap" not in [b.key for b in at.button]  # the area has its streets now
+    go(at, "flows")
+    w, s, e, n = west_oakland[2]
+    for deck in decks(at):
+        streets = next(layer for layer in deck["layers"] if layer["id"] == "basemap-streets")["data"]
+        assert any(w <= x <= e and s <= y <= n for row in streets for x, y in row["polygon"][0])
+
+
 def test_without_a_checkpoint_the_data_pages_still_work(env, monkeypatch):
     monkeypatch.setenv("TRAJMOE_CHECKPOINT", str(env["root"] / "missing.safetensors"))
     at = open_app()
