@@ -15,8 +15,9 @@ origin -> destination pair in one band on one day type), each slice only when >=
 up. Any difference of two settings is then a sum of such slices. Districts also hide a slice
 whose moves not shown on the cell map come from 1 to k - 1 persons, so "districts minus cells"
 does not reveal them either; parent H3 cells do the same against the level just below, level by
-level, so that no two levels differ by fewer than k persons. Not covered: a district map against
-a parent-cell map (their places overlap arbitrarily). Person counts shown beside a flow are of
+level, so that no two levels differ by fewer than k persons. Not covered: districts are uploaded
+by the user, so two crafted district files (or districts and parent cells) can overlap such that
+their difference is fewer than k persons (tests/test_privacy.py, a known failure). Person counts shown beside a flow are of
 its shown slices.
 
 The app and the library import ``DEFAULT_K``, :func:`check_k` and the filters from here; nothing
