@@ -131,11 +131,11 @@ def test_districts_under_k_are_hidden(transitions):
     summary = summarize_flows(transitions, k=K, zones=zones)
     assert "Far away" not in set(summary.places["place"])
     assert "Far away" not in flows_csv(summary) + flows_geojson(summary, label="districts")
-    # Centre -> South is bc (K persons, shown on the cell map) + ac (K - 1, hidden there): the
-    # district map would show K + (K - 1) moves, and "districts minus cells" the K - 1 secret
-    # moves A -> C. So it is hidden too (complementary suppression across the two maps).
-    assert summary.flows.empty and summary.hidden_flows == 2
-    assert summary.moves_hidden == 2 * K - 1 + K - 1  # Centre -> South and Centre -> Far away
+    # Centre -> South is bc (K persons, shown on the cell map) + ac (K - 1, hidden there). A
+    # district flow adds up only what the cell map shows: bc's K moves; "districts minus cells"
+    # shows nothing, however the districts are drawn.
+    assert summary.flows[["origin", "destination", "flow"]].to_numpy().tolist() == [["Centre", "South", K]]
+    assert summary.hidden_flows == 1 and summary.moves_hidden == K - 1 + K - 1  # ac, and Centre -> Far away
     # One more person on A -> C: shown on the cell map as well, nothing left to reveal.
     summary = summarize_flows(pd.concat([transitions, pd.DataFrame(moves("A", "C", ["ac_extra"]))]), k=K, zones=zones)
     assert set(zip(summary.flows["origin"], summary.flows["destination"])) == {("Centre", "South")}
@@ -436,14 +436,13 @@ def test_even_larger_cells_minus_larger_cells_reveals_no_one_in_arrivals():
     assert summarize_arrivals(tr, k=K, resolution=RES - 2).places.empty
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (issue 12): districts are uploaded by the user, and two crafted "
-                   "district files differ by fewer than k persons; the rule only compares a district map with the cells")
-def test_two_crafted_district_files_reveal_no_one():
+@pytest.mark.parametrize("resolution", [None, RES - 1])
+def test_two_crafted_district_files_reveal_no_one(resolution):
     """Hidden on the cell map: K - 1 persons A -> S, one person C -> S ("target") and one B -> S
     (the attacker, who knows their own 4 moves). Districts {A, C} and {A, B} each hold K persons
-    whose moves the cell map hides, so each district map shows its flow; their difference is the
-    target's moves minus the attacker's. Fixing this needs district flows built only from what a
-    fixed grid of places shows (or noise): see the closing note of 2026-12-02."""
+    whose moves the cell map hides: with a rule that only compared a district map with the cells
+    (until 2026-12-02) both showed their flow, and their difference was the target's 2 moves.
+    District flows now add up only what the map of cells (or of larger cells) shows."""
     tr = pd.DataFrame(moves("A", "S", people("a", K - 1)) + moves("C", "S", ["target"], repeat=2)
                       + moves("B", "S", ["attacker"], repeat=4))
     position = pd.DataFrame({"lat": [60.17, 60.185], "lon": [24.94, 24.99]}, index=["D", "Far"])
@@ -452,7 +451,13 @@ def test_two_crafted_district_files_reveal_no_one():
         return Zones(of_cell=pd.Series({**{CELL[c]: "D" for c in cells}, CELL["S"]: "Far"}), position=position,
                      geojson={"type": "FeatureCollection", "features": []})
 
-    with_target = summarize_flows(tr, k=K, zones=districts("A", "C")).flows["flow"].sum()
-    with_attacker = summarize_flows(tr, k=K, zones=districts("A", "B")).flows["flow"].sum()
-    assert summarize_flows(tr, k=K).flows.empty  # nothing of this is on the cell map
-    assert not (with_target and with_attacker), f"{with_target} - {with_attacker} + 4 = the target's {with_target - with_attacker + 4:g} moves"
+    def total(*cells):
+        zones = districts(*cells)
+        if resolution is not None:  # the districts of the larger cells' centres
+            parents = {h3.cell_to_parent(CELL[c], resolution): zones.of_cell[CELL[c]] for c in (*cells, "S")}
+            zones = Zones(of_cell=pd.Series(parents), position=position, geojson=zones.geojson)
+        return summarize_flows(tr, k=K, zones=zones, resolution=resolution).flows["flow"].sum()
+
+    assert summarize_flows(tr, k=K, resolution=resolution).flows.empty  # nothing of this is on that map
+    with_target, with_attacker = total("A", "C"), total("A", "B")
+    assert with_target == with_attacker == 0, f"the target's {with_target - with_attacker + 4:g} moves"

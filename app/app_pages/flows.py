@@ -105,12 +105,14 @@ if zone_file is not None:
     src = inputs.save_upload(zone_file, zone_file.name)
     try:
         zones, zones_key = outputs.zones(src.key, src.path, prep.folder), src.key
-        st.caption(f"Flows added up to {len(zones.position):,} districts; {len(zones.of_cell):,} cells lie inside them.")
+        st.caption(f"The flows of the **{level.lower()}** map (grouping above) added up to {len(zones.position):,} districts, "
+                   "each place in the district its centre lies in. So that no drawing of districts can single anyone "
+                   "out, a district flow shows only what that map shows.")
     except TrajMoEError as exc:
         st.error(str(exc))
 
 obs, pred = outputs.flow_summaries(shown, data, hours=hours, day=day_names[day], top_n=top_n, k=k,
-                                   zones=zones, zones_key=zones_key, resolution=None if zones is not None else resolution)
+                                   zones=zones, zones_key=zones_key, resolution=resolution)
 names = None if zones is not None else summaries.cell_names(prep.folder)
 top = max([float(s.flows["flow"].max()) for s in (obs, pred) if len(s.flows)] or [0.0])
 what = "cells" if zones is None and resolution is None else ("districts" if zones is not None else "larger cells")

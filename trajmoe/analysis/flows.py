@@ -218,9 +218,12 @@ def summarize_flows(transitions: pd.DataFrame, *, k: int = DEFAULT_K, zones: Zon
     up its shown slices (it is hidden when none is shown). Every filter (hours in whole bands,
     weekdays / weekends) selects whole slices, so the difference between any two settings, e.g.
     hours 0-24 minus 0-21, is itself a sum of slices of at least ``k`` persons: differencing
-    reveals nothing about fewer than ``k`` persons. Districts also hide a slice whose moves not
-    shown on the cell map come from fewer than ``k`` persons (see :func:`_kept_slices`); parent
-    cells do so against the level just below, level by level (:func:`_shown_up_to`).
+    reveals nothing about fewer than ``k`` persons. Parent cells also hide a slice whose moves not
+    shown one level finer come from fewer than ``k`` persons, level by level (:func:`_kept_slices`,
+    :func:`_shown_up_to`). Districts (``zones``, with ``resolution`` or cells) add up only the
+    slices shown on that level's map, each place in the district its centre lies in: whatever
+    districts are drawn, they show nothing that map does not (a district flow can be smaller than
+    the moves between its districts; the rest is counted as hidden).
     Places are the ends of the shown flows; their totals add up shown flows only. Moves that
     stay inside one place are not flows.
     """
@@ -233,6 +236,14 @@ def summarize_flows(transitions: pd.DataFrame, *, k: int = DEFAULT_K, zones: Zon
         shown_on_cells = pd.Series(False, index=tr.index)
         shown_on_cells[cell_moves.index] = _kept_slices(cell_moves, k)
         if zones is not None:
+            # Districts are the user's own file: two files drawn around one person ({A, C} and
+            # {A, B}) would difference them out. So a district flow only adds up slices that the
+            # map of ``resolution`` (cells when None) shows: it says nothing that map does not.
+            if resolution is not None:
+                shown_on_cells = pd.Series(_shown_up_to(tr, k, resolution, by=("origin", "destination"),
+                                                        shown=shown_on_cells.to_numpy()), index=tr.index)
+                tr = tr.assign(origin=parent_cells(tr["origin"], resolution),
+                               destination=parent_cells(tr["destination"], resolution))
             tr = tr.assign(origin=tr["origin"].map(zones.of_cell), destination=tr["destination"].map(zones.of_cell))
             inside = tr["origin"].notna() & tr["destination"].notna()
         else:
@@ -249,8 +260,11 @@ def summarize_flows(transitions: pd.DataFrame, *, k: int = DEFAULT_K, zones: Zon
         moves_outside = 0.0
     within = tr["origin"] == tr["destination"]
     moves = tr[~within]
-    residual = shown_on_cells[~within].to_numpy() if grouped else None
-    shown = moves[_kept_slices(moves, k, residual_of=residual)] if len(moves) else moves
+    if zones is not None:
+        shown = moves[shown_on_cells[~within].to_numpy()]
+    else:
+        residual = shown_on_cells[~within].to_numpy() if grouped else None
+        shown = moves[_kept_slices(moves, k, residual_of=residual)] if len(moves) else moves
     pairs = moves[["origin", "destination"]].drop_duplicates()
     flows = shown.groupby(["origin", "destination"], sort=False)["weight"].sum().rename("flow").to_frame()
     flows["n_users"] = persons_per(shown[["origin", "destination"]], shown["user_id"]).reindex(flows.index)

@@ -12,12 +12,11 @@ things it hid, so pages can tell the planner.
 smallest pieces any setting is made of: the hour filter moves in :data:`HOUR_BAND` steps, the day
 filter picks weekday / weekend / unknown, and flows are shown as sums of whole *slices* (one
 origin -> destination pair in one band on one day type), each slice only when >= k persons make it
-up. Any difference of two settings is then a sum of such slices. Districts also hide a slice
-whose moves not shown on the cell map come from 1 to k - 1 persons, so "districts minus cells"
-does not reveal them either; parent H3 cells do the same against the level just below, level by
-level, so that no two levels differ by fewer than k persons. Not covered: districts are uploaded
-by the user, so two crafted district files (or districts and parent cells) can overlap such that
-their difference is fewer than k persons (tests/test_privacy.py, a known failure). Person counts shown beside a flow are of
+up. Any difference of two settings is then a sum of such slices. Parent H3 cells also hide a
+slice whose moves not shown one level finer come from 1 to k - 1 persons, level by level, so
+that no two levels differ by fewer than k persons. Districts (the user's own polygons, which
+could be drawn around one person) add up only slices the map of cells or larger cells shows, so
+they show nothing that map does not. Person counts shown beside a flow are of
 its shown slices.
 
 The app and the library import ``DEFAULT_K``, :func:`check_k` and the filters from here; nothing

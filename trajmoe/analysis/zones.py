@@ -26,8 +26,10 @@ class Zones:
     geojson: dict  # the district polygons, for drawing
 
 
-def read_zones(source, *, cells: Iterable[str], name: str = "districts.geojson") -> Zones:
-    """Read a GeoJSON of districts (path or bytes) and place each cell centre in one of them."""
+def read_zones(source, *, cells: Iterable[str], name: str = "districts.geojson", levels_up: int = 2) -> Zones:
+    """Read a GeoJSON of districts (path or bytes) and place each cell centre in one of them,
+    and the centres of their H3 parents up to ``levels_up`` resolutions coarser (districts add up
+    the flows of a coarser map: :func:`trajmoe.analysis.flows.summarize_flows`)."""
     import io
 
     import geopandas as gpd
@@ -43,7 +45,12 @@ def read_zones(source, *, cells: Iterable[str], name: str = "districts.geojson")
     label = next((c for c in ("name", "NAME", "Name", "district", "zone", "id") if c in frame.columns), None)
     names = frame[label].astype(str) if label else pd.Series([f"district {i + 1}" for i in range(len(frame))])
     frame = frame.assign(zone=names.to_numpy()).dissolve(by="zone").reset_index()
-    cells = pd.Index(pd.unique(np.asarray(list(cells), dtype=object)))
+    import h3
+
+    cells = pd.unique(np.asarray(list(cells), dtype=object))
+    parents = [h3.cell_to_parent(c, h3.get_resolution(c) - up) for c in cells for up in range(1, levels_up + 1)
+               if h3.get_resolution(c) - up >= 0]
+    cells = pd.Index(pd.unique(np.asarray([*cells, *parents], dtype=object)))
     latlng = cell_centres(cells)
     points = gpd.GeoDataFrame({"cell": cells}, geometry=gpd.points_from_xy(latlng[:, 1], latlng[:, 0]), crs=4326)
     hit = gpd.sjoin(points, frame[["zone", "geometry"]], predicate="within", how="inner").drop_duplicates("cell")
