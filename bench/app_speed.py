@@ -296,8 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         f"- page switch: median of {len(switch_times)} sidebar clicks among Flows, Experts, Scenario after caching "
         f"(min {min(switch_times):.2f} s, max {max(switch_times):.2f} s), until every map on the page is drawn",
         f"  and the script has finished; the page title shows after {statistics.median(heading_times):.2f} s (median).",
-        "  Median by page: " + ", ".join(f"{title} {statistics.median(ts):.2f} s ({n} map{'s' if n > 1 else ''})"
-                                      for (title, n), ts in zip(pages, by_page.values())) + ".",
+        "  Median by page: " + ", ".join(f"{title} {statistics.median(by_page[title]):.2f} s ({n} map{'s' if n > 1 else ''})"
+                                      for title, n in pages) + ".",
         f"- of which the server's script run (AppTest, no browser): median {statistics.median(server_times):.2f} s "
         f"(max {max(server_times):.2f} s); the rest is Chromium drawing the maps and charts with software WebGL",
         "  (no GPU here) while sharing the CPUs.",

@@ -93,18 +93,18 @@ a, b, c = st.columns(3)
 a.metric("POIs", f"{counts['n']:,}")
 b.metric("Kinds of place", counts["kinds"])
 c.metric("Named", f"{counts['named']:.0%}")
+base, found = summaries.basemap(), summaries.basemap_file()
 if counts["n"] == 0:
     st.warning("No POIs: the model will work from visits alone (its POI features are switched off). Fetch or "
                "upload POIs of your area with the tabs above, or use the bundled Helsinki POIs.")
 else:
     left, right = st.columns([3, 2])
     with left:
-        views.show(views.poi_map(pois, base=summaries.basemap()), key="poi_map")
+        views.show(views.poi_map(pois, base=base), key="poi_map")
         views.poi_legend(pois)
     with right:
         views.plotly(views.category_bar(pois), key="poi_counts")
 
-base, found = summaries.basemap(), summaries.basemap_file()
 st.markdown("#### Streets under the maps")
 if base is not None:
     st.caption(f"Streets, water, parks and place names come from {found[2]}: {len(base.streets):,} streets, "

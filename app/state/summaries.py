@@ -177,4 +177,5 @@ def cell_names(folder: str) -> pd.Series:
     """A unique readable name per H3 cell of the city and of its coarser parents: the nearest named
     street near its neighbourhood or POI, else rounded coordinates (trajmoe.pois.placenames)."""
     found = basemap_file()
-    return _cell_names(folder, f"{pois_source().key}|{found[0] if found else ''}", pois(), basemap())
+    base = None if found is None else _basemap(*found[:2])
+    return _cell_names(folder, f"{pois_source().key}|{found[0] if found else ''}", pois(), base)
