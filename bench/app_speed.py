@@ -13,7 +13,7 @@
    script run has ended.                                                          Goal <= 1 s.
 4. Upload, fine-tune, maps: the real Los Angeles file (../shared/data/cities/la_gowalla.csv.gz) is
    uploaded on Trajectories and prepared (not timed); then from the click on Fine-tune (5%, 1 epoch)
-   until the fine-tune has finished and, after a click on Flows, both of its maps are drawn and the
+   until the fine-tune has finished and, after a click on Flows, its map is drawn and the
    script run has ended.                                                          Goal <= 5 s.
    Skipped (with a line saying why) when ../shared/data is not there.
 
@@ -91,6 +91,47 @@ def maps_drawn(page, n: int, timeout_ms: int) -> None:
         c.__gl.readPixels(0, 0, 1, 1, c.__gl.RGBA, c.__gl.UNSIGNED_BYTE, new Uint8Array(4)); }})""")
 
 
+DRAWS = f"() => [...document.querySelectorAll('{MAP}')].reduce((n, c) => n + (c.__draws || 0), 0)"
+
+
+def map_redrawn(page, before: int, timeout_ms: int) -> None:
+    """Wait until the maps on screen have drawn again since ``DRAWS`` read ``before`` (a map kept
+    by the browser, its layers changed), and the software GPU has finished it."""
+    page.wait_for_function(f"() => ({DRAWS})() > {before}", timeout=timeout_ms, polling=50)
+    page.evaluate(f"""() => document.querySelectorAll('{MAP}').forEach(c => {{ if (c.__gl)
+        c.__gl.readPixels(0, 0, 1, 1, c.__gl.RGBA, c.__gl.UNSIGNED_BYTE, new Uint8Array(4)); }})""")
+
+
+def flows_choices(page, nav, rounds: int) -> dict[str, list[float]]:
+    """On Flows: the "Show" switch from Observed to Predicted (the same map, its layers redrawn)
+    and to "Both, side by side" (two maps drawn), each timed until drawn and the run has ended."""
+    mark_maps_old(page)
+    nav.filter(has_text="Flows").click()
+    page.get_by_role("heading", level=1).filter(has_text="Flows").wait_for(timeout=120_000)
+    maps_drawn(page, 1, 120_000)
+    page.wait_for_selector(DONE, state="detached", timeout=120_000)
+    choice = page.locator(".st-key-fl_compare")
+    out: dict[str, list[float]] = {"Observed -> Predicted (one map redrawn)": [], "-> Both, side by side (two maps)": []}
+    for _ in range(rounds):
+        before = page.evaluate(DRAWS)
+        t = time.perf_counter()
+        choice.get_by_text("Predicted", exact=True).click()
+        map_redrawn(page, before, 60_000)
+        page.wait_for_selector(DONE, state="detached", timeout=60_000)
+        out["Observed -> Predicted (one map redrawn)"].append(time.perf_counter() - t)
+        mark_maps_old(page)
+        t = time.perf_counter()
+        choice.get_by_text("Both, side by side", exact=True).click()
+        maps_drawn(page, 2, 60_000)
+        page.wait_for_selector(DONE, state="detached", timeout=60_000)
+        out["-> Both, side by side (two maps)"].append(time.perf_counter() - t)
+        mark_maps_old(page)
+        choice.get_by_text("Observed", exact=True).click()
+        maps_drawn(page, 1, 60_000)
+        page.wait_for_selector(DONE, state="detached", timeout=60_000)
+    return out
+
+
 # Logs each change of the progress bars' texts (numbers dropped) with its time, to say where the
 # fine-tune's seconds go: "Fine-tuning", "Predicting where each person goes next", the baselines.
 WATCH_PROGRESS = """() => {
@@ -139,7 +180,7 @@ def la_file() -> tuple[Path | None, str]:
 
 def upload_finetune_to_maps(page, nav, path: Path) -> dict:
     """Measure 4: upload ``path`` on Trajectories and wait until it is checked and prepared (not
-    timed), then time the Fine-tune click -> fine-tune done -> Flows clicked -> both maps drawn
+    timed), then time the Fine-tune click -> fine-tune done -> Flows clicked -> its map drawn
     and the run ended. Returns the span and its parts."""
     nav.filter(has_text="Trajectories").click()
     page.get_by_role("heading", level=1).filter(has_text="Trajectories").wait_for(timeout=120_000)
@@ -174,7 +215,7 @@ def upload_finetune_to_maps(page, nav, path: Path) -> dict:
     page.get_by_role("heading", level=1).filter(has_text="Flows").wait_for(timeout=300_000)
     page.get_by_test_id("stAlertContentInfo").filter(has_text="your model fine-tuned on").wait_for(
         timeout=300_000)  # the page shows the fine-tuned model
-    maps_drawn(page, 2, 300_000)
+    maps_drawn(page, 1, 300_000)
     page.wait_for_selector(DONE, state="detached", timeout=300_000)
     total = time.perf_counter() - t
     train = re.search(r"(\d[\d,]*) training steps in ([\d.]+) s", done)
@@ -222,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     upload: dict = {}
     why = ""
     heading_times: list[float] = []
+    choices: dict[str, list[float]] = {}
     by_page: dict[str, list[float]] = {}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
@@ -257,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
             results["fine-tune"] = time.perf_counter() - t
             page.wait_for_selector(DONE, state="detached", timeout=300_000)
 
-            pages = [("Flows", 2), ("Experts", 1), ("Scenario", 1)]
+            pages = [("Flows", 1), ("Experts", 1), ("Scenario", 1)]  # Flows: one map (Observed) by default
             for title, n in pages:  # first visits fill the caches (scenario: two model passes)
                 mark_maps_old(page)
                 nav.filter(has_text=title).click()
@@ -277,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
                     switch_times.append(time.perf_counter() - t)
                     by_page.setdefault(title, []).append(switch_times[-1])
             results["page switch"] = statistics.median(switch_times)
+            choices = flows_choices(page, nav, args.switches)
 
             la, why = la_file()
             if la is None:
@@ -332,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         f"- of which the server's script run (AppTest, no browser): median {statistics.median(server_times):.2f} s "
         f"(max {max(server_times):.2f} s); the rest is Chromium drawing the maps and charts with software WebGL",
         "  (no GPU here) while sharing the CPUs.",
+        "- Flows' \"Show\" switch, on the page (median of " + str(args.switches) + "): " + "; ".join(
+            f"{what} {statistics.median(times):.2f} s" for what, times in choices.items()) + ".",
     ]
     if upload:
         train = (f"; the app reports {upload['steps']:,} training steps in {upload['train_s']:.1f} s"
@@ -340,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
             f"- upload fine-tune to maps: `{LA_FILE.split('/')[-1]}` (the real Los Angeles Gowalla check-ins, "
             f"{upload['rows']} rows used) uploaded on Trajectories and prepared first (check, map grid, features:",
             f"  not timed). Timed from the click on \"{upload['label']}\" (app defaults: 5%, 1 epoch, full) until the",
-            "  Flows page shows both maps (observed, predicted by the fine-tuned model) drawn and Streamlit's status",
+            "  Flows page shows its map (observed; the fine-tuned model's info line) drawn and Streamlit's status",
             "  widget is gone. It covers: training, predictions for every visit from one pass per person (fine-tuned",
             "  and zero-shot), the Markov and return + gravity baselines, the results table "
             f"(shown after {upload['finetuned']:.2f} s{train}),",

@@ -89,7 +89,16 @@ def test_opens_ready_on_the_embedded_default(env):
 
     go(at, "flows")
     assert "zero-shot" in text(at) and "not the whole population" in text(at)
-    observed, predicted = decks(at)[:2]
+    (observed,) = decks(at)  # one map by default, the observed moves; the predicted numbers said beside it
+    totals = re.findall(r"(Observed|Predicted): [\d,]+ of ([\d,]+) moves shown", text(at))
+    assert [who for who, _ in totals] == ["Observed", "Predicted"] and len({n for _, n in totals}) == 1
+    assert "choose **Predicted** above" in text(at)
+    at.radio(key="fl_compare").set_value("Predicted").run()
+    (predicted,) = decks(at)  # the same map, now the model's flows of the same moves
+    assert not at.exception and "choose **Observed** above" in text(at)
+    assert _arcs(predicted) != _arcs(observed)
+    at.radio(key="fl_compare").set_value("Both, side by side").run()
+    assert decks(at) == [observed, predicted] and "above to see it" not in text(at)
     for deck in (observed, predicted):
         ids = [layer.get("id") for layer in deck["layers"]]
         assert {"flow-arcs", "flow-places", "cells-context"} <= set(ids)
@@ -167,6 +176,8 @@ def test_upload_finetune_and_flows(env):
 
     go(at, "flows")
     assert "fine-tuned on 5% of My City" in text(at)
+    at.radio(key="fl_compare").set_value("Both, side by side").run()
+    assert len(decks(at)) == 2
     k = at.sidebar.slider(key="privacy_k").value
     assert k == 5
     for deck in decks(at):
@@ -193,6 +204,7 @@ def test_upload_finetune_and_flows(env):
 def test_districts_upload(env):
     at = open_app()
     go(at, "flows")
+    at.radio(key="fl_compare").set_value("Both, side by side").run()
     geojson = {"type": "FeatureCollection", "features": [
         {"type": "Feature", "properties": {"name": name}, "geometry": {"type": "Polygon", "coordinates": [[
             [w, 60.15], [e, 60.15], [e, 60.19], [w, 60.19], [w, 60.15]]]}}
@@ -201,7 +213,8 @@ def test_districts_upload(env):
                                                 "application/geo+json")).run()
     assert not at.exception
     assert "added up to 2 districts" in text(at)
-    for deck in decks(at)[:2]:
+    assert len(decks(at)) == 2
+    for deck in decks(at):
         assert {"districts", "districts-outline"} <= {layer.get("id") for layer in deck["layers"]}
         assert {arc["origin"] for arc in _arcs(deck)} <= {"West", "East"}
 

@@ -150,11 +150,13 @@ def test_flows_page_shows_arrivals_by_hour(app_env):
     import json
 
     at = _flows_page()
-    assert len(at.get("deck_gl_json_chart")) == 2  # the moves first; arrivals drawn when chosen
+    assert len(at.get("deck_gl_json_chart")) == 1  # the observed moves first; arrivals drawn when chosen
     at.radio(key="fl_view").set_value("Arrivals by hour").run()
     assert not at.exception, [e.message for e in at.exception]
     text = _text(at)
     assert "Where people arrive between 06:00 and 12:00" in text
+    assert len(at.get("deck_gl_json_chart")) == 1 and "choose **Predicted** above" in text
+    at.radio(key="fl_compare").set_value("Both, side by side").run()
     arrival_decks = [json.loads(d.proto.json) for d in at.get("deck_gl_json_chart")]
     assert len(arrival_decks) == 2  # observed and predicted arrivals, no flow map
     for deck in arrival_decks:

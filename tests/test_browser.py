@@ -119,6 +119,12 @@ def maps_drawn(page, n: int) -> None:
     page.wait_for_function(f"document.querySelectorAll('{MAP}').length >= {n}", timeout=SLOW, polling=200)
 
 
+def show_both(page) -> None:
+    """Flows: both maps side by side (it opens on one map, the observed moves)."""
+    page.locator(".st-key-fl_compare").get_by_text("Both, side by side", exact=True).click()
+    maps_drawn(page, 2)
+
+
 def shoot(page, name: str) -> None:
     SHOTS.mkdir(exist_ok=True)
     page.wait_for_selector("[data-testid=stStatusWidget]", state="detached", timeout=SLOW)  # the run is over
@@ -167,6 +173,7 @@ def test_map_tooltips_are_formatted_text(browser, server):
     tips = {"City & POIs": hover_tooltips(page, 1)}
     visit(page, "Flows")
     page.get_by_text("zero-shot").first.wait_for(timeout=SLOW)
+    show_both(page)
     tips["Flows"] = hover_tooltips(page, 2)
     visit(page, "Experts")
     page.get_by_text("What each expert stands for").wait_for(timeout=SLOW)
@@ -191,7 +198,7 @@ def test_upload_finetune_and_maps_draw(browser, server, upload):
 
     visit(page, "Flows")  # opens ready: the pretrained model's zero-shot flows of the embedded default
     page.get_by_text("zero-shot").first.wait_for(timeout=SLOW)
-    maps_drawn(page, 2)
+    maps_drawn(page, 1)
     shoot(page, "1b_flows_default")
 
     visit(page, "Trajectories")
@@ -209,7 +216,7 @@ def test_upload_finetune_and_maps_draw(browser, server, upload):
 
     visit(page, "Flows")
     page.get_by_text("fine-tuned on 5% of My City").first.wait_for(timeout=SLOW)
-    maps_drawn(page, 2)
+    show_both(page)
     shoot(page, "4_flows")
 
     visit(page, "Experts")

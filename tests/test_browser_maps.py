@@ -24,6 +24,7 @@ from test_browser import (
     hover_tooltips,
     maps_drawn,
     shoot,
+    show_both,
     streamlit_server,
     tiny_checkpoint,
     visit,
@@ -146,7 +147,7 @@ def _outside(page) -> list[str]:
 
 
 def _check_flows(page, wire: Wire, where: str, *, streets: bool) -> None:
-    maps_drawn(page, 2)
+    show_both(page)
     page.wait_for_selector("[data-testid=stStatusWidget]", state="detached", timeout=SLOW)
     flow_decks = [d for d in wire.decks() if _layer(d, lambda layer: layer.get("id") == "flow-places")][-2:]
     assert len(flow_decks) == 2, f"{where}: the two flow maps were not sent"
@@ -175,6 +176,14 @@ def test_maps_of_the_embedded_default(browser, server):
     wire.clear()
     visit(page, "Flows")
     page.get_by_text("zero-shot").first.wait_for(timeout=SLOW)
+    maps_drawn(page, 1)  # one map, the observed moves; switched to predicted, the browser keeps that map
+    page.wait_for_selector("[data-testid=stStatusWidget]", state="detached", timeout=SLOW)
+    page.evaluate(f"() => {{ window.__flowMap = document.querySelector('{MAP}'); }}")
+    page.locator(".st-key-fl_compare").get_by_text("Predicted", exact=True).click()
+    page.get_by_role("heading", level=4).filter(has_text="Predicted:").wait_for(timeout=SLOW)
+    page.wait_for_selector("[data-testid=stStatusWidget]", state="detached", timeout=SLOW)
+    assert page.evaluate(f"() => document.querySelectorAll('{MAP}').length === 1 && "
+                         f"document.querySelector('{MAP}') === window.__flowMap"), "Flows: the map was made anew"
     _check_flows(page, wire, "Flows (default)", streets=True)
     shoot(page, "maps_default_2_flows")
     _no_ids(page, wire, "Flows (default)")

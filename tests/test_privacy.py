@@ -322,6 +322,9 @@ def _visit_every_page(upload: bytes):
     pages = {}
     for page in ("trajectories", "flows", "experts", "scenario"):
         at.switch_page(f"app_pages/{page}.py").run()
+        if page == "flows":  # both maps: the observed one (the default) and the predicted one
+            at.radio(key="fl_compare").set_value("Both, side by side").run()
+            assert len(at.get("deck_gl_json_chart")) == 2
         assert not at.exception, (page, [e.message for e in at.exception])
         decks = [json.loads(d.proto.json) for d in at.get("deck_gl_json_chart")]
         texts = [m.value for m in (*at.markdown, *at.caption, *at.info, *at.warning, *at.error)]

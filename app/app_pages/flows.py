@@ -1,4 +1,5 @@
-"""Flows: observed and predicted moves between places, side by side, over the same moves."""
+"""Flows: observed and predicted moves between places, over the same moves: one map switched
+between the two (same view), or both side by side."""
 
 import map_png
 import streamlit as st
@@ -20,13 +21,41 @@ sample = "synthetic Helsinki sample" if inputs.is_sample() else "uploaded sample
 st.caption(
     f"These flows describe the {sample} ({meta['n_users']:,} {unit} over {days} days), not the whole "
     "population. **Observed**: the moves they really made. **Predicted**: where the model expected each of "
-    "the same moves to go, from the same places at the same times: both maps start from the same moves."
+    "the same moves to go, from the same places at the same times: observed and predicted start from the same moves."
 )
 
 MOVES, ARRIVALS = "Moves between places", "Arrivals by hour"
-showing = st.radio("Map", [MOVES, ARRIVALS], horizontal=True, key="fl_view",
+v1, v2 = st.columns([1, 1])
+showing = v1.radio("Map", [MOVES, ARRIVALS], horizontal=True, key="fl_view",
                    help="Moves: from where to where people go next. Arrivals: where people arrive in some hours of "
                         "the day, observed and as the model expects when told the time.")
+# One map by default, switched between observed and predicted: it keeps where the planner zoomed,
+# so both are read on the same view (two maps move each on their own), and a browser without a
+# graphics card draws one map in about half the time of two (bench/app_speed.py).
+COMPARE = {"Observed": ("observed",), "Predicted": ("predicted",), "Both, side by side": ("observed", "predicted")}
+which = COMPARE[v2.radio("Show", list(COMPARE), horizontal=True, key="fl_compare",
+                         help="Observed or predicted on one map: switching keeps where you zoomed, so the two are "
+                              "compared on the same view. Side by side: two maps, each moved on its own (slower to "
+                              "draw on a computer without a graphics card).")]
+LABEL = {"observed": "Observed", "predicted": "Predicted"}
+
+
+def map_columns():
+    """Where the maps go: one full-width place, or two columns side by side."""
+    return st.columns(2) if len(which) > 1 else [st.container()]
+
+
+def map_key(name: str, key: str) -> str:
+    """One key for the single map whether it shows observed or predicted (the browser keeps it and
+    only redraws its layers); one per map side by side."""
+    return f"{name}_{key}" if len(which) > 1 else name
+
+
+def other_one(heading) -> None:
+    """With one map, the numbers of the map not shown, so that both totals are always on the page."""
+    if len(which) == 1:
+        other = "predicted" if which[0] == "observed" else "observed"
+        st.caption(f"{heading(other)} (choose **{LABEL[other]}** above to see it).")
 c1, c2, c3, c4 = st.columns([2, 3, 2, 2])
 if showing == MOVES:
     hours = c1.slider("Hours of the day (start of the move)", 0, 24, (0, 24), step=HOUR_BAND, key="fl_hours",
@@ -60,24 +89,31 @@ def show_arrivals(resolution) -> None:
         return
     a_obs, a_pred = arrivals
     st.markdown(f"**{a_obs.n_moves:,.0f} arrivals** between {hours[0]:02d}:00 and {hours[1]:02d}:00 "
-                f"({day.lower()}): the same arrivals on both maps ({a_pred.n_moves:,.0f} predicted).")
+                f"({day.lower()}): the same arrivals observed and predicted ({a_pred.n_moves:,.0f} predicted).")
     if summaries.nothing_to_show(len(a_obs.places) + len(a_pred.places), hidden=a_obs.hidden_places, kind=meta["kind"],
                                  k=k, what="the arrival maps"):
         return
-    left, right = st.columns(2)
-    for col, label, summary, key in ((left, "Observed", a_obs, "observed"), (right, "Predicted", a_pred, "predicted")):
+    summary_of = {"observed": a_obs, "predicted": a_pred}
+
+    def heading(key: str) -> str:
+        summary = summary_of[key]
+        return (f"{LABEL[key]}: {summary.moves_shown:,.0f} of {summary.n_moves:,.0f} arrivals shown "
+                f"at {len(summary.places):,} {a_what}")
+
+    for col, key in zip(map_columns(), which):
+        summary = summary_of[key]
         cells = summary.places.rename(columns={"place": "cell", "n_users": "people"})
         cells = cells.assign(visits=cells["arrivals"].round().astype(int) if key == "observed"
                              else cells["arrivals"].round(1))
         with col:
-            st.markdown(f"#### {label}: {summary.moves_shown:,.0f} of {summary.n_moves:,.0f} arrivals shown "
-                        f"at {len(cells):,} {a_what}")
+            st.markdown(f"#### {heading(key)}")
             views.show(views.visits_map(cells, context=context, unit=unit, base=base, tiles=tiles),
-                       key=f"map_arrivals_{key}")
+                       key=map_key("map_arrivals", key))
             st.caption(f"Not shown: {summary.moves_hidden:,.0f} arrivals at {a_what} where fewer than {k} {unit} "
                        f"arrive in a {HOUR_BAND}-hour band on weekdays or on weekends ({summary.hidden_places:,} "
                        f"{a_what} hidden): comparing two settings then never singles anyone out.")
-    st.caption("Darker: more arrivals (each map on its own scale). Predicted arrivals are shares of the same "
+    other_one(heading)
+    st.caption("Darker: more arrivals (observed and predicted each on its own scale). Predicted arrivals are shares of the same "
                f"moves spread over each move's {top_n} most likely places (the slider above).")
 
 
@@ -127,21 +163,29 @@ def not_shown(summary) -> str:
 
 
 st.markdown(f"**{obs.n_moves:,.0f} moves** start between {hours[0]:02d}:00 and {hours[1]:02d}:00 "
-            f"({day.lower()}): the same moves on both maps.")
-left, right = st.columns(2)
-pngs = {}  # the offline decks, drawn as PNG on request
-for col, label, summary, key in ((left, "Observed", obs, "observed"), (right, "Predicted", pred, "predicted")):
+            f"({day.lower()}): the same moves observed and predicted.")
+summary_of = {"observed": obs, "predicted": pred}
+
+
+def heading(key: str) -> str:
+    summary = summary_of[key]
+    return f"{LABEL[key]}: {summary.moves_shown:,.0f} of {summary.n_moves:,.0f} moves shown in {len(summary.flows):,} flows"
+
+
+def flow_map(key: str, tiles: bool = False):
+    return views.flow_map(summary_of[key], context=context, names=names, unit=unit, zones=zones, max_arcs=n_arcs,
+                          base=base, tiles=tiles, top=top)
+
+
+for col, key in zip(map_columns(), which):
+    summary = summary_of[key]
     with col:
-        st.markdown(f"#### {label}: {summary.moves_shown:,.0f} of {summary.n_moves:,.0f} moves shown "
-                    f"in {len(summary.flows):,} flows")
-        drawn = views.flow_map(summary, context=context, names=names, unit=unit, zones=zones, max_arcs=n_arcs,
-                               base=base, tiles=False, top=top)
-        views.show(views.flow_map(summary, context=context, names=names, unit=unit, zones=zones, max_arcs=n_arcs,
-                                  base=base, tiles=True, top=top) if tiles else drawn, key=f"map_{key}")
-        pngs[key] = drawn
+        st.markdown(f"#### {heading(key)}")
+        views.show(flow_map(key, tiles=tiles), key=map_key("map", key))
         st.caption(not_shown(summary))
         st.caption(hidden_note(f"the {key} map", places=summary.hidden_places, flows=summary.hidden_flows,
                                kind=meta["kind"], k=k).replace(" cells ", f" {what} ").replace(" cell ", f" {what[:-1]} "))
+other_one(heading)
 views.legend([("flow: narrow where it leaves, an arrow head where it arrives", views.FLOW_COLOUR),
               ("place with more arrivals than departures", "#2166ac"), ("more departures than arrivals", "#d6604d")])
 views.flow_width_legend(top)
@@ -175,7 +219,7 @@ d[2].download_button("Predicted (GeoJSON)", flows_geojson(pred, label=f"predicte
                      f"flows_predicted_{tag}.geojson", mime="application/geo+json", key="dl_pred_geojson")
 d[3].download_button("Predicted (CSV)", flows_csv(pred), f"flows_predicted_{tag}.csv", mime="text/csv", key="dl_pred_csv")
 for col, key in ((d[4], "observed"), (d[5], "predicted")):
-    col.download_button(f"{key.title()} map (PNG)", lambda key=key: map_png.deck_png(pngs[key], title=f"{key.title()} flows"),
+    col.download_button(f"{key.title()} map (PNG)", lambda key=key: map_png.deck_png(flow_map(key), title=f"{key.title()} flows"),
                         f"flows_{key}_{tag}.png", mime="image/png", key=f"dl_{key}_png")
 st.caption(f"Downloads contain only the flows on the maps (places by H3 id, to join with other data): flows with "
            f"fewer than {k} {unit} are left out.")
