@@ -21,7 +21,8 @@ sample = "synthetic Helsinki sample" if inputs.is_sample() else "uploaded sample
 st.caption(
     f"These flows describe the {sample} ({meta['n_users']:,} {unit} over {days} days), not the whole "
     "population. **Observed**: the moves they really made. **Predicted**: where the model expected each of "
-    "the same moves to go, from the same places at the same times: observed and predicted start from the same moves."
+    f"the same moves to go, from the same places at the same times (each move shared among its {DEFAULT_TOP_N} likeliest "
+    "places): observed and predicted start from the same moves."
 )
 
 MOVES, ARRIVALS = "Moves between places", "Arrivals by hour"
@@ -56,7 +57,7 @@ def other_one(heading) -> None:
     if len(which) == 1:
         other = "predicted" if which[0] == "observed" else "observed"
         st.caption(f"{heading(other)} (choose **{LABEL[other]}** above to see it).")
-c1, c2, c3, c4 = st.columns([2, 3, 2, 2])
+c1, c2, c3 = st.columns([2, 3, 2])
 if showing == MOVES:
     hours = c1.slider("Hours of the day (start of the move)", 0, 24, (0, 24), step=HOUR_BAND, key="fl_hours",
                       help=f"In {HOUR_BAND}-hour steps: the privacy rule protects each {HOUR_BAND}-hour slice of a flow, "
@@ -68,10 +69,13 @@ hours = snap_hours(hours)
 day_names = {"All days": "all", "Weekdays": "weekday", "Weekends": "weekend"}
 day = c2.radio("Days", list(day_names), horizontal=True, key="fl_days", disabled=not data.weekday_reliable,
                help=None if data.weekday_reliable else "This data's weekdays are not reliable.")
-top_n = c3.slider("Predicted places per move", 1, outputs.TOP_K, DEFAULT_TOP_N, key="fl_topn",
-                  help="Each move's most likely next places, their chances rescaled to add up to one.")
+# Fixed, not a control: two settings of "places per move" would differ by the model's 3rd, 4th...
+# guesses for a few persons' moves, which the privacy rule's slices (place, hours, days) do not
+# protect (app/README.md, Privacy). Researchers choose it in the library (trajmoe.analysis.flows,
+# top_n=) over the rows of `trajmoe predict --top-k`.
+top_n = DEFAULT_TOP_N
 if showing == MOVES:
-    n_arcs = c4.slider("Largest flows drawn", 20, 500, 80, step=10, key="fl_arcs",
+    n_arcs = c3.slider("Largest flows drawn", 20, 500, 80, step=10, key="fl_arcs",
                        help="Only the drawing is thinned out: totals, the table and the downloads use every flow shown.")
 
 def show_arrivals(resolution) -> None:
@@ -114,7 +118,7 @@ def show_arrivals(resolution) -> None:
                        f"{a_what} hidden): comparing two settings then never singles anyone out.")
     other_one(heading)
     st.caption("Darker: more arrivals (observed and predicted each on its own scale). Predicted arrivals are shares of the same "
-               f"moves spread over each move's {top_n} most likely places (the slider above).")
+               f"moves spread over each move's {top_n} most likely places.")
 
 
 res = int(meta["resolution"])
