@@ -158,6 +158,41 @@ def machine_seconds() -> float:
     return best
 
 
+# A fixed browser job: 6 new WebGL contexts, each compiling one small shader pair and drawing one
+# triangle, read back. It gauges the software GPU and the CPUs as the browser sees them, which the
+# Python loop does not (this machine's speed drifts over minutes).
+WEBGL_GAUGE = """() => {
+  const t0 = performance.now();
+  for (let i = 0; i < 6; i++) {
+    const c = document.createElement('canvas'); c.width = 800; c.height = 600;
+    const gl = c.getContext('webgl2');
+    const shader = (type, src) => { const s = gl.createShader(type); gl.shaderSource(s, src); gl.compileShader(s); return s; };
+    const p = gl.createProgram();
+    gl.attachShader(p, shader(gl.VERTEX_SHADER, `#version 300 es
+      in vec2 xy; uniform float k${i}; void main() { gl_Position = vec4(xy * k${i}, 0., 1.); }`));
+    gl.attachShader(p, shader(gl.FRAGMENT_SHADER, `#version 300 es
+      precision highp float; out vec4 o; void main() { o = vec4(1., 0., 0., 1.); }`));
+    gl.linkProgram(p); gl.useProgram(p); gl.uniform1f(gl.getUniformLocation(p, 'k' + i), 1.0);
+    gl.bindBuffer(gl.ARRAY_BUFFER, gl.createBuffer());
+    gl.bufferData(gl.ARRAY_BUFFER, new Float32Array([0, 0, 1, 0, 0, 1]), gl.STATIC_DRAW);
+    gl.enableVertexAttribArray(0); gl.vertexAttribPointer(0, 2, gl.FLOAT, false, 0, 0);
+    gl.drawArrays(gl.TRIANGLES, 0, 3);
+    gl.readPixels(0, 0, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, new Uint8Array(4));
+    gl.getExtension('WEBGL_lose_context').loseContext();
+  }
+  return performance.now() - t0;
+}"""
+
+
+def webgl_gauge(browser) -> float:
+    """Milliseconds of :data:`WEBGL_GAUGE` in a blank page (best of 3)."""
+    page = browser.new_page()
+    try:
+        return min(page.evaluate(WEBGL_GAUGE) for _ in range(3))
+    finally:
+        page.close()
+
+
 def phases(page) -> dict[str, float]:
     """Seconds each progress text was on screen since WATCH_PROGRESS ("" = none), up to now."""
     marks = page.evaluate("() => { clearInterval(window.__watch); return [...window.__phases, [performance.now(), null]]; }")
@@ -267,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     by_page: dict[str, list[float]] = {}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        gauges = [webgl_gauge(browser)]
         page = browser.new_page(viewport={"width": 1500, "height": 2000})
         page.add_init_script(COUNT_DRAWS)
         start = time.perf_counter()
@@ -328,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
                 upload = upload_finetune_to_maps(page, nav, la)
                 results["upload fine-tune to maps"] = upload["total"]
                 print(f"upload fine-tune to maps s: {upload['total']:.2f}")
+            gauges.append(webgl_gauge(browser))
         finally:
             proc.terminate()
             try:
@@ -349,7 +386,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
         f"load average after the run {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min; other jobs share the machine); "
         f"a 5-million-step Python loop took {calibration:.2f} s before the run (a rough gauge of the CPU's "
-        "speed; it does not see a machine slowed down over minutes of load).",
+        "speed; it does not see a machine slowed down over minutes of load); a fixed WebGL job in the browser "
+        f"(6 new contexts, one small shader and one triangle each) took {' ms before, '.join(f'{g:.0f}' for g in gauges)} ms "
+        f"{'after' if len(gauges) > 1 else 'before'} the run.",
         "",
         "| measure | seconds | goal | |",
         "|---|---:|---:|---|",
