@@ -28,6 +28,15 @@ pages = [
 ]
 nav = st.navigation(pages)
 
+# Streamlit forgets a page's widget values when another page runs; assigning them back keeps a
+# planner's choices (hours, days, which map, the scenario's edit) for when they come back. Only
+# widgets whose options never change: a kept value that is no longer an option would be refused.
+KEPT_ACROSS_PAGES = ("place", "fl_view", "fl_compare", "fl_hours", "fl_arrive", "fl_days", "fl_arcs", "fl_tiles",
+                     "ex_tiles", "sc_action", "sc_count", "sc_category", "sc_timed", "sc_hours", "sc_tiles")
+for _key in KEPT_ACROSS_PAGES:
+    if _key in st.session_state:
+        st.session_state[_key] = st.session_state[_key]
+
 
 def _load_project() -> None:
     """The project uploader's callback (runs before the script, so it may set the slider's value)."""

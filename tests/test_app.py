@@ -201,6 +201,23 @@ def test_upload_finetune_and_flows(env):
     assert not at.exception
 
 
+def test_page_settings_are_kept_when_coming_back(env):
+    at = open_app()
+    go(at, "flows")
+    at.slider(key="fl_hours").set_value((6, 12)).run()
+    at.radio(key="fl_days").set_value("Weekdays").run()
+    at.radio(key="fl_compare").set_value("Predicted").run()
+    shown = text(at)
+    go(at, "scenario")
+    at.radio(key="sc_action").set_value("Remove").run()
+    go(at, "experts")
+    go(at, "flows")
+    assert at.slider(key="fl_hours").value == (6, 12) and at.radio(key="fl_days").value == "Weekdays"
+    assert at.radio(key="fl_compare").value == "Predicted" and text(at) == shown
+    go(at, "scenario")
+    assert at.radio(key="sc_action").value == "Remove" and "Expected effect of removing" in text(at)
+
+
 def test_districts_upload(env):
     at = open_app()
     go(at, "flows")
