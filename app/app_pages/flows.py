@@ -57,6 +57,8 @@ def other_one(heading) -> None:
     if len(which) == 1:
         other = "predicted" if which[0] == "observed" else "observed"
         st.caption(f"{heading(other)} (choose **{LABEL[other]}** above to see it).")
+
+
 c1, c2, c3 = st.columns([2, 3, 2])
 if showing == MOVES:
     hours = c1.slider("Hours of the day (start of the move)", 0, 24, (0, 24), step=HOUR_BAND, key="fl_hours",
@@ -77,6 +79,7 @@ top_n = DEFAULT_TOP_N
 if showing == MOVES:
     n_arcs = c3.slider("Largest flows drawn", 20, 500, 80, step=10, key="fl_arcs",
                        help="Only the drawing is thinned out: totals, the table and the downloads use every flow shown.")
+
 
 def show_arrivals(resolution) -> None:
     """The arrivals view: observed and predicted arrivals in the chosen hours, per place."""
