@@ -87,6 +87,12 @@ def maps_drawn(page, n: int, timeout_ms: int) -> None:
     # Poll on a timer: the default (every animation frame) keeps Chromium repainting the maps.
     page.wait_for_function(f"""() => {{ const maps = [...document.querySelectorAll('{MAP}')].filter(c => !c.__old);
         return maps.length >= {n} && maps.every(c => c.__draws > 0); }}""", timeout=timeout_ms, polling=50)
+    finish_drawing(page)
+
+
+def finish_drawing(page) -> None:
+    """Read 1 pixel of each map on screen (not marked old): it returns when the software GPU has
+    done that map's queued drawing."""
     page.evaluate(f"""() => document.querySelectorAll('{MAP}').forEach(c => {{ if (!c.__old && c.__gl)
         c.__gl.readPixels(0, 0, 1, 1, c.__gl.RGBA, c.__gl.UNSIGNED_BYTE, new Uint8Array(4)); }})""")
 
@@ -98,8 +104,7 @@ def map_redrawn(page, before: int, timeout_ms: int) -> None:
     """Wait until the maps on screen have drawn again since ``DRAWS`` read ``before`` (a map kept
     by the browser, its layers changed), and the software GPU has finished it."""
     page.wait_for_function(f"() => ({DRAWS})() > {before}", timeout=timeout_ms, polling=50)
-    page.evaluate(f"""() => document.querySelectorAll('{MAP}').forEach(c => {{ if (c.__gl)
-        c.__gl.readPixels(0, 0, 1, 1, c.__gl.RGBA, c.__gl.UNSIGNED_BYTE, new Uint8Array(4)); }})""")
+    finish_drawing(page)
 
 
 def flows_choices(page, nav, rounds: int) -> dict[str, list[float]]:

@@ -33,6 +33,7 @@ def read_zones(source, *, cells: Iterable[str], name: str = "districts.geojson",
     import io
 
     import geopandas as gpd
+    import h3
 
     try:
         frame = gpd.read_file(io.BytesIO(source) if isinstance(source, bytes) else source)
@@ -45,8 +46,6 @@ def read_zones(source, *, cells: Iterable[str], name: str = "districts.geojson",
     label = next((c for c in ("name", "NAME", "Name", "district", "zone", "id") if c in frame.columns), None)
     names = frame[label].astype(str) if label else pd.Series([f"district {i + 1}" for i in range(len(frame))])
     frame = frame.assign(zone=names.to_numpy()).dissolve(by="zone").reset_index()
-    import h3
-
     cells = pd.unique(np.asarray(list(cells), dtype=object))
     parents = [h3.cell_to_parent(c, h3.get_resolution(c) - up) for c in cells for up in range(1, levels_up + 1)
                if h3.get_resolution(c) - up >= 0]
