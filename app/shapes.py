@@ -119,10 +119,12 @@ def polygon_parts(geometry: dict) -> list:
     return []
 
 
-def outlines(parts: list, width_m: float, local: Local) -> list:
-    """A band ``width_m`` wide along every ring of ``parts`` (a list of polygons): district borders."""
-    rings = [ring for part in parts for ring in part if len(ring) > 2]
-    return buffered_lines(rings, width_m / 2, local)[0]
+def outlines(parts: list, width_m: float, local: Local) -> tuple[list, list[int]]:
+    """A band ``width_m`` wide along every ring of ``parts`` (a list of polygons): district borders;
+    and the index of the part each band belongs to."""
+    rings = [(i, ring) for i, part in enumerate(parts) for ring in part if len(ring) > 2]
+    bands, source = buffered_lines([ring for _, ring in rings], width_m / 2, local)
+    return bands, [rings[j][0] for j in source]
 
 
 def flow_arrows(o_lonlat: np.ndarray, d_lonlat: np.ndarray, width_m: np.ndarray, local: Local, *,
@@ -188,15 +190,16 @@ def _glyphs(text: str):
     return shapely.affinity.translate(shape.simplify(0.01), -(x0 + x1) / 2, -(y0 + y1) / 2)
 
 
-def labels(texts, lat, lon, size_m: float, halo_m: float, local: Local) -> tuple[list, list, list[int]]:
+def labels(texts, lat, lon, size_m: float, halo_m: float, local: Local) -> tuple[list, list, list[int], list[int]]:
     """Place names as filled letters ``size_m`` tall (the font's em) centred on their points, and a
-    halo ``halo_m`` around them: (letters, halos, index of the text each polygon belongs to).
+    halo ``halo_m`` around them: (letters, halos, and the index of the text each letter and each
+    halo polygon belongs to).
 
     Drawn as polygons like the rest of the map, they grow when the planner zooms in, as the names
     painted on a printed map do."""
     import shapely
 
-    letters, halos, source = [], [], []
+    letters, halos, source, halo_source = [], [], [], []
     for i, (text, la, lo) in enumerate(zip(texts, lat, lon)):
         shape = _glyphs(str(text))
         if shape is None:
@@ -206,5 +209,7 @@ def labels(texts, lat, lon, size_m: float, halo_m: float, local: Local) -> tuple
         drawn = _polygons(shape, local)
         letters += drawn
         source += [i] * len(drawn)
-        halos += _polygons(shape.buffer(halo_m, quad_segs=2).simplify(halo_m / 4), local)
-    return letters, halos, source
+        halo = _polygons(shape.buffer(halo_m, quad_segs=2).simplify(halo_m / 4), local)
+        halos += halo
+        halo_source += [i] * len(halo)
+    return letters, halos, source, halo_source

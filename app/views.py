@@ -120,7 +120,7 @@ def deck(layers: list, view: pdk.ViewState, *, height: int = MAP_HEIGHT, base=No
     # Water and parks at the bottom, then the grey cells / districts (the leading layers nobody
     # hovers), then the streets over them, the data, and the place names on top.
     base_layers = {layer.id: layer for layer in basemap_layers(base, view)}
-    n_under = next((i for i, layer in enumerate(layers) if layer.pickable), len(layers))
+    n_under = next((i for i, layer in enumerate(layers) if getattr(layer, "auto_highlight", False)), len(layers))
     layers = ([base_layers[i] for i in ("basemap-areas",) if i in base_layers] + layers[:n_under]
               + [base_layers[i] for i in ("basemap-streets",) if i in base_layers] + layers[n_under:]
               + [base_layers[i] for i in ("basemap-labels-halo", "basemap-labels") if i in base_layers])
@@ -143,13 +143,16 @@ def tiles_toggle(key: str, where=st) -> bool:
 _WATER, _PARK = [170, 205, 225, 255], [205, 228, 196, 255]
 _STREET = {1: ([140, 140, 152, 255], 3.5), 2: ([160, 160, 170, 255], 2.4), 3: ([185, 185, 195, 255], 1.3)}
 _LABEL_KINDS = ("town", "borough", "suburb", "quarter", "neighbourhood", "village")  # squares crowd the centre
+_AREA_KINDS = {"water": "Water", "park": "Park or green area"}
+_STREET_KINDS = {1: "Main road", 2: "Street", 3: "Minor street"}
 _VIEW_SPAN_DEG = 360 * 1400 / 512  # degrees of longitude a 1400-px-wide view spans at zoom 0
 
 
 def basemap_layers(base, view: pdk.ViewState) -> list[pdk.Layer]:
     """Water and parks, streets (wider for main roads) and place labels of ``base`` near ``view``.
 
-    Ids start with ``basemap`` (tests find them); nothing is pickable. Clipped to about three
+    Ids start with ``basemap`` (tests find them); on hover they say what they are (a street's or
+    park's OSM name, else its kind: :func:`polygon_layer` says why). Clipped to about three
     view widths around the camera so that a big extract does not travel to the browser whole.
     Streets are polygons as wide as their pixel width at the view's zoom (:mod:`shapes`)."""
     if base is None:
@@ -160,7 +163,10 @@ def basemap_layers(base, view: pdk.ViewState) -> list[pdk.Layer]:
     layers = []
     if len(base.areas):
         areas = base.areas.assign(colour=[_WATER if k == "water" else _PARK for k in base.areas["kind"]])
-        layers.append(polygon_layer(areas[["polygon", "colour"]], "basemap-areas"))
+        named = areas["name"].fillna("").astype(str).str.strip().to_numpy()
+        kind = np.array([_AREA_KINDS.get(k, "Park or green area") for k in areas["kind"]])
+        with_tip(areas, np.where(named != "", named, kind), np.where(named != "", kind, ""))
+        layers.append(polygon_layer(areas[["polygon", "colour", "tip_title", "tip_body"]], "basemap-areas"))
     streets, letters, halos = _shaped(base, view)
     if len(streets):
         layers.append(polygon_layer(streets, "basemap-streets"))
@@ -185,16 +191,25 @@ def _shaped(base, view: pdk.ViewState) -> tuple[pd.DataFrame, pd.DataFrame, pd.D
         streets = base.streets.sort_values("rank", ascending=False).reset_index(drop=True)
         half = np.array([_STREET[r][1] for r in streets["rank"]]) / 2 * mpp
         polygons, source = shapes.buffered_lines(list(streets["path"]), half, local)
-        colours = [_STREET[r][0] for r in streets["rank"].to_numpy()[source]] if source else []
+        rank = streets["rank"].to_numpy()[source] if source else np.zeros(0, dtype=int)
+        street_names = streets["name"].fillna("").astype(str).str.strip().to_numpy()[source] if source else np.zeros(0, str)
+        kinds = np.array([_STREET_KINDS[r] for r in rank], dtype=str)
+        named = street_names != ""
         names = base.labels[base.labels["kind"].isin(_LABEL_KINDS)].reset_index(drop=True)
-        letters, halos, which = shapes.labels(names["name"], names["lat"], names["lon"], _LABEL_PX * mpp,
-                                              _HALO_PX * mpp, local)
+        letters, halos, which, halo_of = shapes.labels(names["name"], names["lat"], names["lon"], _LABEL_PX * mpp,
+                                                       _HALO_PX * mpp, local)
+        text = names["name"].astype(str).to_numpy()
+        kind = names["kind"].astype(str).str.capitalize().to_numpy()
+
+        def label_frame(polygons, of, colour):
+            return with_tip(pd.DataFrame({"polygon": polygons, "colour": [colour] * len(polygons)}),
+                            text[of] if of else [], kind[of] if of else [])
+
         if len(_SHAPED) >= 16:
             _SHAPED.pop(next(iter(_SHAPED)))
-        _SHAPED[key] = (pd.DataFrame({"polygon": polygons, "colour": colours}),
-                        pd.DataFrame({"polygon": letters, "colour": [_LABEL_COLOUR] * len(letters),
-                                      "name": names["name"].to_numpy()[which] if which else []}),
-                        pd.DataFrame({"polygon": halos, "colour": [_HALO_COLOUR] * len(halos)}))
+        _SHAPED[key] = (with_tip(pd.DataFrame({"polygon": polygons, "colour": [_STREET[r][0] for r in rank]}),
+                                 np.where(named, street_names, kinds), np.where(named, kinds, "")),
+                        label_frame(letters, which, _LABEL_COLOUR), label_frame(halos, halo_of, _HALO_COLOUR))
     return _SHAPED[key]
 
 
@@ -203,16 +218,34 @@ def show(d: pdk.Deck, key: str | None = None, *, height: int = MAP_HEIGHT) -> No
     st.pydeck_chart(d, height=height, key=key)
 
 
-def polygon_layer(frame: pd.DataFrame, layer_id: str, *, pickable: bool = False, opacity: float = 1.0) -> pdk.Layer:
-    """Filled polygons: ``polygon`` (a ring, or rings with holes) and ``colour`` ([r, g, b, a]) per row.
+POLYGON_COLUMNS = ("polygon", "colour", "tip_title", "tip_body")
+
+
+def polygon_layer(frame: pd.DataFrame, layer_id: str, *, highlight: bool = False, opacity: float = 1.0) -> pdk.Layer:
+    """Filled polygons: per row ``polygon`` (a ring, or rings with holes), ``colour`` ([r, g, b, a])
+    and the hover text ``tip_title`` / ``tip_body`` (:data:`TOOLTIP`, :func:`with_tip`).
+    ``highlight``: the data (not the base map): the hovered polygon lights up, and :func:`deck`
+    puts the streets under it.
 
     Every layer of an offline map but the City page's POI dots is this one kind, so a browser
-    without a GPU builds its drawing pipeline once per map (app/shapes.py says why)."""
+    without a GPU builds its drawing pipeline once per map (app/shapes.py says why). And every one
+    is pickable: deck.gl gives a layer that is not another vertex layout (one constant picking
+    colour instead of a buffer of them), and the software GPU (SwiftShader) built a second pipeline
+    for it in each new map. With every layer pickable, its time to finish drawing three page
+    switches went from 974-1270 ms to 611-716 ms (Chrome traces, ``ContextVk::finishImpl``). So the
+    streets, names, grey cells and rims say what they are on hover too."""
+    missing = [c for c in POLYGON_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"polygon layer {layer_id!r} has no {', '.join(missing)} column")
     return pdk.Layer("SolidPolygonLayer", frame, id=layer_id, get_polygon="polygon", get_fill_color="colour",
-                     filled=True, extruded=False, pickable=pickable, auto_highlight=pickable, opacity=opacity)
+                     filled=True, extruded=False, pickable=True, auto_highlight=highlight, opacity=opacity)
 
 
 CONTEXT_COLOUR = [228, 230, 235, 140]  # the grey cells under the data, half transparent over the streets
+
+
+# The same words on every grey cell: whether a cell had no visits or too few people is not told.
+CONTEXT_TIP = ("Nothing shown here", "No visits here for these settings, or too few people to show them safely.")
 
 
 def context_layer(cells) -> pdk.Layer:
@@ -220,21 +253,21 @@ def context_layer(cells) -> pdk.Layer:
     map's streets show through (drawn like :func:`hex_layer`)."""
     cells = list(cells)
     frame = pd.DataFrame({"polygon": shapes.hexagons(cells, coverage=0.92), "colour": [CONTEXT_COLOUR] * len(cells)})
-    return polygon_layer(frame, "cells-context")
+    return polygon_layer(with_tip(frame, [CONTEXT_TIP[0]] * len(cells), [CONTEXT_TIP[1]] * len(cells)), "cells-context")
 
 
 def hex_layer(frame: pd.DataFrame, *, colour_col: str = "colour", opacity: float = 0.85) -> pdk.Layer:
     """Hexagons of the ``hex`` column coloured by a ``[r, g, b, a]`` column; hover shows ``tip_title`` /
     ``tip_body``. Scaled to 92% (thin gaps between cells instead of outlines)."""
     frame = frame.assign(polygon=shapes.hexagons(frame["hex"], coverage=0.92), colour=frame[colour_col])
-    return polygon_layer(frame, "cells", pickable=True, opacity=opacity)
+    return polygon_layer(frame, "cells", highlight=True, opacity=opacity)
 
 
-def outline_layer(cells, colour: list[int]) -> pdk.Layer:
-    """A rim around each of ``cells`` (the edited places of a scenario)."""
+def outline_layer(cells, colour: list[int], *, names: pd.Series, body: str) -> pdk.Layer:
+    """A rim around each of ``cells`` (the edited places of a scenario), named on hover."""
     cells = list(cells)
-    return polygon_layer(pd.DataFrame({"hex": cells, "polygon": shapes.hexagon_rims(cells),
-                                       "colour": [colour] * len(cells)}), "cells-edited")
+    frame = pd.DataFrame({"hex": cells, "polygon": shapes.hexagon_rims(cells), "colour": [colour] * len(cells)})
+    return polygon_layer(with_tip(frame, [names.get(c, c) for c in cells], [body] * len(cells)), "cells-edited")
 
 
 def diverging(values: np.ndarray, *, pos: str = "#2166ac", neg: str = "#d6604d", scale: float | None = None) -> list[list[int]]:
@@ -371,12 +404,14 @@ def flow_map(summary, *, context, names: pd.Series | None, unit: str, zones=None
     mpp = shapes.metres_per_pixel(float(view.latitude), float(view.zoom))
     local = shapes.Local(float(view.latitude), float(view.longitude))
     if zones is not None:
-        parts = [part for f in zones.geojson.get("features", []) for part in shapes.polygon_parts(f.get("geometry") or {})]
-        layers.append(polygon_layer(pd.DataFrame({"polygon": parts, "colour": [[228, 230, 235, 110]] * len(parts)}),
-                                    "districts"))
-        borders = shapes.outlines(parts, 1.0 * mpp, local)
-        layers.append(polygon_layer(pd.DataFrame({"polygon": borders, "colour": [[120, 120, 120, 255]] * len(borders)}),
-                                    "districts-outline"))
+        named = [(str((f.get("properties") or {}).get("zone", "")), part) for f in zones.geojson.get("features", [])
+                 for part in shapes.polygon_parts(f.get("geometry") or {})]
+        zone, parts = [z for z, _ in named], [p for _, p in named]
+        layers.append(polygon_layer(with_tip(pd.DataFrame({"polygon": parts, "colour": [[228, 230, 235, 110]] * len(parts)}),
+                                             zone, ["District"] * len(parts)), "districts"))
+        borders, of = shapes.outlines(parts, 1.0 * mpp, local)
+        layers.append(polygon_layer(with_tip(pd.DataFrame({"polygon": borders, "colour": [[120, 120, 120, 255]] * len(borders)}),
+                                             [zone[i] for i in of], ["District border"] * len(borders)), "districts-outline"))
     else:
         layers.append(context_layer(context))
     through = (places["inflow"] + places["outflow"]).to_numpy()
@@ -398,11 +433,12 @@ def flow_map(summary, *, context, names: pd.Series | None, unit: str, zones=None
         flows["colour"] = [rgb(FLOW_COLOUR, 170)] * len(flows)
         rows = list(flows[["origin", "destination", "flow", "n_users"]].itertuples(index=False))
         with_tip(flows, [f"{label(o)} → {label(d)}" for o, d, *_ in rows], [f"{f:,.1f} moves by {u:,} {unit}" for *_, f, u in rows])
-        layers.append(polygon_layer(flows.iloc[::-1], "flow-arcs", pickable=True))  # the largest on top
+        layers.append(polygon_layer(flows.iloc[::-1], "flow-arcs", highlight=True))  # the largest on top
     rims = shapes.circles(places["lat"], places["lon"], (radius_px + PLACE_RIM_PX) * mpp)
-    layers.append(polygon_layer(pd.DataFrame({"polygon": rims, "colour": [[50, 50, 60, 230]] * len(rims)}),
-                                "flow-places-rim"))
-    layers.append(polygon_layer(places, "flow-places", pickable=True))
+    layers.append(polygon_layer(pd.DataFrame({"polygon": rims, "colour": [[50, 50, 60, 230]] * len(rims),
+                                              "tip_title": places["tip_title"].to_numpy(),
+                                              "tip_body": places["tip_body"].to_numpy()}), "flow-places-rim"))
+    layers.append(polygon_layer(places, "flow-places", highlight=True))
     return deck(layers, view, base=base, tiles=tiles)
 
 
@@ -537,7 +573,8 @@ def change_map(cells: pd.DataFrame, *, edited, names: pd.Series, context, base=N
     with_tip(frame, [names.get(c, c) for c, *_ in rows],
              [(f"expected arrivals {b:,.1f} → {a:,.1f}", f"change {d:+,.2f} ({pct:+.2f}%)" + (" · edited place" if e else ""))
               for _, b, a, d, pct, e in rows])
-    layers = [context_layer(context), hex_layer(frame), outline_layer(edited, [20, 20, 20, 255])]
+    layers = [context_layer(context), hex_layer(frame),
+              outline_layer(edited, [20, 20, 20, 255], names=names, body="A place you changed")]
     return deck(layers, view_of_cells(context, width_px=700), base=base, tiles=tiles)
 
 

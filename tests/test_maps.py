@@ -141,9 +141,12 @@ def test_flow_map_draws_streets_under_named_places_and_curved_arcs(helsinki_base
     ids = [str(layer.get("id")) for layer in layers]
     # Water and parks, grey cells, streets, then the data; place names on top.
     assert ids[0] == "basemap-areas" and ids[2] == "basemap-streets" and ids[-1] == "basemap-labels"
-    assert ids[1] == "cells-context" and not layers[1]["pickable"]
-    # One kind of WebGL layer: a browser without a GPU builds one pipeline per map.
+    assert ids[1] == "cells-context" and not layers[1]["autoHighlight"]
+    # One kind of WebGL layer, every one pickable: a browser without a GPU builds one pipeline per map.
     assert {layer["@@type"] for layer in layers} == {"SolidPolygonLayer"}
+    assert all(layer["pickable"] for layer in layers)
+    lit = {layer["id"] for layer in layers if layer.get("autoHighlight")}
+    assert lit == {"flow-arcs", "flow-places"}  # the data lights up on hover, not the base map
     view = d.initial_view_state
     half = 360 * 560 / (512 * 2 ** view.zoom) / 2
     streets = next(layer for layer in layers if layer.get("id") == "basemap-streets")["data"]
@@ -158,11 +161,21 @@ def test_flow_map_draws_streets_under_named_places_and_curved_arcs(helsinki_base
     assert len(nodes["data"]) == len(summary.places)
     sizes = [n["radius"] for n in nodes["data"]]
     assert min(sizes) >= 4 and max(sizes) == pytest.approx(18)  # sized by the moves through them
+    # Every polygon says what it is on hover (a missing field would show as "{tip_body}"), never by an id.
     for layer in layers:
-        for row in layer.get("data") or []:
-            if isinstance(row, dict) and "tip_title" in row:
-                assert not HEX_RUN.search(row["tip_title"]), row["tip_title"]
+        for row in layer["data"]:
+            assert row["tip_title"].strip() and not HEX_RUN.search(row["tip_title"]), (layer["id"], row["tip_title"])
+            assert isinstance(row["tip_body"], str)
+            if layer["id"].startswith("flow-"):
                 assert "arrivals" in row["tip_body"] or "moves by" in row["tip_body"]
+    osm_streets = set(helsinki_base.streets["name"].dropna())
+    street_tips = {row["tip_title"] for row in streets}
+    assert len(street_tips & osm_streets) > 20  # streets are named as in OSM
+    assert street_tips - osm_streets <= set(views._STREET_KINDS.values())  # the unnamed ones by their kind
+    labels = next(layer for layer in layers if layer["id"] == "basemap-labels")["data"]
+    assert {row["tip_title"] for row in labels} <= set(helsinki_base.labels["name"])
+    context = next(layer for layer in layers if layer["id"] == "cells-context")["data"]
+    assert {(row["tip_title"], row["tip_body"]) for row in context} == {views.CONTEXT_TIP}
 
 
 def test_a_small_scenario_change_is_drawn_pale():
@@ -231,7 +244,7 @@ def test_map_tiles_only_when_switched_on(helsinki_base):
     assert [layer["id"] for layer in offline["layers"]] == ["basemap-areas", "basemap-streets", "basemap-labels-halo",
                                                             "basemap-labels"]
     assert {layer["@@type"] for layer in offline["layers"]} == {"SolidPolygonLayer"}
-    names = {row["name"] for row in offline["layers"][-1]["data"]}
+    names = {row["tip_title"] for row in offline["layers"][-1]["data"]}
     assert names and all(not n.startswith("cell ") for n in names)  # place names from OSM
     online = json.loads(views.deck([], view, base=helsinki_base, tiles=True).to_json())
     assert online["mapProvider"] == "carto" and "cartocdn" in online["mapStyle"]
