@@ -6,8 +6,11 @@ work in trajmoe/.
     make app    # or: streamlit run app/streamlit_app.py
 """
 
+import contextlib
+
 import streamlit as st
 
+import views
 from state import inputs, saved
 from state.session import PRIVACY_K, session
 from trajmoe.analysis.privacy import K_CHOICES
@@ -88,7 +91,13 @@ with st.sidebar:
         for line in sess.project_todo:
             st.caption(line)
 
+layout = views.MapLayout.start(nav.title)  # Flows, Experts, Scenario: their map is kept across them
 try:
-    nav.run()
-finally:  # also after st.stop() and st.rerun(): what the page changed is kept for the link
+    with layout.above if layout is not None else contextlib.nullcontext():
+        nav.run()
+except views.PageDone:  # the page ended early after its map (views.end_page)
+    pass
+finally:  # also after st.stop() and st.rerun(): the page's map, and what the page changed is kept for the link
+    if layout is not None:
+        layout.draw()
     saved.save()

@@ -218,6 +218,70 @@ def show(d: pdk.Deck, key: str | None = None, *, height: int = MAP_HEIGHT) -> No
     st.pydeck_chart(d, height=height, key=key)
 
 
+# --------------------------------------------------------------------------- the analysis pages' map
+# Streamlit makes a page's elements anew on every page switch: each map a new WebGL context, in
+# which a browser without a graphics card builds the map's drawing pipeline again (0.25-0.55 s).
+# Elements that the entry file writes outside the page are kept instead; so Flows, Experts and
+# Scenario hand their one map to :class:`MapLayout`, which the entry file draws after the page at
+# the same place on all three: the browser keeps that map and only redraws its layers (and keeps
+# the planner's zoom while its starting view stays the same). Page switches among them went from a
+# median 1.14 s to 0.70 s in an A/B on this machine (bench/app_speed.py measures it).
+MAP_PAGES = ("Flows", "Experts", "Scenario")
+_LAYOUT = "_map_layout"  # st.session_state: this script run's MapLayout (None on other pages)
+
+
+class MapLayout:
+    """This run's page, in order: ``above`` (the page runs in it), the map slot, ``below``
+    (:func:`below_map`: what follows the map)."""
+
+    def __init__(self) -> None:
+        self.above, self.slot, self.below = st.container(), st.container(), st.container()
+        self.deck: pdk.Deck | None = None
+        self.height = MAP_HEIGHT
+        st.session_state[_LAYOUT] = self
+
+    @staticmethod
+    def start(page_title: str) -> MapLayout | None:
+        """A layout for an analysis page (:data:`MAP_PAGES`), else None (the page draws its maps itself)."""
+        st.session_state.pop(_LAYOUT, None)
+        return MapLayout() if page_title in MAP_PAGES else None
+
+    def draw(self) -> None:
+        """After the page (also after st.stop): its map, with one key on every page."""
+        st.session_state.pop(_LAYOUT, None)
+        if self.deck is not None:
+            with self.slot:
+                show(self.deck, key="page_map", height=self.height)
+
+
+def page_map(d: pdk.Deck, *, height: int = MAP_HEIGHT) -> None:
+    """The page's one map, drawn under what the page wrote so far. Everything after it on the page
+    goes ``with below_map():``. Outside a :class:`MapLayout` (a page run on its own) drawn here."""
+    layout = st.session_state.get(_LAYOUT)
+    if layout is None:
+        show(d, key="page_map", height=height)
+        return
+    layout.deck, layout.height = d, height
+
+
+class PageDone(Exception):
+    """Raised by :func:`end_page`; the entry file catches it."""
+
+
+def end_page() -> None:
+    """``st.stop()`` for a page that has handed over its map: Streamlit draws nothing after
+    st.stop(), so this ends the page and lets the entry file draw the map."""
+    if st.session_state.get(_LAYOUT) is None:
+        st.stop()
+    raise PageDone
+
+
+def below_map():
+    """The container under the page's map (:func:`page_map`); a new one in place without a layout."""
+    layout = st.session_state.get(_LAYOUT)
+    return layout.below if layout is not None else st.container()
+
+
 POLYGON_COLUMNS = ("polygon", "colour", "tip_title", "tip_body")
 
 

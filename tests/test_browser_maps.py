@@ -196,10 +196,17 @@ def test_maps_of_the_embedded_default(browser, server):
     _no_ids(page, wire, "Experts (default)")
     assert all(_streets_in_view(d) >= 1 for d in wire.decks())
 
+    # The analysis pages share one map, drawn by the entry file: the browser keeps it across them.
+    page.wait_for_selector("[data-testid=stStatusWidget]", state="detached", timeout=SLOW)
+    page.evaluate(f"() => {{ window.__expertsMap = document.querySelector('{MAP}'); }}")
     wire.clear()
     visit(page, "Scenario")
     page.get_by_text("Expected effect of adding").first.wait_for(timeout=SLOW)
     maps_drawn(page, 1)
+    page.wait_for_selector("[data-testid=stStatusWidget]", state="detached", timeout=SLOW)
+    assert page.evaluate(f"() => document.querySelectorAll('{MAP}').length === 1 && "
+                         f"document.querySelector('{MAP}') === window.__expertsMap"), "Scenario: the map was made anew"
+    assert any(layer.get("id") == "cells-edited" for d in wire.decks() for layer in d["layers"])  # its own layers
     shoot(page, "maps_default_4_scenario")
     _no_ids(page, wire, "Scenario (default)")
     assert "Change in expected arrivals" in page.locator("[data-testid=stMainBlockContainer]").inner_text()

@@ -57,29 +57,30 @@ title = "Main expert per place" if expert is None else f"Expert {expert}: share 
 st.markdown("#### Which expert each place goes to most" if expert is None else
             f"#### How much of each place's routing goes to expert {expert}")
 offline = draw(tiles=False)
-views.show(draw(tiles=True) if tiles else offline, key="map_experts")
-if expert is None:
-    views.legend([(f"Expert {e}", views.expert_colour(e)) for e in main])
-    never = [e for e in experts if e not in main]
-    if never:
-        st.caption(f"{len(main)} of the {len(experts)} experts are the main one somewhere; "
-                   f"expert{'s' if len(never) > 1 else ''} {', '.join(map(str, never))} never "
-                   "(choose one above to see how much it is used).")
-else:
-    views.share_legend(by_cell[f"expert_{expert}"], expert)
-st.download_button("This map (PNG)", lambda: map_png.decks_png([(offline, title)]),
-                   f"experts_{meta['city'].lower().replace(' ', '_')}.png", mime="image/png", key="dl_experts_png")
-st.caption(hidden_note("this map and the charts", places=view.hidden, flows=None, kind=meta["kind"], k=k))
+views.page_map(draw(tiles=True) if tiles else offline)  # kept by the browser across pages
+with views.below_map():
+    if expert is None:
+        views.legend([(f"Expert {e}", views.expert_colour(e)) for e in main])
+        never = [e for e in experts if e not in main]
+        if never:
+            st.caption(f"{len(main)} of the {len(experts)} experts are the main one somewhere; "
+                       f"expert{'s' if len(never) > 1 else ''} {', '.join(map(str, never))} never "
+                       "(choose one above to see how much it is used).")
+    else:
+        views.share_legend(by_cell[f"expert_{expert}"], expert)
+    st.download_button("This map (PNG)", lambda: map_png.decks_png([(offline, title)]),
+                       f"experts_{meta['city'].lower().replace(' ', '_')}.png", mime="image/png", key="dl_experts_png")
+    st.caption(hidden_note("this map and the charts", places=view.hidden, flows=None, kind=meta["kind"], k=k))
 
-st.markdown("#### What each expert stands for")
-poi_known = bool(data.cells["poi_known"].iloc[0]) and view.categories.shape[1] > 0
-if not poi_known:
-    st.caption("This city has no POI data, so the experts are told apart by when they are used, not by kinds of "
-               "place. Load POIs on **City & POIs** to see which kinds of place each expert stands for.")
-st.markdown("\n".join(f"- {text}" for text in view.texts))
+    st.markdown("#### What each expert stands for")
+    poi_known = bool(data.cells["poi_known"].iloc[0]) and view.categories.shape[1] > 0
+    if not poi_known:
+        st.caption("This city has no POI data, so the experts are told apart by when they are used, not by kinds of "
+                   "place. Load POIs on **City & POIs** to see which kinds of place each expert stands for.")
+    st.markdown("\n".join(f"- {text}" for text in view.texts))
 
-if poi_known:
-    views.plotly(views.heatmap(view.categories, title="Kinds of place each expert's visits are in (1 = city average)",
-                               colour_label="× average", scale="RdBu_r", midpoint=1.0, height=360), key="heat_categories")
-views.plotly(views.hour_heatmap(view.hours, title="When each expert is used (1 = its usual share; blank: under "
-                                                f"{outputs.MIN_HOUR_VISITS} visits)"), key="heat_hours")
+    if poi_known:
+        views.plotly(views.heatmap(view.categories, title="Kinds of place each expert's visits are in (1 = city average)",
+                                   colour_label="× average", scale="RdBu_r", midpoint=1.0, height=360), key="heat_categories")
+    views.plotly(views.hour_heatmap(view.hours, title="When each expert is used (1 = its usual share; blank: under "
+                                                    f"{outputs.MIN_HOUR_VISITS} visits)"), key="heat_hours")

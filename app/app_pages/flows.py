@@ -46,10 +46,18 @@ def map_columns():
     return st.columns(2) if len(which) > 1 else [st.container()]
 
 
-def map_key(name: str, key: str) -> str:
-    """One key for the single map whether it shows observed or predicted (the browser keeps it and
-    only redraws its layers); one per map side by side."""
-    return f"{name}_{key}" if len(which) > 1 else name
+def draw(d, name: str, key: str) -> None:
+    """The single map (observed or predicted, moves or arrivals) is the page's map, which the browser
+    keeps and only redraws (views.page_map); side by side, one map per column."""
+    if len(which) > 1:
+        views.show(d, key=f"{name}_{key}")
+    else:
+        views.page_map(d)
+
+
+def under_map(col):
+    """Where a map's notes go: under the page's map, or in its column side by side."""
+    return col if len(which) > 1 else views.below_map()
 
 
 def other_one(heading) -> None:
@@ -114,14 +122,15 @@ def show_arrivals(resolution) -> None:
                              else cells["arrivals"].round(1))
         with col:
             st.markdown(f"#### {heading(key)}")
-            views.show(views.visits_map(cells, context=context, unit=unit, base=base, tiles=tiles),
-                       key=map_key("map_arrivals", key))
+            draw(views.visits_map(cells, context=context, unit=unit, base=base, tiles=tiles), "map_arrivals", key)
+        with under_map(col):
             st.caption(f"Not shown: {summary.moves_hidden:,.0f} arrivals at {a_what} where fewer than {k} {unit} "
                        f"arrive in a {HOUR_BAND}-hour band on weekdays or on weekends ({summary.hidden_places:,} "
                        f"{a_what} hidden): comparing two settings then never singles anyone out.")
-    other_one(heading)
-    st.caption("Darker: more arrivals (observed and predicted each on its own scale). Predicted arrivals are shares of the same "
-               f"moves spread over each move's {top_n} most likely places.")
+    with views.below_map():
+        other_one(heading)
+        st.caption("Darker: more arrivals (observed and predicted each on its own scale). Predicted arrivals are shares "
+                   f"of the same moves spread over each move's {top_n} most likely places.")
 
 
 res = int(meta["resolution"])
@@ -139,7 +148,7 @@ context = summaries.context_cells(prep.folder, k)
 base = summaries.basemap()
 if showing == ARRIVALS:
     show_arrivals(resolution)
-    st.stop()
+    views.end_page()  # not st.stop(): the page's map is drawn after the page
 with st.expander("Add flows up to districts (optional)"):
     zone_file = st.file_uploader(f"A GeoJSON of district polygons (up to {inputs.max_upload_mb()} MB)",
                                  type=["geojson", "json"], key="fl_zones")
@@ -188,45 +197,48 @@ for col, key in zip(map_columns(), which):
     summary = summary_of[key]
     with col:
         st.markdown(f"#### {heading(key)}")
-        views.show(flow_map(key, tiles=tiles), key=map_key("map", key))
+        draw(flow_map(key, tiles=tiles), "map", key)
+    with under_map(col):
         st.caption(not_shown(summary))
         st.caption(hidden_note(f"the {key} map", places=summary.hidden_places, flows=summary.hidden_flows,
                                kind=meta["kind"], k=k).replace(" cells ", f" {what} ").replace(" cell ", f" {what[:-1]} "))
-other_one(heading)
-views.legend([("flow: narrow where it leaves, an arrow head where it arrives", views.FLOW_COLOUR),
-              ("place with more arrivals than departures", "#2166ac"), ("more departures than arrivals", "#d6604d")])
-views.flow_width_legend(top)
-st.caption("Circles: places, as large as the moves through them. Arrows bend to the right of their direction, "
-           "so the two directions between two places lie side by side." +
-           ("" if base is not None else " No streets under the maps: no OpenStreetMap data of this area is loaded. "
-            "On **City & POIs**, fetch the streets of the trajectories' area (online) or upload an OSM extract."))
-hidden_share = max(s.moves_hidden / s.n_moves for s in (obs, pred) if s.n_moves) if obs.n_moves else 0.0
-coarser = [lv for lv, r in levels.items() if r is not None and (resolution is None or r < resolution)]
-if hidden_share > 0.5 and zones is None and coarser:
-    st.info(f"The privacy rule hides {hidden_share:.0%} of the moves on one of these maps. Group places into "
-            f"**{coarser[0]}** (above) or upload districts: more moves then share a flow, and more can be shown.")
-elif obs.n_moves == 0:
-    st.info("No move starts in these hours on these days: choose more hours or all days.")
+# Everything after the maps goes under the page's map (views.page_map).
+with views.below_map():
+    other_one(heading)
+    views.legend([("flow: narrow where it leaves, an arrow head where it arrives", views.FLOW_COLOUR),
+                  ("place with more arrivals than departures", "#2166ac"), ("more departures than arrivals", "#d6604d")])
+    views.flow_width_legend(top)
+    st.caption("Circles: places, as large as the moves through them. Arrows bend to the right of their direction, "
+               "so the two directions between two places lie side by side." +
+               ("" if base is not None else " No streets under the maps: no OpenStreetMap data of this area is loaded. "
+                "On **City & POIs**, fetch the streets of the trajectories' area (online) or upload an OSM extract."))
+    hidden_share = max(s.moves_hidden / s.n_moves for s in (obs, pred) if s.n_moves) if obs.n_moves else 0.0
+    coarser = [lv for lv, r in levels.items() if r is not None and (resolution is None or r < resolution)]
+    if hidden_share > 0.5 and zones is None and coarser:
+        st.info(f"The privacy rule hides {hidden_share:.0%} of the moves on one of these maps. Group places into "
+                f"**{coarser[0]}** (above) or upload districts: more moves then share a flow, and more can be shown.")
+    elif obs.n_moves == 0:
+        st.info("No move starts in these hours on these days: choose more hours or all days.")
 
-st.markdown("#### Arrivals and departures per place")
-per_place = outputs.per_place_table(obs, pred, names)
-# observed moves are whole counts; predicted ones are expected numbers (shares of moves)
-st.dataframe(per_place, hide_index=True,
-             column_config={c: st.column_config.NumberColumn(format="%d" if "observed" in c else "%.1f")
-                            for c in per_place.columns if "(" in c})
+    st.markdown("#### Arrivals and departures per place")
+    per_place = outputs.per_place_table(obs, pred, names)
+    # observed moves are whole counts; predicted ones are expected numbers (shares of moves)
+    st.dataframe(per_place, hide_index=True,
+                 column_config={c: st.column_config.NumberColumn(format="%d" if "observed" in c else "%.1f")
+                                for c in per_place.columns if "(" in c})
 
-st.markdown("#### Download the flows shown")
-d = st.columns(6)
-grain = {"cells": "cells", "larger cells": f"cells_res{resolution}", "districts": "districts"}[what]
-tag = f"{meta['city'].lower().replace(' ', '_')}_{grain}"
-d[0].download_button("Observed (GeoJSON)", flows_geojson(obs, label="observed"), f"flows_observed_{tag}.geojson",
-                     mime="application/geo+json", key="dl_obs_geojson")
-d[1].download_button("Observed (CSV)", flows_csv(obs), f"flows_observed_{tag}.csv", mime="text/csv", key="dl_obs_csv")
-d[2].download_button("Predicted (GeoJSON)", flows_geojson(pred, label=f"predicted ({shown.label})"),
-                     f"flows_predicted_{tag}.geojson", mime="application/geo+json", key="dl_pred_geojson")
-d[3].download_button("Predicted (CSV)", flows_csv(pred), f"flows_predicted_{tag}.csv", mime="text/csv", key="dl_pred_csv")
-for col, key in ((d[4], "observed"), (d[5], "predicted")):
-    col.download_button(f"{key.title()} map (PNG)", lambda key=key: map_png.deck_png(flow_map(key), title=f"{key.title()} flows"),
-                        f"flows_{key}_{tag}.png", mime="image/png", key=f"dl_{key}_png")
-st.caption(f"Downloads contain only the flows on the maps (places by H3 id, to join with other data): flows with "
-           f"fewer than {k} {unit} are left out.")
+    st.markdown("#### Download the flows shown")
+    d = st.columns(6)
+    grain = {"cells": "cells", "larger cells": f"cells_res{resolution}", "districts": "districts"}[what]
+    tag = f"{meta['city'].lower().replace(' ', '_')}_{grain}"
+    d[0].download_button("Observed (GeoJSON)", flows_geojson(obs, label="observed"), f"flows_observed_{tag}.geojson",
+                         mime="application/geo+json", key="dl_obs_geojson")
+    d[1].download_button("Observed (CSV)", flows_csv(obs), f"flows_observed_{tag}.csv", mime="text/csv", key="dl_obs_csv")
+    d[2].download_button("Predicted (GeoJSON)", flows_geojson(pred, label=f"predicted ({shown.label})"),
+                         f"flows_predicted_{tag}.geojson", mime="application/geo+json", key="dl_pred_geojson")
+    d[3].download_button("Predicted (CSV)", flows_csv(pred), f"flows_predicted_{tag}.csv", mime="text/csv", key="dl_pred_csv")
+    for col, key in ((d[4], "observed"), (d[5], "predicted")):
+        col.download_button(f"{key.title()} map (PNG)", lambda key=key: map_png.deck_png(flow_map(key), title=f"{key.title()} flows"),
+                            f"flows_{key}_{tag}.png", mime="image/png", key=f"dl_{key}_png")
+    st.caption(f"Downloads contain only the flows on the maps (places by H3 id, to join with other data): flows with "
+               f"fewer than {k} {unit} are left out.")

@@ -73,12 +73,13 @@ st.markdown(
     f"moves{when} ({view.share:+.2%}); the other shown places change by {view.elsewhere:+,.2f} in total."
 )
 tiles = views.tiles_toggle("sc_tiles")
-left, right = st.columns([5, 4])
+changed = views.change_map(view.cells, edited=chosen, names=names, context=summaries.context_cells(prep.folder, k),
+                           base=summaries.basemap())
+views.page_map(views.change_map(view.cells, edited=chosen, names=names, context=summaries.context_cells(prep.folder, k),
+                                base=summaries.basemap(), tiles=True) if tiles else changed)  # kept across pages
+below = views.below_map()
+left, right = below.columns([5, 4])
 with left:
-    changed = views.change_map(view.cells, edited=chosen, names=names, context=summaries.context_cells(prep.folder, k),
-                               base=summaries.basemap())
-    views.show(views.change_map(view.cells, edited=chosen, names=names, context=summaries.context_cells(prep.folder, k),
-                                base=summaries.basemap(), tiles=True) if tiles else changed, key="map_change")
     views.change_legend(views.change_scale(view.cells["change_pct"]))
     st.download_button("Map (PNG)", lambda: map_png.deck_png(changed, title=f"Expected effect of {verb} {abs(change)} "
                                                                           f"{kind} POIs"),
@@ -88,5 +89,5 @@ with right:
         "before": st.column_config.NumberColumn(format="%.1f"), "after": st.column_config.NumberColumn(format="%.1f"),
         "change": st.column_config.NumberColumn(format="%+.3f"),
         "change %": st.column_config.NumberColumn(format="%+.2f%%")})
-st.caption(hidden_note("this map", places=view.hidden, flows=None, kind=meta["kind"], k=k) +
-           f" Showing {shown.label}; arrivals are the model's expected counts on the held-out moves.")
+below.caption(hidden_note("this map", places=view.hidden, flows=None, kind=meta["kind"], k=k) +
+              f" Showing {shown.label}; arrivals are the model's expected counts on the held-out moves.")
