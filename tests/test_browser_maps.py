@@ -202,11 +202,16 @@ def test_maps_of_the_embedded_default(browser, server):
     wire.clear()
     visit(page, "Scenario")
     page.get_by_text("Expected effect of adding").first.wait_for(timeout=SLOW)
-    maps_drawn(page, 1)
+    # The map comes after the rest of the page: wait for the scenario's layers to arrive.
+    for _ in range(SLOW // 100):
+        if any(layer.get("id") == "cells-edited" for d in wire.decks() for layer in d["layers"]):
+            break
+        page.wait_for_timeout(100)
+    else:
+        raise AssertionError("Scenario: its map never arrived")
     page.wait_for_selector("[data-testid=stStatusWidget]", state="detached", timeout=SLOW)
     assert page.evaluate(f"() => document.querySelectorAll('{MAP}').length === 1 && "
                          f"document.querySelector('{MAP}') === window.__expertsMap"), "Scenario: the map was made anew"
-    assert any(layer.get("id") == "cells-edited" for d in wire.decks() for layer in d["layers"])  # its own layers
     shoot(page, "maps_default_4_scenario")
     _no_ids(page, wire, "Scenario (default)")
     assert "Change in expected arrivals" in page.locator("[data-testid=stMainBlockContainer]").inner_text()
