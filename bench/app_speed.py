@@ -104,14 +104,12 @@ def finish_drawing(page) -> None:
         c.__gl.readPixels(0, 0, 1, 1, c.__gl.RGBA, c.__gl.UNSIGNED_BYTE, new Uint8Array(4)); }})""")
 
 
-DRAWS = f"() => [...document.querySelectorAll('{MAP}')].reduce((n, c) => n + (c.__draws || 0), 0)"
+KEPT: list[bool] = []  # per timed switch to a page with one map: did the browser keep the map?
 
 
-def map_redrawn(page, before: int, timeout_ms: int) -> None:
-    """Wait until the maps on screen have drawn again since ``DRAWS`` read ``before`` (a map kept
-    by the browser, its layers changed), and the software GPU has finished it."""
-    page.wait_for_function(f"() => ({DRAWS})() > {before}", timeout=timeout_ms, polling=50)
-    finish_drawing(page)
+def note_kept(page) -> None:
+    """After :func:`maps_drawn`: whether the map on screen is the one from before the click."""
+    KEPT.append(page.evaluate(f"() => [...document.querySelectorAll('{MAP}')].some(c => c.__old)"))
 
 
 def flows_choices(page, nav, rounds: int) -> dict[str, list[float]]:
@@ -125,12 +123,13 @@ def flows_choices(page, nav, rounds: int) -> dict[str, list[float]]:
     choice = page.locator(".st-key-fl_compare")
     out: dict[str, list[float]] = {"Observed -> Predicted (one map redrawn)": [], "-> Both, side by side (two maps)": []}
     for _ in range(rounds):
-        before = page.evaluate(DRAWS)
+        mark_maps_old(page)
         t = time.perf_counter()
         choice.get_by_text("Predicted", exact=True).click()
-        map_redrawn(page, before, 60_000)
+        maps_drawn(page, 1, 60_000)
         page.wait_for_selector(DONE, state="detached", timeout=60_000)
         out["Observed -> Predicted (one map redrawn)"].append(time.perf_counter() - t)
+        note_kept(page)
         mark_maps_old(page)
         t = time.perf_counter()
         choice.get_by_text("Both, side by side", exact=True).click()
@@ -365,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
                     maps_drawn(page, n, 60_000)
                     page.wait_for_selector(DONE, state="detached", timeout=60_000)
                     switch_times.append(time.perf_counter() - t)
+                    note_kept(page)
                     by_page.setdefault(title, []).append(switch_times[-1])
             results["page switch"] = statistics.median(switch_times)
             choices = flows_choices(page, nav, args.switches)
@@ -428,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
         "  (no GPU here) while sharing the CPUs.",
         "- Flows' \"Show\" switch, on the page (median of " + str(args.switches) + "): " + "; ".join(
             f"{what} {statistics.median(times):.2f} s" for what, times in choices.items()) + ".",
+        f"- The browser kept the map (the same canvas, its layers redrawn) in {sum(KEPT)} of {len(KEPT)} timed switches "
+        "between the analysis pages and from Observed to Predicted; otherwise it made the map anew.",
     ]
     if upload:
         train = (f"; the app reports {upload['steps']:,} training steps in {upload['train_s']:.1f} s"
