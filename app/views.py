@@ -164,7 +164,7 @@ def basemap_layers(base, view: pdk.ViewState) -> list[pdk.Layer]:
     if len(base.areas):
         areas = base.areas.assign(colour=[_WATER if k == "water" else _PARK for k in base.areas["kind"]])
         named = areas["name"].fillna("").astype(str).str.strip().to_numpy()
-        kind = np.array([_AREA_KINDS.get(k, "Park or green area") for k in areas["kind"]])
+        kind = np.array([_AREA_KINDS.get(k, _AREA_KINDS["park"]) for k in areas["kind"]])
         with_tip(areas, np.where(named != "", named, kind), np.where(named != "", kind, ""))
         layers.append(polygon_layer(areas[["polygon", "colour", "tip_title", "tip_body"]], "basemap-areas"))
     streets, letters, halos = _shaped(base, view)
@@ -191,8 +191,8 @@ def _shaped(base, view: pdk.ViewState) -> tuple[pd.DataFrame, pd.DataFrame, pd.D
         streets = base.streets.sort_values("rank", ascending=False).reset_index(drop=True)
         half = np.array([_STREET[r][1] for r in streets["rank"]]) / 2 * mpp
         polygons, source = shapes.buffered_lines(list(streets["path"]), half, local)
-        rank = streets["rank"].to_numpy()[source] if source else np.zeros(0, dtype=int)
-        street_names = streets["name"].fillna("").astype(str).str.strip().to_numpy()[source] if source else np.zeros(0, str)
+        rank = streets["rank"].to_numpy()[source]
+        street_names = streets["name"].fillna("").astype(str).str.strip().to_numpy()[source]
         kinds = np.array([_STREET_KINDS[r] for r in rank], dtype=str)
         named = street_names != ""
         names = base.labels[base.labels["kind"].isin(_LABEL_KINDS)].reset_index(drop=True)
@@ -202,8 +202,7 @@ def _shaped(base, view: pdk.ViewState) -> tuple[pd.DataFrame, pd.DataFrame, pd.D
         kind = names["kind"].astype(str).str.capitalize().to_numpy()
 
         def label_frame(polygons, of, colour):
-            return with_tip(pd.DataFrame({"polygon": polygons, "colour": [colour] * len(polygons)}),
-                            text[of] if of else [], kind[of] if of else [])
+            return with_tip(pd.DataFrame({"polygon": polygons, "colour": [colour] * len(polygons)}), text[of], kind[of])
 
         if len(_SHAPED) >= 16:
             _SHAPED.pop(next(iter(_SHAPED)))
@@ -237,7 +236,6 @@ class MapLayout:
     def __init__(self) -> None:
         self.above, self.slot, self.below = st.container(), st.container(), st.container()
         self.deck: pdk.Deck | None = None
-        self.height = MAP_HEIGHT
         st.session_state[_LAYOUT] = self
 
     @staticmethod
@@ -251,17 +249,17 @@ class MapLayout:
         st.session_state.pop(_LAYOUT, None)
         if self.deck is not None:
             with self.slot:
-                show(self.deck, key="page_map", height=self.height)
+                show(self.deck, key="page_map")
 
 
-def page_map(d: pdk.Deck, *, height: int = MAP_HEIGHT) -> None:
+def page_map(d: pdk.Deck) -> None:
     """The page's one map, drawn under what the page wrote so far. Everything after it on the page
     goes ``with below_map():``. Outside a :class:`MapLayout` (a page run on its own) drawn here."""
     layout = st.session_state.get(_LAYOUT)
     if layout is None:
-        show(d, key="page_map", height=height)
+        show(d, key="page_map")
         return
-    layout.deck, layout.height = d, height
+    layout.deck = d
 
 
 class PageDone(Exception):

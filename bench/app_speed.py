@@ -91,7 +91,8 @@ def maps_drawn(page, n: int, timeout_ms: int) -> None:
         return drawn.length >= {n} && maps.filter(c => !c.__old).every(c => c.__draws > 0); }}""",
                            timeout=timeout_ms, polling=50)
     # A kept map may draw before the new page's layers reach it (a resize): wait for the run to
-    # end (its last map sent), then two animation frames, in which deck.gl draws what it got.
+    # end (its last map sent; the run may also go on after its maps: captions, tables), then two
+    # animation frames, in which deck.gl draws what it got.
     page.wait_for_selector(DONE, state="detached", timeout=timeout_ms)
     page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
     finish_drawing(page)
@@ -119,7 +120,6 @@ def flows_choices(page, nav, rounds: int) -> dict[str, list[float]]:
     nav.filter(has_text="Flows").click()
     page.get_by_role("heading", level=1).filter(has_text="Flows").wait_for(timeout=120_000)
     maps_drawn(page, 1, 120_000)
-    page.wait_for_selector(DONE, state="detached", timeout=120_000)
     choice = page.locator(".st-key-fl_compare")
     out: dict[str, list[float]] = {"Observed -> Predicted (one map redrawn)": [], "-> Both, side by side (two maps)": []}
     for _ in range(rounds):
@@ -127,19 +127,16 @@ def flows_choices(page, nav, rounds: int) -> dict[str, list[float]]:
         t = time.perf_counter()
         choice.get_by_text("Predicted", exact=True).click()
         maps_drawn(page, 1, 60_000)
-        page.wait_for_selector(DONE, state="detached", timeout=60_000)
         out["Observed -> Predicted (one map redrawn)"].append(time.perf_counter() - t)
         note_kept(page)
         mark_maps_old(page)
         t = time.perf_counter()
         choice.get_by_text("Both, side by side", exact=True).click()
         maps_drawn(page, 2, 60_000)
-        page.wait_for_selector(DONE, state="detached", timeout=60_000)
         out["-> Both, side by side (two maps)"].append(time.perf_counter() - t)
         mark_maps_old(page)
         choice.get_by_text("Observed", exact=True).click()
         maps_drawn(page, 1, 60_000)
-        page.wait_for_selector(DONE, state="detached", timeout=60_000)
     return out
 
 
@@ -236,7 +233,6 @@ def upload_finetune_to_maps(page, nav, path: Path) -> dict:
     page.get_by_role("heading").filter(has_text=f"{path.name} (uploaded)").wait_for(timeout=600_000)
     page.get_by_text("Where the visits are").wait_for(timeout=600_000)
     maps_drawn(page, 1, 300_000)
-    page.wait_for_selector(DONE, state="detached", timeout=300_000)
     rows_used = page.locator("[data-testid=stMetric]").filter(has_text="Rows used") \
         .locator("[data-testid=stMetricValue]").inner_text()
 
@@ -262,7 +258,6 @@ def upload_finetune_to_maps(page, nav, path: Path) -> dict:
     page.get_by_test_id("stAlertContentInfo").filter(has_text="your model fine-tuned on").wait_for(
         timeout=300_000)  # the page shows the fine-tuned model
     maps_drawn(page, 1, 300_000)
-    page.wait_for_selector(DONE, state="detached", timeout=300_000)
     total = time.perf_counter() - t
     train = re.search(r"(\d[\d,]*) training steps in ([\d.]+) s", done)
     return {"total": total, "finetuned": finetuned, "ended": ended, "flows": total - ended, "label": label,
@@ -351,9 +346,7 @@ def main(argv: list[str] | None = None) -> int:
                 mark_maps_old(page)
                 nav.filter(has_text=title).click()
                 page.get_by_role("heading", level=1).filter(has_text=title.split()[0]).wait_for(timeout=300_000)
-                maps_drawn(page, n, 300_000)
-                # The run may go on after its maps (captions, tables): wait for it to end.
-                page.wait_for_selector(DONE, state="detached", timeout=300_000)
+                maps_drawn(page, n, 300_000)  # also waits for the run to end
             for _ in range(args.switches):
                 for title, n in pages:
                     mark_maps_old(page)
@@ -362,7 +355,6 @@ def main(argv: list[str] | None = None) -> int:
                     page.get_by_role("heading", level=1).filter(has_text=title.split()[0]).wait_for(timeout=60_000)
                     heading_times.append(time.perf_counter() - t)
                     maps_drawn(page, n, 60_000)
-                    page.wait_for_selector(DONE, state="detached", timeout=60_000)
                     switch_times.append(time.perf_counter() - t)
                     note_kept(page)
                     by_page.setdefault(title, []).append(switch_times[-1])
