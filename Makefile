@@ -26,7 +26,7 @@ test-all: setup
 	$(BIN)/python -m pytest -q -m ''
 
 lint: setup
-	$(BIN)/ruff check trajmoe app tests bench
+	$(BIN)/ruff check trajmoe tools app tests bench assets sample_data
 
 sample-data: setup
 	$(BIN)/python sample_data/regenerate.py

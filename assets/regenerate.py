@@ -16,16 +16,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tools/ is not installed
 
 import numpy as np
 import torch
 
+from tools.realdata import REAL_DATASETS, REPO_ROOT, prepare_real
 from trajmoe.city.data import CityData
 from trajmoe.city.features import SCHEMA_ID
 from trajmoe.city.prepare import prepare
 from trajmoe.city.tasks import TASKS
-from trajmoe.devtools.realdata import REAL_DATASETS, REPO_ROOT, prepare_real
 from trajmoe.train.checkpoint import FORMAT_VERSION, save_checkpoint
 from trajmoe.train.device import DEVICES, resolve_device_or_exit
 from trajmoe.train.evaluate import evaluate

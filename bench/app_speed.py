@@ -37,6 +37,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tools/ is not installed
+
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "results" / "app_speed.md"
 CHROMIUM = "/usr/bin/chromium"
@@ -45,7 +47,7 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
 MAP = "[data-testid=stDeckGlJsonChart] canvas"
 DONE = "[data-testid=stStatusWidget]"  # Streamlit's "Running..." indicator, gone when a run ends
 GOALS = {"cold start": 8.0, "fine-tune": 15.0, "page switch": 1.0, "upload fine-tune to maps": 5.0}
-LA_FILE = "cities/la_gowalla.csv.gz"  # under trajmoe.devtools.realdata.shared_data_dir()
+LA_FILE = "cities/la_gowalla.csv.gz"  # under tools.realdata.shared_data_dir()
 
 
 def free_port() -> int:
@@ -212,7 +214,7 @@ def phases(page) -> dict[str, float]:
 
 def la_file() -> tuple[Path | None, str]:
     """The real Los Angeles check-ins, or None and why not."""
-    from trajmoe.devtools.realdata import shared_data_dir
+    from tools.realdata import shared_data_dir
 
     data = shared_data_dir()
     if data is None:

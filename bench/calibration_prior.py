@@ -17,14 +17,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tools/ is not installed
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tools.realdata import REPO_ROOT, prepare_real, shared_data_dir
 from trajmoe.city.data import CityData, iter_batches
 from trajmoe.city.subset import run_subset
-from trajmoe.devtools.realdata import REPO_ROOT, prepare_real, shared_data_dir
 from trajmoe.train.baselines import ReturnGravity
 from trajmoe.train.device import DEVICES, resolve_device_or_exit
 

@@ -31,11 +31,13 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tools/ is not installed
+
 import numpy as np
 import torch
 
+from tools.realdata import REAL_DATASETS, REPO_ROOT, prepare_real
 from trajmoe.city.data import CityData
-from trajmoe.devtools.realdata import REAL_DATASETS, REPO_ROOT, prepare_real
 from trajmoe.errors import TrajMoEError
 from trajmoe.train.checkpoint import load_checkpoint, save_checkpoint
 from trajmoe.train.device import resolve_device_or_exit

@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tools/ is not installed
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trajmoe.devtools.realdata import REPO_ROOT, prepare_real
+from tools.realdata import REPO_ROOT, prepare_real
 from trajmoe.train.calibration import calibrate_head
 from trajmoe.train.checkpoint import load_checkpoint
 from trajmoe.train.evaluate import iter_scores

@@ -27,10 +27,12 @@ import time
 import zlib
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tools/ is not installed
+
 import numpy as np
 import pandas as pd
 
-from trajmoe.devtools.realdata import REPO_ROOT
+from tools.realdata import REPO_ROOT
 
 CENTRE = (40.73, -73.95)  # a New York-sized metro: venues within ~25 km
 N_VENUES = 40_000

@@ -1,6 +1,6 @@
 """Time and peak memory to validate + prepare 1 million synthetic visits (goal: < 30 s).
 
-The visits come from the project's own synthetic mobility model (trajmoe.trajectories.synthetic) over the
+The visits come from the project's own synthetic mobility model (tools.synthetic) over the
 real Helsinki POIs in sample_data/, scaled up in users; they are written to a temporary CSV and
 `trajmoe prepare` runs on it in a child process, so its peak RSS is measured alone.
 
@@ -21,10 +21,12 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tools/ is not installed
+
 import pandas as pd
 
-from trajmoe.devtools.realdata import REPO_ROOT
-from trajmoe.trajectories.synthetic import SyntheticConfig, generate_trajectories
+from tools.realdata import REPO_ROOT
+from tools.synthetic import SyntheticConfig, generate_trajectories
 
 CHILD = """
 import json, resource, sys, time

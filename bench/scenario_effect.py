@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tools/ is not installed
 
 import numpy as np
 import torch
 
+from tools.realdata import prepare_real, shared_data_dir
 from trajmoe.analysis.scenario import POIEdit, run_scenario
-from trajmoe.devtools.realdata import prepare_real, shared_data_dir
 from trajmoe.pois.categories import CATEGORIES
 from trajmoe.train.checkpoint import load_checkpoint
 

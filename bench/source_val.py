@@ -20,15 +20,18 @@ import argparse
 import copy
 import json
 import logging
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tools/ is not installed
 
 import numpy as np
 import torch
 
+from tools.realdata import REAL_DATASETS, REPO_ROOT, prepare_real
 from trajmoe.city.subset import run_subset
 from trajmoe.city.tasks import TASKS
-from trajmoe.devtools.realdata import REAL_DATASETS, REPO_ROOT, prepare_real
 from trajmoe.train.baselines import ReturnGravity
 from trajmoe.train.calibration import calibrate_head
 from trajmoe.train.checkpoint import load_checkpoint

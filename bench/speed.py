@@ -22,13 +22,17 @@ from __future__ import annotations
 
 import argparse
 import resource
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tools/ is not installed
 
 import numpy as np
 import torch
 
+from tools.realdata import REAL_DATASETS, REPO_ROOT, prepare_real
 from trajmoe.city.data import iter_batches
-from trajmoe.devtools.realdata import REAL_DATASETS, REPO_ROOT, prepare_real
 from trajmoe.train.checkpoint import load_checkpoint
 from trajmoe.train.device import DEVICES, resolve_device_or_exit
 from trajmoe.train.evaluate import evaluate, iter_scores

@@ -35,16 +35,19 @@ import hashlib
 import json
 import logging
 import re
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tools/ is not installed
 
 import numpy as np
 import torch
 
+from tools.realdata import REAL_DATASETS, REPO_ROOT, prepare_real, shared_data_dir
 from trajmoe.city.data import DEFAULT_MAX_LEN, CityData
 from trajmoe.city.subset import run_subset
 from trajmoe.city.tasks import TASKS
-from trajmoe.devtools.realdata import REAL_DATASETS, REPO_ROOT, prepare_real, shared_data_dir
 from trajmoe.errors import PreparedDataError
 from trajmoe.train.calibration import calibrate_head
 from trajmoe.train.checkpoint import load_checkpoint, save_checkpoint

@@ -10,12 +10,15 @@ time stamp). See README.md in this folder for what the files are and the model b
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tools/ is not installed
+
+from tools.synthetic import SyntheticConfig, generate_trajectories
 from trajmoe.pois.basemap import read_basemap, write_basemap
 from trajmoe.pois.offline import helsinki_extract_path, read_pois, write_pois
-from trajmoe.trajectories.synthetic import SyntheticConfig, generate_trajectories
 
 HERE = Path(__file__).resolve().parent
 POIS_NAME = "helsinki_pois.parquet"

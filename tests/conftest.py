@@ -13,7 +13,16 @@ from osm_server import (
     overpass_json_from_osm_xml,
 )
 
-from trajmoe.devtools.realdata import REPO_ROOT, shared_data_dir
+from tools.realdata import REPO_ROOT, shared_data_dir
+
+
+def pytest_configure(config):
+    """One torch thread for the whole test process, set once here (not per test file): on a shared
+    2-core machine OpenMP threads spin-wait on each other and a training step gets several times
+    slower (bench/results/moe_dispatch.txt); one count also keeps float sums in one order."""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
@@ -91,14 +100,11 @@ def app_sandbox():
     import os
     import sys
 
-    import torch
-
     from trajmoe.train.checkpoint import save_checkpoint
     from trajmoe.train.models import new_trajmoe
 
     @contextlib.contextmanager
     def sandbox(root: Path, *, n_layers: int = 1):
-        torch.set_num_threads(1)
         model, config = new_trajmoe(d_model=32, n_layers=n_layers, n_heads=2, seed=0)
         ckpt = save_checkpoint(root / "tiny.safetensors", model, arch="trajmoe", config=config,
                                info={"cities": ["nowhere"], "domain_experts": []})

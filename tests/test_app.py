@@ -19,8 +19,6 @@ from streamlit.testing.v1 import AppTest
 APP = Path(__file__).resolve().parent.parent / "app" / "streamlit_app.py"
 TIMEOUT = 240  # seconds per script run: the first run on a cold cache prepares the sample
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, sample_trajectories, app_sandbox):

@@ -16,14 +16,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 from streamlit.testing.v1 import AppTest
 from test_app import go
 
 APP = Path(__file__).resolve().parent.parent / "app" / "streamlit_app.py"
 TIMEOUT = 240
-
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from trajmoe.analysis.flows import (
     _day_type,
@@ -19,8 +18,6 @@ from trajmoe.analysis.flows import (
 from trajmoe.analysis.predict import predict
 from trajmoe.analysis.privacy import HOUR_BAND, persons_per
 from trajmoe.train.models import set_task
-
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +130,7 @@ def app_env(tmp_path_factory, app_sandbox):
 def _flows_page():
     from streamlit.testing.v1 import AppTest
 
-    from trajmoe.devtools.realdata import REPO_ROOT
+    from tools.realdata import REPO_ROOT
 
     at = AppTest.from_file(str(REPO_ROOT / "app" / "streamlit_app.py"), default_timeout=240).run()
     assert not at.exception, at.exception

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
+from tools.realdata import prepare_real
 from trajmoe.city.batch import IGNORE
 from trajmoe.city.data import CityData
 from trajmoe.city.subset import run_subset
 from trajmoe.city.transitions import TRANSITION_PRIOR
-from trajmoe.devtools.realdata import prepare_real
 from trajmoe.errors import TrajMoEError
 from trajmoe.train.baselines import (
     EPR_FEATURES,
@@ -30,7 +30,6 @@ METRIC_KEYS = {f"acc@{k}" for k in KS} | {"mrr", "ndcg@10", "n", "seconds", "ste
 
 @pytest.fixture(scope="module")
 def data(helsinki):
-    torch.set_num_threads(1)
     return helsinki
 
 
@@ -225,7 +224,6 @@ def test_baseline_loss_ignores_padding_and_misses(data):
 
 @pytest.mark.slow
 def test_real_nyc_foursquare_epr_beats_markov_beats_popular(shared_data, tmp_path_factory):
-    torch.set_num_threads(1)
     nyc = prepare_real("nyc_foursquare", tmp_path_factory.mktemp("real"))
     acc = {name: run_baseline(name, nyc)["acc@1"] for name in ("popular", "markov", "epr")}
     assert acc["epr"] > acc["markov"] + 0.1 > acc["popular"] + 0.1, acc
@@ -235,7 +233,6 @@ def test_return_gravity_fits_real_taxi_trips_with_collinear_features(shared_data
     """Mexico City taxi trips: the context is one origin, so recency = is_current = seen and the Newton
     Hessian is near-singular; the full Newton step is huge. The fit used to give up at zero weights
     (Acc@1 0: every candidate tied) after 5 halvings; it must backtrack further and fit."""
-    torch.set_num_threads(1)
     trips = prepare_real("mexico_city_taxi_trips", tmp_path_factory.mktemp("real"))
     acc = {name: run_baseline(name, trips)["acc@1"] for name in ("popular", "epr")}
     assert acc["epr"] > acc["popular"] + 0.05, acc

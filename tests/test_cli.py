@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
+from tools.realdata import REAL_DATASETS
 from trajmoe.cli import build_parser, main
-from trajmoe.devtools.realdata import REAL_DATASETS
 
 VERBS = ["validate", "pois", "prepare", "pretrain", "finetune", "evaluate", "baseline", "predict"]
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from tools.realdata import REPO_ROOT
 from trajmoe.city.subset import run_subset
-from trajmoe.devtools.realdata import REPO_ROOT
 from trajmoe.errors import CheckpointError
 from trajmoe.train.checkpoint import load_checkpoint, read_sidecar, save_checkpoint
 from trajmoe.train.evaluate import evaluate
@@ -21,7 +21,6 @@ from trajmoe.train.finetune import finetune, visit_features
 from trajmoe.train.fit import TrainConfig, fit
 from trajmoe.train.models import new_trajmoe
 
-torch.set_num_threads(1)
 CFG = dict(fraction=0.05, epochs=1, seed=3, batch_size=8, eval_batch_size=512)
 
 
@@ -148,7 +147,7 @@ def test_cli_finetune_numbers_are_reproduced_by_evaluate(helsinki_folder, base, 
 
 @pytest.fixture(scope="module")
 def real_city(request, tmp_path_factory):
-    from trajmoe.devtools.realdata import prepare_real, shared_data_dir
+    from tools.realdata import prepare_real, shared_data_dir
 
     if shared_data_dir() is None:
         pytest.skip("../shared/data not found: the real Los Angeles / San Francisco files are needed")

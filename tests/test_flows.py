@@ -33,8 +33,6 @@ from trajmoe.analysis.zones import read_zones
 from trajmoe.city.data import CityData
 from trajmoe.train.evaluate import rank_targets
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="module")
 def city(small_helsinki) -> CityData:

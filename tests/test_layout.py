@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from trajmoe.devtools.layout import MAX_LINES, report, scan
-from trajmoe.devtools.realdata import REPO_ROOT
+from tools.layout import MAX_LINES, report, scan
+from tools.realdata import REPO_ROOT
 
 
 def test_the_package_keeps_its_layout_rules():
@@ -18,7 +18,7 @@ def test_the_package_keeps_its_layout_rules():
 
 
 def test_the_layout_script_prints_module_sizes():
-    proc = subprocess.run([sys.executable, "-m", "trajmoe.devtools.layout"], cwd=REPO_ROOT, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "tools.layout"], cwd=REPO_ROOT, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "trajmoe.city.subset" in proc.stdout and "no import cycle" in proc.stdout

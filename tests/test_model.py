@@ -20,9 +20,6 @@ from trajmoe.model.trajmoe import TrajMoE
 from trajmoe.pois.categories import CATEGORIES
 from trajmoe.train.fit import HEAD_SCALES, trainable_parameters
 
-torch.set_num_threads(1)
-
-
 TINY = dict(d_model=32, n_layers=2, n_heads=4, max_len=16, dropout=0.0, encoder_group_dim=8,
             n_routed_experts=4, top_k=2)
 

@@ -19,7 +19,6 @@ TINY = {"trajmoe": dict(d_model=16, n_layers=1, n_heads=2), "transformer": dict(
 
 @pytest.fixture(scope="module")
 def data(helsinki):
-    torch.set_num_threads(1)
     return helsinki
 
 

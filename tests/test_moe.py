@@ -19,8 +19,6 @@ from trajmoe.model.moe import (
 )
 from trajmoe.pois.categories import CATEGORIES
 
-torch.set_num_threads(1)
-
 D, P = 16, 12
 
 

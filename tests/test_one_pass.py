@@ -14,12 +14,10 @@ import numpy as np
 import pytest
 import torch
 
+from tools.realdata import prepare_real
 from trajmoe.city.segments import one_pass_segments, segment_batches
-from trajmoe.devtools.realdata import prepare_real
 from trajmoe.train.baselines import ReturnGravity
 from trajmoe.train.models import new_trajmoe
-
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import re
 import subprocess
 import sys
 
-from trajmoe.devtools.realdata import REPO_ROOT
+from tools.realdata import REPO_ROOT
 
 
 def test_the_library_example_runs(tmp_path):

@@ -45,7 +45,6 @@ class Payload:
 @pytest.fixture(scope="module")
 def good(tmp_path_factory) -> Path:
     """A valid tiny checkpoint pair."""
-    torch.set_num_threads(1)
     model, config = new_trajmoe(d_model=16, n_layers=1, n_heads=2, expert_hidden=16, n_routed_experts=2, top_k=1)
     return save_checkpoint(tmp_path_factory.mktemp("good") / "good.safetensors", model, arch="trajmoe", config=config)
 

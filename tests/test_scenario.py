@@ -16,8 +16,6 @@ from trajmoe.city.features import POI_COLUMNS, RING_POI_COLUMNS, build_cell_tabl
 from trajmoe.city.prepare import prepare
 from trajmoe.errors import InputDataError, POIError, TrajMoEError
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="module")
 def small_csv(tmp_path_factory, sample_trajectories):

@@ -1,4 +1,4 @@
-"""The synthetic population (trajmoe/synthetic.py) and the shipped Helsinki sample built from it."""
+"""The synthetic population (tools/synthetic.py) and the shipped Helsinki sample built from it."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trajmoe.errors import InputDataError
-from trajmoe.pois.categories import CATEGORIES
-from trajmoe.pois.offline import helsinki_extract_path, read_pois
-from trajmoe.trajectories.synthetic import (
+from tools.synthetic import (
     TRAJECTORY_COLUMNS,
     SyntheticConfig,
     generate_trajectories,
 )
-from trajmoe.trajectories.synthetic_stats import summarize
+from tools.synthetic_stats import summarize
+from trajmoe.errors import InputDataError
+from trajmoe.pois.categories import CATEGORIES
+from trajmoe.pois.offline import helsinki_extract_path, read_pois
 
 SMALL = SyntheticConfig(n_users=40, days=28)
 ISO_WITH_OFFSET = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d$"

@@ -3,7 +3,6 @@
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from trajmoe.city.data import DEFAULT_MAX_LEN, CityData
 from trajmoe.city.subset import run_subset
@@ -60,7 +59,6 @@ def test_metrics_by_kind_parts_add_up():
 
 
 def test_evaluate_reports_returns_and_explorations(small_helsinki):
-    torch.set_num_threads(1)
     data = small_helsinki
     subset = run_subset(data, fraction=0.5, seed=0)
     m = evaluate(Markov().fit(data, subset.windows), data, split="test", subset=subset)

@@ -18,8 +18,6 @@ from trajmoe.train.baselines import Markov, ReturnGravity
 from trajmoe.train.evaluate import iter_scores
 from trajmoe.train.models import new_trajmoe, set_task
 
-torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="module")
 def model():

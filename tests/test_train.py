@@ -29,7 +29,6 @@ def small_city(helsinki_folder):
 
 def test_fit_reduces_loss_and_beats_untrained(small_city):
     torch.manual_seed(0)
-    torch.set_num_threads(2)
     data = CityData(small_city)
     few = run_subset(data, fraction=0.2, seed=0)  # 20% of the windows and of the validation targets keeps this fast
     model, _ = new_trajmoe(d_model=32, n_layers=1, n_heads=2, seed=0)

@@ -8,7 +8,7 @@ import sys
 import pandas as pd
 import pytest
 
-from trajmoe.devtools.realdata import REPO_ROOT
+from tools.realdata import REPO_ROOT
 
 SCRIPT = REPO_ROOT / "bench" / "transfer.py"
 

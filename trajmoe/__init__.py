@@ -2,7 +2,7 @@
 
 In: a trajectory file (check-ins, GPS fixes, trips, bike-share) and the city's POIs. Out: next-place
 predictions, origin -> destination flows, expert-routing maps and what-if changes, for planners.
-Data flows one way through stage subpackages (``python -m trajmoe.devtools.layout`` checks it)::
+Data flows one way through stage subpackages (``python -m tools.layout`` checks it)::
 
     trajectories/   read and check a trajectory file -> visits + a report of what was kept
     pois/           OpenStreetMap online (OSMnx) or offline files -> POIs in 20 categories

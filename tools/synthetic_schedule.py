@@ -1,6 +1,6 @@
 """The day of a synthetic agent: activity slots, their category mix, and where jobs are.
 
-Hand-set tables read by :mod:`trajmoe.trajectories.synthetic` (TimeGeo-like structure with a
+Hand-set tables read by :mod:`tools.synthetic` (TimeGeo-like structure with a
 fixed slot table instead of fitted circadian rates); changing them changes the shipped sample.
 """
 

@@ -9,7 +9,7 @@ The model follows the two ingredients the literature finds in every city:
   work, evening leisure, home at night; free days are different). This is the structure of
   TimeGeo (Jiang et al., "The TimeGeo modeling framework for urban mobility without travel
   surveys", PNAS 113(37), 2016), here with a fixed slot table instead of fitted circadian rates
-  (:mod:`trajmoe.trajectories.synthetic_schedule`).
+  (:mod:`tools.synthetic_schedule`).
 * Exploration and preferential return between the anchors (EPR: Song, Koren, Wang, Barabási,
   "Modelling the scaling properties of human mobility", Nature Physics 6, 2010). At an open slot
   an agent who has visited S distinct places explores a new one with probability
@@ -42,9 +42,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
-from trajmoe.errors import InputDataError
-from trajmoe.pois.categories import CATEGORIES
-from trajmoe.trajectories.synthetic_schedule import (
+from tools.synthetic_schedule import (
     ACTIVITIES,
     FREE_DAY,
     LATEST_H,
@@ -52,6 +50,8 @@ from trajmoe.trajectories.synthetic_schedule import (
     WORK_WEIGHTS,
     Slot,
 )
+from trajmoe.errors import InputDataError
+from trajmoe.pois.categories import CATEGORIES
 
 log = logging.getLogger(__name__)
 

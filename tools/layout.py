@@ -1,6 +1,6 @@
-"""Check the package layout: module sizes, import cycles and the stage order.
+"""Check the package layout (of ``trajmoe/``; this tool is not part of it): module sizes, import cycles and the stage order.
 
-    python -m trajmoe.devtools.layout        # prints the table; exit 1 when a rule is broken
+    python -m tools.layout        # prints the table; exit 1 when a rule is broken
 
 Every ``import`` counts, function-level ones included (a cycle hidden inside a function is still
 a cycle); only imports under ``if TYPE_CHECKING:`` are ignored, since they never run. Rules:
@@ -18,9 +18,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parents[1]
+PACKAGE_DIR = Path(__file__).resolve().parents[1] / "trajmoe"
 # Data flows left to right; a module may import from its own stage or any stage before it.
-STAGES = ("errors", "geo", "trajectories", "pois", "city", "model", "train", "analysis", "devtools", "cli")
+STAGES = ("errors", "geo", "trajectories", "pois", "city", "model", "train", "analysis", "cli")
 SAME_STAGE = {"trajectories": 2, "pois": 2}  # read independently, side by side
 MAX_LINES = 400
 DATA_TABLES = {"trajmoe.pois.categories"}  # the category table: long by nature
