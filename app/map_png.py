@@ -13,6 +13,8 @@ import math
 
 import numpy as np
 
+from trajmoe.geo import KM_PER_DEGREE
+
 _DPI = 110
 _WIDTH_PX = 560  # the camera was fitted for about this many pixels of width (views.flow_map etc.)
 
@@ -71,7 +73,7 @@ def _draw(ax, layer: dict, px_per_deg: float) -> None:
         pixels = layer.get("radiusUnits") == "pixels"
         radius = np.array([_number(layer.get("getRadius"), r, 5) for r in rows])
         if not pixels:  # metres -> pixels at this zoom, at least the layer's minimum
-            radius = np.maximum(radius / 111_320 * px_per_deg, float(layer.get("radiusMinPixels", 2)))
+            radius = np.maximum(radius / (1000 * KM_PER_DEGREE) * px_per_deg, float(layer.get("radiusMinPixels", 2)))
         ax.scatter(pos[:, 0], pos[:, 1], s=(radius * 0.75) ** 2 * math.pi, linewidths=0.6 if layer.get("stroked") else 0,
                    c=[_rgba(layer.get("getFillColor"), r) for r in rows], edgecolors=(0.2, 0.2, 0.25, 0.9), zorder=3)
 

@@ -19,8 +19,10 @@ import math
 import h3
 import numpy as np
 
-M_PER_DEG = 111_320.0  # metres per degree of latitude (and of longitude at the equator)
-_EARTH_M = 40_075_016.686
+from trajmoe.geo import KM_PER_DEGREE, project_km, unproject_km
+
+M_PER_DEG = 1000.0 * KM_PER_DEGREE  # metres per degree of latitude (and of longitude at the equator)
+_EARTH_M = 40_075_016.686  # Web Mercator's equator (2 pi x WGS84's 6,378,137 m): deck.gl's zoom scale, not geo's sphere
 _DIGITS = 6  # ~0.1 m: rounding keeps the maps' JSON small
 
 
@@ -30,19 +32,18 @@ def metres_per_pixel(latitude: float, zoom: float) -> float:
 
 
 class Local:
-    """An equirectangular plane in metres around (lat0, lon0): exact enough within a city."""
+    """The library's local plane (:func:`trajmoe.geo.project_km`) around (lat0, lon0), in metres."""
 
     def __init__(self, lat0: float, lon0: float):
-        self.lat0, self.lon0 = float(lat0), float(lon0)
-        self.kx = M_PER_DEG * max(math.cos(math.radians(self.lat0)), 1e-6)
+        self.centre = (float(lat0), float(lon0))
 
     def to_xy(self, lonlat: np.ndarray) -> np.ndarray:
         lonlat = np.asarray(lonlat, dtype=float)
-        return np.stack([(lonlat[..., 0] - self.lon0) * self.kx, (lonlat[..., 1] - self.lat0) * M_PER_DEG], axis=-1)
+        return 1000.0 * project_km(lonlat[..., 1], lonlat[..., 0], self.centre)
 
     def to_lonlat(self, xy: np.ndarray) -> np.ndarray:
-        xy = np.asarray(xy, dtype=float)
-        return np.stack([xy[..., 0] / self.kx + self.lon0, xy[..., 1] / M_PER_DEG + self.lat0], axis=-1)
+        lat, lon = unproject_km(np.asarray(xy, dtype=float) / 1000.0, self.centre)
+        return np.stack([lon, lat], axis=-1)
 
 
 def _rings(lonlat: np.ndarray) -> list:

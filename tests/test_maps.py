@@ -281,3 +281,19 @@ def test_hexagons_and_rims_are_the_cells():
     assert np.ptp(small[:, 0]) == pytest.approx(0.5 * np.ptp(ring[:, 0]), rel=1e-3)
     (outer, hole), = shapes.hexagon_rims([cell])
     assert np.allclose(np.array(outer), ring) and np.ptp(np.array(hole)[:, 0]) < np.ptp(ring[:, 0])
+
+
+def test_the_maps_use_the_librarys_one_local_projection():
+    """app/shapes.py's plane is trajmoe.geo.project_km in metres: one projection, one Earth radius."""
+    import shapes
+
+    from trajmoe.geo import haversine_km, project_km
+
+    centre = (60.17, 24.94)
+    lonlat = np.array([[24.95, 60.175], [24.90, 60.16]])
+    local = shapes.Local(*centre)
+    xy = local.to_xy(lonlat)
+    assert np.allclose(xy, 1000 * project_km(lonlat[:, 1], lonlat[:, 0], centre))
+    assert np.allclose(local.to_lonlat(xy), lonlat, rtol=0, atol=1e-12)
+    ring = np.array(shapes.circles([60.17], [24.94], 1000.0)[0])  # 1 km on the map is 1 km on geo's sphere
+    assert np.allclose(haversine_km(60.17, 24.94, ring[:, 1], ring[:, 0]), 1.0, rtol=5e-4)

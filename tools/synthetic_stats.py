@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from trajmoe.geo import EARTH_RADIUS_KM
+
 
 def summarize(frame: pd.DataFrame, *, window: int = 64) -> dict[str, float]:
     """The statistical signature of a visit frame, to compare a synthetic sample with real data.
@@ -35,7 +37,7 @@ def summarize(frame: pd.DataFrame, *, window: int = 64) -> dict[str, float]:
     hours = pd.to_datetime(frame["timestamp"].astype(str).str[:19]).dt.hour.to_numpy()
     lat, lon = np.radians(frame["lat"].to_numpy()), np.radians(frame["lon"].to_numpy())
     same_user = user[1:] == user[:-1]
-    jump = 6371.0 * np.hypot((lon[1:] - lon[:-1]) * np.cos(lat[1:]), lat[1:] - lat[:-1])[same_user]
+    jump = EARTH_RADIUS_KM * np.hypot((lon[1:] - lon[:-1]) * np.cos(lat[1:]), lat[1:] - lat[:-1])[same_user]
     return {
         "users": float(len(np.unique(user))),
         "visits": float(len(frame)),

@@ -11,7 +11,8 @@ import h3
 import numpy as np
 import pandas as pd
 
-EARTH_RADIUS_KM = 6371.0088  # IUGG mean Earth radius
+EARTH_RADIUS_KM = 6371.0088  # IUGG mean Earth radius: the one Earth constant of the repository
+KM_PER_DEGREE = float(np.radians(EARTH_RADIUS_KM))  # 111.195 km: a degree of latitude (of longitude at the equator)
 
 
 def latlon_to_cells(lat: np.ndarray, lon: np.ndarray, resolution: int) -> np.ndarray:
@@ -32,12 +33,23 @@ def cell_centres(cells: Iterable[str]) -> np.ndarray:
 
 
 def project_km(lat: np.ndarray, lon: np.ndarray, centre: tuple[float, float]) -> np.ndarray:
-    """Local equirectangular projection (km east, km north of ``centre``); exact enough in a city."""
+    """Local equirectangular projection (km east, km north of ``centre``); exact enough in a city.
+
+    The repository's one local projection (the app's map shapes use it in metres): ``lat`` and
+    ``lon`` of any one shape give ``(*shape, 2)``; :func:`unproject_km` is its inverse."""
     lat0 = np.radians(centre[0])
     dlon = (np.asarray(lon, dtype=np.float64) - centre[1] + 180.0) % 360.0 - 180.0  # across the antimeridian
     x = np.radians(dlon) * np.cos(lat0) * EARTH_RADIUS_KM
-    y = (np.radians(np.asarray(lat)) - lat0) * EARTH_RADIUS_KM
-    return np.column_stack([x, y])
+    y = (np.radians(np.asarray(lat, dtype=np.float64)) - lat0) * EARTH_RADIUS_KM
+    return np.stack([x, y], axis=-1)
+
+
+def unproject_km(xy: np.ndarray, centre: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Latitude and longitude of local km coordinates ``xy`` (``(..., 2)``, east and north of ``centre``)."""
+    xy = np.asarray(xy, dtype=np.float64)
+    lat = centre[0] + xy[..., 1] / KM_PER_DEGREE
+    lon = centre[1] + xy[..., 0] / (KM_PER_DEGREE * np.cos(np.radians(centre[0])))
+    return lat, lon
 
 
 def haversine_km(lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray, lon2: np.ndarray) -> np.ndarray:
