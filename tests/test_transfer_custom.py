@@ -1,6 +1,5 @@
 """``python bench/transfer.py --data DIR DIR ...``: leave-one-city-out on a researcher's own prepared folders."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -8,18 +7,11 @@ import sys
 import pandas as pd
 import pytest
 
+from bench.transfer_cache import RUNS, stale_runs
+from bench.transfer_runs import TransferSettings, folder_key, load_folders
 from tools.realdata import REPO_ROOT
 
 SCRIPT = REPO_ROOT / "bench" / "transfer.py"
-
-
-@pytest.fixture(scope="module")
-def transfer():
-    """bench/transfer.py as a module (it is a script, not part of the package)."""
-    spec = importlib.util.spec_from_file_location("bench_transfer", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +31,27 @@ def two_folders(tmp_path_factory, sample_trajectories, sample_pois):
     return folders
 
 
-def test_folder_keys_and_errors(transfer, two_folders, tmp_path):
-    assert [transfer.folder_key(f) for f in two_folders] == ["north_town", "south_bay"]
+def test_folder_keys_and_errors(two_folders, tmp_path):
+    assert [folder_key(f) for f in two_folders] == ["north_town", "south_bay"]
     with pytest.raises(SystemExit, match="at least 2"):
-        transfer.load_folders(two_folders[:1])
+        load_folders(two_folders[:1])
     with pytest.raises(SystemExit, match="trajmoe prepare"):
-        transfer.load_folders([two_folders[0], tmp_path])
-    assert set(transfer.load_folders(two_folders)) == {"north_town", "south_bay"}
+        load_folders([two_folders[0], tmp_path])
+    assert set(load_folders(two_folders)) == {"north_town", "south_bay"}
+
+
+def test_settings_are_checked_and_name_longer_pretraining_rows():
+    assert TransferSettings().pre("trajmoe_zero_shot") == "trajmoe_zero_shot"
+    assert TransferSettings(pretrain_steps=3000).pre("trajmoe_zero_shot") == "trajmoe_zero_shot_3000"
+    with pytest.raises(ValueError, match="seeds"):
+        TransferSettings(seeds=0)
+
+
+def test_no_committed_run_file_is_stale():
+    """Every committed run file is one the current versions read (bench/transfer_cache.py); an old
+    version's files are deleted when its version is bumped (git keeps them)."""
+    assert len(list(RUNS.glob("*.json"))) > 400
+    assert stale_runs(RUNS) == []
 
 
 def test_data_runs_leave_one_city_out_end_to_end(two_folders, tmp_path):
