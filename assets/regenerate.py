@@ -119,7 +119,7 @@ counted from the other fold). Trained {res.steps} steps ({res.seconds / 60:.1f} 
 
 {LICENCES}
 
-## Metrics (test split, H3 cells, DESIGN.md §Protocol)
+## Metrics (test split, H3 cells, the protocol of README.md § Protocol)
 
 In-domain rows are cities the model was pretrained on (their training splits); the Helsinki row
 is zero-shot on the embedded SYNTHETIC default.

@@ -78,7 +78,7 @@ class Row:
 
 @st.composite
 def timestamps(draw, timezone: str | None):
-    """(text, expected naive wall-clock or None) for one timestamp, per DESIGN.md §Time."""
+    """(text, expected naive wall-clock or None) for one timestamp, per :mod:`trajmoe.trajectories.timestamps`."""
     if draw(st.integers(0, 9)) == 0:
         return draw(st.sampled_from(GARBAGE_TIMES)), None
     wall = pd.Timestamp(draw(st.datetimes(min_value=pd.Timestamp("1975-01-01").to_pydatetime(),

@@ -225,7 +225,7 @@ def test_add_domain_expert_changes_only_its_city_and_feeds_light_mode():
     plain = TrajMoE(TrajMoEConfig(**TINY)).eval()  # same weights, no domain expert
     plain.load_state_dict({k: v for k, v in model.state_dict().items() if "domain" not in k})
     torch.testing.assert_close(plain(batch, other).logits, model(batch, other).logits)
-    # Light fine-tuning (train.py) selects parameters by name: domain experts, routers, head.
+    # Light fine-tuning (trajmoe/train/fit.py) selects parameters by name: domain experts, routers, head.
     light = {id(p) for p in trainable_parameters(model, "light")}
     names = {n for n, p in model.named_parameters() if id(p) in light}
     assert any(".domain_experts." in n for n in names) and "head.prior" in names

@@ -1,4 +1,4 @@
-"""What-if scenarios: edited POIs -> recomputed features -> the model's changed inflow (trajmoe/scenario.py)."""
+"""What-if scenarios: edited POIs -> recomputed features -> the model's changed inflow (trajmoe/analysis/scenario.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The transition table (city/transitions.py) and cross-fitting (RunSubset.cross_fit)."""
+"""The transition table (trajmoe/city/transitions.py) and cross-fitting (RunSubset.cross_fit)."""
 
 from __future__ import annotations
 

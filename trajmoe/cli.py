@@ -1,4 +1,4 @@
-"""The ``trajmoe`` command (DESIGN.md §CLI contract). Flags map one to one to the dataclass configs.
+"""The ``trajmoe`` command (README.md § The CLI). Flags map one to one to the dataclass configs.
 
 Errors a user can cause (TrajMoEError and its subclasses, missing files) print one clear message
 and exit with status 1 or 2; they never show a Python traceback.

@@ -171,7 +171,7 @@ def require_model(prep: Prepared) -> Shown:
 # --------------------------------------------------------------------------- fine-tuning
 @st.cache_data(show_spinner=False, max_entries=32)
 def baseline_metrics(folder: str, name: str, fraction: float) -> dict:
-    """Test metrics of a baseline trained on the same few-shot share (DESIGN.md §Protocol)."""
+    """Test metrics of a baseline trained on the same few-shot share (README.md § Protocol)."""
     from trajmoe.train.runner import run_baseline
 
     return run_baseline(name, city_data(folder), fraction=fraction, seed=SEED)

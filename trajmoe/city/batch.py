@@ -2,7 +2,7 @@
 
 Every model (TrajMoE, the dense Transformer, the GRU, the scorers) reads the same two objects,
 so baselines and TrajMoE are trained and evaluated through one interface. Built by
-``dataset.py``; the caller moves them to a device (``.to(device)``), modules never store one.
+``data.py``; the caller moves them to a device (``.to(device)``), modules never store one.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ UNKNOWN_WEEKDAY = 7  # datasets whose weekday is unreliable (sf/la Gowalla) use 
 
 # Time since the previous visit of the same user: 0 = first visit, then <0.5h, <1h, <2h, <4h, <8h,
 # <24h, <72h, >=72h. Jump from the previous visit: 0 = first visit, then <0.5, <1, <2, <5, <10,
-# <20, >=20 km. The edges live in dataset.py (GAP_EDGES_H, DIST_EDGES_KM).
+# <20, >=20 km. The edges live in data.py (GAP_EDGES_H, DIST_EDGES_KM).
 N_GAP_BUCKETS = 9
 N_DIST_BUCKETS = 8
 

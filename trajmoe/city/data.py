@@ -1,4 +1,4 @@
-"""A prepared city folder as the arrays and tensors models read (DESIGN.md §Protocol).
+"""A prepared city folder as the arrays and tensors models read (README.md § Protocol).
 
 :class:`CityData` loads a folder written by :func:`trajmoe.city.prepare.prepare` and gives the
 protocol's pieces: every training window, the targets of a split with their contexts, cell

@@ -1,4 +1,4 @@
-"""Per-cell location features: the spatial semantic encoder's input (DESIGN.md §3).
+"""Per-cell location features: the spatial semantic encoder's input (:mod:`trajmoe.model.encoder`).
 
 Two parts with different lifetimes:
 

@@ -1,4 +1,4 @@
-"""Prepare a city folder from one trajectory file (+ optional POIs), exactly as DESIGN.md §Protocol defines.
+"""Prepare a city folder from one trajectory file (+ optional POIs), exactly as README.md § Protocol states it.
 
 ``prepare`` writes:
 
@@ -126,11 +126,12 @@ def prepare(
     pois
         Optional POI file (any format ``pois.read_pois`` reads) or POI frame.
     resolution
-        H3 resolution; None = 8, or 10 for bike-share station data.
+        H3 resolution; None = chosen by :func:`default_resolution`: 8 for a city, 10 for bike-share
+        stations, 9 or 10 when the visits cover a small area (the report says which and why).
     kind
         ``auto`` (detect), ``checkins``, ``gps``, ``trips`` or ``stations``.
     timezone
-        IANA zone for Unix-second timestamps (see DESIGN.md §Time).
+        IANA zone for Unix-second timestamps (:mod:`trajmoe.trajectories.timestamps`).
     weekday_reliable
         False when the source's weekday is not trustworthy (sf/la Gowalla): weekday features
         fall back to "unknown".

@@ -1,4 +1,4 @@
-"""The run subset: what ONE run may see of a city (DESIGN.md §Protocol, few-shot fraction).
+"""The run subset: what ONE run may see of a city (README.md § Protocol, few-shot fraction).
 
 A run (pretraining, fine-tuning, a baseline, a benchmark cell, the app's views) is defined on a
 city by ``(fraction, seed, max_len)``. :func:`run_subset` turns that into the three things every

@@ -1,4 +1,4 @@
-"""Count and log-linear baselines of DESIGN.md §Protocol, behind the same interface as TrajMoE.
+"""Count and log-linear baselines of the protocol (README.md § Protocol), behind the same interface as TrajMoE.
 
 Every baseline scores the city's candidate cells for the next visit:
 ``score_last(batch, city) -> (B, N)`` for evaluation, and ``forward(batch, city, targets=False)``
@@ -170,7 +170,7 @@ EPR_TIME_FEATURES = (*EPR_FEATURES, "log_time_count", "hour_share")
 class ReturnGravity(nn.Module):
     """Exploration and preferential return + gravity: ``score = features @ weight``.
 
-    The four features DESIGN.md §Protocol fixes, per candidate n at a position:
+    Four base features, per candidate n at a position:
 
     * ``log_count``  log(1 + visits to n among the user's last ``window`` visits);
     * ``recency``    1 / (1 + visits since the last one to n), 0 if n is not among them;

@@ -183,7 +183,7 @@ def read_sidecar(path: str | Path) -> dict:
     if version != FORMAT_VERSION:
         raise CheckpointError(
             f"{weights.name} is checkpoint format {version}, this TrajMoE reads format {FORMAT_VERSION} "
-            "(successor terms and a learned return scorer in the head): regenerate it (`python assets/regenerate.py`, "
+            "(trained for two tasks, next and at-time): regenerate it (`python assets/regenerate.py`, "
             f"or `trajmoe pretrain`, then `trajmoe finetune` from a format-{FORMAT_VERSION} checkpoint) with this version."
         )
     if meta.get("feature_schema") != SCHEMA_ID:

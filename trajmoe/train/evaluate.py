@@ -9,7 +9,7 @@ Every model is scored through ONE path, :func:`iter_scores`:
 * a model without one (the GRU: its state depends on every earlier visit of the sequence) gets
   each target's own context of ``max_len`` visits, via ``score_last(batch, city)``.
 
-Ranks and metrics follow DESIGN.md §Protocol (metrics.py). Targets are streamed in bounded
+Ranks and metrics follow README.md § Protocol (``metrics.py``). Targets are streamed in bounded
 batches, so memory does not grow with the number of targets.
 """
 

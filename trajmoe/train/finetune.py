@@ -6,7 +6,7 @@ the browser and one tuned on the command line are trained, scored and described 
 1. :func:`trajmoe.train.fit.fit` on ``cfg.fraction`` of the city's training windows (seed
    ``cfg.seed``), early stopping and head calibration on the same share of validation targets;
 2. test metrics with cell features from exactly that subset's training visits (what the model
-   was tuned on; DESIGN.md §Protocol);
+   was tuned on; README.md § Protocol);
 3. the sidecar ``info`` for :func:`trajmoe.train.checkpoint.save_checkpoint`, recording the run
    subset (fraction, seed, window and visit counts) so ``evaluate`` and ``predict`` can say which
    visit features they use, and rebuild the subset's with ``--features subset``.

@@ -17,7 +17,7 @@
   one GPU per rank, ``distributed.rank_device``). Every rank draws
   the same city and the same batch at each step and takes its own shard of it; the loss is the
   token-summed cross-entropy divided by the GLOBAL token count, so the 2-rank update equals the
-  1-rank update (DESIGN.md §Protocol).
+  1-rank update (``tests/test_train.py`` checks it under ``torchrun``).
 
 Evaluation is in ``evaluate.py``, the process group in ``distributed.py``, the head calibration
 that ends a run with validation targets in ``calibration.py``.

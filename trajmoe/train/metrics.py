@@ -1,4 +1,4 @@
-"""Ranking metrics exactly as DESIGN.md §Protocol defines them.
+"""Ranking metrics exactly as README.md § Protocol states them.
 
 Rank of the target = 1 + #candidates scored higher + #other candidates scored equal, so ties never
 help (a constant scorer ranks every target last). A target outside the candidates (MISS) has rank

@@ -1,4 +1,4 @@
-"""Baseline runs of DESIGN.md §Protocol: train one baseline on a few-shot share of a city, score the test targets.
+"""Baseline runs of the protocol (README.md § Protocol): train one baseline on a few-shot share of a city, score the test targets.
 
 :data:`BASELINES` names them: the count models and the return + gravity scorer (``baselines.py``),
 the GRU (``gru.py``) and the dense Transformer (TrajMoE with ``moe=False``, ``models.py``); the
@@ -57,7 +57,7 @@ def run_baseline(name: str, data: CityData, *, fraction: float = 1.0, seed: int 
     data
         A prepared city.
     fraction, seed
-        Few-shot share of training windows and validation targets (DESIGN.md §Protocol); the same
+        Few-shot share of training windows and validation targets (:func:`trajmoe.city.subset.run_subset`); the same
         subset every method sees for this (fraction, seed).
     progress
         Optional ``(step, total, loss)`` callback (training steps, or Newton iterations for ``epr``).

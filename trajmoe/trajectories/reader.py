@@ -8,7 +8,7 @@ row numbers, in a :class:`~trajmoe.trajectories.report.ValidationReport`; a file
 used at all gives a report with ``fatal`` messages, never a raw pandas/pyarrow traceback. Files are
 streamed in chunks (``chunks.CHUNK_ROWS`` rows), so memory grows with the kept columns only.
 
-Time (DESIGN.md §Time, :mod:`trajmoe.trajectories.timestamps`): ``2012-04-07T13:42:00-04:00`` is
+Time (README.md § Data format, :mod:`trajmoe.trajectories.timestamps`): ``2012-04-07T13:42:00-04:00`` is
 read as the wall-clock it states, 13:42 (the offset is dropped, not converted to UTC); a timestamp
 without an offset is taken as local. Known-UTC values (Unix seconds or milliseconds, and ISO
 strings ending in ``Z``/``UTC``) are converted to ``timezone`` when one is given, else kept as UTC

@@ -17,7 +17,7 @@ from trajmoe.trajectories.report import ReadState, ValidationReport, plural
 
 log = logging.getLogger(__name__)
 
-MIN_ROWS_PER_USER = 3  # DESIGN.md §Protocol: users need >= 3 visits
+MIN_ROWS_PER_USER = 3  # README.md § Protocol: users need >= 3 visits
 
 
 def drop_bad_timestamps(frame: pd.DataFrame, raw: pd.Series, report: ValidationReport,

@@ -1,6 +1,6 @@
 """Timestamp columns of any common form to naive local wall-clock (datetime64[ns]).
 
-Time (DESIGN.md §Time): ``2012-04-07T13:42:00-04:00`` is read as the wall-clock it states,
+Time (README.md § Data format): ``2012-04-07T13:42:00-04:00`` is read as the wall-clock it states,
 13:42 (the offset is dropped, not converted to UTC); a timestamp without an offset is taken as
 local. Known-UTC values (Unix seconds or milliseconds, and ISO strings ending in ``Z``/``UTC``)
 are converted to ``timezone`` when one is given, else kept as UTC with a note.
