@@ -214,7 +214,8 @@ def run_target(settings: TransferSettings, metro: str, *, ablations: bool, main_
         for name in names:
             ck = pretrained(settings, metro, "trajmoe", name, ABLATIONS[name])
             for target, data in cities.items():
-                with_seeds(settings, target, f"ablation_{name}", FEW, lambda s, c=ck, d=data: finetune_run(settings, c, d, s))
+                with_seeds(settings, target, f"ablation_{name}", FEW,
+                           lambda s, c=ck, d=data: finetune_run(settings, c, d, s))
     if main_table and scratch_neural:
         for target, data in cities.items():
             for method in NEURAL_SCRATCH:
@@ -229,20 +230,23 @@ def main_runs(settings: TransferSettings, metro: str, cities: dict[str, CityData
     pre = settings.pre
     ck_moe = pretrained(settings, metro, "trajmoe", "trajmoe", {})
     for target, data in cities.items():
-        with_seeds(settings, target, pre("trajmoe_pretrained_ft1"), FEW, lambda s, d=data: finetune_run(settings, ck_moe, d, s))
+        with_seeds(settings, target, pre("trajmoe_pretrained_ft1"), FEW,
+                   lambda s, d=data: finetune_run(settings, ck_moe, d, s))
         with_seeds(settings, target, pre("trajmoe_zero_shot"), FEW,
                    lambda s, d=data: finetune_run(settings, ck_moe, d, s, zero_shot=True))
         with_seeds(settings, target, "ablation_prior_terms_only", FEW,
                    lambda s, d=data: finetune_run(settings, ck_moe, d, s, prior_only=True))
         for method in COUNTS:
             for fraction in (FEW, 1.0):
-                with_seeds(settings, target, method, fraction, lambda s, m=method, f=fraction, d=data: scratch_run(settings, m, d, f, s))
+                with_seeds(settings, target, method, fraction,
+                           lambda s, m=method, f=fraction, d=data: scratch_run(settings, m, d, f, s))
 
     def dense() -> Path:  # pretrained only when a run needs it (cached runs do not)
         return pretrained(settings, metro, "transformer", "transformer", {})
 
     for target, data in cities.items():
-        with_seeds(settings, target, pre("transformer_pretrained_ft1"), FEW, lambda s, d=data: finetune_run(settings, dense(), d, s))
+        with_seeds(settings, target, pre("transformer_pretrained_ft1"), FEW,
+                   lambda s, d=data: finetune_run(settings, dense(), d, s))
 
 
 def other_kind_runs(settings: TransferSettings, key: str) -> None:
@@ -252,16 +256,21 @@ def other_kind_runs(settings: TransferSettings, key: str) -> None:
     ck_moe = pretrained(settings, metro, "trajmoe", "trajmoe", {})
     data = prepared(key)
     with_seeds(settings, key, pre("trajmoe_pretrained_ft1"), FEW, lambda s: finetune_run(settings, ck_moe, data, s))
-    with_seeds(settings, key, pre("trajmoe_zero_shot"), FEW, lambda s: finetune_run(settings, ck_moe, data, s, zero_shot=True))
-    with_seeds(settings, key, "ablation_prior_terms_only", FEW, lambda s: finetune_run(settings, ck_moe, data, s, prior_only=True))
+    with_seeds(settings, key, pre("trajmoe_zero_shot"), FEW,
+               lambda s: finetune_run(settings, ck_moe, data, s, zero_shot=True))
+    with_seeds(settings, key, "ablation_prior_terms_only", FEW,
+               lambda s: finetune_run(settings, ck_moe, data, s, prior_only=True))
     for method in OTHER_SCRATCH:
         for fraction in (FEW, 1.0):
-            with_seeds(settings, key, method, fraction, lambda s, m=method, f=fraction: scratch_run(settings, m, data, f, s))
+            with_seeds(settings, key, method, fraction,
+                       lambda s, m=method, f=fraction: scratch_run(settings, m, data, f, s))
     ck_dense = pretrained(settings, metro, "transformer", "transformer", {})
-    with_seeds(settings, key, pre("transformer_pretrained_ft1"), FEW, lambda s: finetune_run(settings, ck_dense, data, s))
+    with_seeds(settings, key, pre("transformer_pretrained_ft1"), FEW,
+               lambda s: finetune_run(settings, ck_dense, data, s))
     for method in ("gru", "transformer"):
         for fraction in (FEW, 1.0):
-            with_seeds(settings, key, method, fraction, lambda s, m=method, f=fraction: scratch_run(settings, m, data, f, s))
+            with_seeds(settings, key, method, fraction,
+                       lambda s, m=method, f=fraction: scratch_run(settings, m, data, f, s))
 
 
 def at_time_runs(settings: TransferSettings, metro: str, *, scratch_neural: bool = True, dense: bool = False) -> None:
@@ -322,9 +331,11 @@ def custom_runs(settings: TransferSettings, cities: dict[str, CityData], *, scra
         sources = [c for k, c in cities.items() if k != key]
         digest = hashlib.sha1("\n".join(sorted(str(c.folder.resolve()) for c in sources)).encode()).hexdigest()[:10]
         ck = pretrained(settings, f"custom-{key}-{digest}", "trajmoe", "trajmoe", {}, sources=sources)
-        with_seeds(settings, key, pre("trajmoe_pretrained_ft1"), FEW, lambda s, c=ck, d=data: finetune_run(settings, c, d, s))
+        with_seeds(settings, key, pre("trajmoe_pretrained_ft1"), FEW,
+                   lambda s, c=ck, d=data: finetune_run(settings, c, d, s))
         with_seeds(settings, key, pre("trajmoe_zero_shot"), FEW,
                    lambda s, c=ck, d=data: finetune_run(settings, c, d, s, zero_shot=True))
         for method in scratch:
             for fraction in (FEW, 1.0):
-                with_seeds(settings, key, method, fraction, lambda s, m=method, f=fraction, d=data: scratch_run(settings, m, d, f, s))
+                with_seeds(settings, key, method, fraction,
+                           lambda s, m=method, f=fraction, d=data: scratch_run(settings, m, d, f, s))
