@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -60,3 +61,32 @@ def test_relative_and_package_imports_resolve_to_modules(tmp_path):
     assert layout.imports["trajmoe.pois.x"] == {"trajmoe.pois.y"}
     assert layout.imports["trajmoe.trajectories.r"] == {"trajmoe.pois.y"}  # side by side: allowed
     assert not layout.cycles() and not layout.stage_violations()
+
+
+def test_the_readme_layout_table_names_every_module():
+    """README.md § Layout: an entry per subpackage of trajmoe/ naming each of its modules, and the
+    top-level modules; a module added or renamed without the table fails here."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    block = readme[readme.index("## Layout"):].split("```")[1]
+    entries, current = {}, None
+    for line in block.splitlines():
+        head = re.match(r"^  (\S.*?)(?:\s{2,}|$)", line)  # the first column: "city/", "errors.py, geo.py"
+        if head:
+            current = head.group(1)
+            entries[current] = line
+        elif current and line.startswith("    "):
+            entries[current] += " " + line
+    package = REPO_ROOT / "trajmoe"
+    missing = []
+    for sub in sorted(p for p in package.iterdir() if (p / "__init__.py").is_file()):
+        text = entries.get(f"{sub.name}/")
+        if text is None:
+            missing.append(f"{sub.name}/")
+            continue
+        words = set(re.findall(r"\w+", text))
+        missing += [f"{sub.name}/{m.name}" for m in sorted(sub.glob("*.py"))
+                    if m.stem != "__init__" and m.stem not in words]
+    top = {name for column in entries for name in column.split(", ")}
+    missing += [m.name for m in sorted(package.glob("*.py")) if m.stem not in ("__init__", "__main__")
+                and m.name not in top]
+    assert not missing, f"README.md's layout table does not name: {missing}"
