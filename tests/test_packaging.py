@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import ast
+import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -74,12 +76,18 @@ def test_the_package_ships_neither_tools_nor_the_sample_generator():
 @pytest.mark.slow
 def test_a_clean_install_imports_every_module(tmp_path):
     """``pip install -c requirements.txt .`` into a fresh virtual environment (minutes), then every
-    module of the installed trajmoe imports from a folder outside the repository."""
+    module of the installed trajmoe imports from a folder outside the repository. Built from a copy
+    of what the package is made of, so no build/ folder of an earlier build can add stale modules."""
+    source = tmp_path / "source"
+    shutil.copytree(REPO_ROOT / "trajmoe", source / "trajmoe", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO_ROOT / name, source / name)
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}  # nothing of the repo's
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300, env=env)
     python = venv / "bin" / "python"
     pip = subprocess.run([str(python), "-m", "pip", "install", "-q", "-c", str(REPO_ROOT / "requirements.txt"),
-                          str(REPO_ROOT)], capture_output=True, text=True, timeout=1800)
+                          str(source)], capture_output=True, text=True, timeout=1800, env=env)
     assert pip.returncode == 0, pip.stdout[-3000:] + pip.stderr[-3000:]
     expected = sorted(".".join(p.relative_to(REPO_ROOT).with_suffix("").parts).removesuffix(".__init__")
                       for p in (REPO_ROOT / "trajmoe").rglob("*.py"))
@@ -91,7 +99,7 @@ def test_a_clean_install_imports_every_module(tmp_path):
             "print(trajmoe.__file__)\n"
             "print(importlib.util.find_spec('tools') is None)\n"
             "print(*sorted(names), sep='\\n')\n")
-    run = subprocess.run([str(python), "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    run = subprocess.run([str(python), "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     where, no_tools, *names = run.stdout.split()
     assert where.startswith(str(venv)) and no_tools == "True"
