@@ -25,6 +25,7 @@ from trajmoe.train.device import (  # torch-free import
     check_precision,
     resolve_device,
 )
+from trajmoe.train.recipe import FINETUNE, PRETRAIN  # torch-free import
 
 log = logging.getLogger("trajmoe")
 
@@ -121,14 +122,21 @@ def _train_config(args, **overrides):
     from trajmoe.train.fit import TrainConfig
 
     kw = dict(epochs=args.epochs, max_steps=args.max_steps, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
-              precision=args.precision)
+              warmup_steps=args.warmup, precision=args.precision)
     kw.update(overrides)
     return TrainConfig(**kw)
 
 
+def _say_capped(res, cfg) -> None:
+    """One line on stderr when --epochs ended the run before --max-steps (never capped in silence)."""
+    if res.epoch_capped:
+        print(f"note: --max-steps {cfg.max_steps} asked, but {cfg.epochs} epoch(s) of the training windows allow "
+              f"{res.planned_steps} steps: ran {res.steps}. Raise --epochs to run them all.", file=sys.stderr)
+
+
 def cmd_pretrain(args) -> int:
     from trajmoe.city.data import CityData
-    from trajmoe.train.checkpoint import save_checkpoint
+    from trajmoe.train.checkpoint import save_checkpoint, training_record
     from trajmoe.train.distributed import (
         dist_info,
         maybe_init_distributed,
@@ -146,16 +154,16 @@ def cmd_pretrain(args) -> int:
     cfg = _train_config(args, tasks=tuple(args.task))
     res = fit(model, cities, cfg, progress=_progress_bar("pretrain"))
     if rank == 0:
-        info = {
-            "cities": [c.name for c in cities],
-            "domain_experts": [c.name for c in cities],
-            "training": {"kind": "pretrain", "steps": res.steps, "seconds": round(res.seconds, 1), "world_size": world,
-                         "final_loss": res.losses[-1] if res.losses else None, "tasks": list(cfg.tasks),
-                         "data": [Path(str(c.folder)).name for c in cities],
-                         "train_visits": {c.name: c.meta["n_visits"]["train"] for c in cities}},
-        }
-        save_checkpoint(args.out, model, arch="trajmoe", config=config, info=info)
-        print(f"pretrained on {', '.join(c.name for c in cities)}: {res.steps} steps in {res.seconds:.1f}s -> {args.out}")
+        record = training_record("pretrain", res, cfg, world_size=world)
+        info = {"cities": [d.city for d in record.datasets.values()], "domain_experts": model.domain_expert_names()}
+        save_checkpoint(args.out, model, arch="trajmoe", config=config, info=info, record=record)
+        for c in res.skipped:
+            print(f"skipped {c.dataset} ({c.name}): no training windows (no user with 2 training visits); "
+                  "not trained on and not in the checkpoint's record", file=sys.stderr)
+        _say_capped(res, cfg)
+        trained = ", ".join(f"{name} ({d.city}, {d.train_visits:,} training visits)" for name, d in record.datasets.items())
+        print(f"pretrained on {trained}: {res.steps} steps in {res.seconds:.1f}s, final loss {record.final_loss:.3f} "
+              f"(mean of the last steps) -> {args.out}")
     shutdown_distributed()
     return 0
 
@@ -164,15 +172,14 @@ def cmd_finetune(args) -> int:
     from trajmoe.city.data import CityData
     from trajmoe.train.checkpoint import load_checkpoint
     from trajmoe.train.finetune import finetune
-    from trajmoe.train.models import set_task
 
     model, meta = load_checkpoint(args.checkpoint)
-    model.to(args.torch_device)
-    set_task(model, args.task)  # fine-tuning may teach a checkpoint a task it was not pretrained for
+    model.to(args.torch_device)  # fine-tuning may teach a checkpoint a task it was not pretrained for
     data = CityData(args.data)
     cfg = _train_config(args, fraction=args.fraction, mode=args.mode, tasks=(args.task,))
     run = finetune(model, data, cfg, base_info=meta, source=str(args.checkpoint), progress=_progress_bar("fine-tune"))
     run.save(args.out, arch=meta["arch"])
+    _say_capped(run.train, cfg)
     kept = {"starting": "the starting state (no epoch beat it on the validation share)",
             "fine-tuned": "the fine-tuned state"}.get(run.train.kept, "the fine-tuned state (no validation targets)")
     print(f"fine-tuned on {cfg.fraction:.0%} of {data.name}: {run.train.steps} steps in {run.train.seconds:.1f}s, kept "
@@ -200,10 +207,10 @@ def cmd_evaluate(args) -> int:
 
     model, meta = load_checkpoint(args.checkpoint)
     model.to(args.torch_device)
-    require_task(model, args.task, checkpoint=Path(args.checkpoint).name)
+    task = require_task(model, args.task, checkpoint=Path(args.checkpoint).name)
     data = CityData(args.data)
     subset = _visit_features(args, meta, data)
-    metrics = evaluate(model, data, split=args.split, subset=subset)
+    metrics = evaluate(model, data, split=args.split, subset=subset, task=task)
     metrics["features"] = args.features
     metrics["task"] = args.task
     _write_json(args.json, metrics)
@@ -235,10 +242,11 @@ def cmd_predict(args) -> int:
 
     model, meta = load_checkpoint(args.checkpoint)
     model.to(args.torch_device)
-    require_task(model, args.task, checkpoint=Path(args.checkpoint).name)
+    task = require_task(model, args.task, checkpoint=Path(args.checkpoint).name)
     data = CityData(args.data)
     subset = _visit_features(args, meta, data)
-    table = predict_next(model, data, top_k=args.top_k, split=args.split, city=subset.city if subset else None)
+    table = predict_next(model, data, top_k=args.top_k, split=args.split, city=subset.city if subset else None,
+                         task=task)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     table.to_parquet(args.out, index=False)
     print(f"{len(table)} predictions ({table['user_id'].nunique()} users) -> {args.out}")
@@ -289,12 +297,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the source's weekday is not trustworthy (e.g. SNAP Gowalla SF/LA): use hour of day only")
     s.set_defaults(func=cmd_prepare)
 
-    def train_flags(s, epochs=1):
-        s.add_argument("--epochs", type=int, default=epochs)
-        s.add_argument("--max-steps", type=int, default=None)
+    def train_flags(s, recipe):
+        """Training flags with ``recipe``'s defaults (train.recipe): they map one to one to TrainConfig fields."""
+        s.add_argument("--epochs", type=int, default=recipe.epochs,
+                       help="passes over the training windows" + (
+                           " (default: no limit, --max-steps decides)" if recipe.epochs is None else
+                           f" (default {recipe.epochs})") + "; with --max-steps the run ends at whichever comes "
+                           "first, and says so when the epochs end it early")
+        s.add_argument("--max-steps", type=int, default=recipe.max_steps,
+                       help=f"optimiser steps (default {recipe.max_steps or 'none: the epochs decide'})")
         s.add_argument("--seed", type=int, default=0)
-        s.add_argument("--batch-size", type=int, default=32)
-        s.add_argument("--lr", type=float, default=3e-3)
+        s.add_argument("--batch-size", type=int, default=recipe.batch_size, help="training windows per step")
+        s.add_argument("--lr", type=float, default=recipe.lr, help=f"peak learning rate (default {recipe.lr:g})")
+        s.add_argument("--warmup", type=int, default=recipe.warmup_steps,
+                       help=f"learning-rate warm-up steps (default {recipe.warmup_steps})")
 
     def task_flag(s, *, many: bool = False):
         help_ = ("next: where the next visit is, its time unknown (default); at-time: where it is, given when it "
@@ -315,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="checkpoint NAME.safetensors (NAME.json written beside it)")
     s.add_argument("--d-model", type=int, default=128)
     s.add_argument("--layers", type=int, default=2)
-    train_flags(s, epochs=3)
+    train_flags(s, PRETRAIN)  # the shipped checkpoint's recipe (assets/regenerate.py)
     task_flag(s, many=True)
     s.set_defaults(func=cmd_pretrain)
 
@@ -325,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--fraction", type=float, default=0.05)
     s.add_argument("--mode", choices=["full", "light"], default="full")
-    train_flags(s)
+    train_flags(s, FINETUNE)
     task_flag(s)
     s.set_defaults(func=cmd_finetune)
 
