@@ -140,6 +140,9 @@ def test_old_records_of_every_writer_migrate():
     record = TrainingRecord.of(tuned_old)
     assert record.city == "Lisbon" and record.source == "base.safetensors" and record.subset == {"seed": 1}
     assert TrainingRecord.of({"cities": ["x"]}) is None and TrainingRecord.of({"training": "junk"}) is None
+    odd = TrainingRecord.of({"training": {"kind": "pretrain", "steps": "many", "from": 3, "tasks": "next",
+                                          "datasets": {"a": {"city": "A", "train_visits": "9"}, "b": 7}}})
+    assert (odd.steps, odd.source, odd.tasks, list(odd.datasets), odd.datasets["a"].train_visits) == (0, None, (), ["a"], None)
 
 
 @pytest.fixture(scope="module")

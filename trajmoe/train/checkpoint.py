@@ -119,16 +119,25 @@ class TrainingRecord:
         config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
         datasets = training.get("datasets")
         if isinstance(datasets, dict):
-            parsed = {str(k): TrainedData(**{f: v.get(f) for f in ("city", "kind", "train_visits") if f in v})
+            parsed = {str(k): TrainedData(city=v["city"], kind=str(v.get("kind") or ""),
+                                          train_visits=v.get("train_visits") if type(v.get("train_visits")) is int else None)
                       for k, v in datasets.items() if isinstance(v, dict) and isinstance(v.get("city"), str)}
         else:
             parsed = _old_datasets(training, meta)
-        known = {f.name for f in dataclasses.fields(cls)} - {"datasets", "source", "tasks", "trained_tasks", "trained_kinds"}
-        fields = {k: v for k, v in training.items() if k in known}
-        return cls(**fields, datasets=parsed, source=training.get("from"),
+        fields = {k: v for k, v in training.items() if k in _FIELD_TYPES and isinstance(v, _FIELD_TYPES[k])
+                  and (_FIELD_TYPES[k] is bool or not isinstance(v, bool))}  # a value of another type: the default
+        source = training.get("from")
+        return cls(**fields, datasets=parsed, source=source if isinstance(source, str) else None,
                    tasks=_names(training.get("tasks")),
                    trained_tasks=_names(training.get("trained_tasks") or config.get("tasks")),
                    trained_kinds=_names(training.get("trained_kinds") or config.get("pretrained_kinds")))
+
+
+# The JSON types of the record's plain fields (TrainingRecord.of keeps a value only when it has its type).
+_FIELD_TYPES = {"kind": str, "skipped": list, "steps": int, "seconds": int | float, "final_loss": int | float,
+                "seed": int, "batch_size": int, "lr": int | float, "warmup_steps": int, "epochs": int,
+                "max_steps": int, "fraction": int | float, "mode": str, "world_size": int, "splits": str, "city": str,
+                "subset": dict, "kept": str, "calibration_kept": bool}
 
 
 def _names(value) -> tuple[str, ...]:
@@ -146,8 +155,8 @@ def _old_datasets(training: dict, meta: dict) -> dict[str, TrainedData]:
         names, cities = [training["city"]], [training["city"]]  # the dataset was not recorded: its city names it
     if len(names) != len(cities):
         cities = [""] * len(names)
-    return {name: TrainedData(city=city, train_visits=visits.get(city) if cities.count(city) == 1 else None)
-            for name, city in zip(names, cities)}
+    counts = {city: n for city, n in visits.items() if type(n) is int and cities.count(city) == 1}
+    return {name: TrainedData(city=city, train_visits=counts.get(city)) for name, city in zip(names, cities)}
 
 
 def training_record(kind: str, result: TrainResult, cfg: TrainConfig, *, source: str | Path | None = None,

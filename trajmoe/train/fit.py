@@ -1,5 +1,11 @@
 """Pretraining and fine-tuning loop shared by TrajMoE and the neural baselines.
 
+:func:`fit` runs four phases: :func:`plan` (each city's run subset, the cities skipped for want
+of a training window, the step sampler and count), the optimiser steps, keep (the best validated
+state, or the starting one) and head calibration. It returns what it decided
+(:class:`TrainResult`: the kinds and tasks the weights are now trained for, the cities skipped)
+and never writes into the model's config; a checkpoint's training record carries them.
+
 * Multi-city pretraining: every step draws ONE city (probability proportional to its number of
   training windows ** temperature, 0.5 by default, so the largest city does not drown the rest)
   and a batch of that city's windows.
@@ -244,7 +250,7 @@ def plan(cities: list[CityData], cfg: TrainConfig) -> Plan:
     skipped = [c for c, s in zip(cities, subsets) if not s.windows]
     for c in skipped:
         log.warning("skipped %s (%s): no training windows at fraction %g (every user has fewer than 2 training "
-                    "visits in the run's share)", c.name, c.folder, cfg.fraction)
+                    "visits in the run's share)", c.dataset, c.name, cfg.fraction)
     subsets = [s for s in subsets if s.windows]
     if not subsets:
         raise TrajMoEError("No training windows: every city needs users with at least 2 training visits.")
@@ -259,7 +265,7 @@ def plan(cities: list[CityData], cfg: TrainConfig) -> Plan:
     probs /= probs.sum()
     steps_per_epoch = max(1, int(math.ceil(sizes.sum() / cfg.batch_size)))
     by_epochs = None if cfg.epochs is None else steps_per_epoch * cfg.epochs
-    steps = by_epochs if cfg.max_steps is None else cfg.max_steps if by_epochs is None else min(cfg.max_steps, by_epochs)
+    steps = min(n for n in (cfg.max_steps, by_epochs) if n is not None)  # TrainConfig requires one of them
     capped = cfg.max_steps is not None and steps < cfg.max_steps
     if capped:
         log.warning("%d steps asked, %d epochs of %d steps allow %d: the run stops after %d steps (give more "
@@ -470,12 +476,12 @@ def fit(
                          planned_steps=p.steps, epoch_capped=p.epoch_capped)
     validate = val is not None and len(val.targets) > 0
     best, start = _steps(model, p, cfg, result, val=val if validate else None, progress=progress)
-    t0 = time.perf_counter() - result.seconds
+    steps_done = time.perf_counter()
     kept_ranks = _keep(model, result, best, start)
     if cfg.calibrate and validate:
         _calibrate(model, val, cfg, result, kinds_before=kinds_before, kept_ranks=kept_ranks)
     result.trained_kinds = tuple(sorted(set(kinds_before) | {c.kind for c in p.cities}))
     result.trained_tasks = tuple(t for t in TASKS if t in set(getattr(config, "tasks", ())) | set(cfg.tasks))
     model.eval()
-    result.seconds = time.perf_counter() - t0  # from the first step to the end of calibration
+    result.seconds += time.perf_counter() - steps_done  # from the first step to the end of calibration
     return result
