@@ -143,7 +143,7 @@ def cmd_pretrain(args) -> int:
         rank_device,
         shutdown_distributed,
     )
-    from trajmoe.train.fit import fit
+    from trajmoe.train.fit import FINAL_LOSS_STEPS, fit
     from trajmoe.train.models import new_trajmoe
 
     maybe_init_distributed(args.torch_device)  # NCCL on CUDA (one GPU per rank), gloo on CPU
@@ -163,7 +163,7 @@ def cmd_pretrain(args) -> int:
         _say_capped(res, cfg)
         trained = ", ".join(f"{name} ({d.city}, {d.train_visits:,} training visits)" for name, d in record.datasets.items())
         print(f"pretrained on {trained}: {res.steps} steps in {res.seconds:.1f}s, final loss {record.final_loss:.3f} "
-              f"(mean of the last steps) -> {args.out}")
+              f"(mean of the last {min(res.steps, FINAL_LOSS_STEPS)} steps) -> {args.out}")
     shutdown_distributed()
     return 0
 

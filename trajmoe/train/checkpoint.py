@@ -99,11 +99,14 @@ class TrainingRecord:
     calibration_kept: bool = False
 
     def to_json(self) -> dict:
-        out = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("datasets", "source")}
+        """The sidecar's ``training`` entry (a fine-tuning run's starting checkpoint as ``from``)."""
+        tuned = self.kind == "finetune"
+        out = {k: v for k, v in dataclasses.asdict(self).items()
+               if k not in ("datasets", "source") and (tuned or k not in _FINETUNE_ONLY)}
         out["datasets"] = {name: dataclasses.asdict(d) for name, d in self.datasets.items()}
         for name in ("tasks", "trained_tasks", "trained_kinds"):
             out[name] = list(getattr(self, name))
-        if self.kind == "finetune":
+        if tuned:
             out["from"] = self.source
         return out
 
@@ -133,6 +136,7 @@ class TrainingRecord:
                    trained_kinds=_names(training.get("trained_kinds") or config.get("pretrained_kinds")))
 
 
+_FINETUNE_ONLY = ("city", "subset", "kept", "calibration_kept")  # left out of a pretraining's record
 # The JSON types of the record's plain fields (TrainingRecord.of keeps a value only when it has its type).
 _FIELD_TYPES = {"kind": str, "skipped": list, "steps": int, "seconds": int | float, "final_loss": int | float,
                 "seed": int, "batch_size": int, "lr": int | float, "warmup_steps": int, "epochs": int,
@@ -172,14 +176,15 @@ def training_record(kind: str, result: TrainResult, cfg: TrainConfig, *, source:
         data = subset.data
         name = data.dataset if data.dataset not in datasets else f"{data.dataset}/{data.folder.name}"
         datasets[name] = TrainedData(city=data.name, kind=data.kind, train_visits=int(data.meta["n_visits"]["train"]))
+    tuned = kind == "finetune"
     return TrainingRecord(
         kind=kind, datasets=datasets, skipped=[c.dataset for c in result.skipped], tasks=tuple(cfg.tasks),
-        trained_tasks=result.trained_tasks, trained_kinds=result.trained_kinds, steps=result.steps, seconds=round(result.seconds, 2), final_loss=result.final_loss,
-        seed=cfg.seed, batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=cfg.warmup_steps, epochs=cfg.epochs,
-        max_steps=cfg.max_steps, fraction=cfg.fraction, mode=cfg.mode, world_size=world_size,
-        source=Path(str(source)).name if source is not None else None,
-        city=result.subsets[0].data.name if kind == "finetune" and result.subsets else None,
-        subset=result.val_subset.describe() if kind == "finetune" and result.val_subset is not None else None,
+        trained_tasks=result.trained_tasks, trained_kinds=result.trained_kinds, steps=result.steps,
+        seconds=round(result.seconds, 2), final_loss=result.final_loss, seed=cfg.seed, batch_size=cfg.batch_size,
+        lr=cfg.lr, warmup_steps=cfg.warmup_steps, epochs=cfg.epochs, max_steps=cfg.max_steps, fraction=cfg.fraction,
+        mode=cfg.mode, world_size=world_size, source=Path(str(source)).name if source is not None else None,
+        city=result.subsets[0].data.name if tuned and result.subsets else None,
+        subset=result.val_subset.describe() if tuned and result.val_subset is not None else None,
         kept=result.kept, calibration_kept=result.calibration_kept)
 
 
