@@ -1,6 +1,6 @@
 """Pretraining and fine-tuning loop shared by TrajMoE and the neural baselines.
 
-:func:`fit` runs four phases: :func:`plan` (each city's run subset, the cities skipped for want
+:func:`fit` runs four phases: :func:`trajmoe.train.plan.plan` (each city's run subset, the cities skipped for want
 of a training window, the step sampler and count), the optimiser steps, keep (the best validated
 state, or the starting one) and head calibration. It returns what it decided
 (:class:`TrainResult`: the kinds and tasks the weights are now trained for, the cities skipped)
@@ -44,15 +44,15 @@ import torch
 
 from trajmoe.city.batch import TASKS, Batch, CityTensors, check_task
 from trajmoe.city.data import DEFAULT_MAX_LEN, CityData
-from trajmoe.city.subset import RunSubset, check_fraction, run_subset
+from trajmoe.city.subset import RunSubset, check_fraction
 from trajmoe.errors import TrajMoEError
 from trajmoe.model.loss import next_cell_loss
 from trajmoe.train.calibration import CALIBRATION_PRIOR_TARGETS, calibrate_head
 from trajmoe.train.device import PRECISIONS, autocast, check_precision, model_device
 from trajmoe.train.distributed import dist_info, shard
-from trajmoe.train.evaluate import rank_targets
 from trajmoe.train.metrics import metrics_from_ranks
 from trajmoe.train.models import check_model_task
+from trajmoe.train.plan import Plan, Validation, plan, validation
 from trajmoe.train.recipe import FINETUNE, PRETRAIN
 
 log = logging.getLogger(__name__)
@@ -222,86 +222,6 @@ def worse_beyond_noise(later: np.ndarray, earlier: np.ndarray, *, z: float = KEE
     return bool(d.mean() < -z * se) if se > 0 else bool(d.mean() < 0)
 
 
-# --------------------------------------------------------------------------- plan
-@dataclass
-class Plan:
-    """What a run trains on, decided before its first step (:func:`plan`)."""
-
-    cities: list[CityData]  # the cities with training windows, in the order given
-    subsets: list[RunSubset]  # their run subsets, in the same order
-    skipped: list[CityData]  # cities given without a training window: reported, never trained on
-    # What a step draws: one entry per city, or per (city, person fold) when cross-fitting, each
-    # (city index, its windows, the city tensors they are trained against), with its probability.
-    entries: list[tuple[int, list[np.ndarray], CityTensors]]
-    probs: np.ndarray
-    steps_per_epoch: int
-    steps: int  # optimiser steps planned (the learning-rate schedule's length)
-    epoch_capped: bool  # cfg.max_steps asked for more steps than cfg.epochs allow: the epochs end the run
-
-
-def plan(cities: list[CityData], cfg: TrainConfig) -> Plan:
-    """The run subset of every city, the step sampler and the number of steps.
-
-    A city without a training window (no user with 2 training visits in the run's share) is
-    skipped with a warning and listed in :attr:`Plan.skipped`; none with one is an error.
-    """
-    subsets = [run_subset(c, fraction=cfg.fraction, seed=cfg.seed, max_len=cfg.max_len, use_poi=cfg.use_poi)
-               for c in cities]
-    skipped = [c for c, s in zip(cities, subsets) if not s.windows]
-    for c in skipped:
-        log.warning("skipped %s (%s): no training windows at fraction %g (every user has fewer than 2 training "
-                    "visits in the run's share)", c.dataset, c.name, cfg.fraction)
-    subsets = [s for s in subsets if s.windows]
-    if not subsets:
-        raise TrajMoEError("No training windows: every city needs users with at least 2 training visits.")
-    entries = []
-    for i, s in enumerate(subsets):
-        folds = s.cross_fit(use_poi=cfg.use_poi) if cfg.cross_fit else [(s.windows, s.city)]
-        entries += [(i, w, t) for w, t in folds]
-    sizes = np.array([len(s.windows) for s in subsets], dtype=np.float64)
-    city_probs = sizes**cfg.temperature / (sizes**cfg.temperature).sum()
-    # a city is drawn as before; its folds share its probability in proportion to their windows
-    probs = np.array([city_probs[i] * len(w) / sizes[i] for i, w, _ in entries])
-    probs /= probs.sum()
-    steps_per_epoch = max(1, int(math.ceil(sizes.sum() / cfg.batch_size)))
-    by_epochs = None if cfg.epochs is None else steps_per_epoch * cfg.epochs
-    steps = min(n for n in (cfg.max_steps, by_epochs) if n is not None)  # TrainConfig requires one of them
-    capped = cfg.max_steps is not None and steps < cfg.max_steps
-    if capped:
-        log.warning("%d steps asked, %d epochs of %d steps allow %d: the run stops after %d steps (give more "
-                    "epochs, or none, to run them all)", cfg.max_steps, cfg.epochs, steps_per_epoch, steps, steps)
-    return Plan(cities=[s.data for s in subsets], subsets=subsets, skipped=skipped, entries=entries, probs=probs,
-                steps_per_epoch=steps_per_epoch, steps=steps, epoch_capped=capped)
-
-
-@dataclass
-class _Validation:
-    """The validation city's run subset and targets; ranks cover every task in turn."""
-
-    data: CityData
-    subset: RunSubset
-    tasks: tuple[str, ...]
-
-    @property
-    def targets(self) -> np.ndarray:
-        return self.subset.val_targets
-
-    def ranks(self, model: torch.nn.Module, cfg: TrainConfig) -> np.ndarray:
-        """Validation ranks, every task in turn (one array: the keep rule pairs them target by target)."""
-        return np.concatenate([rank_targets(model, self.data, self.subset.city, self.targets, task=task,
-                                            max_len=cfg.max_len, batch_size=cfg.eval_batch_size)
-                               for task in self.tasks])
-
-
-def _validation(val_city: CityData | None, p: Plan, cfg: TrainConfig) -> _Validation | None:
-    if val_city is None:
-        return None
-    j = next((i for i, c in enumerate(p.cities) if c is val_city), None)
-    subset = p.subsets[j] if j is not None else run_subset(
-        val_city, fraction=cfg.fraction, seed=cfg.seed, max_len=cfg.max_len, use_poi=cfg.use_poi)
-    return _Validation(val_city, subset, cfg.tasks)
-
-
 # --------------------------------------------------------------------------- steps
 @dataclass
 class _Best:
@@ -312,7 +232,7 @@ class _Best:
     score: float = -1.0
 
 
-def _steps(model: torch.nn.Module, p: Plan, cfg: TrainConfig, result: TrainResult, *, val: _Validation | None,
+def _steps(model: torch.nn.Module, p: Plan, cfg: TrainConfig, result: TrainResult, *, val: Validation | None,
            progress: Progress | None) -> tuple[_Best, _Best | None]:
     """The optimiser steps (tasks in turn), validation before the first and at every epoch's end,
     early stopping. Returns the best validated state and the starting one (None without validation)."""
@@ -417,7 +337,7 @@ def _keep(model: torch.nn.Module, result: TrainResult, best: _Best, start: _Best
     return best.ranks
 
 
-def _calibrate(model: torch.nn.Module, val: _Validation, cfg: TrainConfig, result: TrainResult, *,
+def _calibrate(model: torch.nn.Module, val: Validation, cfg: TrainConfig, result: TrainResult, *,
                kinds_before: tuple[str, ...], kept_ranks: np.ndarray | None) -> None:
     """Fit the head's prior weights of every task on the validation share (train.calibration), and
     undo it when the same share shows it worse beyond noise."""
@@ -451,7 +371,7 @@ def fit(
 ) -> TrainResult:
     """Train ``model`` on the training windows of ``cities`` (few-shot share ``cfg.fraction``).
 
-    Four phases: :func:`plan` (run subsets, cities skipped for want of windows, step count), the
+    Four phases: :func:`trajmoe.train.plan.plan` (run subsets, cities skipped for want of windows, step count), the
     optimiser steps (tasks in turn), keep (with ``val_city``: validation Acc@1/MRR on its
     few-shot validation targets after every epoch, early stopping after ``cfg.patience`` epochs
     without improvement, the best state restored, or the starting state when every epoch was
@@ -471,7 +391,7 @@ def fit(
         kinds_before = getattr(config, "pretrained_kinds", ())
     kinds_before = tuple(kinds_before)
     p = plan(cities, cfg)
-    val = _validation(val_city, p, cfg)
+    val = validation(val_city, p, cfg)
     result = TrainResult(subsets=p.subsets, val_subset=val.subset if val else None, skipped=p.skipped,
                          planned_steps=p.steps, epoch_capped=p.epoch_capped)
     validate = val is not None and len(val.targets) > 0
