@@ -22,7 +22,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tools/ is not installed
 
-import numpy as np
 import torch
 
 from tools.realdata import REAL_DATASETS, REPO_ROOT, prepare_real
@@ -33,8 +32,10 @@ from trajmoe.city.tasks import TASKS
 from trajmoe.train.checkpoint import FORMAT_VERSION, save_checkpoint
 from trajmoe.train.device import DEVICES, resolve_device_or_exit
 from trajmoe.train.evaluate import evaluate
-from trajmoe.train.fit import TrainConfig, fit
+from trajmoe.train.fit import fit, pretrain_config
 from trajmoe.train.models import new_trajmoe
+from trajmoe.train.recipe import PRETRAIN
+from trajmoe.train.record import training_record
 
 ASSETS = REPO_ROOT / "assets"
 NAME = "trajmoe_pretrained"
@@ -53,7 +54,8 @@ LICENCES = """| data | source | licence / terms |
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--steps", type=int, default=1600, help="optimiser steps of 32 windows (the tasks in turn)")
+    p.add_argument("--steps", type=int, default=PRETRAIN.max_steps,
+                   help=f"optimiser steps of {PRETRAIN.batch_size} windows (the tasks in turn)")
     p.add_argument("--budget-min", type=float, default=20.0, help="wall-time cap")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", choices=DEVICES,
@@ -65,9 +67,10 @@ def main() -> None:
     cities = [prepare_real(k, CACHE) for k in REAL_DATASETS]
     model, config = new_trajmoe(seed=args.seed)
     model.to(device)
-    cfg = TrainConfig(epochs=1000, max_steps=args.steps, max_seconds=args.budget_min * 60, seed=args.seed,
-                      batch_size=32, lr=2e-3, warmup_steps=30, tasks=TASKS)
+    # the one pretraining recipe (train.recipe.PRETRAIN), `trajmoe pretrain`'s defaults too
+    cfg = pretrain_config(max_steps=args.steps, max_seconds=args.budget_min * 60, seed=args.seed)
     res = fit(model, cities, cfg)
+    record = training_record("pretrain", res, cfg)
     in_domain = {task: {c.name + f" ({k})": evaluate(model, c, split="test", task=task)
                         for k, c in zip(REAL_DATASETS, cities)} for task in TASKS}
     helsinki_dir = CACHE / "helsinki_default"
@@ -75,20 +78,15 @@ def main() -> None:
         prepare(REPO_ROOT / "sample_data" / "helsinki_synthetic_trajectories.csv.gz", city="Helsinki (synthetic)",
                 out=helsinki_dir, pois=REPO_ROOT / "sample_data" / "helsinki_pois.parquet")
     zero_shot = {task: evaluate(model, CityData(helsinki_dir), split="test", task=task) for task in TASKS}
-    model.task = TASKS[0]
     info = {
-        "cities": [c.name for c in cities],
+        "cities": [d.city for d in record.datasets.values()],  # one per dataset trained on, in order
         "domain_experts": model.domain_expert_names(),
-        "training": {"kind": "pretrain", "datasets": list(REAL_DATASETS), "splits": "train only",
-                     "steps": res.steps, "seconds": round(res.seconds, 1), "batch_size": cfg.batch_size,
-                     "final_loss": float(np.mean(res.losses[-50:])), "seed": args.seed, "tasks": list(TASKS),
-                     "train_visits": {c.name: c.meta["n_visits"]["train"] for c in cities}},
         "metrics": {"test_in_domain": in_domain, "zero_shot_helsinki_synthetic": zero_shot},
         "created": time.strftime("%Y-%m-%d"),
     }
     # float16 on disk keeps the file under 8 MB; weights load back into float32 parameters
     path = save_checkpoint(ASSETS / f"{NAME}.safetensors", model, arch="trajmoe", config=config, info=info,
-                           dtype=torch.float16)
+                           record=record, dtype=torch.float16)
     size_mb = path.stat().st_size / 1e6
     hardware = "2 CPU cores" if device.type == "cpu" else device.type
     if device.type == "cuda":

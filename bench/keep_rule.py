@@ -52,7 +52,7 @@ def scores(model, data, city, targets) -> dict:
 def paired(row: dict, state: str) -> float:
     """The rule fit uses: start from the calibrated state, step back (to the fine-tuned, then the
     starting state) only when the share shows the later state worse beyond noise; 1 for the pick."""
-    from trajmoe.train.fit import worse_beyond_noise
+    from trajmoe.train.keep import worse_beyond_noise
 
     rr = {s: np.asarray(row[s]["share"]["rr"]) for s in ("start", "tuned", "calibrated")}
     tuned = "start" if worse_beyond_noise(rr["tuned"], rr["start"]) else "tuned"

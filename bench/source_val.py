@@ -36,9 +36,9 @@ from trajmoe.train.baselines import ReturnGravity
 from trajmoe.train.calibration import calibrate_head
 from trajmoe.train.checkpoint import load_checkpoint
 from trajmoe.train.evaluate import rank_targets
-from trajmoe.train.fit import TrainConfig, fit
+from trajmoe.train.fit import TrainConfig, fit, pretrain_config
 from trajmoe.train.metrics import metrics_from_ranks
-from trajmoe.train.models import new_model, set_task
+from trajmoe.train.models import new_model
 
 CACHE = REPO_ROOT / "bench" / "results" / "cache"
 OUT = REPO_ROOT / "bench" / "results" / "source_val.json"
@@ -54,8 +54,8 @@ def held_out_val(data, subset) -> np.ndarray:
     return np.setdiff1d(data.targets("val"), subset.val_targets)
 
 
-def score(model, data, city, targets) -> dict:
-    m = metrics_from_ranks(rank_targets(model, data, city, targets))
+def score(model, data, city, targets, task: str) -> dict:
+    m = metrics_from_ranks(rank_targets(model, data, city, targets, task=task))
     return {k: round(m[k], 4) for k in ("acc@1", "mrr", "n")}
 
 
@@ -80,12 +80,13 @@ def main() -> None:
     sources = [k for k, v in REAL_DATASETS.items() if v[2] != args.held_out]
     cities = {k: prepare_real(k, CACHE / "prepared") for k in sources}
     t0 = time.perf_counter()
+    kinds = None  # a checkpoint's config records the kinds its head rows were trained on
     if args.checkpoint is not None:
         model, _ = load_checkpoint(args.checkpoint)
     else:
         model, _ = new_model("trajmoe", seed=0, d_model=128, n_layers=2, **overrides)
-        fit(model, list(cities.values()), TrainConfig(epochs=1000, max_steps=args.steps, seed=0, batch_size=32, lr=2e-3,
-                                                      warmup_steps=30, cross_fit=not args.no_cross_fit, tasks=TASKS))
+        kinds = fit(model, list(cities.values()), pretrain_config(max_steps=args.steps, seed=0,
+                                                                  cross_fit=not args.no_cross_fit)).trained_kinds
     out = {"pretrain_seconds": round(time.perf_counter() - t0, 1), "overrides": overrides, "task": args.task,
            "cross_fit": not args.no_cross_fit, "steps": args.steps,
            "checkpoint": args.checkpoint.name if args.checkpoint else None}
@@ -96,23 +97,23 @@ def main() -> None:
         row = {}
         ft = copy.deepcopy(model)
         res = fit(ft, [data], TrainConfig(fraction=0.05, epochs=1, seed=args.seed, batch_size=8, lr=1e-3, warmup_steps=1,
-                                          cross_fit=not args.no_cross_fit, tasks=(args.task,)), val_city=data)
-        row["trajmoe"] = score(ft, data, subset.city, targets)
-        row["trajmoe_all_features"] = score(ft, data, data.city_tensors(), targets)
+                                          cross_fit=not args.no_cross_fit, tasks=(args.task,)), val_city=data,
+                  kinds_before=kinds)
+        row["trajmoe"] = score(ft, data, subset.city, targets, args.task)
+        row["trajmoe_all_features"] = score(ft, data, data.city_tensors(), targets, args.task)
         row["kept"], row["calibration_kept"] = res.kept, res.calibration_kept
-        prior = copy.deepcopy(model)
-        set_task(prior, args.task)
+        prior = copy.deepcopy(model)  # its learned terms are switched off: the shared model keeps them
         with torch.no_grad():
             for s in prior.head.scales:
                 s.zero_()
-        calibrate_head(prior, data, subset.city, subset.val_targets, fit_similarity=False)
-        row["prior_terms_only"] = score(prior, data, subset.city, targets)
+        calibrate_head(prior, data, subset.city, subset.val_targets, task=args.task, fit_similarity=False)
+        row["prior_terms_only"] = score(prior, data, subset.city, targets, args.task)
         baselines = (("epr", {}), ("epr+", {"plus": True})) + ((("epr-time", {"time": True}),)
                                                              if args.task == "at-time" else ())
         for name, kw in baselines:
             rg = ReturnGravity(**kw)
             rg.fit(data, subset.city, subset.val_targets)
-            row[name] = score(rg, data, subset.city, targets)
+            row[name] = score(rg, data, subset.city, targets, args.task)
         out[key] = row
         print(key, json.dumps(row), flush=True)
     results = json.loads(OUT.read_text()) if OUT.is_file() else {}

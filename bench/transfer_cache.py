@@ -26,7 +26,7 @@ CACHE = RESULTS / "cache"  # git-ignored: prepared folders and pretrained checkp
 # transition terms, the learned return scorer, keep-the-better fine-tuning, metrics for returns and
 # explorations, and the fine-tuned model scored with all training visits too.
 # Version 4: fine-tuning keeps the starting state (and undoes head calibration) only when the validation
-# share shows it worse beyond noise (train.fit.worse_beyond_noise; bench/results/keep_rule.md), not
+# share shows it worse beyond noise (train.keep.worse_beyond_noise; bench/results/keep_rule.md), not
 # whenever it scores lower there. Pretraining, zero-shot and the prior-terms ablation never pass
 # through that rule: their version-3 checkpoints and runs stand.
 # Version 5 (issue 14): checkpoint format 4, pretrained for both tasks (next and at-time, steps in

@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from bench.transfer_cache import (
@@ -32,14 +31,14 @@ from bench.transfer_cache import (
 from tools.realdata import REAL_DATASETS
 from trajmoe.city.data import CityData
 from trajmoe.city.subset import run_subset
-from trajmoe.city.tasks import TASKS
 from trajmoe.errors import PreparedDataError
 from trajmoe.train.calibration import calibrate_head
 from trajmoe.train.checkpoint import load_checkpoint, save_checkpoint
 from trajmoe.train.evaluate import evaluate
 from trajmoe.train.finetune import finetune
-from trajmoe.train.fit import TrainConfig, fit
+from trajmoe.train.fit import TrainConfig, fit, pretrain_config
 from trajmoe.train.models import new_model, require_task
+from trajmoe.train.record import TrainingRecord, training_record
 from trajmoe.train.runner import default_train_config, run_baseline
 
 log = logging.getLogger("bench.transfer")
@@ -101,15 +100,11 @@ class TransferSettings:
 
 
 # --------------------------------------------------------------------------- one run
-def pretrain_sidecar(model, cities: list[CityData], sources: list[str], res) -> dict:
-    """The sidecar ``info`` of a pretrained checkpoint: its cities, domain experts and training record.
-
-    The one place this benchmark builds a training record (issue 23, item 4: to be replaced by the
-    typed record of trajmoe/train/checkpoint.py; ``sources`` is the key the cached checkpoints carry)."""
+def pretrain_sidecar(model, cities: list[CityData], res, cfg: TrainConfig) -> tuple[dict, TrainingRecord]:
+    """The sidecar ``info`` and typed training record of a pretrained checkpoint (the record of
+    trajmoe/train/checkpoint.py, as the CLI and assets/regenerate.py write it)."""
     experts = model.domain_expert_names() if hasattr(model, "domain_expert_names") else []
-    return {"cities": [c.name for c in cities], "domain_experts": experts,
-            "training": {"kind": "pretrain", "sources": sources, "steps": res.steps, "seconds": round(res.seconds, 1),
-                         "final_loss": float(np.mean(res.losses[-50:]))}}
+    return {"cities": [c.name for c in cities], "domain_experts": experts}, training_record("pretrain", res, cfg)
 
 
 def pretrained(settings: TransferSettings, metro: str, arch: str, variant: str, overrides: dict,
@@ -126,10 +121,10 @@ def pretrained(settings: TransferSettings, metro: str, arch: str, variant: str, 
     sources = [str(s.folder) if isinstance(s, CityData) else s for s in sources]  # JSON-able names
     model, config = new_model(arch, seed=0, **MODEL_WIDTH, **overrides)
     model.to(settings.device)
-    cfg = TrainConfig(epochs=1000, max_steps=settings.pretrain_steps, max_seconds=settings.pretrain_budget_s, seed=0,
-                      batch_size=32, lr=2e-3, warmup_steps=30, tasks=TASKS)
+    cfg = pretrain_config(max_steps=settings.pretrain_steps, max_seconds=settings.pretrain_budget_s, seed=0)
     res = fit(model, cities, cfg)
-    save_checkpoint(ckpt, model, arch=arch, config=config, info=pretrain_sidecar(model, cities, sources, res))
+    info, record = pretrain_sidecar(model, cities, res, cfg)
+    save_checkpoint(ckpt, model, arch=arch, config=config, info=info, record=record)
     log.info("pretrained %s/%s on %s: %d steps in %.0fs", metro, variant, sources, res.steps, res.seconds)
     return ckpt
 
@@ -148,8 +143,9 @@ def finetune_run(settings: TransferSettings, ckpt: Path, data: CityData, seed: i
 
     ``task``: the task fine-tuned, calibrated and scored (``next`` or ``at-time``)."""
     model, meta = load_checkpoint(ckpt)
+    record = TrainingRecord.of(meta)
     model.to(settings.device)
-    require_task(model, task, checkpoint=ckpt.name)
+    task = require_task(model, task, checkpoint=ckpt.name)
     cfg = TrainConfig(fraction=FEW, epochs=epochs, seed=seed, batch_size=8, lr=1e-3, warmup_steps=1, tasks=(task,))
     t0 = time.perf_counter()
     steps, extra = 0, {}
@@ -159,15 +155,15 @@ def finetune_run(settings: TransferSettings, ckpt: Path, data: CityData, seed: i
             with torch.no_grad():
                 for scale in model.head.scales:
                     scale.zero_()
-            calibrate_head(model, data, subset.city, subset.val_targets, fit_similarity=False)
-        metrics = evaluate(model, data, split="test", subset=subset)
-        metrics["all_visits"] = evaluate(model, data, split="test")
+            calibrate_head(model, data, subset.city, subset.val_targets, task=task, fit_similarity=False)
+        metrics = evaluate(model, data, split="test", subset=subset, task=task)
+        metrics["all_visits"] = evaluate(model, data, split="test", task=task)
     else:  # the one fine-tune service (CLI and app): fit, then test with the subset's and all visits' features
         run = finetune(model, data, cfg, base_info=meta, source=ckpt.name)
         metrics = {**run.metrics, "all_visits": run.metrics_all}
         steps, extra = run.train.steps, {"kept": run.train.kept, "calibration_kept": run.train.calibration_kept}
     metrics.update(seconds=round(time.perf_counter() - t0, 2), steps=steps, **extra,
-                   pretrain_steps=meta["training"]["steps"], pretrain_seconds=meta["training"]["seconds"])
+                   pretrain_steps=record.steps, pretrain_seconds=record.seconds)
     return metrics
 
 

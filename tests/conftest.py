@@ -170,3 +170,16 @@ def server(west_oakland, osmnx_settings):
         osmnx_settings.overpass_url = srv.url + "/api"
         osmnx_settings.nominatim_url = srv.url + "/nominatim/"
         yield srv
+
+
+# --------------------------------------------------------------------------- tiny models
+@pytest.fixture(scope="session")
+def new_tiny():
+    """``new_tiny(n_layers=2, seed=0, **overrides) -> (model, config)``: a FRESH tiny TrajMoE (d=32,
+    2 heads), for tests that train or change a model (:func:`tiny_model` is shared, read-only)."""
+    from trajmoe.train.models import new_trajmoe
+
+    def make(*, n_layers: int = 2, seed: int = 0, **overrides):
+        return new_trajmoe(**{"d_model": 32, "n_heads": 2, **overrides}, n_layers=n_layers, seed=seed)
+
+    return make

@@ -17,17 +17,12 @@ from trajmoe.analysis.flows import (
 )
 from trajmoe.analysis.predict import predict
 from trajmoe.analysis.privacy import HOUR_BAND, persons_per
-from trajmoe.train.models import set_task
 
 
 @pytest.fixture(scope="module")
 def at_time(tiny_model, helsinki):
     """One at-time pass of the tiny model over every visit of the embedded default."""
-    import copy
-
-    model = copy.deepcopy(tiny_model)
-    set_task(model, "at-time")
-    return predict(model, helsinki, top_k=5, split="all")
+    return predict(tiny_model, helsinki, top_k=5, split="all", task="at-time")
 
 
 @pytest.mark.parametrize("hours, day", [((0, 24), "all"), ((6, 12), "weekday"), ((18, 24), "weekend")])
@@ -166,11 +161,10 @@ def test_flows_page_shows_arrivals_by_hour(app_env):
     assert not at.exception and "Where people arrive between 18:00 and 24:00" in _text(at)
 
 
-def test_a_model_not_trained_for_at_time_says_so(app_env, monkeypatch):
+def test_a_model_not_trained_for_at_time_says_so(app_env, monkeypatch, new_tiny):
     from trajmoe.train.checkpoint import save_checkpoint
-    from trajmoe.train.models import new_trajmoe
 
-    model, config = new_trajmoe(d_model=32, n_layers=1, n_heads=2, seed=0)
+    model, config = new_tiny(n_layers=1)
     config.tasks = ("next",)
     path = save_checkpoint(app_env["root"] / "next_only.safetensors", model, arch="trajmoe", config=config,
                            info={"cities": ["nowhere"], "domain_experts": []})

@@ -19,14 +19,13 @@ from trajmoe.train.checkpoint import load_checkpoint, read_sidecar, save_checkpo
 from trajmoe.train.evaluate import evaluate
 from trajmoe.train.finetune import finetune, visit_features
 from trajmoe.train.fit import TrainConfig, fit
-from trajmoe.train.models import new_trajmoe
 
 CFG = dict(fraction=0.05, epochs=1, seed=3, batch_size=8, eval_batch_size=512)
 
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    model, config = new_trajmoe(d_model=32, n_layers=1, n_heads=2, seed=0)
+def base(tmp_path_factory, new_tiny):
+    model, config = new_tiny(n_layers=1)
     path = save_checkpoint(tmp_path_factory.mktemp("ckpt") / "base.safetensors", model, arch="trajmoe", config=config,
                            info={"cities": ["Elsewhere"], "domain_experts": []})
     return path
@@ -51,8 +50,8 @@ def test_run_subset_is_seeded_and_its_features_come_from_its_windows(helsinki):
                             "train_visits": len(seen), "val_targets": len(a.val_targets)}
 
 
-def test_fit_returns_the_subset_it_trained_and_validated_on(helsinki):
-    model, _ = new_trajmoe(d_model=32, n_layers=1, n_heads=2, seed=0)
+def test_fit_returns_the_subset_it_trained_and_validated_on(helsinki, new_tiny):
+    model, _ = new_tiny(n_layers=1)
     res = fit(model, [helsinki], TrainConfig(max_steps=2, **CFG), val_city=helsinki)
     expected = run_subset(helsinki, fraction=0.05, seed=3)
     assert len(res.subsets) == 1 and res.val_subset is res.subsets[0]
@@ -67,7 +66,7 @@ def test_the_service_evaluates_on_its_own_subset_and_records_it(helsinki, base):
     assert run.train.steps == 3
     again = evaluate(run.model, helsinki, split="test", subset=run_subset(helsinki, fraction=0.05, seed=3))
     assert again == run.metrics
-    training = run.info["training"]
+    training = run.record.to_json()  # the sidecar's training record
     assert training["subset"] == run.subset.describe() and training["seed"] == 3
     assert run.info["cities"] == ["Elsewhere", "Helsinki"]
     assert run.info["domain_experts"] == ["Helsinki"] == list(run.model.config.domain_experts)

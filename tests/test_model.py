@@ -18,7 +18,7 @@ from trajmoe.model.moe import domain_key
 from trajmoe.model.returns import context_return_features, context_successor_counts
 from trajmoe.model.trajmoe import TrajMoE
 from trajmoe.pois.categories import CATEGORIES
-from trajmoe.train.fit import HEAD_SCALES, trainable_parameters
+from trajmoe.train.fit import trainable_parameters
 
 TINY = dict(d_model=32, n_layers=2, n_heads=4, max_len=16, dropout=0.0, encoder_group_dim=8,
             n_routed_experts=4, top_k=2)
@@ -162,8 +162,8 @@ def test_tiny_model_overfits_a_tiny_synthetic_dataset():
     batch = dataclasses.replace(batch, cells=cells, mask=torch.ones(16, 12, dtype=torch.bool),
                                 targets=torch.cat([cells[:, 1:], torch.full((16, 1), IGNORE)], 1))
     model = _model()
-    # as train.param_groups does: the head's scales are set only by calibration, not by gradient steps
-    opt = torch.optim.AdamW([p for n, p in model.named_parameters() if n not in HEAD_SCALES], lr=3e-3)
+    # as the model's param_groups say: the head's scales are set only by calibration, not by gradient steps
+    opt = torch.optim.AdamW([p for p in model.parameters() if all(p is not s for s in model.head.scales)], lr=3e-3)
     model.train()
     first = None
     for _ in range(400):  # the learned return scorer adds parameters: 250 steps reach 0.89
@@ -290,24 +290,23 @@ def test_head_prior_weights_are_one_row_per_kind_of_data():
     batch = _batch()
     before = model(batch, checkins).logits.clone()
     with torch.no_grad():  # trips may stay put: a trips-only weight must not touch check-in scores
-        model.head.prior[model.head.prior_row("trips"), PRIOR_TERMS.index("is_current")] = 5.0
+        model.head.prior[model.head.prior_row("trips", "next"), PRIOR_TERMS.index("is_current")] = 5.0
     torch.testing.assert_close(model(batch, checkins).logits, before)
     assert not torch.allclose(model(batch, trips).logits, before)
     # a check-in city's loss moves only the check-in row of the task trained
     for task in TASKS:
-        model.task = task
         model.train()
         model.zero_grad()
-        model(batch, checkins).loss.backward()
+        model(batch, checkins, task=task).loss.backward()
         grad = model.head.prior.grad
-        row = model.head.prior_row("checkins")
+        row = model.head.prior_row("checkins", task)
         assert grad[row].abs().sum() > 0
         assert torch.all(grad[[i for i in range(len(grad)) if i != row]] == 0)
     with pytest.raises(TrajMoEError, match="unknown kind"):
         model(batch, dataclasses.replace(_city(), kind="teleport"))
 
 
-def _dense_head(head, h, positions, batch, city, cell_emb):
+def _dense_head(head, h, positions, batch, city, cell_emb, task):
     """The head's score formula written densely (every term a (B, Q, N) tensor), as a reference."""
     import math
 
@@ -316,9 +315,9 @@ def _dense_head(head, h, positions, batch, city, cell_emb):
     from trajmoe.city.batch import TASKS
     from trajmoe.model.returns import context_time_counts
 
-    w = head.prior_weights(city.kind)
+    w = head.prior_weights(city.kind, task)
     cfg = head.config
-    ti = TASKS.index(head.task)
+    ti = TASKS.index(task)
     logits = (head.query(h) * (head.sim_scale[ti] / math.sqrt(h.shape[-1]))) @ head.cell_out(cell_emb).T
     current = batch.cells.gather(1, positions)
     n = city.n_cells
@@ -335,7 +334,7 @@ def _dense_head(head, h, positions, batch, city, cell_emb):
            + head.back_emb(torch.bucketize(back, head.back_edges))
            + head.successor_emb(torch.bucketize(succ, head.successor_edges)))  # (B, Q, N, C)
     at_time = 0.0
-    if head.task == "at-time":  # the time-matched count and the hour share
+    if task == "at-time":  # the time-matched count and the hour share
         timed = context_time_counts(batch.cells, batch.mask, batch.hour, batch.weekday, batch.next_hour,
                                     batch.next_weekday, n, window=cfg.return_window, positions=positions)
         rel = rel + head.time_count_emb(torch.bucketize(timed, head.time_count_edges))
@@ -372,7 +371,6 @@ def test_sparse_return_terms_equal_the_dense_formula_with_their_gradients(window
     from trajmoe.city.features import hour_log_share
 
     model = _model(return_window=window, time_relations=True)
-    model.task = task
     with torch.no_grad():  # the learned time relations start at zero: give them values
         for layer in (model.head.band_query, model.head.gap_decay):
             layer.weight.normal_(generator=torch.Generator().manual_seed(5))
@@ -387,14 +385,14 @@ def test_sparse_return_terms_equal_the_dense_formula_with_their_gradients(window
     positions = torch.tensor([[11, 4, 0], [6, 2, 5], [0, 0, 0], [9, 3, 8]])
     cell_emb = model.encoder(city.features)
     h = torch.randn(4, 3, 32, generator=torch.Generator().manual_seed(4))
-    got = model.head(h, positions, batch=batch, city=city, cell_emb=cell_emb)
-    want = _dense_head(model.head, h, positions, batch, city, cell_emb)
+    got = model.head(h, positions, batch=batch, city=city, cell_emb=cell_emb, task=task)
+    want = _dense_head(model.head, h, positions, batch, city, cell_emb, task)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     learned = [model.head.prior, model.head.return_scale, model.head.return_query.weight, model.head.back_emb.weight]
     if task == "at-time":
         learned += [model.head.time_count_emb.weight, model.head.band_query.weight, model.head.gap_decay.weight]
     g_got = torch.autograd.grad(got.square().sum(), learned)
-    g_want = torch.autograd.grad(_dense_head(model.head, h, positions, batch, city, cell_emb).square().sum(), learned)
+    g_want = torch.autograd.grad(_dense_head(model.head, h, positions, batch, city, cell_emb, task).square().sum(), learned)
     for a, b in zip(g_got, g_want):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 

@@ -17,7 +17,6 @@ import torch
 from tools.realdata import prepare_real
 from trajmoe.city.segments import one_pass_segments, segment_batches
 from trajmoe.train.baselines import ReturnGravity
-from trajmoe.train.models import new_trajmoe
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +47,8 @@ def _one_pass(model, data, city, targets, *, reach, span=256) -> dict[int, torch
 
 
 @pytest.mark.parametrize("attn_window, return_window", [(12, 16), (6, 40)])
-def test_one_pass_equals_each_target_from_its_last_reach_visits(sf, attn_window, return_window):
-    model, _ = new_trajmoe(d_model=32, n_layers=2, n_heads=2, seed=0, dropout=0.0, attn_window=attn_window,
-                           return_window=return_window)
+def test_one_pass_equals_each_target_from_its_last_reach_visits(sf, attn_window, return_window, new_tiny):
+    model, _ = new_tiny(dropout=0.0, attn_window=attn_window, return_window=return_window)
     model = model.double().eval()
     with torch.no_grad():  # a trained-looking head: every term matters
         model.head.sim_scale.fill_(3.0)
@@ -70,8 +68,8 @@ def test_one_pass_equals_each_target_from_its_last_reach_visits(sf, attn_window,
     assert not torch.allclose(short, alone, rtol=1e-6, atol=1e-6)
 
 
-def test_moving_the_start_back_beyond_the_reach_changes_no_score(sf):
-    model, _ = new_trajmoe(d_model=32, n_layers=2, n_heads=2, seed=1, dropout=0.0, attn_window=10, return_window=16)
+def test_moving_the_start_back_beyond_the_reach_changes_no_score(sf, new_tiny):
+    model, _ = new_tiny(seed=1, dropout=0.0, attn_window=10, return_window=16)
     model = model.double().eval()
     reach = model.reach
     city = _double(sf.city_tensors())

@@ -27,7 +27,7 @@ from trajmoe import cli
 from trajmoe.city.prepare import prepare
 from trajmoe.errors import CheckpointError
 from trajmoe.train.checkpoint import load_checkpoint, save_checkpoint
-from trajmoe.train.models import new_model, new_trajmoe
+from trajmoe.train.models import new_model
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,9 +43,9 @@ class Payload:
 
 
 @pytest.fixture(scope="module")
-def good(tmp_path_factory) -> Path:
-    """A valid tiny checkpoint pair."""
-    model, config = new_trajmoe(d_model=16, n_layers=1, n_heads=2, expert_hidden=16, n_routed_experts=2, top_k=1)
+def good(tmp_path_factory, new_tiny) -> Path:
+    """A valid tiny checkpoint pair (narrower than the shared tiny model: d=16, 2 experts)."""
+    model, config = new_tiny(d_model=16, n_layers=1, expert_hidden=16, n_routed_experts=2, top_k=1)
     return save_checkpoint(tmp_path_factory.mktemp("good") / "good.safetensors", model, arch="trajmoe", config=config)
 
 
@@ -228,9 +228,9 @@ def test_sidecar_problems_are_refused(tmp_path, good):
         refused(path, words)
 
 
-def test_sidecar_of_another_model_is_refused(tmp_path, good):
+def test_sidecar_of_another_model_is_refused(tmp_path, good, new_tiny):
     """A pair mixed up: the weights of one model next to the sidecar of another."""
-    bigger, config = new_trajmoe(d_model=32, n_layers=2, n_heads=2, expert_hidden=32, n_routed_experts=2, top_k=1)
+    bigger, config = new_tiny(expert_hidden=32, n_routed_experts=2, top_k=1)
     other = save_checkpoint(tmp_path / "other.safetensors", bigger, arch="trajmoe", config=config)
     gru, gru_config = new_model("gru")
     gru_path = save_checkpoint(tmp_path / "gru.safetensors", gru, arch="gru", config=gru_config)
@@ -318,8 +318,8 @@ def test_cli_evaluate_gives_one_line_for_every_broken_checkpoint(tmp_path, good,
         assert path.name in lines[0] and not out.getvalue()
 
 
-def test_a_checkpoint_of_the_older_format_gets_one_line_naming_the_fix(tmp_path):
-    model, config = new_trajmoe(d_model=16, n_layers=1, n_heads=2, seed=0)
+def test_a_checkpoint_of_the_older_format_gets_one_line_naming_the_fix(tmp_path, new_tiny):
+    model, config = new_tiny(d_model=16, n_layers=1)
     path = save_checkpoint(tmp_path / "old.safetensors", model, arch="trajmoe", config=config)
     sidecar = path.with_suffix(".json")
     meta = json.loads(sidecar.read_text())

@@ -16,12 +16,12 @@ from trajmoe.city.batch import TASKS
 from trajmoe.errors import TrajMoEError
 from trajmoe.train.baselines import Markov, ReturnGravity
 from trajmoe.train.evaluate import iter_scores
-from trajmoe.train.models import new_trajmoe, set_task
+from trajmoe.train.models import check_model_task
 
 
 @pytest.fixture(scope="module")
-def model():
-    m, _ = new_trajmoe(d_model=32, n_layers=2, n_heads=2, seed=0)
+def model(new_tiny):
+    m, _ = new_tiny()
     with torch.no_grad():  # the at-time terms and the learned scorer all weigh in
         m.head.prior.normal_(generator=torch.Generator().manual_seed(1))
     return m.eval()
@@ -34,9 +34,9 @@ def _targets(data, n: int = 40) -> np.ndarray:
     return t[np.sort(first)][:n]
 
 
-def _scores(model, data, targets, city) -> dict[int, torch.Tensor]:
+def _scores(model, data, targets, city, task: str = "next") -> dict[int, torch.Tensor]:
     out = {}
-    for chunk, scores, _ in iter_scores(model, data, targets, city=city):
+    for chunk, scores, _ in iter_scores(model, data, targets, city=city, task=task):
         out.update({int(t): s for t, s in zip(chunk, scores)})
     return out
 
@@ -62,26 +62,21 @@ def test_a_task_never_reads_what_it_must_not_know(model, small_helsinki, task):
     data = small_helsinki
     targets = _targets(data)
     city = data.city_tensors()  # from training visits only: the test targets are not in it
-    set_task(model, task)
-    before = _scores(model, data, targets, city)
+    before = _scores(model, data, targets, city, task)
     hidden = _changed(data, targets, cell=task == "at-time", time=task == "next")
-    after = _scores(model, hidden, targets, city)
+    after = _scores(model, hidden, targets, city, task)
     for t in targets:
         torch.testing.assert_close(after[int(t)], before[int(t)], rtol=0, atol=0)
     if task == "at-time":  # the query does read the target's time
-        moved = _scores(model, _changed(data, targets, time=True), targets, city)
+        moved = _scores(model, _changed(data, targets, time=True), targets, city, task)
         assert sum(not torch.equal(moved[int(t)], before[int(t)]) for t in targets) > len(targets) // 2
-    set_task(model, "next")
 
 
 def test_at_time_scores_differ_from_next(model, small_helsinki):
     data, targets = small_helsinki, _targets(small_helsinki)
     city = data.city_tensors()
-    set_task(model, "next")
-    nxt = _scores(model, data, targets, city)
-    set_task(model, "at-time")
-    at = _scores(model, data, targets, city)
-    set_task(model, "next")
+    nxt = _scores(model, data, targets, city, "next")
+    at = _scores(model, data, targets, city, "at-time")
     assert all(not torch.equal(nxt[int(t)], at[int(t)]) for t in targets)
 
 
@@ -94,14 +89,16 @@ def test_epr_time_uses_the_target_time_and_refuses_next(small_helsinki):
     with torch.no_grad():
         epr.weight.fill_(0.0)
         epr.weight[-2:] = torch.tensor([2.0, 1.0])
-    before = _scores(epr, data, targets, city)
-    same = _scores(epr, _changed(data, targets, cell=True), targets, city)
-    moved = _scores(epr, _changed(data, targets, time=True), targets, city)
+    before = _scores(epr, data, targets, city, "at-time")
+    same = _scores(epr, _changed(data, targets, cell=True), targets, city, "at-time")
+    moved = _scores(epr, _changed(data, targets, time=True), targets, city, "at-time")
     assert all(torch.equal(same[int(t)], before[int(t)]) for t in targets)
     assert sum(not torch.equal(moved[int(t)], before[int(t)]) for t in targets) > len(targets) // 2
     with pytest.raises(TrajMoEError, match="--task at-time"):
-        set_task(epr, "next")
-    set_task(Markov(), "at-time")  # count models ignore the time: fine for either task
+        check_model_task(epr, "next")
+    with pytest.raises(TrajMoEError, match="--task at-time"):
+        _scores(epr, data, targets, city, "next")
+    check_model_task(Markov(), "at-time")  # count models ignore the time: fine for either task
 
 
 def test_time_counts_use_the_hour_only_when_the_weekday_is_unknown():

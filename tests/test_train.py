@@ -17,7 +17,7 @@ from trajmoe.errors import CheckpointError
 from trajmoe.train.checkpoint import load_checkpoint, save_checkpoint
 from trajmoe.train.evaluate import evaluate
 from trajmoe.train.fit import TrainConfig, fit
-from trajmoe.train.models import new_trajmoe
+from trajmoe.train.record import training_record
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -27,11 +27,11 @@ def small_city(helsinki_folder):
     return helsinki_folder
 
 
-def test_fit_reduces_loss_and_beats_untrained(small_city):
+def test_fit_reduces_loss_and_beats_untrained(small_city, new_tiny):
     torch.manual_seed(0)
     data = CityData(small_city)
     few = run_subset(data, fraction=0.2, seed=0)  # 20% of the windows and of the validation targets keeps this fast
-    model, _ = new_trajmoe(d_model=32, n_layers=1, n_heads=2, seed=0)
+    model, _ = new_tiny(n_layers=1, seed=0)
     before = evaluate(model, data, split="val", subset=few)
     res = fit(model, [data], TrainConfig(max_steps=30, batch_size=16, epochs=10, lr=3e-3, fraction=0.2),
               val_city=data)
@@ -40,9 +40,9 @@ def test_fit_reduces_loss_and_beats_untrained(small_city):
     assert after["mrr"] > before["mrr"]
 
 
-def test_light_mode_trains_only_domain_router_head(small_city):
+def test_light_mode_trains_only_domain_router_head(small_city, new_tiny):
     data = CityData(small_city)
-    model, _ = new_trajmoe(d_model=32, n_layers=1, n_heads=2, seed=0)
+    model, _ = new_tiny(n_layers=1, seed=0)
     enc = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("encoder.")}
     fit(model, [data], TrainConfig(max_steps=3, batch_size=8, mode="light", fraction=0.2))
     after = model.state_dict()
@@ -50,9 +50,9 @@ def test_light_mode_trains_only_domain_router_head(small_city):
     assert any("domain" in k for k in after)
 
 
-def test_checkpoint_round_trip_is_exact(small_city, tmp_path):
+def test_checkpoint_round_trip_is_exact(small_city, tmp_path, new_tiny):
     data = CityData(small_city)
-    model, config = new_trajmoe(d_model=32, n_layers=1, n_heads=2, seed=1)
+    model, config = new_tiny(n_layers=1, seed=1)
     fit(model, [data], TrainConfig(max_steps=2, batch_size=8))
     path = save_checkpoint(tmp_path / "m.safetensors", model, arch="trajmoe", config=config,
                            info={"cities": ["Helsinki"], "domain_experts": model.domain_expert_names()})
@@ -64,8 +64,8 @@ def test_checkpoint_round_trip_is_exact(small_city, tmp_path):
     assert meta["cities"] == ["Helsinki"]
 
 
-def test_bad_checkpoints_are_refused(tmp_path):
-    model, config = new_trajmoe(d_model=32, n_layers=1, n_heads=2)
+def test_bad_checkpoints_are_refused(tmp_path, new_tiny):
+    model, config = new_tiny(n_layers=1)
     good = save_checkpoint(tmp_path / "good.safetensors", model, arch="trajmoe", config=config)
     raw = good.read_bytes()
     cases = {
@@ -123,15 +123,15 @@ def test_cli_pretrain_under_torchrun_finishes(small_city, tmp_path):
     assert meta["training"]["world_size"] == 2 and meta["training"]["steps"] == 3
 
 
-def test_few_shot_fit_uses_the_subset(small_city):
+def test_few_shot_fit_uses_the_subset(small_city, new_tiny):
     data = CityData(small_city)
-    model, _ = new_trajmoe(d_model=32, n_layers=1, n_heads=2)
+    model, _ = new_tiny(n_layers=1)
     res = fit(model, [data], TrainConfig(fraction=0.05, epochs=1, batch_size=8))
     n = len(run_subset(data, fraction=0.05, seed=0).windows)
     assert res.steps == -(-n // 8)
 
 
-def test_head_calibration_prior_limits_how_far_few_targets_move_the_weights(small_city):
+def test_head_calibration_prior_limits_how_far_few_targets_move_the_weights(small_city, new_tiny):
     from trajmoe.train.calibration import calibrate_head
 
     data = CityData(small_city)
@@ -140,7 +140,7 @@ def test_head_calibration_prior_limits_how_far_few_targets_move_the_weights(smal
     city = few.city
     moved = {}
     for strength in (0.0, 100.0, 1e6):
-        model, _ = new_trajmoe(d_model=32, n_layers=1, n_heads=2, seed=0)
+        model, _ = new_tiny(n_layers=1, seed=0)
         start = model.head.prior.detach().clone()
         res = calibrate_head(model, data, city, targets, prior_targets=strength)
         assert res["targets"] == 40
@@ -152,22 +152,23 @@ def test_head_calibration_prior_limits_how_far_few_targets_move_the_weights(smal
     assert moved[0.0] > moved[100.0] > moved[1e6] and moved[1e6] < 1e-2
 
 
-def test_fit_records_the_kinds_it_trained_and_old_sidecars_trust_every_kind(small_city):
+def test_fit_records_the_kinds_it_trained_and_old_sidecars_trust_every_kind(small_city, new_tiny):
     from trajmoe.train.models import build_model
     from trajmoe.trajectories.kinds import KINDS
 
     data = CityData(small_city)
-    model, config = new_trajmoe(d_model=32, n_layers=1, n_heads=2, seed=0)
+    model, config = new_tiny(n_layers=1, seed=0)
     assert config.pretrained_kinds == ()
     res = fit(model, [data], TrainConfig(max_steps=2, batch_size=8, fraction=0.2), val_city=data)
-    assert model.config.pretrained_kinds == (data.kind,) == ("checkins",)
+    assert res.trained_kinds == (data.kind,) == ("checkins",) and res.trained_tasks == ("next",)
+    assert model.config.pretrained_kinds == () and model.config.tasks == ()  # fit returns them, the config is not written
     assert res.calibration["targets"] > 0
     # A sidecar written before the field existed: every kind's row counts as trained.
     old = {k: v for k, v in dataclasses.asdict(config).items() if k != "pretrained_kinds"}
     assert build_model("trajmoe", old).config.pretrained_kinds == KINDS
 
 
-def test_calibration_prior_applies_only_to_a_kind_trained_before(small_city, monkeypatch):
+def test_calibration_prior_applies_only_to_a_kind_trained_before(small_city, monkeypatch, tmp_path, new_tiny):
     import trajmoe.train.fit as train_module
 
     data = CityData(small_city)
@@ -175,15 +176,22 @@ def test_calibration_prior_applies_only_to_a_kind_trained_before(small_city, mon
     real = train_module.calibrate_head
     monkeypatch.setattr(train_module, "calibrate_head",
                         lambda *a, **kw: seen.append(kw["prior_targets"]) or real(*a, **kw))
-    model, _ = new_trajmoe(d_model=32, n_layers=1, n_heads=2, seed=0)
+    model, config = new_tiny(n_layers=1, seed=0)
     cfg = TrainConfig(max_steps=2, batch_size=8, fraction=0.2, calibration_prior=100.0)
-    fit(model, [data], cfg, val_city=data)  # first time this kind is trained: no prior to pull toward
-    fit(model, [data], cfg, val_city=data)  # now the check-in row holds trained weights
-    assert seen == [0.0, 100.0]
+    first = fit(model, [data], cfg, val_city=data)  # first time this kind is trained: no prior to pull toward
+    fit(model, [data], cfg, val_city=data, kinds_before=first.trained_kinds)  # now the check-in row holds trained weights
+    # the same through a checkpoint: its record puts the kinds in the config the loaded model reads
+    path = save_checkpoint(tmp_path / "k.safetensors", model, arch="trajmoe", config=config,
+                           info={"domain_experts": model.domain_expert_names()},
+                           record=training_record("pretrain", first, cfg))
+    loaded, _ = load_checkpoint(path)
+    assert loaded.config.pretrained_kinds == ("checkins",)
+    fit(loaded, [data], cfg, val_city=data)
+    assert seen == [0.0, 100.0, 100.0]
 
 
 def test_a_state_is_set_aside_only_when_the_share_shows_it_worse_beyond_noise():
-    from trajmoe.train.fit import worse_beyond_noise
+    from trajmoe.train.keep import worse_beyond_noise
 
     rng = np.random.default_rng(0)
     earlier = 1.0 / rng.integers(1, 50, 400)
@@ -200,15 +208,12 @@ def test_a_state_is_set_aside_only_when_the_share_shows_it_worse_beyond_noise():
     assert not worse_beyond_noise(earlier + 0.01, earlier)  # better is never set aside
 
 
-def test_fine_tuning_that_ruins_the_model_keeps_the_starting_state(small_helsinki):
+def test_fine_tuning_that_ruins_the_model_keeps_the_starting_state(small_helsinki, new_tiny):
     """A destructive learning rate makes every epoch worse beyond noise on the validation share:
     fit ends with exactly the weights it started from and says so."""
     import copy
 
-    from trajmoe.train.fit import TrainConfig, fit
-    from trajmoe.train.models import new_trajmoe
-
-    model, _ = new_trajmoe(d_model=32, n_layers=1, n_heads=2, seed=0)
+    model, _ = new_tiny(n_layers=1, seed=0)
     fit(model, [small_helsinki], TrainConfig(epochs=1, max_steps=30, batch_size=16, calibrate=False))
     start = copy.deepcopy(model.state_dict())
     res = fit(model, [small_helsinki], TrainConfig(fraction=0.5, epochs=1, lr=50.0, warmup_steps=1, grad_clip=0.0,

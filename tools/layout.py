@@ -74,7 +74,7 @@ class Layout:
 
 def _stage(module: str) -> int:
     top = module.split(".")[1] if module.count(".") else "errors"
-    if top == "__main__":
+    if top in ("__main__", "cli_parser"):  # the command line: its entry point and its flags
         top = "cli"
     if top in SAME_STAGE:
         return SAME_STAGE[top]

@@ -17,11 +17,9 @@ import logging
 import sys
 from pathlib import Path
 
-from trajmoe.city.tasks import TASKS  # torch-free import
+from trajmoe import cli_parser
 from trajmoe.errors import TrajMoEError
 from trajmoe.train.device import (  # torch-free import
-    DEVICES,
-    PRECISIONS,
     check_precision,
     resolve_device,
 )
@@ -121,9 +119,16 @@ def _train_config(args, **overrides):
     from trajmoe.train.fit import TrainConfig
 
     kw = dict(epochs=args.epochs, max_steps=args.max_steps, seed=args.seed, batch_size=args.batch_size, lr=args.lr,
-              precision=args.precision)
+              warmup_steps=args.warmup, precision=args.precision)
     kw.update(overrides)
     return TrainConfig(**kw)
+
+
+def _say_capped(res, cfg) -> None:
+    """One line on stderr when --epochs ended the run before --max-steps (never capped in silence)."""
+    if res.epoch_capped:
+        print(f"note: --max-steps {cfg.max_steps} asked, but {cfg.epochs} epoch(s) of the training windows allow "
+              f"{res.planned_steps} steps: ran {res.steps}. Raise --epochs to run them all.", file=sys.stderr)
 
 
 def cmd_pretrain(args) -> int:
@@ -135,8 +140,9 @@ def cmd_pretrain(args) -> int:
         rank_device,
         shutdown_distributed,
     )
-    from trajmoe.train.fit import fit
+    from trajmoe.train.fit import FINAL_LOSS_STEPS, fit
     from trajmoe.train.models import new_trajmoe
+    from trajmoe.train.record import training_record
 
     maybe_init_distributed(args.torch_device)  # NCCL on CUDA (one GPU per rank), gloo on CPU
     rank, world = dist_info()
@@ -146,16 +152,16 @@ def cmd_pretrain(args) -> int:
     cfg = _train_config(args, tasks=tuple(args.task))
     res = fit(model, cities, cfg, progress=_progress_bar("pretrain"))
     if rank == 0:
-        info = {
-            "cities": [c.name for c in cities],
-            "domain_experts": [c.name for c in cities],
-            "training": {"kind": "pretrain", "steps": res.steps, "seconds": round(res.seconds, 1), "world_size": world,
-                         "final_loss": res.losses[-1] if res.losses else None, "tasks": list(cfg.tasks),
-                         "data": [Path(str(c.folder)).name for c in cities],
-                         "train_visits": {c.name: c.meta["n_visits"]["train"] for c in cities}},
-        }
-        save_checkpoint(args.out, model, arch="trajmoe", config=config, info=info)
-        print(f"pretrained on {', '.join(c.name for c in cities)}: {res.steps} steps in {res.seconds:.1f}s -> {args.out}")
+        record = training_record("pretrain", res, cfg, world_size=world)
+        info = {"cities": [d.city for d in record.datasets.values()], "domain_experts": model.domain_expert_names()}
+        save_checkpoint(args.out, model, arch="trajmoe", config=config, info=info, record=record)
+        for c in res.skipped:
+            print(f"skipped {c.dataset} ({c.name}): no training windows (no user with 2 training visits); "
+                  "not trained on and not in the checkpoint's record", file=sys.stderr)
+        _say_capped(res, cfg)
+        trained = ", ".join(f"{name} ({d.city}, {d.train_visits:,} training visits)" for name, d in record.datasets.items())
+        print(f"pretrained on {trained}: {res.steps} steps in {res.seconds:.1f}s, final loss {record.final_loss:.3f} "
+              f"(mean of the last {min(res.steps, FINAL_LOSS_STEPS)} steps) -> {args.out}")
     shutdown_distributed()
     return 0
 
@@ -164,15 +170,14 @@ def cmd_finetune(args) -> int:
     from trajmoe.city.data import CityData
     from trajmoe.train.checkpoint import load_checkpoint
     from trajmoe.train.finetune import finetune
-    from trajmoe.train.models import set_task
 
     model, meta = load_checkpoint(args.checkpoint)
-    model.to(args.torch_device)
-    set_task(model, args.task)  # fine-tuning may teach a checkpoint a task it was not pretrained for
+    model.to(args.torch_device)  # fine-tuning may teach a checkpoint a task it was not pretrained for
     data = CityData(args.data)
     cfg = _train_config(args, fraction=args.fraction, mode=args.mode, tasks=(args.task,))
     run = finetune(model, data, cfg, base_info=meta, source=str(args.checkpoint), progress=_progress_bar("fine-tune"))
     run.save(args.out, arch=meta["arch"])
+    _say_capped(run.train, cfg)
     kept = {"starting": "the starting state (no epoch beat it on the validation share)",
             "fine-tuned": "the fine-tuned state"}.get(run.train.kept, "the fine-tuned state (no validation targets)")
     print(f"fine-tuned on {cfg.fraction:.0%} of {data.name}: {run.train.steps} steps in {run.train.seconds:.1f}s, kept "
@@ -200,10 +205,10 @@ def cmd_evaluate(args) -> int:
 
     model, meta = load_checkpoint(args.checkpoint)
     model.to(args.torch_device)
-    require_task(model, args.task, checkpoint=Path(args.checkpoint).name)
+    task = require_task(model, args.task, checkpoint=Path(args.checkpoint).name)
     data = CityData(args.data)
     subset = _visit_features(args, meta, data)
-    metrics = evaluate(model, data, split=args.split, subset=subset)
+    metrics = evaluate(model, data, split=args.split, subset=subset, task=task)
     metrics["features"] = args.features
     metrics["task"] = args.task
     _write_json(args.json, metrics)
@@ -235,131 +240,20 @@ def cmd_predict(args) -> int:
 
     model, meta = load_checkpoint(args.checkpoint)
     model.to(args.torch_device)
-    require_task(model, args.task, checkpoint=Path(args.checkpoint).name)
+    task = require_task(model, args.task, checkpoint=Path(args.checkpoint).name)
     data = CityData(args.data)
     subset = _visit_features(args, meta, data)
-    table = predict_next(model, data, top_k=args.top_k, split=args.split, city=subset.city if subset else None)
+    table = predict_next(model, data, top_k=args.top_k, split=args.split, city=subset.city if subset else None,
+                         task=task)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     table.to_parquet(args.out, index=False)
     print(f"{len(table)} predictions ({table['user_id'].nunique()} users) -> {args.out}")
     return 0
 
 
-# --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="trajmoe", description="TrajMoE: next-location prediction for any city.")
-    p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads for the model verbs (default 1: on a shared or 2-core machine "
-                        "more threads spin-wait on each other and run several times slower)")
-    p.add_argument("--device", choices=DEVICES, default="auto",
-                   help="where the model verbs run (default auto: CUDA when available, else CPU); "
-                        "the data verbs ignore it")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="training forward pass in fp32 (default) or bf16 autocast (CUDA only); "
-                        "evaluation and prediction always run in fp32")
-    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
-
-    s = sub.add_parser("validate", help="check a trajectory file and print the report")
-    s.add_argument("file", help="CSV/CSV.gz/Parquet with user_id,timestamp,lat,lon (or a raw Geolife/Gowalla/TSMC file)")
-    s.add_argument("--timezone", help="IANA zone for Unix-second timestamps, e.g. America/New_York")
-    s.set_defaults(func=cmd_validate)
-
-    s = sub.add_parser("pois", help="fetch or read POIs and write them as GeoParquet")
-    g = s.add_mutually_exclusive_group(required=True)
-    g.add_argument("--place", help="place name for OpenStreetMap (online), e.g. 'Helsinki, Finland'")
-    g.add_argument("--bbox", nargs=4, type=float, metavar=("W", "S", "E", "N"), help="bounding box in degrees (online)")
-    g.add_argument("--polygon", help="GeoJSON file with the area (online)")
-    g.add_argument("--osm", help="offline OSM file: .osm, .osm.bz2 or .osm.pbf")
-    g.add_argument("--table", help="offline POI table: CSV/Parquet with lat, lon and a category column")
-    s.add_argument("--out", required=True, help="output .parquet")
-    s.add_argument("--basemap", help="also write the area's streets, water, parks and place names (.geojson)")
-    s.add_argument("--timeout", type=float, default=30, help="seconds before an online request gives up")
-    s.set_defaults(func=cmd_pois)
-
-    s = sub.add_parser("prepare", help="turn trajectories (+ POIs) into a prepared city folder")
-    s.add_argument("--trajectories", required=True, help="trajectory file (see validate)")
-    s.add_argument("--city", required=True, help="city name, e.g. 'New York'")
-    s.add_argument("--out", required=True, help="output folder")
-    s.add_argument("--pois", help="POI file (.parquet from `trajmoe pois`, OSM file or POI table)")
-    s.add_argument("--resolution", type=int, default=None, help="H3 resolution (default: 8 for a city; 10 for bike stations or an area under 5 km; 9 under 15 km)")
-    s.add_argument("--kind", default="auto", choices=["auto", "checkins", "gps", "trips", "stations"])
-    s.add_argument("--timezone", help="IANA zone for Unix-second timestamps")
-    s.add_argument("--weekday-unreliable", action="store_true",
-                   help="the source's weekday is not trustworthy (e.g. SNAP Gowalla SF/LA): use hour of day only")
-    s.set_defaults(func=cmd_prepare)
-
-    def train_flags(s, epochs=1):
-        s.add_argument("--epochs", type=int, default=epochs)
-        s.add_argument("--max-steps", type=int, default=None)
-        s.add_argument("--seed", type=int, default=0)
-        s.add_argument("--batch-size", type=int, default=32)
-        s.add_argument("--lr", type=float, default=3e-3)
-
-    def task_flag(s, *, many: bool = False):
-        help_ = ("next: where the next visit is, its time unknown (default); at-time: where it is, given when it "
-                 "happens (its hour, weekday and the time since the current visit; never its place)")
-        if many:
-            s.add_argument("--task", nargs="+", choices=TASKS, default=list(TASKS), help=help_ + "; pretraining "
-                           "takes the tasks in turn (default both)")
-        else:
-            s.add_argument("--task", choices=TASKS, default="next", help=help_)
-
-    def visit_features_flag(s):
-        s.add_argument("--features", "--visit-features", dest="features", choices=["all", "subset"], default="all",
-                       help="visit-derived cell features from all training visits (default), or from the subset a "
-                            "fine-tuned checkpoint recorded (reproduces the 'subset features' number `finetune` printed)")
-
-    s = sub.add_parser("pretrain", help="pretrain TrajMoE on several prepared cities (works under torchrun)")
-    s.add_argument("--data", nargs="+", required=True, help="prepared city folders")
-    s.add_argument("--out", required=True, help="checkpoint NAME.safetensors (NAME.json written beside it)")
-    s.add_argument("--d-model", type=int, default=128)
-    s.add_argument("--layers", type=int, default=2)
-    train_flags(s, epochs=3)
-    task_flag(s, many=True)
-    s.set_defaults(func=cmd_pretrain)
-
-    s = sub.add_parser("finetune", help="fine-tune a checkpoint on a share of one city")
-    s.add_argument("--checkpoint", required=True)
-    s.add_argument("--data", required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--fraction", type=float, default=0.05)
-    s.add_argument("--mode", choices=["full", "light"], default="full")
-    train_flags(s)
-    task_flag(s)
-    s.set_defaults(func=cmd_finetune)
-
-    s = sub.add_parser("evaluate", help="metrics of a checkpoint on a prepared city")
-    s.add_argument("--checkpoint", required=True)
-    s.add_argument("--data", required=True)
-    s.add_argument("--json", required=True, help="write metrics JSON here")
-    s.add_argument("--split", choices=["val", "test"], default="test")
-    visit_features_flag(s)
-    task_flag(s)
-    s.set_defaults(func=cmd_evaluate)
-
-    s = sub.add_parser("baseline", help="train and evaluate a baseline on a prepared city")
-    s.add_argument("--model", required=True, choices=["popular", "markov", "epr", "epr+", "epr-time", "gru", "transformer"],
-                   help="epr: return + gravity; epr+: the same plus personal successors and city transitions; "
-                        "epr-time (--task at-time): the same plus visits at about the target's time and the "
-                        "place's share of visits at that hour")
-    s.add_argument("--data", required=True)
-    s.add_argument("--json", required=True)
-    s.add_argument("--fraction", type=float, default=1.0)
-    s.add_argument("--seed", type=int, default=0)
-    task_flag(s)
-    s.set_defaults(func=cmd_baseline)
-
-    s = sub.add_parser("predict", help="top-k next-cell predictions for every target visit")
-    s.add_argument("--checkpoint", required=True)
-    s.add_argument("--data", required=True)
-    s.add_argument("--out", required=True, help="output .parquet")
-    s.add_argument("--top-k", type=int, default=10)
-    s.add_argument("--split", choices=["val", "test", "all"], default="test")
-    visit_features_flag(s)
-    task_flag(s)
-    s.set_defaults(func=cmd_predict)
-    return p
+    """The command line (:mod:`trajmoe.cli_parser`), each verb run by its ``cmd_*`` function here."""
+    return cli_parser.build_parser({"validate": cmd_validate, "pois": cmd_pois, "prepare": cmd_prepare, "pretrain": cmd_pretrain, "finetune": cmd_finetune, "evaluate": cmd_evaluate, "baseline": cmd_baseline, "predict": cmd_predict})
 
 
 def main(argv: list[str] | None = None) -> int:

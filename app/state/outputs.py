@@ -45,25 +45,22 @@ def compute_outputs(model, data, fraction: float, *, task: str = "next"):
 
     Cell features come from the training visits of the few-shot share ``fraction`` (what a model
     fine-tuned on that share saw), so zero-shot and fine-tuned views are compared like for like.
-    ``task`` (trajmoe.city.tasks): another than ``next`` is asked of a deep copy switched to it
-    (the shared model is never modified); None when the checkpoint was not trained for it.
+    ``task`` (trajmoe.city.tasks) is passed to the model's scoring (the shared model is never
+    modified); None when the checkpoint was not trained for it.
     """
     from trajmoe.analysis.predict import predict
 
     if task != "next":
-        import copy
-
         from trajmoe.errors import CheckpointError
         from trajmoe.train.models import require_task
 
-        model = copy.deepcopy(model)
         try:
             require_task(model, task)
         except CheckpointError:  # config.tasks lacks it: the page says so in plain words
             return None
     doing = _DOING[task]
     bar = st.progress(0.0, text=f"{doing}...")
-    out = predict(model, data, top_k=TOP_K, split="all", city=run_subset(data, fraction).city,
+    out = predict(model, data, top_k=TOP_K, split="all", city=run_subset(data, fraction).city, task=task,
                   progress=lambda d, t: bar.progress(d / max(t, 1), text=f"{doing}: {d:,} of {t:,} moves"))
     bar.empty()
     return out
@@ -138,16 +135,18 @@ def task_outputs(shown: Shown, data, task: str):
 
 def pretrained_on(meta: dict, prep: Prepared) -> str | None:
     """The city of the checkpoint's pretraining data this upload is, in words ("Los Angeles
-    (la_gowalla)"), or None: matched by the file's name against the sidecar's pretraining datasets
-    or by the city name against its cities (a result there is not zero-shot: the model has seen it)."""
-    cities = list(meta.get("cities", []))
-    training = meta.get("training") or {}
-    datasets = list(training.get("datasets", [])) if training.get("kind") == "pretrain" else []
+    (la_gowalla)"), or None: matched by the file's name against the datasets of the sidecar's
+    pretraining record (trajmoe.train.record.TrainingRecord, older records migrated) or by the
+    city name against its cities (a result there is not zero-shot: the model has seen it)."""
+    from trajmoe.train.record import TrainingRecord
+
+    record = TrainingRecord.of(meta)
+    datasets = {k.lower(): d for k, d in record.datasets.items()} if record and record.kind == "pretrain" else {}
     stem = Path(str(prep.report.get("source", ""))).name.split(".")[0].lower()
-    if len(datasets) == len(cities) and stem in datasets:  # assets/regenerate.py: one city per dataset, in order
-        return f"{cities[datasets.index(stem)]} ({stem})"
+    if stem in datasets and datasets[stem].city:
+        return f"{datasets[stem].city} ({stem})"
     city = str(prep.meta.get("city", "")).strip().lower()
-    return next((c for c in cities if c.lower() == city), None)
+    return next((c for c in meta.get("cities", []) if str(c).lower() == city), None)
 
 
 def require_model(prep: Prepared) -> Shown:

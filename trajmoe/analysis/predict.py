@@ -42,8 +42,9 @@ def target_visits(data: CityData, split: str = "test") -> np.ndarray:
 
 
 def iter_next_scores(model, data: CityData, targets: np.ndarray, *, city: CityTensors | None = None,
-                     router: bool = True, progress: Progress | None = None):
-    """Yield ``(chunk, scores, router)`` for the target visits ``targets``.
+                     task: str = "next", router: bool = True, progress: Progress | None = None):
+    """Yield ``(chunk, scores, router)`` for the target visits ``targets``, in ``task`` (``next``, or
+    ``at-time``: told when each target visit happens).
 
     ``scores`` (B, N) float32 are the next-cell logits of each target's predecessor (``softmax``
     gives probabilities); ``router`` (B, n_layers, E) the router probabilities of that
@@ -55,7 +56,7 @@ def iter_next_scores(model, data: CityData, targets: np.ndarray, *, city: CityTe
     from trajmoe.train.evaluate import iter_scores
 
     city = city if city is not None else data.city_tensors()
-    yield from iter_scores(model, data, np.asarray(targets), city=city, router=router, progress=progress)
+    yield from iter_scores(model, data, np.asarray(targets), city=city, task=task, router=router, progress=progress)
 
 
 @dataclass
@@ -76,7 +77,7 @@ class Predictions:
 
 
 def predict(model, data: CityData, *, top_k: int = 10, split: str = "test", city: CityTensors | None = None,
-            progress: Progress | None = None) -> Predictions:
+            task: str = "next", progress: Progress | None = None) -> Predictions:
     """Top-k next cells of every target's predecessor, the rank of each true next cell and the
     routing of each predecessor visit, from one pass per person (see :func:`iter_next_scores`)."""
     import torch
@@ -88,7 +89,7 @@ def predict(model, data: CityData, *, top_k: int = 10, split: str = "test", city
     targets = target_visits(data, split)
     k = min(top_k, data.n_cells)
     order, idx, prob, ranks, router = [], [], [], [], []
-    for chunk, scores, probs in iter_next_scores(model, data, targets, city=city, progress=progress):
+    for chunk, scores, probs in iter_next_scores(model, data, targets, city=city, task=task, progress=progress):
         p, i = scores.softmax(dim=-1).topk(k, dim=-1)  # (B, k)
         order.append(chunk)
         idx.append(i.numpy())
@@ -119,8 +120,8 @@ def predict(model, data: CityData, *, top_k: int = 10, split: str = "test", city
 
 
 def predict_next(model, data: CityData, *, top_k: int = 10, split: str = "test", city: CityTensors | None = None,
-                 progress: Progress | None = None) -> pd.DataFrame:
-    """Top-k next cells of every target visit's predecessor (``split``: test, val or all).
+                 task: str = "next", progress: Progress | None = None) -> pd.DataFrame:
+    """Top-k next cells of every target visit's predecessor (``split``: test, val or all), in ``task``.
 
     Returns
     -------
@@ -128,4 +129,4 @@ def predict_next(model, data: CityData, *, top_k: int = 10, split: str = "test",
         One row per (visit, rank), in visit order: ``user_id``, ``timestamp`` and ``cell`` of the
         visit the prediction is made at, ``rank`` (1 = most likely), ``next_cell``, ``prob``.
     """
-    return predict(model, data, top_k=top_k, split=split, city=city, progress=progress).table
+    return predict(model, data, top_k=top_k, split=split, city=city, task=task, progress=progress).table

@@ -103,12 +103,12 @@ def _with_cells(data: CityData, cells: pd.DataFrame) -> CityData:
 
 
 def expected_inflow(model, data: CityData, targets: np.ndarray, *, windows: list[np.ndarray] | None = None,
-                    progress: Progress | None = None) -> np.ndarray:
-    """(N,) expected arrivals per candidate cell: the sum of next-cell probabilities over targets
-    (cell features from the training visits in ``windows``, all of them when None)."""
+                    task: str = "next", progress: Progress | None = None) -> np.ndarray:
+    """(N,) expected arrivals per candidate cell: the sum of next-cell probabilities in ``task``
+    over targets (cell features from the training visits in ``windows``, all of them when None)."""
     total = torch.zeros(data.n_cells, dtype=torch.float64)
     city = data.city_tensors(windows)
-    for _, scores, _ in iter_next_scores(model, data, targets, city=city, router=False, progress=progress):
+    for _, scores, _ in iter_next_scores(model, data, targets, city=city, task=task, router=False, progress=progress):
         total += scores.softmax(dim=-1).double().sum(dim=0)
     return total.numpy()
 
@@ -136,8 +136,8 @@ def run_scenario(model, data: CityData, edits: Sequence[POIEdit], *, split: str 
     arrival_hours
         ``(start, end)``: only the target visits that begin in these hours of the local day,
         widened to whole privacy bands (``analysis.flows.snap_hours``), asked of the model in the
-        ``at-time`` task (told when each visit happens; a copy: ``model`` keeps its task). The
-        model must have been trained for at-time. None: every target visit, task ``next``.
+        ``at-time`` task (told when each visit happens). The model must have been trained for
+        at-time. None: every target visit, task ``next``.
     progress
         Optional ``(done, total)`` callback over both passes.
     """
@@ -145,13 +145,13 @@ def run_scenario(model, data: CityData, edits: Sequence[POIEdit], *, split: str 
         raise InputDataError("No POI change given: add or remove at least one POI in a cell.")
     cells, applied = edit_cells(data.cells, edits)
     targets = target_visits(data, split)
+    task = "next"
     if arrival_hours is not None:
         from trajmoe.analysis.flows import snap_hours
         from trajmoe.train.models import require_task
 
         arrival_hours = snap_hours(arrival_hours)
-        model = copy.deepcopy(model)
-        require_task(model, "at-time")
+        task = require_task(model, "at-time")
         hour = data.hour[targets]
         targets = targets[(hour >= arrival_hours[0]) & (hour < arrival_hours[1])]
         if not len(targets):
@@ -162,8 +162,8 @@ def run_scenario(model, data: CityData, edits: Sequence[POIEdit], *, split: str 
     def half(offset: int):
         return None if progress is None else (lambda done, _total: progress(offset + done, 2 * n))
 
-    before = expected_inflow(model, data, targets, windows=windows, progress=half(0))
-    after = expected_inflow(model, _with_cells(data, cells), targets, windows=windows,
+    before = expected_inflow(model, data, targets, windows=windows, task=task, progress=half(0))
+    after = expected_inflow(model, _with_cells(data, cells), targets, windows=windows, task=task,
                             progress=half(n))
     users = persons_per(data.visits["cell"], data.visits["user_id"])  # the count ScenarioResult.private reads
     n_users = users.reindex(data.cells["cell"], fill_value=0).to_numpy()

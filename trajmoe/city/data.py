@@ -88,6 +88,14 @@ class CityData:
 
     # ------------------------------------------------------------------ protocol
     @property
+    def dataset(self) -> str:
+        """The prepared data's name: its trajectory file's name without extensions
+        (``nyc_foursquare`` for nyc_foursquare.csv.gz), else the folder's name. A checkpoint's
+        training record keys what it was trained on by it (two datasets may share a city)."""
+        report = self.meta.get("report") if isinstance(self.meta.get("report"), dict) else {}
+        return Path(str(report.get("source") or "")).name.split(".")[0] or self.folder.name
+
+    @property
     def n_cells(self) -> int:
         return len(self.cells)
 

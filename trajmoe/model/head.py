@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trajmoe.city.batch import TASKS, Batch, CityTensors
+from trajmoe.city.batch import TASKS, Batch, CityTensors, check_task
 from trajmoe.errors import TrajMoEError
 from trajmoe.model.config import TrajMoEConfig
 from trajmoe.model.returns import N_TIME_BANDS, window_returns
@@ -58,6 +58,7 @@ class _AddWeightedTerms(torch.autograd.Function):
 # visits at the target hour (features.hour_log_share).
 PRIOR_TERMS = ("distance_decay", "log_count", "recency", "seen", "explore_log_pop", "explore_log_km",
                "is_current", "log_pop", "log_successor", "transition", "log_time_count", "hour_share")
+PRIOR_LR_SCALE = 50.0  # learning-rate multiplier of the prior weights in training (RetrievalHead.param_groups)
 # Relation buckets of a context cell for the learned return scorer: visits to it in the context,
 # visits since the most recent one, times it followed the current cell (upper edges, inclusive).
 COUNT_EDGES = (1, 2, 4, 8, 16)  # -> 6 buckets
@@ -137,7 +138,6 @@ class RetrievalHead(nn.Module):
         d = config.d_model
         self.query = nn.Linear(d, d, bias=False)
         self.cell_out = nn.Linear(d, d)  # output-side cell embedding
-        self.task = TASKS[0]  # the task scored (TrajMoE.task sets it): a mode, not a weight
         init = torch.tensor([_PRIOR_INIT.get(t, 0.0) for t in PRIOR_TERMS])
         self.prior = nn.Parameter(init.repeat(len(TASKS) * len(KINDS), 1))  # (tasks * kinds, terms)
         # Trust in the learned similarity, per task; calibrate_head can shrink it for a city where
@@ -165,20 +165,41 @@ class RetrievalHead(nn.Module):
         each (tasks,): one entry per task."""
         return [self.sim_scale] + ([self.return_scale] if hasattr(self, "return_scale") else [])
 
-    def prior_row(self, kind: str, task: str | None = None) -> int:
-        """Row of :attr:`prior` holding the weights of ``kind`` in ``task`` (default: the current task)."""
+    def prior_row(self, kind: str, task: str) -> int:
+        """Row of :attr:`prior` holding the weights of ``kind`` in ``task``."""
         if kind not in KINDS:
             raise TrajMoEError(f"unknown kind of data {kind!r}: the model knows {', '.join(KINDS)}")
-        return TASKS.index(task or self.task) * len(KINDS) + KINDS.index(kind)
+        return TASKS.index(check_task(task)) * len(KINDS) + KINDS.index(kind)
 
-    def prior_weights(self, kind: str) -> dict[str, torch.Tensor]:
-        """The current task's prior weights of one kind of data, by term name (views into :attr:`prior`)."""
-        return dict(zip(PRIOR_TERMS, self.prior[self.prior_row(kind)].unbind()))
+    def prior_weights(self, kind: str, task: str) -> dict[str, torch.Tensor]:
+        """``task``'s prior weights of one kind of data, by term name (views into :attr:`prior`)."""
+        return dict(zip(PRIOR_TERMS, self.prior[self.prior_row(kind, task)].unbind()))
 
-    def _return_scores(self, h: torch.Tensor, ctx, cell_emb: torch.Tensor, ctx_log_km: torch.Tensor | None) -> torch.Tensor:
+    def param_groups(self, params: list[nn.Parameter]) -> list[dict]:
+        """Optimizer groups of the head's own scalars among ``params`` (the rest is the caller's).
+
+        The mobility-prior weights (:attr:`prior`) get :data:`PRIOR_LR_SCALE` times the learning rate and no
+        weight decay: Adam moves every parameter by about ``lr`` per step, so at 2e-3 a weight that
+        must reach -8 (never predict the current cell on collapsed check-ins) would need thousands
+        of steps; the return + gravity baseline fits the same weights to convergence with Newton's
+        method. The trust scalars (:attr:`scales`) are frozen (learning rate 0): trained by gradient
+        steps from the start they collapse while the embeddings are still noise; only head
+        calibration (train.calibration) sets them.
+        """
+        chosen = {id(p) for p in params}
+        groups = []
+        if id(self.prior) in chosen:
+            groups.append({"params": [self.prior], "lr_scale": PRIOR_LR_SCALE, "weight_decay": 0.0})
+        frozen = [p for p in self.scales if id(p) in chosen]
+        if frozen:
+            groups.append({"params": frozen, "lr_scale": 0.0, "weight_decay": 0.0})
+        return groups
+
+    def _return_scores(self, h: torch.Tensor, ctx, cell_emb: torch.Tensor, ctx_log_km: torch.Tensor | None,
+                       task: str) -> torch.Tensor:
         """(B, Q, W) learned scores of each context entry (only ``ctx.first`` entries are used)."""
         n_c = h.shape[-1]
-        scale = self.return_scale[TASKS.index(self.task)]
+        scale = self.return_scale[TASKS.index(task)]
         q = self.return_query(h) * (scale / math.sqrt(n_c))  # (B, Q, C)
         keys = self.return_key(cell_emb)  # (N, C)
         per_cell = (q @ keys.T).gather(2, ctx.cell)  # (B, Q, W): cheaper than gathering (B, Q, W, C) keys
@@ -211,15 +232,18 @@ class RetrievalHead(nn.Module):
         batch: Batch,
         city: CityTensors,
         cell_emb: torch.Tensor,
+        task: str = TASKS[0],
     ) -> torch.Tensor:
-        """Scores (B, Q, N) from states ``h`` (B, Q, C) at ``positions`` (B, Q) (None = all T)."""
+        """Scores (B, Q, N) in ``task`` (batch.TASKS) from states ``h`` (B, Q, C) at ``positions``
+        (B, Q) (None = all T)."""
         cfg = self.config
         n_b, n_q, n_c = h.shape
         n_cells = city.n_cells
-        w = self.prior_weights(city.kind)
+        w = self.prior_weights(city.kind, task)
+        t = TASKS.index(task)
         keys = self.cell_out(cell_emb)  # (N, C)
-        at_time = self.task == "at-time"
-        logits = (self.query(h) * (self.sim_scale[TASKS.index(self.task)] / math.sqrt(n_c))) @ keys.T  # (B, Q, N)
+        at_time = task == "at-time"
+        logits = (self.query(h) * (self.sim_scale[t] / math.sqrt(n_c))) @ keys.T  # (B, Q, N)
         if positions is None:
             positions = torch.arange(batch.shape[1], device=h.device).expand(n_b, n_q)
         current = batch.cells.gather(1, positions)  # (B, Q)
@@ -252,7 +276,7 @@ class RetrievalHead(nn.Module):
             terms.append(city.hour_share.to(h.dtype)[target_hour.gather(1, positions)])  # (B, Q, N)
         logits = _AddWeightedTerms.apply(logits, torch.stack(weights), *terms)
         if at_time and log_km is not None and hasattr(self, "gap_decay"):  # learned, state-dependent decay
-            logits = logits + (self.gap_decay(h) * self.sim_scale[TASKS.index(self.task)]) * log_km
+            logits = logits + (self.gap_decay(h) * self.sim_scale[t]) * log_km
         # Sparse part, the few cells of each position's recent context (returns.window_returns):
         # preferential return, the return-vs-explore split, undoing the explore terms there, the
         # personal successors and the learned return scorer.
@@ -270,7 +294,7 @@ class RetrievalHead(nn.Module):
                 seen = seen + w["log_time_count"] * ctx.time_count.log1p().to(h.dtype)
             if hasattr(self, "return_scale"):
                 ctx_km = log_km.gather(2, ctx.cell) if log_km is not None else None
-                seen = seen + self._return_scores(h, ctx, cell_emb, ctx_km)
+                seen = seen + self._return_scores(h, ctx, cell_emb, ctx_km, task)
             logits = logits.scatter_add_(2, ctx.cell, seen * ctx.first.to(h.dtype))
         stay = w["is_current"].expand(n_b, n_q, 1).to(h.dtype)  # staying put: the current cell
         return logits.scatter_add_(2, current.unsqueeze(-1), stay)

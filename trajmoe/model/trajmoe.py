@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trajmoe.city.batch import N_DIST_BUCKETS, N_GAP_BUCKETS, Batch, CityTensors, check_task
+from trajmoe.city.batch import N_DIST_BUCKETS, N_GAP_BUCKETS, TASKS, Batch, CityTensors, check_task
 from trajmoe.errors import PreparedDataError
 from trajmoe.model.attention import Block, rotary, sliding_window_mask
 from trajmoe.model.config import N_HOURS, N_WEEKDAYS, TrajMoEConfig
@@ -47,7 +47,13 @@ class PositionScores(NamedTuple):
 
 
 class TrajMoE(nn.Module):
-    """The TrajMoE next-location model. ``forward(batch, city) -> ModelOutput``."""
+    """The TrajMoE next-location model. ``forward(batch, city, task=...) -> ModelOutput``.
+
+    The task (batch.TASKS) is an argument of every scoring call, never a mode of the model: one
+    shared, unmodified model scores both tasks (their head rows and trust scalars differ).
+    """
+
+    scored_tasks = TASKS  # the tasks it can score (trained for: config.tasks)
 
     def __init__(self, config: TrajMoEConfig) -> None:
         super().__init__()
@@ -102,15 +108,12 @@ class TrajMoE(nn.Module):
                     block.ffn.init_prior_groups(groups, scale=self.config.router_prior_init)
 
     # ----------------------------------------------------------------- public helpers
-    @property
-    def task(self) -> str:
-        """The task the model scores (batch.TASKS): ``next`` (default) or ``at-time``. A mode like
-        ``training``: set it before scoring or training; it is not part of the weights."""
-        return self.head.task
-
-    @task.setter
-    def task(self, task: str) -> None:
-        self.head.task = check_task(task)
+    def param_groups(self, params: list[nn.Parameter]) -> list[dict]:
+        """Optimizer groups of ``params`` (the trainable ones): the head's few scalars get their own
+        learning-rate scale (:meth:`RetrievalHead.param_groups`), everything else ``lr_scale`` 1."""
+        head = self.head.param_groups(params)
+        special = {id(p) for g in head for p in g["params"]}
+        return [{"params": [p for p in params if id(p) not in special], "lr_scale": 1.0}, *head]
 
     def add_domain_expert(self, city: str) -> None:
         """Give ``city`` its own domain expert in every layer (no-op if it has one)."""
@@ -134,7 +137,7 @@ class TrajMoE(nn.Module):
         return n
 
     # ----------------------------------------------------------------- forward pieces
-    def _prior(self, batch: Batch, city: CityTensors) -> torch.Tensor | None:
+    def _prior(self, batch: Batch, city: CityTensors, task: str) -> torch.Tensor | None:
         """(B, T, P) router priors: current cell's POI shares, hour and weekday one-hots, and the
         target visit's hour and weekday one-hots in the at-time task (left out in next)."""
         cfg = self.config
@@ -151,7 +154,7 @@ class TrajMoE(nn.Module):
         dtype = self.hour_emb.weight.dtype
         parts.append(F.one_hot(batch.hour, N_HOURS).to(dtype))
         parts.append(F.one_hot(batch.weekday, N_WEEKDAYS).to(dtype))
-        if self.task == "at-time":
+        if task == "at-time":
             hour, weekday, _ = batch.target_time()
             parts += [F.one_hot(hour, N_HOURS).to(dtype), F.one_hot(weekday, N_WEEKDAYS).to(dtype)]
         # next: the target-time columns are left out (zeros); the router's gate reads the columns given
@@ -174,9 +177,9 @@ class TrajMoE(nn.Module):
         return needed
 
     def _trunk(
-        self, batch: Batch, city: CityTensors, cell_emb: torch.Tensor, positions: torch.Tensor | None = None
+        self, batch: Batch, city: CityTensors, cell_emb: torch.Tensor, positions: torch.Tensor | None, task: str
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor]:
-        """Final normed states (B, T, C), router probs per layer, summed aux loss.
+        """Final normed states (B, T, C) in ``task``, router probs per layer, summed aux loss.
 
         With ``positions`` (B, Q) only the states there are computed exactly (and the router
         probabilities there); other positions skip work nothing downstream reads."""
@@ -186,13 +189,13 @@ class TrajMoE(nn.Module):
         # jump buckets, so a visit's state is the same wherever its sequence starts.
         x = (cell_emb[batch.cells] + self.hour_emb(batch.hour) + self.weekday_emb(batch.weekday)
              + self.gap_emb(batch.gap_bucket) + self.dist_emb(batch.dist_bucket))
-        if self.task == "at-time":
+        if check_task(task) == "at-time":
             hour, weekday, gap = batch.target_time()
             x = x + self.target_hour_emb(hour) + self.target_weekday_emb(weekday) + self.target_gap_emb(gap)
         x = self.drop(x)  # (B, T, C)
         attn_mask = sliding_window_mask(mask, self.config.attn_window)  # (B, 1, T, T)
         rope = rotary(n_t, self.config.d_model // self.config.n_heads, device=x.device, dtype=x.dtype)
-        prior = self._prior(batch, city)
+        prior = self._prior(batch, city, task)
         aux = x.new_zeros(())
         probs = []
         for block, need in zip(self.blocks, self._needed(mask, positions)):
@@ -204,15 +207,16 @@ class TrajMoE(nn.Module):
         return self.ln_f(x), tuple(probs), aux
 
     # ----------------------------------------------------------------- forward
-    def forward(self, batch: Batch, city: CityTensors, *, targets: bool = True) -> ModelOutput:
-        """Scores over the city's candidate cells for the next visit at every position.
+    def forward(self, batch: Batch, city: CityTensors, *, targets: bool = True, task: str = TASKS[0]) -> ModelOutput:
+        """Scores over the city's candidate cells for the next visit at every position, in ``task``
+        (batch.TASKS: ``next``, its time unknown, or ``at-time``, told when it happens).
 
         ``loss`` (when ``targets``) is the mean cross-entropy over positions whose target is a
         candidate (IGNORE and MISS excluded) plus the router aux losses (zero in eval).
         """
         cell_emb = self.encoder(city.features)  # (N, C)
-        h, probs, aux = self._trunk(batch, city, cell_emb)
-        logits = self.head(h, None, batch=batch, city=city, cell_emb=cell_emb)
+        h, probs, aux = self._trunk(batch, city, cell_emb, None, task)
+        logits = self.head(h, None, batch=batch, city=city, cell_emb=cell_emb, task=task)
         loss = None
         if targets:
             n_valid = (batch.targets >= 0).sum().clamp(min=1)  # 0, not NaN, for a batch without one
@@ -233,27 +237,29 @@ class TrajMoE(nn.Module):
 
     @torch.no_grad()
     def score_positions(self, batch: Batch, city: CityTensors, positions: torch.Tensor, *,
-                        cell_emb: torch.Tensor | None = None) -> PositionScores:
-        """Scores for the visit after each of ``positions`` (B, Q) from ONE pass over ``batch``.
+                        cell_emb: torch.Tensor | None = None, task: str = TASKS[0]) -> PositionScores:
+        """Scores in ``task`` for the visit after each of ``positions`` (B, Q) from ONE pass over ``batch``.
 
         The Transformer runs once over every position; the (B, Q, N) head only at the Q chosen
         ones (evaluation, predict, flows and routing views, scenarios). ``cell_emb``: the city's
         :meth:`encode_cells`, when the caller scores many batches of one city.
         """
         cell_emb = self.encoder(city.features) if cell_emb is None else cell_emb
-        h, probs, _ = self._trunk(batch, city, cell_emb, positions)
+        h, probs, _ = self._trunk(batch, city, cell_emb, positions, task)
         h_q = _at(h, positions)  # (B, Q, C)
-        logits = self.head(h_q, positions, batch=batch, city=city, cell_emb=cell_emb)
+        logits = self.head(h_q, positions, batch=batch, city=city, cell_emb=cell_emb, task=task)
         return PositionScores(logits, tuple(_at(p, positions) for p in probs))
 
     @torch.no_grad()
-    def score_last(self, batch: Batch, city: CityTensors, *, cell_emb: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, N) scores for the visit after each sequence's LAST real position."""
-        return self.score_positions(batch, city, batch.last_positions(), cell_emb=cell_emb).logits.squeeze(1)
+    def score_last(self, batch: Batch, city: CityTensors, *, cell_emb: torch.Tensor | None = None,
+                   task: str = TASKS[0]) -> torch.Tensor:
+        """(B, N) scores in ``task`` for the visit after each sequence's LAST real position."""
+        return self.score_positions(batch, city, batch.last_positions(), cell_emb=cell_emb, task=task).logits.squeeze(1)
 
-    def states_at(self, batch: Batch, city: CityTensors, cell_emb: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Final states (B, Q, C) at ``positions`` (B, Q) (head calibration caches them)."""
-        h, _, _ = self._trunk(batch, city, cell_emb, positions)
+    def states_at(self, batch: Batch, city: CityTensors, cell_emb: torch.Tensor, positions: torch.Tensor, *,
+                  task: str = TASKS[0]) -> torch.Tensor:
+        """Final states (B, Q, C) in ``task`` at ``positions`` (B, Q) (head calibration caches them)."""
+        h, _, _ = self._trunk(batch, city, cell_emb, positions, task)
         return _at(h, positions)
 
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trajmoe.city.batch import Batch, CityTensors
+from trajmoe.city.batch import TASKS, Batch, CityTensors
 from trajmoe.city.data import DEFAULT_MAX_LEN, CityData, iter_batches
 from trajmoe.city.transitions import count_transitions, csr_rows
 from trajmoe.errors import TrajMoEError
@@ -79,18 +79,19 @@ class MostPopular(nn.Module):
     metric breaks them pessimistically).
     """
 
-    time_blind = True  # the same scores in both tasks (train.models.set_task)
+    scored_tasks = TASKS  # time-blind: the same scores in both tasks (train.models.check_model_task)
 
-    def forward(self, batch: Batch, city: CityTensors, *, targets: bool = False) -> BaselineOutput:
+    def forward(self, batch: Batch, city: CityTensors, *, targets: bool = False, task: str = TASKS[0]) -> BaselineOutput:
         n_b, n_t = batch.shape
         return baseline_output(city.log_pop.expand(n_b, n_t, -1), batch, targets=targets)
 
     reach = 1  # a score depends on no visit at all: one pass per person is exact
 
-    def score_last(self, batch: Batch, city: CityTensors) -> torch.Tensor:
+    def score_last(self, batch: Batch, city: CityTensors, *, task: str = TASKS[0]) -> torch.Tensor:
         return city.log_pop.expand(batch.shape[0], -1).clone()  # (B, N)
 
-    def score_positions(self, batch: Batch, city: CityTensors, positions: torch.Tensor) -> PositionScores:
+    def score_positions(self, batch: Batch, city: CityTensors, positions: torch.Tensor, *,
+                        task: str = TASKS[0]) -> PositionScores:
         return PositionScores(city.log_pop.expand(*positions.shape, -1).clone(), ())  # (B, Q, N)
 
 
@@ -105,7 +106,7 @@ class Markov(nn.Module):
     (consecutive windows share one visit, so no transition is counted twice or lost).
     """
 
-    time_blind = True  # the same scores in both tasks (train.models.set_task)
+    scored_tasks = TASKS  # time-blind: the same scores in both tasks (train.models.check_model_task)
 
     def __init__(self) -> None:
         super().__init__()
@@ -139,17 +140,18 @@ class Markov(nn.Module):
         big = float(pop.max().clamp(min=0)) + 1.0
         return _dense_rank(self.transition_counts(current) * big + pop)  # (M, N)
 
-    def forward(self, batch: Batch, city: CityTensors, *, targets: bool = False) -> BaselineOutput:
+    def forward(self, batch: Batch, city: CityTensors, *, targets: bool = False, task: str = TASKS[0]) -> BaselineOutput:
         n_b, n_t = batch.shape
         return baseline_output(self._scores(batch.cells.reshape(-1), city).view(n_b, n_t, -1), batch, targets=targets)
 
     reach = 1  # only the current cell matters
 
-    def score_last(self, batch: Batch, city: CityTensors) -> torch.Tensor:
+    def score_last(self, batch: Batch, city: CityTensors, *, task: str = TASKS[0]) -> torch.Tensor:
         current = batch.cells.gather(1, batch.last_positions()).squeeze(1)
         return self._scores(current, city)
 
-    def score_positions(self, batch: Batch, city: CityTensors, positions: torch.Tensor) -> PositionScores:
+    def score_positions(self, batch: Batch, city: CityTensors, positions: torch.Tensor, *,
+                        task: str = TASKS[0]) -> PositionScores:
         current = batch.cells.gather(1, positions)  # (B, Q)
         return PositionScores(self._scores(current.reshape(-1), city).view(*positions.shape, -1), ())
 
@@ -224,12 +226,11 @@ class ReturnGravity(nn.Module):
         self.weight = nn.Parameter(torch.zeros(len(self.feature_names)))
 
     @property
-    def task(self) -> str:
-        """``at-time`` for epr-time; plain return + gravity ignores the target's time (either task)."""
-        return "at-time" if self.time else "next"
+    def scored_tasks(self) -> tuple[str, ...]:
+        """``at-time`` only for epr-time; plain return + gravity ignores the target's time (either task)."""
+        return ("at-time",) if self.time else TASKS
 
-    @task.setter
-    def task(self, task: str) -> None:
+    def _check(self, task: str) -> None:
         if self.time and task != "at-time":
             raise TrajMoEError("epr-time scores a visit given its time: use it with --task at-time "
                                "(for --task next use epr or epr+).")
@@ -274,7 +275,8 @@ class ReturnGravity(nn.Module):
             feats += [timed.log1p(), city.hour_share.to(count.dtype)[hour.gather(1, positions)]]
         return torch.stack(feats)
 
-    def forward(self, batch: Batch, city: CityTensors, *, targets: bool = False) -> BaselineOutput:
+    def forward(self, batch: Batch, city: CityTensors, *, targets: bool = False, task: str = TASKS[0]) -> BaselineOutput:
+        self._check(task)
         return baseline_output(self._score(batch, city), batch, targets=targets)
 
     @property
@@ -282,11 +284,14 @@ class ReturnGravity(nn.Module):
         """The features look at the last ``window`` visits (the current one included)."""
         return self.window
 
-    def score_last(self, batch: Batch, city: CityTensors) -> torch.Tensor:
+    def score_last(self, batch: Batch, city: CityTensors, *, task: str = TASKS[0]) -> torch.Tensor:
+        self._check(task)
         return self._score(batch, city, batch.last_positions()).squeeze(1)
 
     @torch.no_grad()
-    def score_positions(self, batch: Batch, city: CityTensors, positions: torch.Tensor) -> PositionScores:
+    def score_positions(self, batch: Batch, city: CityTensors, positions: torch.Tensor, *,
+                        task: str = TASKS[0]) -> PositionScores:
+        self._check(task)
         return PositionScores(self._score(batch, city, positions), ())
 
     def nll(self, batches: list[Batch], city: CityTensors) -> float:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from trajmoe.city.batch import CityTensors
+from trajmoe.city.batch import TASKS, CityTensors
 from trajmoe.city.data import CityData
 from trajmoe.city.segments import segment_batches
 from trajmoe.train.device import model_device
@@ -22,9 +22,10 @@ from trajmoe.train.device import model_device
 CALIBRATION_PRIOR_TARGETS = 100.0
 
 
-def calibrate_head(model, data: CityData, city: CityTensors, targets: np.ndarray, *, max_iter: int = 100,
-                   prior_targets: float = CALIBRATION_PRIOR_TARGETS, fit_similarity: bool = True) -> dict:
-    """Fit the output head's prior weights for ``city.kind`` (distance decay, return, seen,
+def calibrate_head(model, data: CityData, city: CityTensors, targets: np.ndarray, *, task: str = TASKS[0],
+                   max_iter: int = 100, prior_targets: float = CALIBRATION_PRIOR_TARGETS,
+                   fit_similarity: bool = True) -> dict:
+    """Fit the output head's prior weights for ``city.kind`` in ``task`` (distance decay, return, seen,
     current-cell, popularity, successor and transition terms) and the trust in its learned terms
     (``head.scales``: similarity, return scorer) on ``targets``, everything else frozen.
 
@@ -51,7 +52,7 @@ def calibrate_head(model, data: CityData, city: CityTensors, targets: np.ndarray
         cell_emb = model.encode_cells(city)
         for part in segment_batches(data, np.asarray(targets), reach=model.reach, n_cells=city.n_cells):
             batch, positions = part.batch.to(device), part.positions.to(device)
-            h_q = model.states_at(batch, city, cell_emb, positions)  # (B, Q, C)
+            h_q = model.states_at(batch, city, cell_emb, positions, task=task)  # (B, Q, C)
             truth = batch.targets.gather(1, positions)  # (B, Q)
             keep = part.valid.to(device) & (truth >= 0)
             if keep.any():
@@ -66,7 +67,7 @@ def calibrate_head(model, data: CityData, city: CityTensors, targets: np.ndarray
     def nll() -> torch.Tensor:
         total = torch.zeros((), device=device)
         for batch, positions, h_q, truth, keep in cached:
-            logits = head(h_q, positions, batch=batch, city=city, cell_emb=cell_emb)  # (B, Q, N)
+            logits = head(h_q, positions, batch=batch, city=city, cell_emb=cell_emb, task=task)  # (B, Q, N)
             total = total + F.cross_entropy(logits[keep], truth[keep], reduction="sum")
         return total / n
 

@@ -20,28 +20,29 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
-from trajmoe.city.batch import CityTensors
+from trajmoe.city.batch import TASKS, CityTensors
 from trajmoe.city.data import DEFAULT_MAX_LEN, CityData, iter_batches
 from trajmoe.city.segments import segment_batches
 from trajmoe.city.subset import RunSubset
 from trajmoe.train.device import model_device
 from trajmoe.train.metrics import metrics_by_kind, metrics_from_ranks, target_ranks
-from trajmoe.train.models import set_task
+from trajmoe.train.models import check_model_task
 
 Progress = Callable[[int, int], None]  # (targets done, total) -> None
 
 
 @torch.no_grad()
-def iter_scores(model, data: CityData, targets: np.ndarray, *, city: CityTensors, router: bool = False,
-                max_len: int = DEFAULT_MAX_LEN, batch_size: int = 256,
+def iter_scores(model, data: CityData, targets: np.ndarray, *, city: CityTensors, task: str = TASKS[0],
+                router: bool = False, max_len: int = DEFAULT_MAX_LEN, batch_size: int = 256,
                 progress: Progress | None = None) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor | None]]:
-    """Yield ``(targets, scores, router_probs)`` chunks covering every visit of ``targets``.
+    """Yield ``(targets, scores, router_probs)`` chunks covering every visit of ``targets``, in ``task``.
 
     ``scores`` (n, N) float32 on the CPU are the next-cell logits for each target from its
     previous visit (``softmax`` gives probabilities); ``router_probs`` (n, n_layers, E) the router
     probabilities at that previous visit when ``router`` and the model has routed experts, else
     None. The model runs where its parameters are; chunks come in no particular order.
     """
+    check_model_task(model, task)
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
@@ -54,14 +55,14 @@ def iter_scores(model, data: CityData, targets: np.ndarray, *, city: CityTensors
     try:
         if reach is None:  # each target from its own context of up to max_len visits
             for chunk in iter_batches(targets, batch_size):
-                scores = model.score_last(data.eval_batch(chunk, max_len=max_len).to(device), city_on, **cells)
+                scores = model.score_last(data.eval_batch(chunk, max_len=max_len).to(device), city_on, task=task, **cells)
                 done += len(chunk)
                 if progress is not None:
                     progress(done, len(targets))
                 yield chunk, scores.float().cpu(), None
             return
         for part in segment_batches(data, targets, reach=reach, n_cells=city.n_cells):
-            out = model.score_positions(part.batch.to(device), city_on, part.positions.to(device), **cells)
+            out = model.score_positions(part.batch.to(device), city_on, part.positions.to(device), task=task, **cells)
             valid = part.valid.to(device)
             probs = None
             if router and out.router_probs:
@@ -75,34 +76,31 @@ def iter_scores(model, data: CityData, targets: np.ndarray, *, city: CityTensors
             model.train()
 
 
-def rank_targets(model, data: CityData, city: CityTensors, targets: np.ndarray, *, max_len: int = DEFAULT_MAX_LEN,
-                 batch_size: int = 256) -> np.ndarray:
-    """Pessimistic rank of every target, in the order of ``targets`` (inf outside the candidates)."""
+def rank_targets(model, data: CityData, city: CityTensors, targets: np.ndarray, *, task: str = TASKS[0],
+                 max_len: int = DEFAULT_MAX_LEN, batch_size: int = 256) -> np.ndarray:
+    """Pessimistic rank of every target in ``task``, in the order of ``targets`` (inf outside the candidates)."""
     unique, inverse = np.unique(np.asarray(targets, dtype=np.int64), return_inverse=True)
     ranks = np.zeros(len(unique))
-    for chunk, scores, _ in iter_scores(model, data, unique, city=city, max_len=max_len, batch_size=batch_size):
+    for chunk, scores, _ in iter_scores(model, data, unique, city=city, task=task, max_len=max_len,
+                                        batch_size=batch_size):
         ranks[np.searchsorted(unique, chunk)] = target_ranks(scores, torch.from_numpy(data.cell_idx[chunk])).numpy()
     return ranks[inverse]
 
 
 def evaluate(model, data: CityData, *, split: str = "test", city: CityTensors | None = None,
              subset: RunSubset | None = None, max_len: int = DEFAULT_MAX_LEN, batch_size: int = 256,
-             task: str | None = None) -> dict:
-    """Metrics on a split's targets: overall, and under ``returns`` / ``explorations``.
-
-    ``task`` (batch.TASKS) switches the model to that task first (``fit.set_task``); None scores
-    the task it is set to.
+             task: str = TASKS[0]) -> dict:
+    """Metrics on a split's targets in ``task`` (batch.TASKS): overall, and under ``returns`` /
+    ``explorations``.
 
     ``subset`` gives the cell features (and, for ``split="val"``, the run's share of validation
     targets); otherwise ``city`` gives the features, by default from all training visits. A return
     is a target whose cell is among the person's last ``DEFAULT_MAX_LEN`` earlier visits, whatever
     ``max_len`` the model reads (``CityData.is_return``), so the split is the same for every method.
     """
-    if task is not None:
-        set_task(model, task)
     if subset is not None:
         city = subset.city
     city = city if city is not None else data.city_tensors()
     targets = subset.val_targets if subset is not None and split == "val" else data.targets(split)
-    ranks = rank_targets(model, data, city, targets, max_len=max_len, batch_size=batch_size)
+    ranks = rank_targets(model, data, city, targets, task=task, max_len=max_len, batch_size=batch_size)
     return {**metrics_from_ranks(ranks), **metrics_by_kind(ranks, data.is_return(targets))}

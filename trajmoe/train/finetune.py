@@ -30,6 +30,7 @@ from trajmoe.errors import CheckpointError
 from trajmoe.train.checkpoint import save_checkpoint
 from trajmoe.train.evaluate import evaluate
 from trajmoe.train.fit import Progress, TrainConfig, TrainResult, fit
+from trajmoe.train.record import TrainingRecord, training_record
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,8 @@ class FinetuneResult:
     train: TrainResult  # steps, seconds, losses, validation history
     subset: RunSubset  # the windows, features and validation targets the run used
     metrics: dict  # test metrics with the subset's cell features
-    info: dict  # sidecar info for save_checkpoint
+    info: dict  # sidecar info for save_checkpoint (cities, domain experts, metrics)
+    record: TrainingRecord  # the sidecar's training record
     metrics_all: dict | None = None  # test metrics with cell features from all training visits
 
     def record_metrics(self, metrics: dict) -> None:
@@ -54,7 +56,7 @@ class FinetuneResult:
 
     def save(self, path: str | Path, *, arch: str) -> Path:
         """Write ``NAME.safetensors`` + ``NAME.json`` (the run's config and :attr:`info`)."""
-        return save_checkpoint(path, self.model, arch=arch, config=self.model.config, info=self.info)
+        return save_checkpoint(path, self.model, arch=arch, config=self.model.config, info=self.info, record=self.record)
 
 
 def finetune(model: torch.nn.Module, data: CityData, cfg: TrainConfig, *, base_info: dict, source: str,
@@ -70,7 +72,8 @@ def finetune(model: torch.nn.Module, data: CityData, cfg: TrainConfig, *, base_i
     cfg
         Fraction, seed, epochs, mode (full / light) and the optimiser settings.
     base_info
-        The starting checkpoint's sidecar (its ``cities`` carry over into the new one).
+        The starting checkpoint's sidecar (its ``cities`` carry over into the new one; its training
+        record's kinds say which head rows calibration pulls toward their weights).
     source
         The starting checkpoint, as a path or a file name: the sidecar records its file name only
         (a sidecar is shared with others; it never carries a path of the user's machine).
@@ -81,25 +84,25 @@ def finetune(model: torch.nn.Module, data: CityData, cfg: TrainConfig, *, base_i
         visit in its own faster pass and records those metrics with
         :meth:`FinetuneResult.record_metrics`.
     """
-    result = fit(model, [data], cfg, val_city=data, progress=progress)
+    base = TrainingRecord.of(base_info)  # the kinds its head rows were trained on (default: the model's config)
+    result = fit(model, [data], cfg, val_city=data, progress=progress, kinds_before=base.trained_kinds if base else None)
     subset = result.val_subset
+    task = cfg.tasks[0]  # the test metrics are the first task's (the one `trajmoe finetune --task` names)
     metrics, metrics_all = {}, None
     if evaluate_test:
-        metrics = evaluate(model, data, split="test", subset=subset, max_len=cfg.max_len, batch_size=cfg.eval_batch_size)
-        metrics_all = evaluate(model, data, split="test", max_len=cfg.max_len, batch_size=cfg.eval_batch_size)
+        metrics = evaluate(model, data, split="test", subset=subset, max_len=cfg.max_len,
+                           batch_size=cfg.eval_batch_size, task=task)
+        metrics_all = evaluate(model, data, split="test", max_len=cfg.max_len, batch_size=cfg.eval_batch_size, task=task)
     names = getattr(model, "domain_expert_names", None)
+    record = training_record("finetune", result, cfg, source=source)
     info = {
         "cities": sorted(set(base_info.get("cities", [])) | {data.name}),
         "domain_experts": list(names()) if names is not None else [],
-        "training": {"kind": "finetune", "from": Path(str(source)).name, "city": data.name, "fraction": cfg.fraction,
-                     "seed": cfg.seed, "epochs": cfg.epochs, "mode": cfg.mode, "tasks": list(cfg.tasks),
-                     "steps": result.steps,
-                     "seconds": round(result.seconds, 2), "subset": subset.describe(), "kept": result.kept,
-                     "calibration_kept": result.calibration_kept},
         "metrics": {"test": metrics, **({"test_all_visits": metrics_all} if metrics_all is not None else {})},
     }
     log.info("fine-tuned on %.3g of %s: %d steps, test %s", cfg.fraction, data.name, result.steps, metrics)
-    return FinetuneResult(model=model, train=result, subset=subset, metrics=metrics, info=info, metrics_all=metrics_all)
+    return FinetuneResult(model=model, train=result, subset=subset, metrics=metrics, info=info, record=record,
+                          metrics_all=metrics_all)
 
 
 def visit_features(meta: dict, data: CityData, *, choice: str = "all") -> tuple[RunSubset | None, str]:
@@ -112,12 +115,12 @@ def visit_features(meta: dict, data: CityData, *, choice: str = "all") -> tuple[
     """
     if choice not in VISIT_FEATURES:
         raise CheckpointError(f"visit features must be one of {', '.join(VISIT_FEATURES)}, got {choice!r}.")
-    training = meta.get("training", {})
-    recorded = training.get("subset") if training.get("kind") == "finetune" else None
+    record = TrainingRecord.of(meta)
+    recorded = record.subset if record is not None and record.kind == "finetune" else None
     n_all = len(data.train_visits(None))
     tuned = ""
     if recorded is not None:
-        tuned = (f" The checkpoint was fine-tuned on {training.get('city')!r} with {recorded['fraction']:.0%} of its "
+        tuned = (f" The checkpoint was fine-tuned on {record.city!r} with {recorded['fraction']:.0%} of its "
                  f"training windows (seed {recorded['seed']}, {recorded['train_visits']:,} visits).")
     if choice == "all":
         return None, f"Visit features: all {n_all:,} training visits of {data.name}.{tuned}"
@@ -125,9 +128,9 @@ def visit_features(meta: dict, data: CityData, *, choice: str = "all") -> tuple[
         raise CheckpointError(
             "This checkpoint records no fine-tuning subset (it was not written by `trajmoe finetune` of this "
             "version): use --features all.")
-    if training.get("city") != data.name:
+    if record.city != data.name:
         raise CheckpointError(
-            f"This checkpoint was fine-tuned on {training.get('city')!r}, not {data.name!r}: its subset does not "
+            f"This checkpoint was fine-tuned on {record.city!r}, not {data.name!r}: its subset does not "
             "apply here; use --features all.")
     subset = run_subset(data, fraction=recorded["fraction"], seed=recorded["seed"], max_len=recorded["max_len"])
     if subset.n_train_visits != recorded["train_visits"]:

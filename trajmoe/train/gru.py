@@ -14,12 +14,17 @@ import math
 import torch
 from torch import nn
 
-from trajmoe.city.batch import N_GAP_BUCKETS, UNKNOWN_WEEKDAY, Batch, CityTensors
+from trajmoe.city.batch import N_GAP_BUCKETS, TASKS, UNKNOWN_WEEKDAY, Batch, CityTensors
 from trajmoe.city.features import FEATURE_DIM
 from trajmoe.errors import TrajMoEError
 from trajmoe.train.baselines import BaselineOutput, baseline_output
 
 N_HOUR_OF_WEEK = 24 * (UNKNOWN_WEEKDAY + 1)  # Mon..Sun + unknown weekday, 24 hours each
+
+
+def _check_next(task: str) -> None:
+    if task != TASKS[0]:
+        raise TrajMoEError("the GRU baseline predicts --task next only; for at-time use transformer or epr-time.")
 
 
 @dataclasses.dataclass
@@ -104,12 +109,16 @@ class GRUNextLocation(nn.Module):
         angle = (city.xy_km.unsqueeze(-1) * self.coord_freq).flatten(1)  # (N, 2 * S)
         return self.cell_mlp(torch.cat([city.features, angle.sin(), angle.cos()], dim=1))  # (N, C)
 
-    def forward(self, batch: Batch, city: CityTensors, *, targets: bool = False) -> BaselineOutput:
+    scored_tasks = (TASKS[0],)  # next only: it has no input for the target's time
+
+    def forward(self, batch: Batch, city: CityTensors, *, targets: bool = False, task: str = TASKS[0]) -> BaselineOutput:
+        _check_next(task)
         cell_emb = self._cell_emb(city)
         return baseline_output(self._logits(self._states(batch, cell_emb), cell_emb), batch, targets=targets)
 
     @torch.no_grad()
-    def score_last(self, batch: Batch, city: CityTensors) -> torch.Tensor:
+    def score_last(self, batch: Batch, city: CityTensors, *, task: str = TASKS[0]) -> torch.Tensor:
+        _check_next(task)
         cell_emb = self._cell_emb(city)
         q = self._states(batch, cell_emb)
         last = batch.last_positions()

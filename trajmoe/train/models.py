@@ -30,7 +30,8 @@ from trajmoe.trajectories.kinds import KINDS
 ARCHS = ("trajmoe", "transformer", "gru")
 
 
-def _config_class(arch: str) -> type:
+def config_class(arch: str) -> type:
+    """The config dataclass of an architecture (:data:`ARCHS`)."""
     if arch not in ARCHS:
         raise TrajMoEError(f"Unknown model architecture {arch!r}: use one of {', '.join(ARCHS)}.")
     return GRUConfig if arch == "gru" else TrajMoEConfig
@@ -58,7 +59,7 @@ def build_model(arch: str, config: dict, *, cities: Iterable[str] = ()) -> nn.Mo
     nn.Module
         A freshly initialised model of exactly that shape (load the weights next).
     """
-    cls = _config_class(arch)
+    cls = config_class(arch)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(config) - known)
     if unknown:
@@ -86,7 +87,7 @@ def new_model(arch: str, *, seed: int = 0, **overrides) -> tuple[nn.Module, obje
     model. ``transformer`` forces ``moe=False``; everything else (width, depth, heads, head terms)
     is TrajMoE's default unless overridden, so it matches a TrajMoE built with the same overrides.
     """
-    cls = _config_class(arch)
+    cls = config_class(arch)
     if arch == "transformer":
         if overrides.get("moe", False):
             raise TrajMoEError("the dense Transformer baseline has moe=False; use arch='trajmoe' for SAMoE.")
@@ -106,26 +107,34 @@ def new_trajmoe(*, d_model: int = 128, n_layers: int = 2, seed: int = 0, **overr
     return new_model("trajmoe", seed=seed, d_model=d_model, n_layers=n_layers, **overrides)
 
 
-def set_task(model: torch.nn.Module, task: str) -> None:
-    """Switch ``model`` to ``task``: the TrajMoE family and return + gravity have a ``task`` switch;
-    count models (``time_blind``) score both tasks alike, ignoring the target's time; any other
-    model (the GRU) scores ``next`` only, and asking it for at-time is an error naming what can."""
+def check_model_task(model: torch.nn.Module, task: str) -> str:
+    """``task`` when ``model`` can score it (its ``scored_tasks``), else an error naming what can:
+    the TrajMoE family and the count models (time-blind: the same scores in both) score both tasks,
+    epr-time at-time only, the GRU next only. Nothing about the model changes."""
     check_task(task)
-    if hasattr(model, "task"):
-        model.task = task
-    elif task != "next" and not getattr(model, "time_blind", False):
+    scored = getattr(model, "scored_tasks", ("next",))
+    if task in scored:
+        return task
+    if task == "at-time":
         raise TrajMoEError(f"{type(model).__name__} cannot use the target's time: only the TrajMoE family "
                            "(trajmoe, transformer) and the epr-time baseline predict --task at-time.")
+    raise TrajMoEError(f"{type(model).__name__} scores the task(s) {', '.join(scored)} only, not {task!r}: use it "
+                       f"with --task {scored[0]} (epr-time scores a visit given its time; for --task next use epr or epr+).")
 
 
-def require_task(model: torch.nn.Module, task: str, *, checkpoint: str = "this checkpoint") -> None:
-    """Switch ``model`` to ``task`` after checking the checkpoint was trained for it
-    (``config.tasks``, recorded by train.fit; an empty record, e.g. an untrained model, is not checked)."""
-    check_task(task)
-    trained = tuple(getattr(getattr(model, "config", None), "tasks", ()) or ())
+def trained_tasks(model: torch.nn.Module) -> tuple[str, ...]:
+    """The tasks ``model`` was trained for (``config.tasks``, recorded in its checkpoint's config by
+    save_checkpoint from the training record); empty when unknown (e.g. an untrained model)."""
+    return tuple(getattr(getattr(model, "config", None), "tasks", ()) or ())
+
+
+def require_task(model: torch.nn.Module, task: str, *, checkpoint: str = "this checkpoint") -> str:
+    """``task``, after checking the checkpoint was trained for it (:func:`trained_tasks`; an empty
+    record is not checked); the model is not changed: pass the task to each scoring call."""
+    check_model_task(model, task)
+    trained = trained_tasks(model)
     if trained and task not in trained:
         raise CheckpointError(
             f"{checkpoint} was trained for the task(s) {', '.join(trained)}, not {task!r}: fine-tune it for that "
             f"task first (`trajmoe finetune --task {task} ...`), or use --task {trained[0]}.")
-    set_task(model, task)
-
+    return task
