@@ -28,6 +28,7 @@ import pandas as pd
 import streamlit as st
 
 from state.session import Source, session
+from state.text import error
 from trajmoe.errors import CheckpointError, TrajMoEError
 from trajmoe.trajectories.report import ValidationReport, plural
 
@@ -223,7 +224,8 @@ class Prepared:
     def check_lines(self) -> list[str]:
         """The check of the trajectories in plain words: the counts (rows read = used + merged + left
         out; people read = kept + dropped), rows left out (with row numbers), merged, notes. Says
-        "Every row could be used" only when it is true, never for a file that could not be read."""
+        "Every row could be used" only when it is true, never for a file that could not be read.
+        Lines of Markdown: what quotes the file (its name, columns, values) is escaped."""
         report = self.validation
         lines = [f"- {text}" for text in report.count_lines()]
         if not report.fatal:
@@ -233,12 +235,13 @@ class Prepared:
             more = ", ..." if entry["count"] > min(8, len(entry["rows"])) else ""
             label = "row" if entry["count"] == 1 and not more else "rows"
             where = f" ({label} {rows}{more})" if rows else ""
-            lines.append(f"- **Left out {plural(entry['count'], 'row')}: {reason}**{where}. {entry['message']}")
+            lines.append(f"- **Left out {plural(entry['count'], 'row')}: {error(reason)}**{where}. "
+                         f"{error(entry['message'])}")
         for reason, n in report.reduced.items():
-            lines.append(f"- Merged {plural(n, 'row')}: {reason}.")
+            lines.append(f"- Merged {plural(n, 'row')}: {error(reason)}.")
         for reason, n in report.users_dropped.items():
-            lines.append(f"- Dropped {plural(n, 'person', 'people')}: {reason}.")
-        return lines + [f"- {note}" for note in report.notes]
+            lines.append(f"- Dropped {plural(n, 'person', 'people')}: {error(reason)}.")
+        return lines + [f"- {error(note)}" for note in report.notes]
 
     @property
     def n_dropped(self) -> int:
@@ -405,7 +408,7 @@ def require_city() -> tuple[Prepared, object]:
     """The prepared city and its CityData, or stop the page with the reason in plain words."""
     prep = prepared()
     if prep.folder is None:
-        st.error(f"The trajectories could not be used: {prep.error}")
+        st.error(f"The trajectories could not be used: {error(prep.error)}")
         st.page_link("app_pages/trajectories.py", label="See what was wrong on the Trajectories page")
         st.stop()
     return prep, city_data(prep.folder)
