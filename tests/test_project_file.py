@@ -229,3 +229,32 @@ def test_names_typed_or_uploaded_are_never_drawn_as_markdown(env):
     assert not at.exception, [e.message for e in at.exception]
     assert any("evil" in text for text in markdown_shown(at))
     assert_nothing_from_the_file_as_markdown(at)
+
+
+def test_a_checkpoint_named_with_markdown_is_never_drawn_as_markdown(env):
+    """Its file name names the model on every analysis page ("Showing the pretrained model ...")."""
+    weights = Path(env["checkpoint"]).read_bytes()
+    sidecar = Path(env["checkpoint"]).with_suffix(".json").read_bytes()
+    at = open_app()
+    at.switch_page("app_pages/finetune.py").run()
+    at.radio(key="ckpt_choice").set_value("A checkpoint I upload").run()
+    stem = NAME.removesuffix(".csv")
+    at.file_uploader(key="ckpt_upload").set_value([(f"{stem}.safetensors", weights, "application/octet-stream"),
+                                                   (f"{stem}.json", sidecar, "application/json")]).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert "evil" in sess(at).base_checkpoint  # it was taken...
+    assert_nothing_from_the_file_as_markdown(at)
+    at.switch_page("app_pages/experts.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("evil" in text for text in markdown_shown(at))
+    assert_nothing_from_the_file_as_markdown(at)  # ...and named in words only
+
+
+def test_city_names_keep_the_characters_of_place_names_only(env):
+    from state.inputs import MAX_CITY, plain_city
+
+    assert plain_city("My City") == "My City" and plain_city("Saint-Étienne (Loire)") == "Saint-Étienne (Loire)"
+    assert plain_city("Minneapolis/St. Paul, MN") == "Minneapolis/St. Paul, MN" and plain_city("北京") == "北京"
+    assert plain_city(PAYLOAD) == "t (http //evil.example/track.png)"  # no image, no link, no scheme
+    assert plain_city("www.evil.example") == "evil.example" and plain_city("a@b.example") == "a b.example"
+    assert plain_city("_x_ *y* `z` $w$") == "x y z w" and len(plain_city("x" * 1000)) == MAX_CITY

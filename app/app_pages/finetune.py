@@ -49,7 +49,7 @@ st.caption(f"Starting checkpoint: {plain(base_path.name)}, pretrained on {plain(
 
 seen = outputs.pretrained_on(base_meta, prep)
 if seen:
-    st.info(f"This checkpoint's pretraining included **{seen}** (its training part). The pretrained model's "
+    st.info(f"This checkpoint's pretraining included **{plain(seen)}** (its training part). The pretrained model's "
             "result below is therefore not a zero-shot test on a new city: it has seen this city before.")
 
 chosen = sess.finetune_settings

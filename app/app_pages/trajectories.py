@@ -26,9 +26,10 @@ with st.expander("Use your own file", expanded=not inputs.is_sample()):
         inputs.use_upload(file)
         st.rerun()
     cols = st.columns([2, 1])
-    city = cols[0].text_input("City name", value=inputs.city_name(), key=f"city_name_{inputs.trajectories().key}_{inputs.city_name()}")  # a new name from elsewhere (a project file) shows
-    if city.strip() and city.strip() != inputs.city_name():
-        sess.city = city.strip()
+    city = cols[0].text_input("City name", value=inputs.city_name(), max_chars=inputs.MAX_CITY,
+                              key=f"city_name_{inputs.trajectories().key}_{inputs.city_name()}")  # a new name from elsewhere (a project file) shows
+    if inputs.plain_city(city) and inputs.plain_city(city) != inputs.city_name():
+        sess.city = inputs.plain_city(city)  # letters, digits and the punctuation of place names only
         st.rerun()
     if not inputs.is_sample() and cols[1].button("Back to the Helsinki sample", key="use_sample"):
         sess.use_trajectories(None)

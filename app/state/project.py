@@ -32,13 +32,11 @@ PROJECT_FORMAT = "trajmoe-app-project"
 VERSION = 1
 MAX_BYTES = 1_000_000  # a project file is ~500 bytes; bigger is not one (and costs the server memory)
 MAX_DEPTH = 4  # the format nests 2 deep (project -> trajectories/pois/finetune -> values)
-MAX_CITY = 80  # characters of a city name
 MAX_FILE_NAME = 255  # characters of a file name (most file systems' limit)
 RESOLUTIONS = (5, 12)  # H3 resolutions a planner's map detail may be
 FIELDS = ("format", "version", "trajectories", "pois", "city", "resolution", "weekday_unreliable", "privacy_k",
           "finetune")
 _DIGEST = re.compile(r"[0-9a-f]{20}")  # inputs.digest()
-_CITY = re.compile(r"[\w .,'’()&/-]+")  # letters of any script, digits, and the punctuation of place names
 _STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')  # a JSON string (skipped) or a bracket
 _PAGES = {"trajectories": "Trajectories", "pois": "City & POIs"}
 
@@ -144,11 +142,11 @@ def _city(value) -> str | None:
         return None
     if not isinstance(value, str):
         raise _Bad(f"city must be a name in quotes (e.g. \"Riverside\"), got {_seen(value)}")
-    name = value.strip()
-    if not name or len(name) > MAX_CITY or not name.isprintable():
-        raise _Bad(f"city must be a name of 1 to {MAX_CITY} characters on one line with no control characters, "
-                   f"got {_seen(value)}")
-    if not _CITY.fullmatch(name):
+    name = " ".join(value.split())
+    if not name or len(value) > inputs.MAX_CITY or not value.isprintable():
+        raise _Bad(f"city must be a name of 1 to {inputs.MAX_CITY} characters on one line with no control "
+                   f"characters, got {_seen(value)}")
+    if inputs.plain_city(name) != name:
         raise _Bad(f"city must be a plain name: letters, digits, spaces and . , ' ( ) & / - (e.g. \"Riverside\"), "
                    f"got {_seen(value)}")
     return name
