@@ -147,3 +147,18 @@ def test_no_message_about_a_hostile_project_file_shows_a_path_or_token(app):
         assert any(line[:40].replace("\\", "") in text.replace("\\", "") for text in shown), case  # it is shown
         if case == "file_entry_path":  # the file names a path: the message quotes it, the page shows its name
             assert "/etc/passwd" in line and not any("/etc/passwd" in text for text in shown)
+
+
+# --------------------------------------------------------------------------- the CLI's timezone
+@pytest.mark.parametrize("verb", ["validate", "prepare"])
+def test_an_unknown_timezone_is_refused_in_one_line_before_the_file_is_read(tmp_path, capsys, verb):
+    """The file does not exist: had it been opened first, the message would say so."""
+    from trajmoe import cli
+
+    missing = str(tmp_path / "not_there.csv")
+    argv = ([verb, missing] if verb == "validate" else
+            [verb, "--trajectories", missing, "--city", "X", "--out", str(tmp_path / "out")])
+    assert cli.main([*argv, "--timezone", "Mars/Olympus"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "'Mars/Olympus'" in err and "'America/New_York'" in err, err
+    assert not (tmp_path / "out").exists()
