@@ -59,6 +59,8 @@ HOSTILE = {  # case -> (file content, words the one message must hold)
     "file_entry_path": (with_field("pois", '{"file": "/etc/passwd", "digest": "0123456789abcdef0123"}'),
                         "a file name (no folder)"),
     "unknown_field": (json.dumps({**BASE, "label": PAYLOAD}).encode(), 'the field "label"'),
+    "pois_none_1": (with_field("pois", '{"none": 1}'), "pois must be null"),
+    "version_1.0": (with_field("version", "1.0"), "its version is 1.0"),
     "not_json": (b"{not json", "not valid JSON"),
     "a_list": (b"[1, 2]", "has no \"format\""),
     "not_utf8": (b"\xff\xfe\x00{", "not UTF-8"),

@@ -54,7 +54,7 @@ def project_file() -> bytes:
     sess = session()
     return json.dumps({
         "format": PROJECT_FORMAT, "version": VERSION,
-        "trajectories": _entry(sess.trajectories), "pois": _entry(sess.pois), "city": sess.city,
+        "trajectories": _entry(sess.trajectories), "pois": _entry(sess.pois), "city": sess.city and inputs.city_name(),
         "resolution": sess.resolution, "weekday_unreliable": sess.weekday_unreliable,
         "privacy_k": int(st.session_state.get(PRIVACY_K, DEFAULT_K)),
         "finetune": sess.finetune_settings.to_dict(),
@@ -115,15 +115,16 @@ def _parse(data: bytes) -> dict:
         project = json.loads(text, parse_constant=no_constant)
     except _Bad:
         raise
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError; an integer of over 4,300 digits
+    except ValueError as exc:  # JSONDecodeError; an integer of over 4,300 digits
         raise _Bad(f"it is not valid JSON ({str(exc).splitlines()[0][:120]})") from None
     if not isinstance(project, dict) or project.get("format") != PROJECT_FORMAT:
         raise _Bad(f"it has no \"format\": \"{PROJECT_FORMAT}\"")
     unknown = [name for name in project if name not in FIELDS]
     if unknown:
         raise _Bad(f"it has the field {_seen(unknown[0])}, which a project file does not have")
-    if project.get("version", VERSION) != VERSION or isinstance(project.get("version"), bool):
-        raise _Bad(f"its version is {_seen(project.get('version'))}; this app reads version {VERSION}")
+    version = project.get("version", VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or version != VERSION:
+        raise _Bad(f"its version is {_seen(version)}; this app reads version {VERSION}")
     return project
 
 
@@ -156,7 +157,7 @@ def _file_entry(what: str, entry) -> dict | None:
     """A project's file entry: null, {"none": true} (POIs only), or its file name and digest."""
     if entry is None:
         return None
-    if entry == {"none": True} and what == "pois":
+    if what == "pois" and isinstance(entry, dict) and list(entry) == ["none"] and entry["none"] is True:
         return entry
     if not isinstance(entry, dict) or entry.get("none") is not None:
         allowed = "null (the Helsinki sample)" if what == "trajectories" else \
@@ -237,7 +238,7 @@ def _boolean(project: dict, name: str) -> bool:
 
 def load_project(data: bytes) -> list[str]:
     """Apply a project file's settings to this session; what the planner still has to do, in plain
-    words (they quote the file: show them with state.text.plain). Nothing is applied when any
+    words (they quote the file: show them with state.text.error). Nothing is applied when any
     setting is bad.
 
     Call it from a widget callback (before the sidebar's slider is drawn: it sets k). A file the
