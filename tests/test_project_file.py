@@ -129,10 +129,13 @@ def markdown_shown(at: AppTest) -> list[str]:
 
 
 def unescaped_link_or_image(text: str) -> str | None:
-    """The part of ``text`` Markdown would draw as a link, an image or HTML (escaped characters are
-    shown as typed, so they are taken out first)."""
-    bare = re.sub(r"\\.", "", text)
-    found = re.search(r"!?\[[^\]]*\]\(|<[A-Za-z/!]|https?://|www\.|\w@\w", bare)
+    """The part of ``text`` Markdown would draw as a link, an image or HTML. Links, images and HTML
+    are syntax: an escaped character cannot start one, so escaped characters are taken out first.
+    GFM autolinks (www., http://, user@host) are found in the text after the escapes are read (a
+    real browser linked "www\\.x"), so they are looked for in that text."""
+    syntax = re.search(r"!?\[[^\]]*\]\(|<[A-Za-z/!]", re.sub(r"\\.", "", text))
+    autolink = re.search(r"https?://|www\.|[\w.+-]@[\w-]", re.sub(r"\\(.)", r"\1", text), re.IGNORECASE)
+    found = syntax or autolink
     return found.group() if found else None
 
 
