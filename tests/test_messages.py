@@ -162,3 +162,45 @@ def test_an_unknown_timezone_is_refused_in_one_line_before_the_file_is_read(tmp_
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "'Mars/Olympus'" in err and "'America/New_York'" in err, err
     assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- the library alone
+LIBRARY_CASES = {  # file name -> (content, reader)
+    "random.osm.pbf": (os.urandom(4096), "pois"),
+    "random.osm": (b"<osm><node id='1' lat='x'", "pois"),
+    "pois.parquet": (b"lat,lon,category\n60.17,24.94,cafe\n", "pois"),
+    "nolatlon.csv": (b"name,category\nKahvila,cafe\n", "pois"),
+    "nocategory.csv": (b"lat,lon,name\n60.17,24.94,Kahvila\n", "pois"),
+    "trips.parquet": (b"PAR1" + os.urandom(64), "trajectories"),
+    "trips.csv": (b"\x00\x01binary" * 100, "trajectories"),
+    "districts.geojson": (b"not json {", "zones"),
+    "streets.osm.pbf": (os.urandom(4096), "basemap"),
+}
+
+
+@pytest.mark.parametrize("name", list(LIBRARY_CASES))
+def test_library_messages_name_the_file_not_its_folders(tmp_path, name):
+    """The library's own words for a bad file, wherever the file lies (here in a folder named like a
+    session's): the file's name, never the folders above it."""
+    from trajmoe.analysis.zones import read_zones
+    from trajmoe.errors import TrajMoEError
+    from trajmoe.pois.basemap import read_basemap
+    from trajmoe.pois.offline import read_pois
+    from trajmoe.trajectories.reader import read_trajectories
+
+    folder = tmp_path / "sessions" / "Secret_Token_0123456789" / "uploads"
+    folder.mkdir(parents=True)
+    path = folder / name
+    content, reader = LIBRARY_CASES[name]
+    path.write_bytes(content)
+    if reader == "trajectories":
+        _, report = read_trajectories(path)
+        said = report.to_text()
+        assert not report.ok
+    else:
+        read = {"pois": read_pois, "basemap": read_basemap,
+                "zones": lambda p: read_zones(str(p), cells=[], name=p.name)}[reader]
+        with pytest.raises(TrajMoEError) as caught:
+            read(path)
+        said = str(caught.value)
+    assert name in said and "Secret_Token" not in said and str(tmp_path) not in said, said
