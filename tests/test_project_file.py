@@ -48,6 +48,7 @@ HOSTILE = {  # case -> (file content, words the one message must hold)
     "weekday_no": (with_field("weekday_unreliable", '"no"'), 'weekday_unreliable must be true or false, got "no"'),
     "nested_200000": (with_field("city", "[" * 200_000 + "]" * 200_000), "nests lists or objects more than"),
     "file_1.5MB": (with_field("city", json.dumps("x" * 1_500_000)), "it is 1.5 MB"),
+    "lists_300000": (with_field("city", "[" + "[]," * 300_000 + "[]]"), "lists or objects; a project file holds 4"),
     "trajectories_none": (with_field("trajectories", '{"none": true}'), "trajectories must be null"),
     "city_markdown": (with_field("city", json.dumps(PAYLOAD)), "city must be a plain name"),
     "city_object": (with_field("city", '{"name": "Riverside"}'), "city must be a name in quotes"),

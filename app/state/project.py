@@ -21,6 +21,7 @@ import re
 from dataclasses import fields
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 
 from state import inputs
@@ -32,12 +33,13 @@ PROJECT_FORMAT = "trajmoe-app-project"
 VERSION = 1
 MAX_BYTES = 1_000_000  # a project file is ~500 bytes; bigger is not one (and costs the server memory)
 MAX_DEPTH = 4  # the format nests 2 deep (project -> trajectories/pois/finetune -> values)
+MAX_CONTAINERS = 16  # lists and objects: the format has 4 (project, trajectories, pois, finetune)
 MAX_FILE_NAME = 255  # characters of a file name (most file systems' limit)
 RESOLUTIONS = (5, 12)  # H3 resolutions a planner's map detail may be
 FIELDS = ("format", "version", "trajectories", "pois", "city", "resolution", "weekday_unreliable", "privacy_k",
           "finetune")
 _DIGEST = re.compile(r"[0-9a-f]{20}")  # inputs.digest()
-_STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')  # a JSON string (skipped) or a bracket
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string (its brackets do not nest anything)
 _PAGES = {"trajectories": "Trajectories", "pois": "City & POIs"}
 
 
@@ -82,19 +84,15 @@ def _seen(value) -> str:
     return text if len(text) <= 40 else f"a number of {len(text):,} digits"
 
 
-def _depth(text: str) -> int:
-    """How deep the JSON text nests arrays and objects (strings skipped), read without parsing it;
-    stops counting past MAX_DEPTH (a 200,000-deep file would overflow the parser's recursion)."""
-    depth = 0
-    for token in _STRUCTURE.finditer(text):
-        bracket = token.group()
-        if bracket in "[{":
-            depth += 1
-            if depth > MAX_DEPTH:
-                return depth
-        elif bracket in "]}":
-            depth -= 1
-    return depth
+def _containers(text: str) -> tuple[int, int]:
+    """(deepest nesting, number) of the lists and objects of a JSON text, read without parsing it:
+    a 200,000-deep file would overflow the parser's recursion, 300,000 small lists take it a second.
+    Brackets inside strings do not count; every other byte is looked at once (numpy)."""
+    codes = np.frombuffer(_STRING.sub('""', text).encode(), dtype=np.uint8)
+    opens = (codes == ord("[")) | (codes == ord("{"))
+    closes = (codes == ord("]")) | (codes == ord("}"))
+    depth = np.cumsum(opens.astype(np.int64) - closes)
+    return int(depth.max(initial=0)), int(opens.sum())
 
 
 def _parse(data: bytes) -> dict:
@@ -105,8 +103,11 @@ def _parse(data: bytes) -> dict:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise _Bad("it is not UTF-8 text") from None
-    if _depth(text) > MAX_DEPTH:
+    depth, count = _containers(text)
+    if depth > MAX_DEPTH:
         raise _Bad(f"it nests lists or objects more than {MAX_DEPTH} deep; a project file nests 2 deep")
+    if count > MAX_CONTAINERS:
+        raise _Bad(f"it holds {count:,} lists or objects; a project file holds 4")
 
     def no_constant(name: str):
         raise _Bad(f"it holds {name}, which is not a number JSON allows")
