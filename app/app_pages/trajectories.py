@@ -28,8 +28,9 @@ with st.expander("Use your own file", expanded=not inputs.is_sample()):
     cols = st.columns([2, 1])
     city = cols[0].text_input("City name", value=inputs.city_name(), max_chars=inputs.MAX_CITY,
                               key=f"city_name_{inputs.trajectories().key}_{inputs.city_name()}")  # a new name from elsewhere (a project file) shows
-    if inputs.plain_city(city) and inputs.plain_city(city) != inputs.city_name():
-        sess.city = inputs.plain_city(city)  # letters, digits and the punctuation of place names only
+    typed = inputs.plain_city(city)  # letters, digits and the punctuation of place names only
+    if typed and typed != inputs.city_name():
+        sess.city = typed
         st.rerun()
     if not inputs.is_sample() and cols[1].button("Back to the Helsinki sample", key="use_sample"):
         sess.use_trajectories(None)
