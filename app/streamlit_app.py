@@ -1,6 +1,7 @@
 """TrajMoE for urban planners: the entry file. Thin pages live in app_pages/; what they share in
 state/ (session.py: the session's one object, inputs.py: files, city and models, outputs.py and
-summaries.py: what is shown, saved.py: what survives a refresh), maps and charts in views.py, the
+summaries.py: what is shown, saved.py: what survives a refresh, project.py: the project file, text.py: text
+from files made safe to show), maps and charts in views.py, the
 work in trajmoe/.
 
     make app    # or: streamlit run app/streamlit_app.py
@@ -11,8 +12,9 @@ import contextlib
 import streamlit as st
 
 import views
-from state import inputs, saved
+from state import inputs, project, saved
 from state.session import PRIVACY_K, session
+from state.text import error, plain
 from trajmoe.analysis.privacy import K_CHOICES
 from trajmoe.errors import TrajMoEError
 
@@ -47,7 +49,7 @@ def _load_project() -> None:
     if upload is None:
         return
     try:
-        session().project_todo = saved.load_project(upload.getvalue()) or ["Project loaded."]
+        session().project_todo = project.load_project(upload.getvalue()) or ["Project loaded."]
     except TrajMoEError as exc:
         session().project_todo = [str(exc)]
 
@@ -59,19 +61,19 @@ except TrajMoEError:
 
 with st.sidebar:
     st.caption("**Data**")
-    st.caption(inputs.trajectories().label)
-    st.caption(f"POIs: {inputs.pois_source().label}")
+    st.caption(plain(inputs.trajectories().label))  # labels hold file and place names: never Markdown
+    st.caption(f"POIs: {plain(inputs.pois_source().label)}")
     if cov is not None and not cov.covered:
         st.warning(f"These POIs do not cover the trajectories ({cov.where()} in their area): see the "
                    "**Trajectories** page for what to do.")
     st.caption("**Model**")
     ft = sess.finetuned
     if ft:
-        st.caption(f"Fine-tuned in this session ({ft.label})")
+        st.caption(f"Fine-tuned in this session ({plain(ft.label)})")
     elif inputs.base_checkpoint() is None:
         st.caption("No shipped checkpoint found: data pages only, or upload one on Fine-tune.")
     else:
-        st.caption(f"Pretrained: {inputs.base_checkpoint().name}")
+        st.caption(f"Pretrained: {plain(inputs.base_checkpoint().name)}")
     st.slider(  # its value is set by saved.restore() (default, or the link's saved k)
         "Privacy: hide places and flows with fewer than this many people", min_value=K_CHOICES[0],
         max_value=K_CHOICES[1], key=PRIVACY_K,
@@ -83,13 +85,14 @@ with st.sidebar:
         st.button("Delete my data now", key="delete_my_data", on_click=saved.delete_my_data,
                   help="Removes your uploads, prepared cities and fine-tuned model from the server at once "
                        "and starts afresh under a new link.")
-        st.download_button("Download the project file", saved.project_file(), file_name="trajmoe_project.json",
+        st.download_button("Download the project file", project.project_file(), file_name="trajmoe_project.json",
                            mime="application/json", key="project_download",
                            help="Which POIs and trajectory file (by name and content digest, no paths), the city "
                                 "name, map detail, privacy k and the fine-tuning settings.")
-        st.file_uploader("Load a project file", type=["json"], key="project_upload", on_change=_load_project)
+        st.file_uploader("Load a project file", type=["json"], key="project_upload", on_change=_load_project,
+                         max_upload_size=1)  # MB: the browser refuses more; project.MAX_BYTES checks again here
         for line in sess.project_todo:
-            st.caption(line)
+            st.caption(error(line))  # it quotes the file: no Markdown from it, no path
 
 layout = views.MapLayout.start(nav.title)  # Flows, Experts, Scenario: their map is kept across them
 try:

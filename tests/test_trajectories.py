@@ -203,13 +203,14 @@ def test_unusable_files_are_fatal_with_a_clear_message(data, expected):
     assert expected in " ".join(report.fatal), report.fatal
 
 
-def test_bad_paths_and_timezones_are_reported_not_raised(tmp_path):
+def test_bad_paths_are_reported_and_a_bad_timezone_refused_at_once(tmp_path):
     _, report = read_trajectories(tmp_path / "nope.csv")
     assert "File not found" in report.fatal[0]
     _, report = read_trajectories(tmp_path)
     assert "not a Geolife dataset" in report.fatal[0]
-    _, report = read(f"{HEADER}\nu,1,2,3\n", timezone="Mars/Olympus")
-    assert "IANA" in report.fatal[0]
+    # A wrong setting, not the file (issue 27, item 6): one line before the file is read.
+    with pytest.raises(InputDataError, match=r"^Unknown timezone 'Mars/Olympus': .*'America/New_York'"):
+        read_trajectories(tmp_path / "nope.csv", timezone="Mars/Olympus")
 
 
 ROWS = ["u1,2012-04-07 13:42,40.7,-73.9,Café", "u1,2012-04-07 14:42,40.8,-73.95,Bar"]

@@ -5,6 +5,7 @@ import streamlit as st
 import views
 from state import inputs, summaries
 from state.session import Source
+from state.text import error, plain
 from trajmoe.errors import TrajMoEError
 
 st.title("City & points of interest")
@@ -24,7 +25,7 @@ def fetched(result, label: str) -> None:
     """Use POIs fetched online (and the base map that came with them); say what failed."""
     frame, base, problems = result
     for problem in problems:
-        st.error(problem)
+        st.error(error(problem))
     if frame is None:
         st.info("No internet? Use the bundled Helsinki POIs, or upload an OpenStreetMap extract "
                 "(.osm.pbf from download.geofabrik.de) on the **Upload a file** tab.")
@@ -45,7 +46,7 @@ with search:
     place = st.text_input("Place name", placeholder="e.g. Kallio, Helsinki, Finland", key="place")
     if st.button("Fetch POIs from OpenStreetMap", key="fetch_place", disabled=not place,
                  help="The POIs of the place and its streets, water and parks for the maps."):
-        with st.spinner(f"Asking OpenStreetMap for the POIs and streets of {place}..."):
+        with st.spinner(f"Asking OpenStreetMap for the POIs and streets of {plain(place)}..."):
             result = inputs.fetch_area(place=place)
         fetched(result, f"{place} (OpenStreetMap)")
 with bbox:
@@ -69,19 +70,19 @@ with upload:
     if file is not None and inputs.new_upload("pois", file):  # a new file, not the one already applied
         src = inputs.save_upload(file, f"{file.name} (uploaded)")
         try:
-            with st.spinner(f"Reading {file.name}..."):
+            with st.spinner(f"Reading {plain(file.name)}..."):
                 inputs.read_poi_file(src.key, src.path)
             use(src)
         except TrajMoEError as exc:
-            st.error(str(exc))
+            st.error(error(exc))
 
 try:
     pois = inputs.pois()
 except TrajMoEError as exc:
-    st.error(f"The chosen POIs cannot be read: {exc}")
+    st.error(f"The chosen POIs cannot be read: {error(exc)}")
     st.stop()
 
-st.subheader(inputs.pois_source().label)
+st.subheader(plain(inputs.pois_source().label))
 try:
     cov = inputs.coverage()
 except TrajMoEError:
@@ -107,7 +108,7 @@ else:
 
 st.markdown("#### Streets under the maps")
 if base is not None:
-    st.caption(f"Streets, water, parks and place names come from {found[2]}: {len(base.streets):,} streets, "
+    st.caption(f"Streets, water, parks and place names come from {plain(found[2])}: {len(base.streets):,} streets, "
                f"{len(base.areas):,} areas of water or park, {len(base.labels):,} place names. Map data © OpenStreetMap "
                "contributors (ODbL). No map tiles are loaded: the maps work offline.")
 else:

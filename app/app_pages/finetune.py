@@ -5,6 +5,7 @@ import streamlit as st
 import views
 from state import inputs, outputs
 from state.session import FinetuneSettings, session
+from state.text import error, plain
 from trajmoe.errors import TrajMoEError
 from trajmoe.trajectories.report import plural
 
@@ -14,7 +15,7 @@ st.markdown(
     "small share of this city's trajectories so that it learns the local patterns, in seconds."
 )
 prep, data = inputs.require_city()
-city = prep.meta["city"]
+city = plain(prep.meta["city"])  # shown in Markdown; the file names below use the name itself
 sess = session()
 
 choices = ["The shipped pretrained model", "A checkpoint I upload"]
@@ -26,9 +27,9 @@ if start == choices[1]:
     if files:
         try:
             inputs.start_from_upload(files)
-            st.success(f"Starting from the uploaded checkpoint ({files[0].name}).")
+            st.success(f"Starting from the uploaded checkpoint ({plain(files[0].name)}).")
         except TrajMoEError as exc:
-            st.error(f"This checkpoint cannot be used: {exc}")
+            st.error(f"This checkpoint cannot be used: {error(exc)}")
             st.stop()
 else:
     sess.start_from(None)
@@ -36,7 +37,7 @@ else:
 try:
     base = inputs.base_model()
 except TrajMoEError as exc:
-    st.error(f"The starting checkpoint cannot be loaded: {exc}")
+    st.error(f"The starting checkpoint cannot be loaded: {error(exc)}")
     st.stop()
 if base is None:
     st.warning("The shipped checkpoint `assets/trajmoe_pretrained.safetensors` (and its .json) is not in "
@@ -44,11 +45,11 @@ if base is None:
     st.stop()
 _, base_meta, base_path = base
 trained_on = ", ".join(dict.fromkeys(base_meta.get("cities", []))) or "other cities"  # once each
-st.caption(f"Starting checkpoint: `{base_path.name}`, pretrained on {trained_on}.")
+st.caption(f"Starting checkpoint: {plain(base_path.name)}, pretrained on {plain(trained_on)}.")
 
 seen = outputs.pretrained_on(base_meta, prep)
 if seen:
-    st.info(f"This checkpoint's pretraining included **{seen}** (its training part). The pretrained model's "
+    st.info(f"This checkpoint's pretraining included **{plain(seen)}** (its training part). The pretrained model's "
             "result below is therefore not a zero-shot test on a new city: it has seen this city before.")
 
 chosen = sess.finetune_settings
@@ -78,7 +79,7 @@ def run_finetune(fraction: float, epochs: int, max_steps: int | None, mode: str)
     try:
         sess.finetuned = outputs.finetune(prep, data, fraction=fraction, epochs=epochs, max_steps=max_steps, mode=mode)
     except TrajMoEError as exc:
-        sess.finetune_error = f"Fine-tuning could not run: {exc}"
+        sess.finetune_error = f"Fine-tuning could not run: {error(exc)}"
 
 
 st.button(f"Fine-tune on {share}% of {city}", type="primary", key="ft_run", disabled=too_small, on_click=run_finetune,
@@ -95,7 +96,7 @@ if ft is None:
     st.stop()
 
 st.success(f"Done: {plural(ft.steps, 'training step')} in {ft.seconds:.1f} s. The Flows, Experts and "
-           f"Scenario pages now show **{ft.label}**.")
+           f"Scenario pages now show **{plain(ft.label)}**.")
 table = outputs.metrics_table(ft.metrics, seen=seen)
 st.markdown(f"#### How often each model guesses the next place right, on {ft.metrics['fine-tuned']['n']:,} "
             "held-out visits")
@@ -112,7 +113,7 @@ st.caption(
     "fewer for people with only a few visits), as in the benchmarks.")
 
 d1, d2, d3 = st.columns(3)
-stem = f"trajmoe_{city.lower().replace(' ', '_')}"
+stem = f"trajmoe_{prep.meta['city'].lower().replace(' ', '_')}"
 d1.download_button("Download the fine-tuned weights (.safetensors)", ft.files["safetensors"],
                    file_name=f"{stem}.safetensors", mime="application/octet-stream", key="dl_weights")
 d2.download_button("Download its description (.json)", ft.files["json"], file_name=f"{stem}.json",

@@ -7,6 +7,7 @@ import streamlit as st
 import views
 from state import inputs, outputs, summaries
 from state.session import privacy_k
+from state.text import error
 from trajmoe.analysis.flows import DEFAULT_TOP_N, flows_csv, flows_geojson, snap_hours
 from trajmoe.analysis.privacy import HOUR_BAND, counted_unit, hidden_note
 from trajmoe.errors import TrajMoEError
@@ -161,7 +162,7 @@ if zone_file is not None:
                    "each place in the district its centre lies in. So that no drawing of districts can single anyone "
                    "out, a district flow shows only what that map shows.")
     except TrajMoEError as exc:
-        st.error(str(exc))
+        st.error(error(exc))
 
 obs, pred = outputs.flow_summaries(shown, data, hours=hours, day=day_names[day], top_n=top_n, k=k,
                                    zones=zones, zones_key=zones_key, resolution=resolution)

@@ -6,6 +6,7 @@ import streamlit as st
 import views
 from state import inputs, outputs, summaries
 from state.session import privacy_k
+from state.text import error, plain
 from trajmoe.analysis.privacy import HOUR_BAND, hidden_note
 from trajmoe.errors import TrajMoEError
 from trajmoe.pois.categories import CATEGORIES, CATEGORY_LABELS
@@ -44,7 +45,7 @@ edits = tuple((c, category, change) for c in chosen)
 names = summaries.cell_names(prep.folder)
 have = data.cells.set_index("cell")[f"poi_n_{category}"].reindex(chosen, fill_value=0).astype(int)
 kind = CATEGORY_LABELS[category]
-st.caption("Now: " + "; ".join(f"{names.get(c, c)} has {n:,} {kind} POI{'s' if n != 1 else ''}" for c, n in have.items()) +
+st.caption("Now: " + "; ".join(f"{plain(names.get(c, c))} has {n:,} {kind} POI{'s' if n != 1 else ''}" for c, n in have.items()) +
            ("." if change > 0 else ". Removing takes away at most what a place has."))
 timed = st.toggle("Only arrivals at a time of day", value=False, key="sc_timed",
                   help="Ask the model where people arrive in these hours (it is told when each visit happens), "
@@ -55,7 +56,7 @@ if timed:
 try:
     result = outputs.scenario(shown, data, edits, hours=hours)
 except TrajMoEError as exc:
-    st.warning(str(exc))
+    st.warning(error(exc))
     st.stop()
 if not result.applied:
     st.info(f"Nothing to remove: the chosen places have no {CATEGORY_LABELS[category]} POIs.")
@@ -90,4 +91,4 @@ with right:
         "change": st.column_config.NumberColumn(format="%+.3f"),
         "change %": st.column_config.NumberColumn(format="%+.2f%%")})
 below.caption(hidden_note("this map", places=view.hidden, flows=None, kind=meta["kind"], k=k) +
-              f" Showing {shown.label}; arrivals are the model's expected counts on the held-out moves.")
+              f" Showing {plain(shown.label)}; arrivals are the model's expected counts on the held-out moves.")

@@ -6,7 +6,9 @@
 * :mod:`state.outputs`: what is shown from them: predictions, fine-tuning, flows, experts,
   scenarios, cell names and the privacy-filtered summaries of the data.
 * :mod:`state.saved`: what survives a refresh (the link's token, the session's folder, expiry,
-  delete) and the project file.
+  delete).
+* :mod:`state.project`: the project file (download, and loading one as hostile input).
+* :mod:`state.text`: text from files and other libraries made safe to show (no Markdown, no path).
 
-Dependencies run one way: ``session`` <- ``inputs`` <- ``outputs``, ``saved``; ``views`` (app/views.py) only draws.
+Dependencies run one way: ``session`` <- ``text`` <- ``inputs`` <- ``outputs``, ``saved``, ``project``; ``views`` (app/views.py) only draws.
 """

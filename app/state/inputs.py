@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ import pandas as pd
 import streamlit as st
 
 from state.session import Source, session
+from state.text import error, plain
 from trajmoe.errors import CheckpointError, TrajMoEError
 from trajmoe.trajectories.report import ValidationReport, plural
 
@@ -47,6 +49,11 @@ COVER_MARGIN_DEG = 0.01  # ~1 km around the POIs' bounding box still counts as t
 # A compressed upload under the size limit can still hold tens of millions of rows: bound the rows
 # too (5M rows prepare in ~2 GB, bench/results/large_upload.md); bigger files go through the CLI.
 MAX_ROWS = 5_000_000
+# A city name is shown on every page, in headings, labels and the model's name, and comes from a
+# file name, a project file or the City name box: only what place names need, and nothing Markdown
+# makes a link, image or emphasis of (no [ ] < : @ * _ ` ~ $, no "www.").
+MAX_CITY = 80
+_NOT_IN_A_CITY = re.compile(r"[^\w .,'’()&/-]|_|www\.", re.IGNORECASE)
 
 
 # --------------------------------------------------------------------------- files
@@ -121,12 +128,18 @@ def is_sample() -> bool:
 
 def use_upload(upload) -> None:
     """Use an uploaded trajectory file, the city named after the file (``my_city.csv`` -> My City)."""
-    city = Path(upload.name).name.split(".")[0].replace("_", " ").title()
+    city = plain_city(Path(upload.name).name.split(".")[0].title()) or "Uploaded city"
     session().use_trajectories(save_upload(upload, f"{upload.name} (uploaded)"), city)
 
 
+def plain_city(name: str) -> str:
+    """``name`` as a city name: letters of any script, digits, spaces and . , ' ( ) & / - (anything
+    else becomes a space), at most MAX_CITY characters."""
+    return " ".join(_NOT_IN_A_CITY.sub(" ", str(name)).split())[:MAX_CITY].strip()
+
+
 def city_name() -> str:
-    return session().city or "Helsinki"
+    return plain_city(session().city or "") or "Helsinki"
 
 
 def pois_source() -> Source:
@@ -223,7 +236,8 @@ class Prepared:
     def check_lines(self) -> list[str]:
         """The check of the trajectories in plain words: the counts (rows read = used + merged + left
         out; people read = kept + dropped), rows left out (with row numbers), merged, notes. Says
-        "Every row could be used" only when it is true, never for a file that could not be read."""
+        "Every row could be used" only when it is true, never for a file that could not be read.
+        Lines of Markdown: what quotes the file (its name, columns, values) is escaped."""
         report = self.validation
         lines = [f"- {text}" for text in report.count_lines()]
         if not report.fatal:
@@ -233,12 +247,13 @@ class Prepared:
             more = ", ..." if entry["count"] > min(8, len(entry["rows"])) else ""
             label = "row" if entry["count"] == 1 and not more else "rows"
             where = f" ({label} {rows}{more})" if rows else ""
-            lines.append(f"- **Left out {plural(entry['count'], 'row')}: {reason}**{where}. {entry['message']}")
+            lines.append(f"- **Left out {plural(entry['count'], 'row')}: {error(reason)}**{where}. "
+                         f"{error(entry['message'])}")
         for reason, n in report.reduced.items():
-            lines.append(f"- Merged {plural(n, 'row')}: {reason}.")
+            lines.append(f"- Merged {plural(n, 'row')}: {error(reason)}.")
         for reason, n in report.users_dropped.items():
-            lines.append(f"- Dropped {plural(n, 'person', 'people')}: {reason}.")
-        return lines + [f"- {note}" for note in report.notes]
+            lines.append(f"- Dropped {plural(n, 'person', 'people')}: {error(reason)}.")
+        return lines + [f"- {error(note)}" for note in report.notes]
 
     @property
     def n_dropped(self) -> int:
@@ -305,8 +320,8 @@ class Coverage:
         return "none of the visits lies" if self.share == 0 else f"only {self.share:.0%} of the visits lie"
 
     def sentence(self, pois_label: str, trajectories_label: str) -> str:
-        return (f"The POIs do not cover these trajectories: {self.where()} in the area of **{pois_label}**, so the model "
-                f"would describe the places of **{trajectories_label}** without what is there.")
+        return (f"The POIs do not cover these trajectories: {self.where()} in the area of **{plain(pois_label)}**, so the "
+                f"model would describe the places of **{plain(trajectories_label)}** without what is there.")
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -405,7 +420,7 @@ def require_city() -> tuple[Prepared, object]:
     """The prepared city and its CityData, or stop the page with the reason in plain words."""
     prep = prepared()
     if prep.folder is None:
-        st.error(f"The trajectories could not be used: {prep.error}")
+        st.error(f"The trajectories could not be used: {error(prep.error)}")
         st.page_link("app_pages/trajectories.py", label="See what was wrong on the Trajectories page")
         st.stop()
     return prep, city_data(prep.folder)
@@ -453,7 +468,10 @@ def checkpoint_from_upload(files) -> Path:
     weights, sidecar = by_ext[".safetensors"].getvalue(), by_ext[".json"].getvalue()
     folder = session_dir() / "checkpoints" / digest(weights + sidecar)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / Path(by_ext[".safetensors"].name).name  # the planner's own file name, in messages
+    # The planner's own file name, in messages and the model's name; characters other than letters,
+    # digits, _ . - (and a "www.") become "-", so that no label shown as Markdown links anywhere.
+    name = re.sub(r"(?i)www\.", "www-", re.sub(r"[^\w.-]+", "-", Path(by_ext[".safetensors"].name).name))
+    path = folder / name
     path.write_bytes(weights)
     path.with_suffix(".json").write_bytes(sidecar)  # the sidecar must sit next to it, same stem
     return path

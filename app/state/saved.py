@@ -1,4 +1,4 @@
-"""What survives a browser refresh, and the project file.
+"""What survives a browser refresh.
 
 A refresh starts a new Streamlit session with an empty ``st.session_state``. So each session has
 a random token in its link (``?s=<token>``, :data:`TOKEN_PARAM`); its files (uploads, prepared
@@ -7,9 +7,7 @@ choices in ``session.json`` there. Opening the same link again brings them back;
 or none, gets a new empty session. A folder not used for :data:`KEEP_DAYS` days is deleted, and
 :func:`delete_my_data` deletes it at once.
 
-The project file (:func:`project_file`, :func:`load_project`) is the session's settings for the
-planner to keep: which POIs, which trajectory file (file name + content digest, never a path),
-the city name, map detail, privacy k and the fine-tuning settings.
+The project file, the settings a planner keeps and loads again, is :mod:`state.project`.
 
 Dependencies: ``session`` <- ``inputs`` <- ``saved``; the entry file calls :func:`restore` before
 a page runs and :func:`save` after it.
@@ -26,7 +24,7 @@ from pathlib import Path
 import streamlit as st
 
 from state import inputs
-from state.session import KEY, PRIVACY_K, FinetuneSettings, Session, Source, session
+from state.session import KEY, PRIVACY_K, Session, session
 from trajmoe.analysis.privacy import DEFAULT_K, K_CHOICES, check_k
 from trajmoe.errors import InputDataError
 
@@ -34,7 +32,6 @@ TOKEN_PARAM = "s"  # the link's query parameter
 KEEP_DAYS = 7  # a session's folder is deleted this many days after it was last opened
 RECORD = "session.json"
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")  # what new_token() makes; anything else is not looked up
-PROJECT_FORMAT = "trajmoe-app-project"
 
 
 def _k(value) -> int:
@@ -137,73 +134,3 @@ def link_note() -> str:
     return (f"Your uploads, prepared city and fine-tuned model are kept on this server under this page's "
             f"link, for {KEEP_DAYS} days after you last open it: bookmark or copy the link to come back after "
             "a refresh or another day. Anyone with the link sees this work; without it, nobody does.")
-
-
-# --------------------------------------------------------------------------- project file
-def _file(source: Source | None) -> dict | None:
-    """A file as the project names it: its file name and content digest (no path)."""
-    if source == inputs.NO_POIS:
-        return {"none": True}
-    return None if source is None else {"file": Path(source.path).name, "digest": source.key, "label": source.label}
-
-
-def project_file() -> bytes:
-    """The session's settings as a JSON file to download (names and digests only, no paths)."""
-    sess = session()
-    return json.dumps({
-        "format": PROJECT_FORMAT, "version": 1,
-        "trajectories": _file(sess.trajectories), "pois": _file(sess.pois), "city": sess.city,
-        "resolution": sess.resolution, "weekday_unreliable": sess.weekday_unreliable,
-        "privacy_k": int(st.session_state.get(PRIVACY_K, DEFAULT_K)),
-        "finetune": sess.finetune_settings.to_dict(),
-    }, indent=2).encode()
-
-
-def _find(entry: dict) -> Source | None:
-    """The file a project names, when this session has it (same digest)."""
-    if entry.get("none"):
-        return inputs.NO_POIS
-    if not re.fullmatch(r"[0-9a-f]{20}", str(entry.get("digest", ""))):
-        raise InputDataError(f"the file entry {entry!r} has no valid digest")
-    for path in sorted((inputs.session_dir() / "uploads" / entry["digest"]).glob("*")):
-        return Source(label=entry.get("label") or f"{path.name} (uploaded)", path=str(path), key=entry["digest"])
-    for path in sorted((inputs.session_dir() / "pois").glob("*/*.parquet")):
-        if inputs.digest(path.read_bytes()) == entry["digest"]:
-            return Source(label=entry.get("label") or path.name, path=str(path), key=entry["digest"])
-    return None
-
-
-def load_project(data: bytes) -> list[str]:
-    """Apply a project file's settings to this session; what the planner still has to do, in words.
-
-    Call it from a widget callback (before the sidebar's slider is drawn: it sets k). A file the
-    project names but this session does not hold is not guessed: the planner is asked to upload it.
-    """
-    try:
-        project = json.loads(data)
-        if project.get("format") != PROJECT_FORMAT:
-            raise ValueError("not a TrajMoE project file")
-        settings = FinetuneSettings(**(project.get("finetune") or {}))
-        k = _k(int(project.get("privacy_k", DEFAULT_K)))
-        resolution = project.get("resolution")
-        if resolution is not None and int(resolution) not in range(5, 13):
-            raise ValueError(f"map detail (H3 resolution) {resolution} is not between 5 and 12")
-        sources = {what: None if project.get(what) is None else (project[what], _find(project[what]))
-                   for what in ("trajectories", "pois")}
-    except (ValueError, TypeError, AttributeError, KeyError) as exc:
-        raise InputDataError(f"This is not a project file the app can read ({exc}). Download one with "
-                             "'Download the project file' and load that.") from exc
-    sess, todo = session(), []
-    for (what, found), page in zip(sources.items(), ("Trajectories", "City & POIs")):
-        if found is not None and found[1] is None:
-            todo.append(f"Upload {found[0]['file']} again on the **{page}** page (this link does not hold it; "
-                        f"the project expects the file with digest {found[0]['digest']}).")
-            continue
-        setattr(sess, what, None if found is None else found[1])
-        if what == "trajectories":
-            sess.city = project.get("city")
-    sess.resolution = None if resolution is None else int(resolution)
-    sess.weekday_unreliable = bool(project.get("weekday_unreliable"))
-    sess.finetune_settings = settings
-    st.session_state[PRIVACY_K] = k
-    return todo

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from trajmoe.errors import InputDataError
+from trajmoe.errors import InputDataError, explain
 from trajmoe.geo import cell_centres
 
 
@@ -38,7 +38,8 @@ def read_zones(source, *, cells: Iterable[str], name: str = "districts.geojson",
     try:
         frame = gpd.read_file(io.BytesIO(source) if isinstance(source, bytes) else source)
     except Exception as exc:  # pyogrio raises several types for unreadable files
-        raise InputDataError(f"Cannot read {name} as GeoJSON ({exc}): upload a .geojson file of district polygons.") from exc
+        raise InputDataError(f"Cannot read {name} as GeoJSON ({explain(exc)}): upload a .geojson file of district "
+                             "polygons.") from exc
     frame = frame[frame.geometry.notna() & frame.geom_type.isin(["Polygon", "MultiPolygon"])]
     if frame.empty:
         raise InputDataError(f"{name} has no polygons: upload a GeoJSON whose features are district polygons.")

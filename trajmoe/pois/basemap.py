@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trajmoe.errors import POIError
+from trajmoe.errors import POIError, explain
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def read_basemap(path: str | os.PathLike) -> Basemap:
     """
     path = Path(path)
     if not path.is_file():
-        raise POIError(f"OSM file {path} not found: give the .osm.pbf / .osm file the POIs came from.")
+        raise POIError(f"OSM file {path.name} not found: give the .osm.pbf / .osm file the POIs came from.")
     name = path.name.lower()
     if name.endswith(".pbf"):
         streets, features = _read_pbf(path)
@@ -115,7 +115,8 @@ def read_basemap_geojson(path: str | os.PathLike) -> Basemap:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
         feats = doc["features"]
     except (OSError, ValueError, KeyError) as exc:
-        raise POIError(f"Cannot read the base map {path} ({exc}): run sample_data/regenerate.py again.") from exc
+        raise POIError(f"Cannot read the base map {Path(path).name} ({explain(exc)}): run sample_data/regenerate.py "
+                       "again.") from exc
     by = {"street": [], "area": [], "label": []}
     for f in feats:
         by[f["properties"]["layer"]].append(f)
@@ -143,7 +144,7 @@ def _read_pbf(path: Path):
         features = osm.get_data_by_custom_criteria(custom_filter={**_AREA_TAGS, "place": list(PLACE_KINDS)},
                                                    keep_relations=False)
     except Exception as exc:  # pyrosm raises several types for a bad file
-        raise POIError(f"Cannot read {path.name} as an OSM PBF file ({type(exc).__name__}: {exc}).") from exc
+        raise POIError(f"Cannot read {path.name} as an OSM PBF file ({type(exc).__name__}: {explain(exc)}).") from exc
     return streets, features
 
 
@@ -156,7 +157,7 @@ def _read_xml(path: Path):
     except InsufficientResponseError:
         return None, None
     except Exception as exc:  # expat, bz2 and OSMnx each raise their own types for a bad file
-        raise POIError(f"Cannot read {path.name} as OSM XML ({type(exc).__name__}: {exc}).") from exc
+        raise POIError(f"Cannot read {path.name} as OSM XML ({type(exc).__name__}: {explain(exc)}).") from exc
     return split_streets(frame)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import geopandas as gpd
 import pandas as pd
 
-from trajmoe.errors import POIError
+from trajmoe.errors import POIError, explain
 from trajmoe.pois.categories import OSM_KEYS, osm_query_tags
 from trajmoe.pois.labels import _LAT_COLUMNS, _find, _finish, _pois_from_features, _pois_from_table
 from trajmoe.pois.report import OFFLINE_OPTIONS, POI_COLUMNS, REPORT_ATTR, POIReport
@@ -58,9 +58,9 @@ def read_pois(path: str | os.PathLike) -> pd.DataFrame:
     """
     path = Path(path)
     if not path.is_file():
-        raise POIError(f"POI file {path} not found. Check the path. {OFFLINE_OPTIONS}")
+        raise POIError(f"POI file {path.name} not found. Check the path. {OFFLINE_OPTIONS}")
     name = path.name.lower()
-    report = POIReport(source=str(path))
+    report = POIReport(source=path.name)  # messages name the file, never the folders it is in
     if name.endswith((".osm", ".osm.bz2", ".osm.xml")):
         frame = _pois_from_features(_read_osm_xml(path), report)
     elif name.endswith(".pbf"):
@@ -120,7 +120,7 @@ def _read_osm_xml(path: Path) -> gpd.GeoDataFrame:
         raise POIError(f"{path.name} holds no POI-like OSM features. {OFFLINE_OPTIONS}") from exc
     except Exception as exc:  # expat, bz2 and OSMnx each raise their own types for a bad file
         raise POIError(
-            f"Cannot read {path.name} as OSM XML ({type(exc).__name__}: {exc}). Check that it is "
+            f"Cannot read {path.name} as OSM XML ({type(exc).__name__}: {explain(exc)}). Check that it is "
             "an OSM XML export (.osm or .osm.bz2), not truncated."
         ) from exc
 
@@ -140,7 +140,7 @@ def _read_pbf(path: Path, report: POIReport) -> gpd.GeoDataFrame:
         try:
             features = read(relations=True)
         except Exception as exc:  # noqa: BLE001 - pyrosm fails on relations clipped by an extract
-            log.warning("%s: multipolygon relations unusable (%s); reading nodes and ways", path, exc)
+            log.warning("%s: multipolygon relations unusable (%s); reading nodes and ways", path.name, explain(exc))
             report.notes.append(
                 "Multipolygon relations could not be assembled (the extract clips them): "
                 "POIs come from nodes and ways only."
@@ -148,7 +148,7 @@ def _read_pbf(path: Path, report: POIReport) -> gpd.GeoDataFrame:
             features = read(relations=False)
     except Exception as exc:
         raise POIError(
-            f"Cannot read {path.name} as an OSM PBF file ({type(exc).__name__}: {exc}). Check "
+            f"Cannot read {path.name} as an OSM PBF file ({type(exc).__name__}: {explain(exc)}). Check "
             "that it is a complete .osm.pbf extract."
         ) from exc
     if features is None or len(features) == 0:
@@ -168,6 +168,6 @@ def _read_table(path: Path) -> pd.DataFrame:
         return pd.read_csv(path)
     except Exception as exc:  # pandas, pyarrow and geopandas each raise their own types
         raise POIError(
-            f"Cannot read {path.name} as a POI table ({type(exc).__name__}: {exc}). Give a CSV "
+            f"Cannot read {path.name} as a POI table ({type(exc).__name__}: {explain(exc)}). Give a CSV "
             "(comma-separated, header row) or Parquet file with lat, lon and a category column."
         ) from exc

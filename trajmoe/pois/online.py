@@ -23,7 +23,7 @@ import pandas as pd
 import requests
 from shapely.geometry import MultiPolygon, Polygon, box
 
-from trajmoe.errors import POIError
+from trajmoe.errors import POIError, explain
 from trajmoe.pois.categories import osm_query_tags
 from trajmoe.pois.labels import _finish, _pois_from_features
 from trajmoe.pois.report import OFFLINE_OPTIONS, POIReport
@@ -83,7 +83,7 @@ def area_from_file(path) -> Polygon | MultiPolygon:
     try:
         return gpd.read_file(path).union_all()
     except Exception as exc:  # fiona/pyogrio raise their own types for a bad file
-        raise POIError(f"Cannot read polygon file {path}: {exc}. Give a GeoJSON polygon.") from exc
+        raise POIError(f"Cannot read polygon file {Path(path).name}: {explain(exc)}. Give a GeoJSON polygon.") from exc
 
 
 # Streets asked for by the size of the area: a metro area's residential streets are hundreds of MB

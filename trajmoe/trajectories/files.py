@@ -27,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from trajmoe import errors
 from trajmoe.trajectories.report import ValidationReport
 
 Source = str | os.PathLike | bytes | BinaryIO
@@ -89,12 +90,12 @@ class Table:
 
 
 def source_label(source: Source, name: str | None) -> str:
-    """The file name used in messages."""
+    """The file name used in messages (never the folders it is in: on a server they name sessions)."""
     if name:
-        return str(name)
+        return Path(str(name)).name
     if isinstance(source, str | os.PathLike):
-        return str(source)
-    return getattr(source, "name", None) or "uploaded data"
+        return Path(source).name or str(source)
+    return Path(str(getattr(source, "name", None) or "uploaded data")).name
 
 
 def _zip_members(archive: zipfile.ZipFile) -> list[str]:
@@ -112,7 +113,7 @@ def open_table(source: Source, *, name: str | None, report: ValidationReport) ->
         report.fail(f"File not found: {label}. Check the path.")
         return None
     except OSError as exc:
-        report.fail(f"{label} could not be opened: {exc.strerror or exc}.")
+        report.fail(f"{label} could not be opened: {exc.strerror or explain(exc)}.")
         return None
     compression = next((c for magic, c in _MAGIC.items() if head.startswith(magic)), None)
     table = Table(label=label, fmt="csv", data=data, compression=compression)
@@ -295,8 +296,8 @@ def looks_like_header(fields: list[str]) -> bool:
 
 
 def explain(exc: BaseException) -> str:
-    """An exception from pandas/pyarrow/gzip in words a user can act on."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    """An exception from pandas/pyarrow/gzip in words a user can act on (no paths in it)."""
+    text = errors.explain(exc)
     if "EOF inside string" in text:
         return f"a quote (\") is opened and never closed ({text})"
     if "end-of-stream" in text or "Compressed file ended" in text:

@@ -67,9 +67,8 @@ def _start(path: Source | Table, name: str | None, timezone: str | None
            ) -> tuple[Table | None, ValidationReport]:
     if isinstance(path, Table):
         return path, ValidationReport(source=path.label)
+    check_timezone(timezone)
     report = ValidationReport(source=source_label(path, name))
-    if not check_timezone(timezone, report):
-        return None, report
     return open_table(path, name=name, report=report), report
 
 
@@ -190,10 +189,9 @@ def read_geolife(folder: str | os.PathLike, *, timezone: str = GEOLIFE_TIMEZONE
     time`` with times in UTC, converted here to ``timezone`` (Beijing by default). ``user_id``
     is the folder name ("000"); ``row`` counts fixes across files in user and file-name order.
     """
-    label = str(folder)
+    check_timezone(timezone)
+    label = Path(folder).name or str(folder)
     report = ValidationReport(source=label)
-    if not check_timezone(timezone, report):
-        return empty_frame(), report
     root = geolife_root(Path(folder))
     if root is None:
         report.fail(f"{label} is not a Geolife folder: no NNN/Trajectory/*.plt inside.")

@@ -67,11 +67,15 @@ def read_trajectories(
         (naive local wall-clock, datetime64[ns]), ``lat``, ``lon`` and, when present,
         ``location_id``, ``category``, ``city``, ``occupied``; sorted by user then time.
         When ``report.ok`` is False the frame is empty and ``report.fatal`` says why.
+
+    Raises
+    ------
+    InputDataError
+        ``timezone`` is not an IANA name (before the file is read: a setting, not the file, is wrong).
     """
+    check_timezone(timezone)
     label = source_label(source, name)
     report = ValidationReport(source=label)
-    if not check_timezone(timezone, report):
-        return empty_frame(), report
     if isinstance(source, str | os.PathLike) and Path(source).is_dir():
         if geolife_root(Path(source)) is None:
             report.fail(f"{label} is a folder but not a Geolife dataset (no NNN/Trajectory/*.plt "

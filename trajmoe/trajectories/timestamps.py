@@ -17,7 +17,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from trajmoe.trajectories.report import ReadState, ValidationReport
+from trajmoe.errors import InputDataError
+from trajmoe.trajectories.report import ReadState
 
 # An offset after a time of day (so that the "-07" of a bare date is never cut), then its form
 # told apart on the last 6 characters only: one full-length regex pass per chunk.
@@ -33,17 +34,17 @@ _UNIX_MIN_S, _UNIX_MAX_S = 1e8, 4.1e9  # 1973-03 .. 2099-12: other numbers are n
 _TIME_MIN, _TIME_MAX = np.datetime64("1678-01-01"), np.datetime64("2262-01-01")
 
 
-def check_timezone(timezone: str | None, report: ValidationReport) -> bool:
-    """Fail the report (and return False) when ``timezone`` is not an IANA name."""
+def check_timezone(timezone: str | None) -> None:
+    """Refuse a ``timezone`` that is not an IANA name, in one line, before any file is read: it is a
+    wrong setting, not a problem of the file (every row would fail the same way)."""
     if timezone is None:
-        return True
+        return
     try:
         ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        report.fail(f"Unknown timezone {timezone!r}: use an IANA name such as 'America/New_York' "
-                    "or 'Asia/Shanghai'.")
-        return False
-    return True
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        shown = repr(timezone) if len(str(timezone)) <= 60 else f"{str(timezone)[:60]!r}..."
+        raise InputDataError(f"Unknown timezone {shown}: give an IANA time zone name such as 'America/New_York', "
+                             "'Europe/Helsinki' or 'UTC'.") from None
 
 
 def parse_timestamps(
