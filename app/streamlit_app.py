@@ -11,7 +11,7 @@ import contextlib
 import streamlit as st
 
 import views
-from state import inputs, saved
+from state import inputs, saved, storage
 from state.session import PRIVACY_K, session
 from trajmoe.analysis.privacy import K_CHOICES
 from trajmoe.errors import TrajMoEError
@@ -30,6 +30,10 @@ pages = [
     st.Page("app_pages/scenario.py", title="Scenario"),
 ]
 nav = st.navigation(pages)
+if sess.gone:  # another tab deleted this link's work (or it expired): show none of it, save nothing
+    st.warning(sess.gone)
+    st.button("Start afresh under a new link", key="start_afresh", type="primary", on_click=saved.start_afresh)
+    st.stop()
 
 # Streamlit forgets a page's widget values when another page runs; assigning them back keeps a
 # planner's choices (hours, days, which map, the scenario's edit) for when they come back. Only
@@ -57,7 +61,19 @@ try:
 except TrajMoEError:
     cov = None
 
+def _ask_to_delete(asked: bool) -> None:
+    st.session_state["delete_asked"] = asked
+
+
 with st.sidebar:
+    for notice in sess.notices:  # a deleted or expired link, a damaged record, a fine-tuning cut off by a restart
+        st.warning(notice)
+    if sess.notices:
+        st.button("OK", key="notices_ok", on_click=sess.notices.clear)
+    if sess.stale:
+        st.warning("Another tab of this link has fine-tuned a model or changed the data since this page read it: "
+                   "what this page shows may be out of date. Your changes here are saved without undoing theirs.")
+        st.button("Reload this link's saved work", key="reload_saved", on_click=saved.reload)
     st.caption("**Data**")
     st.caption(inputs.trajectories().label)
     st.caption(f"POIs: {inputs.pois_source().label}")
@@ -80,9 +96,17 @@ with st.sidebar:
     )
     with st.expander("Your work and this link"):
         st.caption(saved.link_note())
-        st.button("Delete my data now", key="delete_my_data", on_click=saved.delete_my_data,
-                  help="Removes your uploads, prepared cities and fine-tuned model from the server at once "
-                       "and starts afresh under a new link.")
+        if not st.session_state.get("delete_asked"):
+            st.button("Delete my data now", key="delete_my_data", on_click=_ask_to_delete, args=(True,),
+                      help="Removes your uploads, prepared cities and fine-tuned model from the server at once "
+                           "and starts afresh under a new link.")
+        else:
+            st.warning("Delete everything this link keeps on the server (uploads, prepared cities, fine-tuned "
+                       "model, settings)? This cannot be undone, and the link will open nothing afterwards.")
+            yes, no = st.columns(2)
+            yes.button("Yes, delete it all", key="delete_confirm", type="primary",
+                       on_click=lambda: (_ask_to_delete(False), saved.delete_my_data()))
+            no.button("Cancel", key="delete_cancel", on_click=_ask_to_delete, args=(False,))
         st.download_button("Download the project file", saved.project_file(), file_name="trajmoe_project.json",
                            mime="application/json", key="project_download",
                            help="Which POIs and trajectory file (by name and content digest, no paths), the city "
@@ -97,6 +121,8 @@ try:
         nav.run()
 except views.PageDone:  # the page ended early after its map (views.end_page)
     pass
+except storage.QuotaExceeded as exc:  # an upload the link or the server has no room for
+    st.error(str(exc))
 finally:  # also after st.stop() and st.rerun(): the page's map, and what the page changed is kept for the link
     if layout is not None:
         layout.draw()

@@ -1,0 +1,120 @@
+"""One link open in two browser tabs (two Playwright contexts, issue 27 items 1 and 2), in real Chromium.
+
+Tab 1 fine-tunes (2 steps of a tiny checkpoint); tab 2, opened on the same link before that, moves
+the privacy slider: the weights stay on disk, session.json still lists the model, and tab 2 is
+told its view is stale and reloads it. Tab 1 deletes the link's data (with its confirmation);
+a click in tab 2 afterwards brings nothing back and says the data was deleted; opening the
+deleted link says so too. Servers, browser and helpers: tests/test_browser.py.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from test_browser import SLOW, browser, streamlit_server, tiny_checkpoint, visit  # noqa: F401  (fixtures)
+from test_browser_session import sidebar, token_of
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    """A server of its own (its work folder is inspected) on a tiny checkpoint: fine-tuning takes a second."""
+    root = tmp_path_factory.mktemp("browser_saves")
+    with streamlit_server(root, {"TRAJMOE_CHECKPOINT": str(tiny_checkpoint(root))}) as url:
+        yield url, root / "work"
+
+
+def idle(page) -> None:
+    """The page's run is over (Streamlit's running indicator gone)."""
+    page.wait_for_timeout(300)
+    page.wait_for_selector("[data-testid=stStatusWidget]", state="detached", timeout=SLOW)
+
+
+SLIDER = "[data-testid=stSidebar] [data-testid=stSlider] input[type=range]"  # react-aria's hidden input
+
+
+def slider_at(page, value: int) -> None:
+    page.wait_for_function(f"document.querySelector('{SLIDER}')?.value == '{value}'", timeout=SLOW, polling=200)
+
+
+def slide(page, to: int) -> None:
+    """Move the sidebar's privacy slider to ``to`` with the keyboard, as a planner would."""
+    thumb = page.locator(SLIDER).first
+    thumb.wait_for(state="attached", timeout=SLOW)
+    now = int(thumb.input_value())
+    thumb.focus()
+    for _ in range(abs(to - now)):
+        page.keyboard.press("ArrowRight" if to > now else "ArrowLeft")
+    slider_at(page, to)
+    idle(page)
+
+
+def wait_for_file(path, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while not path.is_file():
+        assert time.time() < deadline, f"{path.name} was not written"
+        time.sleep(0.2)
+
+
+def test_two_tabs_of_one_link_keep_each_others_work_and_deletion_stays_deleted(browser, app):  # noqa: F811
+    url, work = app
+    one = browser.new_context(viewport={"width": 1400, "height": 1400}).new_page()
+    one.goto(url)
+    slide(one, 6)  # a choice: the link now keeps something
+    token = token_of(one)
+    folder = work / "sessions" / token
+    wait_for_file(folder / "session.json")
+
+    two = browser.new_context(viewport={"width": 1400, "height": 1400}).new_page()
+    two.goto(f"{url}/?s={token}")
+    slider_at(two, 6)
+    assert token_of(two) == token
+    idle(two)
+
+    visit(one, "Fine-tune")
+    one.get_by_text("Advanced").click()
+    steps = one.locator(".st-key-ft_max_steps input")
+    steps.fill("2")
+    steps.press("Enter")
+    idle(one)
+    one.get_by_role("button", name="Fine-tune on 5% of Helsinki").click()
+    one.get_by_text("Done:").first.wait_for(timeout=SLOW)
+    weights = folder / "finetuned" / "trajmoe_finetuned.safetensors"
+    assert weights.is_file()
+    key = json.loads((folder / "session.json").read_text())["finetuned"]["key"]
+
+    slide(two, 8)  # tab 2 never saw the model: it moves the slider
+    two.get_by_text("Another tab of this link has fine-tuned").wait_for(timeout=SLOW)
+    record = json.loads((folder / "session.json").read_text())
+    assert weights.is_file() and record["finetuned"]["key"] == key and record["privacy_k"] == 8
+    assert "Fine-tuned in this session" not in sidebar(two)  # what it shows is old: it says so
+    two.get_by_role("button", name="Reload this link's saved work").click()
+    two.get_by_text("Fine-tuned in this session").wait_for(timeout=SLOW)
+    assert "Another tab of this link" not in sidebar(two)
+
+    one.get_by_text("Your work and this link").click()
+    one.get_by_role("button", name="Delete my data now").click()
+    one.get_by_role("button", name="Yes, delete it all").click()
+    one.get_by_text("Your data was deleted from this server").wait_for(timeout=SLOW)
+    assert not folder.exists() and token_of(one) != token
+
+    two.locator("[data-testid=stSidebarNav] a", has_text="Trajectories").first.click()  # any click in tab 2
+    two.get_by_text("The work kept under this link was deleted on").wait_for(timeout=SLOW)
+    idle(two)
+    assert not folder.exists() and not weights.exists()
+    assert not two.locator("[data-testid=stException]").count()
+
+    three = browser.new_context().new_page()  # the deleted link, opened again
+    three.goto(f"{url}/?s={token}")
+    three.get_by_text("The work kept under this link was deleted on").wait_for(timeout=SLOW)
+    assert token_of(three) != token and "Fine-tuned in this session" not in sidebar(three)
+    assert not folder.exists()
+
+    two.get_by_role("button", name="Start afresh under a new link").click()
+    two.get_by_role("heading", level=1).first.wait_for(timeout=SLOW)
+    assert token_of(two) not in (token, token_of(one))
+    for page in (one, two, three):
+        page.context.close()
