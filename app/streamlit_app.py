@@ -88,7 +88,7 @@ with st.sidebar:
         st.caption("No shipped checkpoint found: data pages only, or upload one on Fine-tune.")
     else:
         st.caption(f"Pretrained: {inputs.base_checkpoint().name}")
-    st.slider(  # its value is set by saved.restore() (default, or the link's saved k)
+    k = st.slider(  # its value is set by saved.restore() (default, or the link's saved k)
         "Privacy: hide places and flows with fewer than this many people", min_value=K_CHOICES[0],
         max_value=K_CHOICES[1], key=PRIVACY_K,
         help="A cell, district or flow is shown, and exported, only when at least this many different "
@@ -124,6 +124,8 @@ except views.PageDone:  # the page ended early after its map (views.end_page)
 except storage.QuotaExceeded as exc:  # an upload the link or the server has no room for
     st.error(str(exc))
 finally:  # also after st.stop() and st.rerun(): the page's map, and what the page changed is kept for the link
-    if layout is not None:
-        layout.draw()
-    saved.save()
+    try:
+        if layout is not None:
+            layout.draw()
+    finally:  # after st.stop() any Streamlit call raises again: save() is given what it writes
+        saved.save(sess, k)

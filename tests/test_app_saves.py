@@ -210,6 +210,17 @@ def test_a_visit_that_stores_nothing_makes_no_folder(env):
     assert record(env, at.query_params["s"])["privacy_k"] == 6
 
 
+def test_a_change_on_a_page_that_stops_early_is_kept(env):
+    """The Fine-tune page ends with st.stop() until a model is tuned; after st.stop() every read of
+    st.session_state raises again, and the slider's new k was never saved."""
+    at = open_app()
+    go(at, "finetune")
+    assert any(i.value.startswith("Not fine-tuned yet") for i in at.info)
+    at.sidebar.slider(key="privacy_k").set_value(7).run()
+    assert record(env, at.query_params["s"])["privacy_k"] == 7
+    assert open_app(at.query_params["s"]).sidebar.slider(key="privacy_k").value == 7
+
+
 def test_a_city_named_by_a_project_file_is_prepared_in_the_sessions_own_folder(env):
     at = open_app()
     project = {"format": "trajmoe-app-project", "version": 1, "trajectories": None, "pois": None,

@@ -13,7 +13,7 @@ import json
 import time
 
 import pytest
-from test_browser import SLOW, browser, streamlit_server, tiny_checkpoint, visit  # noqa: F401  (fixtures)
+from test_browser import SLOW, browser, streamlit_server, tiny_checkpoint  # noqa: F401  (fixtures)
 from test_browser_session import sidebar, token_of
 
 pytestmark = pytest.mark.browser
@@ -62,19 +62,18 @@ def wait_for_file(path, timeout: float = 60) -> None:
 def test_two_tabs_of_one_link_keep_each_others_work_and_deletion_stays_deleted(browser, app):  # noqa: F811
     url, work = app
     one = browser.new_context(viewport={"width": 1400, "height": 1400}).new_page()
-    one.goto(url)
+    one.goto(f"{url}/finetune")  # the lightest page: no map
     slide(one, 6)  # a choice: the link now keeps something
     token = token_of(one)
     folder = work / "sessions" / token
     wait_for_file(folder / "session.json")
 
     two = browser.new_context(viewport={"width": 1400, "height": 1400}).new_page()
-    two.goto(f"{url}/?s={token}")
+    two.goto(f"{url}/finetune?s={token}")
     slider_at(two, 6)
     assert token_of(two) == token
     idle(two)
 
-    visit(one, "Fine-tune")
     one.get_by_text("Advanced").click()
     steps = one.locator(".st-key-ft_max_steps input")
     steps.fill("2")
@@ -108,7 +107,7 @@ def test_two_tabs_of_one_link_keep_each_others_work_and_deletion_stays_deleted(b
     assert not two.locator("[data-testid=stException]").count()
 
     three = browser.new_context().new_page()  # the deleted link, opened again
-    three.goto(f"{url}/?s={token}")
+    three.goto(f"{url}/finetune?s={token}")
     three.get_by_text("The work kept under this link was deleted on").wait_for(timeout=SLOW)
     assert token_of(three) != token and "Fine-tuned in this session" not in sidebar(three)
     assert not folder.exists()

@@ -249,11 +249,11 @@ def _model_key(record: dict) -> str | None:
     return (record.get("finetuned") or {}).get("key")
 
 
-def _store(sess: Session, *, running=_KEEP) -> None:
+def _store(sess: Session, k: int | None = None, *, running=_KEEP) -> None:
     if sess.gone:
         return
     ft = sess.finetuned
-    k = st.session_state.get(PRIVACY_K, DEFAULT_K)
+    k = st.session_state.get(PRIVACY_K, DEFAULT_K) if k is None else k
     try:
         sess.saved = commit(inputs.WORK_DIR, sess.token, _mine(sess, k), sess.saved,
                             weights=ft.files if ft else None, running=running)
@@ -261,9 +261,12 @@ def _store(sess: Session, *, running=_KEEP) -> None:
         sess.gone = gone_words(storage.tombstone(inputs.WORK_DIR, sess.token), opened=False)
 
 
-def save() -> None:
-    """Write what this tab changed (and a newly fine-tuned model) into the session's folder."""
-    _store(session())
+def save(sess: Session, k: int) -> None:
+    """Write what this tab changed (and a newly fine-tuned model) into the session's folder.
+
+    Takes the session and privacy k as arguments and touches no Streamlit state: after ``st.stop()``
+    every read of ``st.session_state`` raises StopException again, and the page's work would be lost."""
+    _store(sess, k)
 
 
 def reload() -> None:
