@@ -44,6 +44,7 @@ def slide(page, to: int) -> None:
     """Move the sidebar's privacy slider to ``to`` with the keyboard, as a planner would."""
     thumb = page.locator(SLIDER).first
     thumb.wait_for(state="attached", timeout=SLOW)
+    idle(page)
     now = int(thumb.input_value())
     thumb.focus()
     for _ in range(abs(to - now)):
