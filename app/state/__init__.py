@@ -7,6 +7,8 @@
   scenarios, cell names and the privacy-filtered summaries of the data.
 * :mod:`state.saved`: what survives a refresh (the link's token, the session's folder, expiry,
   delete) and the project file.
+* :mod:`state.storage`: the disk all sessions share: the link's lock, whole-file writes, tombstones
+  of deleted links, disk quotas and the expiry sweep.
 
 Dependencies run one way: ``session`` <- ``inputs`` <- ``outputs``, ``saved``; ``views`` (app/views.py) only draws.
 """
