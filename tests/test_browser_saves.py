@@ -13,7 +13,13 @@ import json
 import time
 
 import pytest
-from test_browser import SLOW, browser, streamlit_server, tiny_checkpoint  # noqa: F401  (fixtures)
+from test_browser import (  # noqa: F401  (fixtures)
+    REPO,
+    SLOW,
+    browser,
+    streamlit_server,
+    tiny_checkpoint,
+)
 from test_browser_session import sidebar, token_of
 
 pytestmark = pytest.mark.browser
@@ -118,3 +124,36 @@ def test_two_tabs_of_one_link_keep_each_others_work_and_deletion_stays_deleted(b
     assert token_of(two) not in (token, token_of(one))
     for page in (one, two, three):
         page.context.close()
+
+
+def test_a_fine_tuning_cut_off_by_a_server_restart_is_said_on_reconnect(browser, tmp_path):  # noqa: F811
+    """The server is stopped while a long fine-tuning runs (the shipped model, all the data, 10 epochs)
+    and started again on the same work folder: the link says the run did not finish, and why."""
+    shipped = REPO / "assets" / "trajmoe_pretrained.safetensors"
+    env = {} if shipped.is_file() else {"TRAJMOE_CHECKPOINT": str(tiny_checkpoint(tmp_path))}
+    page = browser.new_context(viewport={"width": 1400, "height": 1400}).new_page()
+    with streamlit_server(tmp_path, env) as url:
+        page.goto(f"{url}/finetune")
+        page.get_by_text("Not fine-tuned yet").wait_for(timeout=SLOW)
+        idle(page)
+        epochs = page.locator(".st-key-ft_epochs input")
+        epochs.fill("10")
+        epochs.press("Enter")
+        idle(page)
+        page.locator(".st-key-ft_share input[type=range]").focus()
+        page.keyboard.press("End")  # 100% of the data
+        idle(page)
+        page.get_by_role("button", name="Fine-tune on 100% of Helsinki").click()
+        page.get_by_text("Fine-tuning: step").first.wait_for(timeout=SLOW)
+        token = token_of(page)
+        record = tmp_path / "work" / "sessions" / token / "session.json"
+        started = json.loads(record.read_text())["running"]["started"]
+    assert json.loads(record.read_text())["running"]["started"] == started  # stopped mid-run: still says so
+    with streamlit_server(tmp_path, env) as url:  # the restarted server, the same work folder
+        page.goto(f"{url}/finetune?s={token}")
+        hhmm = time.strftime("%H:%M", time.gmtime(started))
+        page.get_by_text(f"Your fine-tuning started at {hhmm} UTC did not finish: the server restarted. "
+                         "Start it again on Fine-tune.").wait_for(timeout=SLOW)
+        assert token_of(page) == token
+        assert json.loads(record.read_text())["running"] is None  # said once
+    page.context.close()

@@ -76,12 +76,11 @@ def run_finetune(fraction: float, epochs: int, max_steps: int | None, mode: str)
     """The button's callback: it runs before the script, so the sidebar (drawn before this page)
     already names the fine-tuned model in the same run."""
     try:
-        saved.run_started()  # recorded: a restart that cuts the run off is reported on reconnect
-        sess.finetuned = outputs.finetune(prep, data, fraction=fraction, epochs=epochs, max_steps=max_steps, mode=mode)
+        with saved.fine_tuning(sess):  # recorded while it runs: a restart that cuts it off is said on reconnect
+            sess.finetuned = outputs.finetune(prep, data, fraction=fraction, epochs=epochs, max_steps=max_steps,
+                                              mode=mode)
     except TrajMoEError as exc:
         sess.finetune_error = f"Fine-tuning could not run: {exc}"
-    finally:
-        saved.run_ended()  # the model is written now, not only at the end of the page
 
 
 st.button(f"Fine-tune on {share}% of {city}", type="primary", key="ft_run", disabled=too_small, on_click=run_finetune,

@@ -25,6 +25,7 @@ before a page runs and :func:`save` after it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -38,7 +39,7 @@ import streamlit as st
 from state import inputs, storage
 from state.session import KEY, PRIVACY_K, FinetuneSettings, Session, Source, session
 from trajmoe.analysis.privacy import DEFAULT_K, K_CHOICES, check_k
-from trajmoe.errors import InputDataError
+from trajmoe.errors import InputDataError, TrajMoEError
 
 log = logging.getLogger(__name__)
 
@@ -293,22 +294,32 @@ def delete_my_data() -> None:
                  "settings. This page starts afresh under a new link; the old link opens nothing.")
 
 
-def run_started() -> None:
-    """Record a fine-tuning as running (reported on reconnect if a restart cuts it off); refuse it
-    first when its model would take the link or the server over the disk quota."""
-    sess = session()
+@contextlib.contextmanager
+def fine_tuning(sess: Session):
+    """Record the block (a fine-tuning) as running in the link's record, with its start time.
+
+    Refused first (:class:`storage.QuotaExceeded`) when its model would take the link or the server
+    over the disk quota. Ended, or ended by one of our errors, the record no longer says running
+    and the model, if any, is written. Cut off (the server stopped or restarted, the page was left),
+    the record still says running: the next visit of the link says the run did not finish. Uses
+    no Streamlit state (after a stop every read of it raises again)."""
     path = inputs.base_checkpoint()
     need = sum(p.stat().st_size for p in (path, path.with_suffix(".json")) if p.is_file()) if path else 0
     storage.check_room(inputs.WORK_DIR, sess.token, need, "the fine-tuned model")
+    k = sess.saved.get("privacy_k", DEFAULT_K)  # unchanged here: the end of the page saves a new k
     _LIVE[sess.token] = time.time()
-    _store(sess, running={"started": _LIVE[sess.token], "server": SERVER})
-
-
-def run_ended() -> None:
-    """The fine-tuning is over (done or failed): its model, if any, is written and "running" cleared."""
-    sess = session()
-    if _LIVE.pop(sess.token, None) is not None:
-        _store(sess, running=None)
+    _store(sess, k, running={"started": _LIVE[sess.token], "server": SERVER})
+    try:
+        yield
+    except TrajMoEError:
+        _LIVE.pop(sess.token, None)
+        _store(sess, k, running=None)
+        raise
+    except BaseException:
+        _LIVE.pop(sess.token, None)
+        raise
+    _LIVE.pop(sess.token, None)
+    _store(sess, k, running=None)
 
 
 def link_note() -> str:
