@@ -274,6 +274,17 @@ def test_a_refused_upload_is_deleted_at_once(env):
     assert not list(env["work"].glob(f"sessions/{at.query_params['s']}/uploads/*/broken.csv"))
 
 
+def test_a_refused_checkpoint_is_deleted_at_once(env):
+    at = uploaded(env, "ckpt_city.csv")  # the link keeps something: its folder exists
+    go(at, "finetune")
+    at.radio(key="ckpt_choice").set_value("A checkpoint I upload").run()
+    at.file_uploader(key="ckpt_upload").set_value([("bad.safetensors", b"not weights", "application/octet-stream"),
+                                                   ("bad.json", b"{}", "application/json")]).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("This checkpoint cannot be used" in e.value for e in at.error)
+    assert not list(env["work"].glob(f"sessions/{at.query_params['s']}/checkpoints/*/*"))
+
+
 # --------------------------------------------------------------------------- damaged record, restart
 @pytest.mark.parametrize("damage", ["truncated", "not json", "a list", "wrong types", "huge number"])
 def test_a_damaged_record_is_said_in_words_and_delete_still_works(env, damage):

@@ -459,11 +459,11 @@ def checkpoint_from_upload(files) -> Path:
     weights, sidecar = by_ext[".safetensors"].getvalue(), by_ext[".json"].getvalue()
     folder = session_dir() / "checkpoints" / digest(weights + sidecar)
     path = folder / Path(by_ext[".safetensors"].name).name  # the planner's own file name, in messages
-    if not path.is_file():
+    if not path.with_suffix(".json").is_file():  # written last: once there, both are (the uploader reruns this)
         storage.check_room(WORK_DIR, session().token, len(weights) + len(sidecar), "the checkpoint")
-    folder.mkdir(parents=True, exist_ok=True)
-    storage.write_atomic(path, weights)
-    storage.write_atomic(path.with_suffix(".json"), sidecar)  # the sidecar must sit next to it, same stem
+        folder.mkdir(parents=True, exist_ok=True)
+        storage.write_atomic(path, weights)
+        storage.write_atomic(path.with_suffix(".json"), sidecar)  # the sidecar must sit next to it, same stem
     return path
 
 
