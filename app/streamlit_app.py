@@ -61,8 +61,15 @@ try:
 except TrajMoEError:
     cov = None
 
+
 def _ask_to_delete(asked: bool) -> None:
+    """The "Delete my data now" button asks first: the question and its two buttons show while this is set."""
     st.session_state["delete_asked"] = asked
+
+
+def _delete() -> None:
+    _ask_to_delete(False)
+    saved.delete_my_data()
 
 
 with st.sidebar:
@@ -105,7 +112,7 @@ with st.sidebar:
                        "model, settings)? This cannot be undone, and the link will open nothing afterwards.")
             yes, no = st.columns(2)
             yes.button("Yes, delete it all", key="delete_confirm", type="primary",
-                       on_click=lambda: (_ask_to_delete(False), saved.delete_my_data()))
+                       on_click=_delete)
             no.button("Cancel", key="delete_cancel", on_click=_ask_to_delete, args=(False,))
         st.download_button("Download the project file", saved.project_file(), file_name="trajmoe_project.json",
                            mime="application/json", key="project_download",
