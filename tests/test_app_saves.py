@@ -286,7 +286,7 @@ def test_a_refused_checkpoint_is_deleted_at_once(env):
 
 
 # --------------------------------------------------------------------------- damaged record, restart
-@pytest.mark.parametrize("damage", ["truncated", "not json", "a list", "wrong types", "huge number"])
+@pytest.mark.parametrize("damage", ["truncated", "not json", "a list", "wrong types", "huge number", "endless run"])
 def test_a_damaged_record_is_said_in_words_and_delete_still_works(env, damage):
     at = uploaded(env, "damaged.csv")
     token = at.query_params["s"]
@@ -294,7 +294,9 @@ def test_a_damaged_record_is_said_in_words_and_delete_still_works(env, damage):
     good = path.read_text()
     path.write_text({"truncated": good[: len(good) // 2], "not json": "<html>oops</html>", "a list": "[1, 2]",
                      "wrong types": json.dumps({**json.loads(good), "trajectories": "a string", "city": 5}),
-                     "huge number": good.replace('"privacy_k": 5', '"privacy_k": 1e999')}[damage])
+                     "huge number": good.replace('"privacy_k": 5', '"privacy_k": 1e999'),
+                     "endless run": good.replace('"privacy_k": 5', '"running": {"started": 1e999, "server": "x"}, '
+                                                                   '"privacy_k": 5')}[damage])
     again = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     again.query_params["s"] = token
     again.run()

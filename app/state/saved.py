@@ -114,7 +114,7 @@ def _read(path: Path) -> dict:
     if not isinstance(revision, int) or isinstance(revision, bool):
         raise ValueError("its revision is not a whole number")
     if running is not None and not (isinstance(running, dict) and isinstance(running.get("started"), (int, float))
-                                    and isinstance(running.get("server"), str)):
+                                    and 0 <= running["started"] < 4e9 and isinstance(running.get("server"), str)):
         raise ValueError("its running fine-tuning is not of the form {started, server}")
     return record
 
