@@ -103,7 +103,10 @@ def locked(root: Path, token: str):
             if tombstone(root, token):  # deleted while we waited
                 shutil.rmtree(folder, ignore_errors=True)
                 raise LinkDeleted("The work kept under this link was deleted.")
-            if not (folder / LOCK).exists():  # the folder was removed and made again: lock the new one
+            try:  # the folder removed (and made again) meanwhile: lock the file that is there now
+                if os.stat(folder / LOCK).st_ino != os.fstat(handle.fileno()).st_ino:
+                    continue
+            except FileNotFoundError:
                 continue
             yield folder
             return
