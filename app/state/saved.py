@@ -250,11 +250,11 @@ def _model_key(record: dict) -> str | None:
     return (record.get("finetuned") or {}).get("key")
 
 
-def _store(sess: Session, k: int | None = None, *, running=_KEEP) -> None:
+def _store(sess: Session, k: int, *, running=_KEEP) -> None:
+    """Commit this tab's record (no Streamlit state read: see :func:`save`); a deleted link is noted, not written."""
     if sess.gone:
         return
     ft = sess.finetuned
-    k = st.session_state.get(PRIVACY_K, DEFAULT_K) if k is None else k
     try:
         sess.saved = commit(inputs.WORK_DIR, sess.token, _mine(sess, k), sess.saved,
                             weights=ft.files if ft else None, running=running)
