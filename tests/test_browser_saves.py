@@ -59,11 +59,25 @@ def slide(page, to: int) -> None:
     idle(page)
 
 
-def wait_for_file(path, timeout: float = 60) -> None:
+def wait_until(check, what: str, timeout: float = 60):
+    """Poll ``check()`` until it is truthy (the server saves at the end of a run the page already shows)."""
     deadline = time.time() + timeout
-    while not path.is_file():
-        assert time.time() < deadline, f"{path.name} was not written"
+    while not (found := check()):
+        assert time.time() < deadline, what
         time.sleep(0.2)
+    return found
+
+
+def saved_record(folder, **expect) -> dict:
+    """session.json once it holds ``expect``."""
+    def check():
+        try:
+            record = json.loads((folder / "session.json").read_text())
+        except FileNotFoundError:
+            return None
+        return record if all(record.get(k) == v for k, v in expect.items()) else None
+
+    return wait_until(check, f"session.json never held {expect}")
 
 
 def test_two_tabs_of_one_link_keep_each_others_work_and_deletion_stays_deleted(browser, app):  # noqa: F811
@@ -73,7 +87,7 @@ def test_two_tabs_of_one_link_keep_each_others_work_and_deletion_stays_deleted(b
     slide(one, 6)  # a choice: the link now keeps something
     token = token_of(one)
     folder = work / "sessions" / token
-    wait_for_file(folder / "session.json")
+    saved_record(folder, privacy_k=6)
 
     two = browser.new_context(viewport={"width": 1400, "height": 1400}).new_page()
     two.goto(f"{url}/finetune?s={token}")
@@ -90,12 +104,12 @@ def test_two_tabs_of_one_link_keep_each_others_work_and_deletion_stays_deleted(b
     one.get_by_text("Done:").first.wait_for(timeout=SLOW)
     weights = folder / "finetuned" / "trajmoe_finetuned.safetensors"
     assert weights.is_file()
-    key = json.loads((folder / "session.json").read_text())["finetuned"]["key"]
+    key = wait_until(lambda: (saved_record(folder).get("finetuned") or {}).get("key"), "no model in session.json")
 
     slide(two, 8)  # tab 2 never saw the model: it moves the slider
     two.get_by_text("Another tab of this link has fine-tuned").wait_for(timeout=SLOW)
-    record = json.loads((folder / "session.json").read_text())
-    assert weights.is_file() and record["finetuned"]["key"] == key and record["privacy_k"] == 8
+    record = saved_record(folder, privacy_k=8)  # tab 2's change is kept...
+    assert weights.is_file() and record["finetuned"]["key"] == key  # ...and so is tab 1's model
     assert "Fine-tuned in this session" not in sidebar(two)  # what it shows is old: it says so
     two.get_by_role("button", name="Reload this link's saved work").click()
     two.get_by_text("Fine-tuned in this session").wait_for(timeout=SLOW)
