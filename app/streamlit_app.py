@@ -12,7 +12,7 @@ import contextlib
 import streamlit as st
 
 import views
-from state import inputs, project, saved
+from state import inputs, project, saved, storage
 from state.session import PRIVACY_K, session
 from state.text import error, plain
 from trajmoe.analysis.privacy import K_CHOICES
@@ -32,6 +32,10 @@ pages = [
     st.Page("app_pages/scenario.py", title="Scenario"),
 ]
 nav = st.navigation(pages)
+if sess.gone:  # another tab deleted this link's work (or it expired): show none of it, save nothing
+    st.warning(sess.gone)
+    st.button("Start afresh under a new link", key="start_afresh", type="primary", on_click=saved.start_afresh)
+    st.stop()
 
 # Streamlit forgets a page's widget values when another page runs; assigning them back keeps a
 # planner's choices (hours, days, which map, the scenario's edit) for when they come back. Only
@@ -59,7 +63,26 @@ try:
 except TrajMoEError:
     cov = None
 
+
+def _ask_to_delete(asked: bool) -> None:
+    """The "Delete my data now" button asks first: the question and its two buttons show while this is set."""
+    st.session_state["delete_asked"] = asked
+
+
+def _delete() -> None:
+    _ask_to_delete(False)
+    saved.delete_my_data()
+
+
 with st.sidebar:
+    for notice in sess.notices:  # a deleted or expired link, a damaged record, a fine-tuning cut off by a restart
+        st.warning(notice)
+    if sess.notices:
+        st.button("OK", key="notices_ok", on_click=sess.notices.clear)
+    if sess.stale:
+        st.warning("Another tab of this link has fine-tuned a model or changed the data since this page read it: "
+                   "what this page shows may be out of date. Your changes here are saved without undoing theirs.")
+        st.button("Reload this link's saved work", key="reload_saved", on_click=saved.reload)
     st.caption("**Data**")
     st.caption(plain(inputs.trajectories().label))  # labels hold file and place names: never Markdown
     st.caption(f"POIs: {plain(inputs.pois_source().label)}")
@@ -74,7 +97,7 @@ with st.sidebar:
         st.caption("No shipped checkpoint found: data pages only, or upload one on Fine-tune.")
     else:
         st.caption(f"Pretrained: {plain(inputs.base_checkpoint().name)}")
-    st.slider(  # its value is set by saved.restore() (default, or the link's saved k)
+    k = st.slider(  # its value is set by saved.restore() (default, or the link's saved k)
         "Privacy: hide places and flows with fewer than this many people", min_value=K_CHOICES[0],
         max_value=K_CHOICES[1], key=PRIVACY_K,
         help="A cell, district or flow is shown, and exported, only when at least this many different "
@@ -82,9 +105,17 @@ with st.sidebar:
     )
     with st.expander("Your work and this link"):
         st.caption(saved.link_note())
-        st.button("Delete my data now", key="delete_my_data", on_click=saved.delete_my_data,
-                  help="Removes your uploads, prepared cities and fine-tuned model from the server at once "
-                       "and starts afresh under a new link.")
+        if not st.session_state.get("delete_asked"):
+            st.button("Delete my data now", key="delete_my_data", on_click=_ask_to_delete, args=(True,),
+                      help="Removes your uploads, prepared cities and fine-tuned model from the server at once "
+                           "and starts afresh under a new link.")
+        else:
+            st.warning("Delete everything this link keeps on the server (uploads, prepared cities, fine-tuned "
+                       "model, settings)? This cannot be undone, and the link will open nothing afterwards.")
+            yes, no = st.columns(2)
+            yes.button("Yes, delete it all", key="delete_confirm", type="primary",
+                       on_click=_delete)
+            no.button("Cancel", key="delete_cancel", on_click=_ask_to_delete, args=(False,))
         st.download_button("Download the project file", project.project_file(), file_name="trajmoe_project.json",
                            mime="application/json", key="project_download",
                            help="Which POIs and trajectory file (by name and content digest, no paths), the city "
@@ -100,7 +131,11 @@ try:
         nav.run()
 except views.PageDone:  # the page ended early after its map (views.end_page)
     pass
+except storage.QuotaExceeded as exc:  # an upload the link or the server has no room for
+    st.error(str(exc))
 finally:  # also after st.stop() and st.rerun(): the page's map, and what the page changed is kept for the link
-    if layout is not None:
-        layout.draw()
-    saved.save()
+    try:
+        if layout is not None:
+            layout.draw()
+    finally:  # after st.stop() any Streamlit call raises again: save() is given what it writes
+        saved.save(sess, k)

@@ -108,7 +108,7 @@ def test_the_session_files_live_under_its_own_folder(env, worked):
     _, token = worked
     folder = env["work"] / "sessions" / token
     names = {p.relative_to(folder).parts[0] for p in folder.rglob("*") if p.is_file()}
-    assert names == {"session.json", "uploads", "cities", "finetuned"}
+    assert names == {"session.json", ".lock", "uploads", "cities", "finetuned"}  # .lock: saves of its tabs take turns
     assert not (env["work"] / "uploads").exists()  # nothing of the upload outside the session's folder
 
 
@@ -133,7 +133,9 @@ def test_delete_my_data_removes_all_of_it_and_gives_a_new_link(env, sample_traje
     token = at.query_params["s"]
     folder = env["work"] / "sessions" / token
     assert any(folder.rglob("delete_me.csv"))
-    at.sidebar.button(key="delete_my_data").click().run()
+    at.sidebar.button(key="delete_my_data").click().run()  # asks first
+    assert not at.exception and folder.exists()
+    at.sidebar.button(key="delete_confirm").click().run()
     assert not at.exception
     assert not folder.exists()
     assert at.query_params["s"] != token

@@ -3,7 +3,7 @@
 import streamlit as st
 
 import views
-from state import inputs, outputs
+from state import inputs, outputs, saved
 from state.session import FinetuneSettings, session
 from state.text import error, plain
 from trajmoe.errors import TrajMoEError
@@ -77,7 +77,9 @@ def run_finetune(fraction: float, epochs: int, max_steps: int | None, mode: str)
     """The button's callback: it runs before the script, so the sidebar (drawn before this page)
     already names the fine-tuned model in the same run."""
     try:
-        sess.finetuned = outputs.finetune(prep, data, fraction=fraction, epochs=epochs, max_steps=max_steps, mode=mode)
+        with saved.fine_tuning(sess):  # recorded while it runs: a restart that cuts it off is said on reconnect
+            sess.finetuned = outputs.finetune(prep, data, fraction=fraction, epochs=epochs, max_steps=max_steps,
+                                              mode=mode)
     except TrajMoEError as exc:
         sess.finetune_error = f"Fine-tuning could not run: {error(exc)}"
 

@@ -9,6 +9,8 @@
   delete).
 * :mod:`state.project`: the project file (download, and loading one as hostile input).
 * :mod:`state.text`: text from files and other libraries made safe to show (no Markdown, no path).
+* :mod:`state.storage`: the disk all sessions share: the link's lock, whole-file writes, tombstones
+  of deleted links, disk quotas and the expiry sweep.
 
 Dependencies run one way: ``session`` <- ``text`` <- ``inputs`` <- ``outputs``, ``saved``, ``project``; ``views`` (app/views.py) only draws.
 """

@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from state import storage
 from state.session import Source, session
 from state.text import error, plain
 from trajmoe.errors import CheckpointError, TrajMoEError
@@ -62,9 +63,9 @@ def digest(data: bytes) -> str:
 
 
 def scratch_dir() -> Path:
-    """A new empty folder under WORK_DIR."""
-    WORK_DIR.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=WORK_DIR))
+    """A new empty folder under WORK_DIR/scratch (one a crash left behind is swept: state.storage)."""
+    (WORK_DIR / "scratch").mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=WORK_DIR / "scratch"))
 
 
 @st.cache_data(show_spinner=False)
@@ -95,10 +96,11 @@ def save_upload(upload, label: str) -> Source:
     data = upload.getvalue()
     key = digest(data)
     folder = session_dir() / "uploads" / key
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / Path(upload.name).name
     if not path.is_file():
-        path.write_bytes(data)
+        storage.check_room(WORK_DIR, session().token, len(data), upload.name)
+        folder.mkdir(parents=True, exist_ok=True)
+        storage.write_atomic(path, data)
     memo[upload.file_id] = Source(label=label, path=str(path), key=key)
     return memo[upload.file_id]
 
@@ -290,6 +292,9 @@ def prepare_city(traj_key: str, pois_key: str, city: str, resolution: int | None
         return Prepared(str(folder), meta, report.to_dict())
     except TrajMoEError as exc:
         report = exc.report.to_dict() if getattr(exc, "report", None) is not None else {}
+        refused = Path(_traj.path).parent
+        if report and refused.parent == Path(root) / "uploads":  # the file itself was refused: not kept
+            shutil.rmtree(refused, ignore_errors=True)
         return Prepared(None, report=report, error=str(exc).split("\n")[0])
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -298,7 +303,8 @@ def prepare_city(traj_key: str, pois_key: str, city: str, resolution: int | None
 
 def prepared() -> Prepared:
     traj, poi, sess = trajectories(), pois_source(), session()
-    own = sess.trajectories is not None or sess.pois is not None  # made from the session's files
+    # made from the session's files or named by the session (a city name from a project file): its own folder
+    own = sess.trajectories is not None or sess.pois is not None or sess.city is not None
     root = str(session_dir() if own else WORK_DIR)
     return prepare_city(traj.key, poi.key, city_name(), sess.resolution, not sess.weekday_unreliable, root, traj, poi)
 
@@ -467,18 +473,24 @@ def checkpoint_from_upload(files) -> Path:
         raise CheckpointError("Upload both files of the checkpoint: NAME.safetensors and NAME.json.")
     weights, sidecar = by_ext[".safetensors"].getvalue(), by_ext[".json"].getvalue()
     folder = session_dir() / "checkpoints" / digest(weights + sidecar)
-    folder.mkdir(parents=True, exist_ok=True)
     # The planner's own file name, in messages and the model's name; characters other than letters,
     # digits, _ . - (and a "www.") become "-", so that no label shown as Markdown links anywhere.
     name = re.sub(r"(?i)www\.", "www-", re.sub(r"[^\w.-]+", "-", Path(by_ext[".safetensors"].name).name))
     path = folder / name
-    path.write_bytes(weights)
-    path.with_suffix(".json").write_bytes(sidecar)  # the sidecar must sit next to it, same stem
+    if not path.with_suffix(".json").is_file():  # written last: once there, both are (the uploader reruns this)
+        storage.check_room(WORK_DIR, session().token, len(weights) + len(sidecar), "the checkpoint")
+        folder.mkdir(parents=True, exist_ok=True)
+        storage.write_atomic(path, weights)
+        storage.write_atomic(path.with_suffix(".json"), sidecar)  # the sidecar must sit next to it, same stem
     return path
 
 
 def start_from_upload(files) -> None:
     """Start this session from an uploaded checkpoint once it loads (a TrajMoEError says why it does not)."""
     path = checkpoint_from_upload(files)
-    load_model(str(path), path.stat().st_mtime)
+    try:
+        load_model(str(path), path.stat().st_mtime)
+    except TrajMoEError:
+        shutil.rmtree(path.parent, ignore_errors=True)  # a refused checkpoint is not kept
+        raise
     session().start_from(str(path))

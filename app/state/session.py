@@ -95,6 +95,14 @@ class Session:
     scenarios: dict[tuple, object] = field(default_factory=dict)  # (model key, edits) -> ScenarioResult
     project_todo: list[str] = field(default_factory=list)  # what loading a project file left to do
     finetune_error: str | None = None  # why the last fine-tuning could not run (shown once)
+    # Kept by state.saved: the record as this tab last read or wrote it (a save writes only the fields
+    # the tab changed since, so another tab's work is never overwritten), what the sidebar must tell
+    # (a deleted link, a damaged record, a fine-tuning cut off by a restart), whether another tab has
+    # changed the link's data or model since (``stale``) and, once the link's work is deleted, why (``gone``).
+    saved: dict = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
+    stale: bool = False
+    gone: str | None = None
 
     def use_trajectories(self, source: Source | None, city: str | None = None) -> None:
         """Switch to other trajectories (None: back to the sample), named ``city``."""
@@ -116,7 +124,9 @@ class Session:
 
     @classmethod
     def from_record(cls, token: str, record: dict, finetuned_files: dict | None) -> Session:
-        """The session :meth:`to_record` wrote; its fine-tuned model (when the files are back) reloads lazily."""
+        """The session :meth:`to_record` wrote; its fine-tuned model (when the files are back) reloads lazily.
+        A record of the wrong shape (hand-edited, damaged) raises ValueError or TypeError."""
+        _check_record(record)
         ft = record.get("finetuned")
         return cls(token=token, trajectories=_from_source(record.get("trajectories")),
                    pois=_from_source(record.get("pois")), city=record.get("city"),
@@ -125,6 +135,29 @@ class Session:
                    finetune_settings=FinetuneSettings(**record.get("finetune_settings", {})),
                    finetuned=Finetuned(model=None, outputs=None, files=finetuned_files, **ft)
                    if ft and finetuned_files else None)
+
+
+_TYPES = {"city": str, "resolution": int, "base_checkpoint": str, "weekday_unreliable": bool,
+          "finetune_settings": dict, "finetuned": dict, "trajectories": dict, "pois": dict}
+_FINETUNED_TYPES = {"folder": str, "fraction": float, "metrics": dict, "label": str, "steps": int,
+                    "seconds": float, "key": str}
+
+
+def _check_record(record: dict) -> None:
+    """Refuse a record whose fields are not of the types :meth:`Session.to_record` writes."""
+    def check(value, kind, name):
+        if value is not None and not (isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+                                      or kind is float and isinstance(value, int) and not isinstance(value, bool)):
+            raise TypeError(f"{name} is {type(value).__name__}, not {kind.__name__}")
+
+    for name, kind in _TYPES.items():
+        check(record.get(name), kind, name)
+    for name in ("trajectories", "pois"):
+        for part, value in (record.get(name) or {}).items():
+            check(value, str, f"{name}.{part}")
+    for name, kind in _FINETUNED_TYPES.items():
+        if record.get("finetuned"):
+            check(record["finetuned"].get(name), kind, f"finetuned.{name}")
 
 
 def _source(source: Source | None) -> dict | None:
