@@ -16,7 +16,7 @@ import numpy as np
 from trajmoe.geo import KM_PER_DEGREE
 
 _DPI = 110
-_WIDTH_PX = 560  # the camera was fitted for about this many pixels of width (views.flow_map etc.)
+_WIDTH_PX = 560  # the camera was fitted for about this many pixels of width (maps.flows.flow_map etc.)
 
 
 def _rgba(value, row: dict, default=(120, 120, 120, 255)) -> tuple[float, float, float, float]:

@@ -1,8 +1,13 @@
-"""TrajMoE for urban planners: the entry file. Thin pages live in app_pages/; what they share in
-state/ (session.py: the session's one object, inputs.py: files, city and models, outputs.py and
-summaries.py: what is shown, saved.py: what survives a refresh, project.py: the project file, text.py: text
-from files made safe to show), maps and charts in views.py, the
-work in trajmoe/.
+"""TrajMoE for urban planners: the entry file. It lists the pages (each with the widget keys it
+keeps across page switches), draws the sidebar, runs the chosen page and, after Flows, Experts or
+Scenario, draws the map they share (kept_map.py).
+
+Thin pages live in app_pages/; what they show alike in page_parts.py; data in state/ (session.py:
+the session's one object, inputs.py: files, city and models, summaries.py: what the data pages
+show, predictions.py: the shown model, one module per analysis page, saved.py: what survives a
+refresh, project.py: the project file, text.py: text from files made safe to show, storage.py:
+locks, tombstones and quotas); maps in maps/, charts in charts.py; the work in trajmoe/.
+app/README.md has the table.
 
     make app    # or: streamlit run app/streamlit_app.py
 """
@@ -11,7 +16,7 @@ import contextlib
 
 import streamlit as st
 
-import views
+import kept_map
 from state import inputs, project, saved, storage
 from state.session import PRIVACY_K, session
 from state.text import error, plain
@@ -23,26 +28,28 @@ from trajmoe.errors import TrajMoEError
 st.set_page_config(page_title="TrajMoE · where people go next", layout="wide")
 sess = saved.restore()  # before anything reads the session: a refreshed page gets its work back
 
-pages = [
-    st.Page("app_pages/city.py", title="City & POIs", default=True),
-    st.Page("app_pages/trajectories.py", title="Trajectories"),
-    st.Page("app_pages/finetune.py", title="Fine-tune"),
-    st.Page("app_pages/flows.py", title="Flows"),
-    st.Page("app_pages/experts.py", title="Experts"),
-    st.Page("app_pages/scenario.py", title="Scenario"),
-]
-nav = st.navigation(pages)
+# Each page, with the widget keys it keeps across page switches. Streamlit forgets a page's widget
+# values when another page runs; assigning them back keeps a planner's choices (hours, days, which
+# map, the scenario's edit) for when they come back. Only widgets whose options never change: a kept
+# value that is no longer an option would be refused. tests/test_app_layout.py checks that every key
+# here is a widget key of its page.
+PAGES = (
+    (st.Page("app_pages/city.py", title="City & POIs", default=True), ("place",)),
+    (st.Page("app_pages/trajectories.py", title="Trajectories"), ()),
+    (st.Page("app_pages/finetune.py", title="Fine-tune"), ()),
+    (st.Page("app_pages/flows.py", title="Flows"),
+     ("fl_view", "fl_compare", "fl_hours", "fl_arrive", "fl_days", "fl_arcs", "fl_tiles")),
+    (st.Page("app_pages/experts.py", title="Experts"), ("ex_tiles",)),
+    (st.Page("app_pages/scenario.py", title="Scenario"),
+     ("sc_action", "sc_count", "sc_category", "sc_timed", "sc_hours", "sc_tiles")),
+)
+nav = st.navigation([page for page, _ in PAGES])
 if sess.gone:  # another tab deleted this link's work (or it expired): show none of it, save nothing
     st.warning(sess.gone)
     st.button("Start afresh under a new link", key="start_afresh", type="primary", on_click=saved.start_afresh)
     st.stop()
 
-# Streamlit forgets a page's widget values when another page runs; assigning them back keeps a
-# planner's choices (hours, days, which map, the scenario's edit) for when they come back. Only
-# widgets whose options never change: a kept value that is no longer an option would be refused.
-KEPT_ACROSS_PAGES = ("place", "fl_view", "fl_compare", "fl_hours", "fl_arrive", "fl_days", "fl_arcs", "fl_tiles",
-                     "ex_tiles", "sc_action", "sc_count", "sc_category", "sc_timed", "sc_hours", "sc_tiles")
-for _key in KEPT_ACROSS_PAGES:
+for _key in (key for _, kept in PAGES for key in kept):
     if _key in st.session_state:
         st.session_state[_key] = st.session_state[_key]
 
@@ -125,11 +132,11 @@ with st.sidebar:
         for line in sess.project_todo:
             st.caption(error(line))  # it quotes the file: no Markdown from it, no path
 
-layout = views.MapLayout.start(nav.title)  # Flows, Experts, Scenario: their map is kept across them
+layout = kept_map.MapLayout.start(nav.title)  # Flows, Experts, Scenario: their map is kept across them
 try:
     with layout.above if layout is not None else contextlib.nullcontext():
         nav.run()
-except views.PageDone:  # the page ended early after its map (views.end_page)
+except kept_map.PageDone:  # the page ended early after its map (kept_map.end_page)
     pass
 except storage.QuotaExceeded as exc:  # an upload the link or the server has no room for
     st.error(str(exc))

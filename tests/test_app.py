@@ -106,9 +106,10 @@ def test_opens_ready_on_the_embedded_default(env):
     (main,) = decks(at)  # one map: each place's main expert, in the experts' own colours
     assert len(at.get("plotly_chart")) == 2
     assert re.search(r"Expert 1 \(\d+% of routing\)", text(at))
-    import views  # app/ is on sys.path while the app runs (conftest's env)
+    # app/ is on sys.path while the app runs (conftest's env)
+    from maps.colours import EXPERT_COLOURS, rgb
 
-    expert_rgb = {tuple(views.rgb(c)[:3]) for c in views.EXPERT_COLOURS}
+    expert_rgb = {tuple(rgb(c)[:3]) for c in EXPERT_COLOURS}
     assert {tuple(row["colour"][:3]) for row in _cells(main)} <= expert_rgb
     at.selectbox(key="ex_show").set_value("Where expert 2 is used").run()
     (share,) = decks(at)  # the same places, now a ramp of expert 2's share

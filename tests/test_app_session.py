@@ -204,7 +204,8 @@ def test_pois_that_miss_the_trajectories_are_noticed_and_the_area_offered(env, l
 
 
 def test_the_pretrained_result_on_a_city_it_was_trained_on_is_not_called_zero_shot(env):
-    from state.outputs import metrics_table, pretrained_on
+    from state.finetuning import metrics_table
+    from state.predictions import pretrained_on
 
     # what assets/regenerate.py writes: one city per pretraining dataset, in the same order
     meta = {"cities": ["New York", "New York", "Los Angeles"], "domain_experts": ["New York", "Los Angeles"],
@@ -261,18 +262,18 @@ def test_the_hour_of_week_heatmap_has_hour_ticks_and_no_nan_on_hover(env):
     """Defect 10: hour ticks on the expert x hour-of-week heatmap; a blank square says why on hover."""
     import numpy as np
 
-    import views
+    import charts
 
     days = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
     columns = [f"{d} {h:02d}h" for d in days for h in range(24)]
     z = np.linspace(0.5, 1.5, 2 * 168).reshape(2, 168)
     z[1, 3] = np.nan
     matrix = pd.DataFrame(z, index=["Expert 1", "Expert 2"], columns=columns)
-    fig = views.hour_heatmap(matrix, title="t")
+    fig = charts.hour_heatmap(matrix, title="t")
     ticks = list(fig.layout.xaxis.ticktext)
     assert list(fig.layout.xaxis.tickvals) == list(range(0, 168, 6))
     assert ticks[:4] == ["0h", "6h", "12h<br><b>Mon</b>", "18h"] and "Sun" in ticks[-2]
-    for figure in (fig, views.heatmap(matrix, title="t", colour_label="× average")):
+    for figure in (fig, charts.heatmap(matrix, title="t", colour_label="× average")):
         text = np.asarray(figure.data[0].text)
         assert text[1, 3] == "too few visits to say" and "nan" not in " ".join(text.ravel()).lower()
 

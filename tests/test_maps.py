@@ -111,7 +111,7 @@ def test_places_with_nothing_named_nearby_get_rounded_coordinates():
 
 def test_one_stray_poi_does_not_set_the_zoom():
     """Defect 8: the Manhattan extract has POIs far outside the park area."""
-    import views
+    from maps.deck import view_of
 
     path = SHARED_POIS / "manhattan_central_park.osm.pbf"
     if not path.is_file():
@@ -120,9 +120,9 @@ def test_one_stray_poi_does_not_set_the_zoom():
     lat, lon = pois["lat"].to_numpy(), pois["lon"].to_numpy()
     stray_lat, stray_lon = np.r_[lat, lat.mean() + 0.5], np.r_[lon, lon.mean() + 0.5]  # one POI 50 km away
     assert len(lat) >= 50
-    with_stray = views.view_of(stray_lat, stray_lon)
-    assert with_stray.zoom > views.view_of(lat, lon).zoom - 1  # about the same camera
-    assert with_stray.zoom > views.view_of(stray_lat, stray_lon, share=1.0).zoom + 3  # not the whole-world camera
+    with_stray = view_of(stray_lat, stray_lon)
+    assert with_stray.zoom > view_of(lat, lon).zoom - 1  # about the same camera
+    assert with_stray.zoom > view_of(stray_lat, stray_lon, share=1.0).zoom + 3  # not the whole-world camera
 
 
 def _deck_layers(d) -> list[dict]:
@@ -130,13 +130,15 @@ def _deck_layers(d) -> list[dict]:
 
 
 def test_flow_map_draws_streets_under_named_places_and_curved_arcs(helsinki_base, helsinki_pois, small_helsinki):
-    import views
+    from maps.basemap import STREET_KINDS
+    from maps.flows import MAX_ARC_PX, flow_map
+    from maps.layers import CONTEXT_TIP
 
     data = small_helsinki
     summary = summarize_flows(observed_transitions(data, split="all"), k=2, resolution=8)
     cells = data.cells["cell"].tolist()
     names = place_names(np.unique(parent_cells(cells, 8)), pois=helsinki_pois, basemap=helsinki_base)
-    d = views.flow_map(summary, context=cells, names=names, unit="people", base=helsinki_base)
+    d = flow_map(summary, context=cells, names=names, unit="people", base=helsinki_base)
     layers = _deck_layers(d)
     ids = [str(layer.get("id")) for layer in layers]
     # Water and parks, grey cells, streets, then the data; place names on top.
@@ -156,7 +158,7 @@ def test_flow_map_draws_streets_under_named_places_and_curved_arcs(helsinki_base
     arcs = next(layer for layer in layers if layer.get("id") == "flow-arcs")
     assert arcs["pickable"] and len(arcs["data"]) == min(len(summary.flows), 400)
     widths = [a["width"] for a in arcs["data"]]
-    assert min(widths) >= 1 and max(widths) == pytest.approx(views.MAX_ARC_PX)
+    assert min(widths) >= 1 and max(widths) == pytest.approx(MAX_ARC_PX)
     nodes = next(layer for layer in layers if layer.get("id") == "flow-places")
     assert len(nodes["data"]) == len(summary.places)
     sizes = [n["radius"] for n in nodes["data"]]
@@ -171,28 +173,29 @@ def test_flow_map_draws_streets_under_named_places_and_curved_arcs(helsinki_base
     osm_streets = set(helsinki_base.streets["name"].dropna())
     street_tips = {row["tip_title"] for row in streets}
     assert len(street_tips & osm_streets) > 20  # streets are named as in OSM
-    assert street_tips - osm_streets <= set(views._STREET_KINDS.values())  # the unnamed ones by their kind
+    assert street_tips - osm_streets <= set(STREET_KINDS.values())  # the unnamed ones by their kind
     labels = next(layer for layer in layers if layer["id"] == "basemap-labels")["data"]
     assert {row["tip_title"] for row in labels} <= set(helsinki_base.labels["name"])
     context = next(layer for layer in layers if layer["id"] == "cells-context")["data"]
-    assert {(row["tip_title"], row["tip_body"]) for row in context} == {views.CONTEXT_TIP}
+    assert {(row["tip_title"], row["tip_body"]) for row in context} == {CONTEXT_TIP}
 
 
 def test_a_small_scenario_change_is_drawn_pale():
     """Defect 11: +0.19% must not look like a doubling; the edited place is never plain white when it changes."""
-    import views
+    from maps.colours import diverging, rgb
+    from maps.scenario import CHANGE_SCALE_FLOOR, change_scale
 
-    scale = views.change_scale(np.array([0.19, -0.05, 0.0]))
-    assert scale == views.CHANGE_SCALE_FLOOR
-    pale, white = views.diverging(np.array([0.19, 0.0]), scale=scale)
+    scale = change_scale(np.array([0.19, -0.05, 0.0]))
+    assert scale == CHANGE_SCALE_FLOOR
+    pale, white = diverging(np.array([0.19, 0.0]), scale=scale)
     assert min(pale[:3]) > 160 and white[:3] == [255, 255, 255]
-    strong = views.diverging(np.array([30.0]), scale=views.change_scale(np.array([30.0, 3.0])))[0]
-    assert strong[:3] == views.rgb("#2166ac")[:3]
+    strong = diverging(np.array([30.0]), scale=change_scale(np.array([30.0, 3.0])))[0]
+    assert strong[:3] == rgb("#2166ac")[:3]
 
 
 def test_expert_views_without_pois_say_nothing_empty():
     """Defect 10: no "NaN" on hover, no sentence about POIs the city does not have."""
-    import views
+    import charts
 
     n = 200
     routing = Routing(probs=np.full((n, 1, 2), 0.5, dtype=np.float32), cell=np.array(["8a1126d3310ffff"] * n),
@@ -201,7 +204,7 @@ def test_expert_views_without_pois_say_nothing_empty():
     texts = describe_experts(routing)
     assert all("POI" not in t and "used most" in t for t in texts)
     matrix = pd.DataFrame([[1.0, np.nan], [0.9, 1.2]], index=["Expert 1", "Expert 2"], columns=["08h", "09h"])
-    fig = views.hour_heatmap(matrix, title="t")
+    fig = charts.hour_heatmap(matrix, title="t")
     text = np.asarray(fig.data[0].text)
     assert "too few visits to say" in text[0, 1] and "nan" not in " ".join(text.ravel()).lower()
 
@@ -213,12 +216,13 @@ def test_png_export_draws_the_same_layers(helsinki_base, helsinki_pois, small_he
     import map_png
     import matplotlib.image as mpimg
 
-    import views
+    from maps.colours import rgb as deck_rgb
+    from maps.flows import FLOW_COLOUR, flow_map
 
     data = small_helsinki
     summary = summarize_flows(observed_transitions(data, split="all"), k=2, resolution=8)
     cells = data.cells["cell"].tolist()
-    d = views.flow_map(summary, context=cells, names=None, unit="people", base=helsinki_base)
+    d = flow_map(summary, context=cells, names=None, unit="people", base=helsinki_base)
     png = map_png.deck_png(d, title="Observed flows")
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     pixels = mpimg.imread(io.BytesIO(png))[..., :3]
@@ -228,7 +232,7 @@ def test_png_export_draws_the_same_layers(helsinki_base, helsinki_pois, small_he
     def share_near(colour, tol=40):
         return float((np.abs(rgb - np.array(colour)).sum(axis=1) < tol).mean())
 
-    assert share_near(views.rgb(views.FLOW_COLOUR)[:3], tol=120) > 0.001  # arrows (half transparent)
+    assert share_near(deck_rgb(FLOW_COLOUR)[:3], tol=120) > 0.001  # arrows (half transparent)
     assert share_near([185, 185, 195]) > 0.001  # minor streets
     both = map_png.decks_png([(d, "a"), (d, "b")])
     assert mpimg.imread(io.BytesIO(both)).shape[1] > 1.8 * pixels.shape[1]
@@ -236,17 +240,17 @@ def test_png_export_draws_the_same_layers(helsinki_base, helsinki_pois, small_he
 
 def test_map_tiles_only_when_switched_on(helsinki_base):
     """Offline by default (no provider, no style); the switch asks CARTO's tile server."""
-    import views
+    from maps.deck import deck, view_of
 
-    view = views.view_of(np.array([60.16, 60.18]), np.array([24.93, 24.96]))
-    offline = json.loads(views.deck([], view, base=helsinki_base).to_json())
+    view = view_of(np.array([60.16, 60.18]), np.array([24.93, 24.96]))
+    offline = json.loads(deck([], view, base=helsinki_base).to_json())
     assert offline.get("mapProvider") is None and offline.get("mapStyle") in (None, "__MAP_STYLE__")
     assert [layer["id"] for layer in offline["layers"]] == ["basemap-areas", "basemap-streets", "basemap-labels-halo",
                                                             "basemap-labels"]
     assert {layer["@@type"] for layer in offline["layers"]} == {"SolidPolygonLayer"}
     names = {row["tip_title"] for row in offline["layers"][-1]["data"]}
     assert names and all(not n.startswith("cell ") for n in names)  # place names from OSM
-    online = json.loads(views.deck([], view, base=helsinki_base, tiles=True).to_json())
+    online = json.loads(deck([], view, base=helsinki_base, tiles=True).to_json())
     assert online["mapProvider"] == "carto" and "cartocdn" in online["mapStyle"]
 
 

@@ -11,7 +11,7 @@ card). Checked: every word that is a path ending in .py or .md, and what is writ
   checked; under ``bench/results/``, where scripts write their outputs, only the folder);
 * a bare file name ending in .py: some file of that name in the repository;
 * a dotted name rooted at one of the repository's import roots (``trajmoe.city.subset.run_subset``,
-  ``tools.realdata``, ``views.MapLayout`` for app/): the module, then a top-level name in it, then
+  ``tools.realdata``, ``kept_map.MapLayout`` for app/): the module, then a top-level name in it, then
   (for a class) a name in its body or set on ``self`` in its methods.
 
 Nothing is imported; modules are read with :mod:`ast`.

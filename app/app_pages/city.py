@@ -2,7 +2,10 @@
 
 import streamlit as st
 
-import views
+import charts
+import page_parts
+from maps.deck import show
+from maps.pois import poi_legend, poi_map
 from state import inputs, summaries
 from state.session import Source
 from state.text import error, plain
@@ -88,27 +91,28 @@ try:
 except TrajMoEError:
     cov = None
 if cov is not None and not cov.covered:
-    inputs.offer_pois_for_area(cov, link_to_city=False)
+    page_parts.offer_pois_for_area(cov, link_to_city=False)
 counts = inputs.poi_summary(pois)
 a, b, c = st.columns(3)
 a.metric("POIs", f"{counts['n']:,}")
 b.metric("Kinds of place", counts["kinds"])
 c.metric("Named", f"{counts['named']:.0%}")
-base, found = summaries.basemap(), summaries.basemap_file()
+found = summaries.basemap_file()
+base = summaries.basemap(found)
 if counts["n"] == 0:
     st.warning("No POIs: the model will work from visits alone (its POI features are switched off). Fetch or "
                "upload POIs of your area with the tabs above, or use the bundled Helsinki POIs.")
 else:
     left, right = st.columns([3, 2])
     with left:
-        views.show(views.poi_map(pois, base=base), key="poi_map")
-        views.poi_legend(pois)
+        show(poi_map(pois, base=base), key="poi_map")
+        poi_legend(pois)
     with right:
-        views.plotly(views.category_bar(pois), key="poi_counts")
+        charts.plotly(charts.category_bar(pois), key="poi_counts")
 
 st.markdown("#### Streets under the maps")
 if base is not None:
-    st.caption(f"Streets, water, parks and place names come from {plain(found[2])}: {len(base.streets):,} streets, "
+    st.caption(f"Streets, water, parks and place names come from {plain(found.where)}: {len(base.streets):,} streets, "
                f"{len(base.areas):,} areas of water or park, {len(base.labels):,} place names. Map data © OpenStreetMap "
                "contributors (ODbL). No map tiles are loaded: the maps work offline.")
 else:
@@ -117,4 +121,4 @@ else:
                "or fetch the streets online.")
 # The POIs' own base map misses trajectories the POIs do not cover: offer the trajectories' area.
 if cov is not None and not inputs.area_basemap_path().is_file() and (base is None or not cov.covered):
-    inputs.offer_basemap_for_area(cov)
+    page_parts.offer_basemap_for_area(cov)

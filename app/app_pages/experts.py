@@ -3,8 +3,13 @@
 import map_png
 import streamlit as st
 
-import views
-from state import inputs, outputs, summaries
+import charts
+import kept_map
+import page_parts
+from maps.colours import expert_colour, legend
+from maps.deck import tiles_toggle
+from maps.experts import dominant_map, share_legend, share_map
+from state import experts, summaries
 from state.session import privacy_k
 from trajmoe.analysis.privacy import counted_unit, hidden_note
 
@@ -14,8 +19,8 @@ st.markdown(
     "each specialise in one kind of movement. Seeing which expert a place goes to shows how the "
     "model reads the city: where it sees nightlife, commuting, errands..."
 )
-prep, data = inputs.require_city()
-shown = outputs.require_model(prep)
+prep, data = page_parts.require_city()
+shown = page_parts.require_model(prep)
 routing = shown.outputs.routing
 if routing is None:
     st.warning("This model has no experts to show (it is a dense model). Fine-tune a TrajMoE checkpoint.")
@@ -23,64 +28,65 @@ if routing is None:
 meta, unit, k = prep.meta, counted_unit(prep.meta["kind"]), privacy_k()
 layer = 0
 if routing.n_layers > 1:
-    labels = outputs.layer_labels(routing.n_layers)
+    labels = experts.layer_labels(routing.n_layers)
     layer = labels.index(st.selectbox("Model layer", labels, key="ex_layer",
                                       help="Each layer of the model has its own experts. Layer 1 is the most readable."))
-view = outputs.expert_view(shown, layer=layer, k=k)
+view = experts.expert_view(shown, layer=layer, k=k)
 if view is None:
     st.warning("No cell has enough people to be shown under the privacy setting.")
     st.stop()
 by_cell = view.by_cell
-names = summaries.cell_names(prep.folder)
+found = summaries.basemap_file()
+names = summaries.cell_names(prep.folder, found)
 context = summaries.context_cells(prep.folder, k)
-base = summaries.basemap()
-experts = list(range(1, routing.n_experts + 1))
+base = summaries.basemap(found)
+expert_ids = list(range(1, routing.n_experts + 1))
 main = sorted(int(e) for e in by_cell["dominant"].unique())  # experts that are the main one somewhere
 MAIN = "The main expert of each place"
-shows = [MAIN] + [f"Where expert {e} is used" for e in experts]
+shows = [MAIN] + [f"Where expert {e} is used" for e in expert_ids]
 left, right = st.columns([3, 1])
 # One map with a chooser, not two maps side by side: without a GPU every map costs the browser a
 # drawing context of its own (app/shapes.py), and one map at a time reads as easily.
 show = left.selectbox("What the map shows", shows, key="ex_show",
                       help="Each place's main expert, or how much of its routing goes to one expert.")
-tiles = views.tiles_toggle("ex_tiles", right)
-expert = None if show == MAIN else experts[shows.index(show) - 1]
+tiles = tiles_toggle(key="ex_tiles", where=right)
+expert = None if show == MAIN else expert_ids[shows.index(show) - 1]
 
 
 def draw(tiles: bool):
     if expert is None:
-        return views.dominant_map(by_cell, names=names, context=context, unit=unit, base=base, tiles=tiles)
-    return views.share_map(by_cell, expert, names=names, context=context, unit=unit, base=base, tiles=tiles)
+        return dominant_map(by_cell, names=names, context=context, unit=unit, base=base, tiles=tiles)
+    return share_map(by_cell, expert, names=names, context=context, unit=unit, base=base, tiles=tiles)
 
 
 title = "Main expert per place" if expert is None else f"Expert {expert}: share of routing"
 st.markdown("#### Which expert each place goes to most" if expert is None else
             f"#### How much of each place's routing goes to expert {expert}")
 offline = draw(tiles=False)
-views.page_map(draw(tiles=True) if tiles else offline)  # kept by the browser across pages
-with views.below_map():
+kept_map.page_map(draw(tiles=True) if tiles else offline)  # kept by the browser across pages
+with kept_map.below_map():
     if expert is None:
-        views.legend([(f"Expert {e}", views.expert_colour(e)) for e in main])
-        never = [e for e in experts if e not in main]
+        legend([(f"Expert {e}", expert_colour(e)) for e in main])
+        never = [e for e in expert_ids if e not in main]
         if never:
-            st.caption(f"{len(main)} of the {len(experts)} experts are the main one somewhere; "
+            st.caption(f"{len(main)} of the {len(expert_ids)} experts are the main one somewhere; "
                        f"expert{'s' if len(never) > 1 else ''} {', '.join(map(str, never))} never "
                        "(choose one above to see how much it is used).")
     else:
-        views.share_legend(by_cell[f"expert_{expert}"], expert)
+        share_legend(by_cell[f"expert_{expert}"], expert)
     st.download_button("This map (PNG)", lambda: map_png.decks_png([(offline, title)]),
                        f"experts_{meta['city'].lower().replace(' ', '_')}.png", mime="image/png", key="dl_experts_png")
     st.caption(hidden_note("this map and the charts", places=view.hidden, flows=None, kind=meta["kind"], k=k))
 
     st.markdown("#### What each expert stands for")
-    poi_known = bool(data.cells["poi_known"].iloc[0]) and view.categories.shape[1] > 0
+    poi_known = data.poi_known and view.categories.shape[1] > 0
     if not poi_known:
         st.caption("This city has no POI data, so the experts are told apart by when they are used, not by kinds of "
                    "place. Load POIs on **City & POIs** to see which kinds of place each expert stands for.")
     st.markdown("\n".join(f"- {text}" for text in view.texts))
 
     if poi_known:
-        views.plotly(views.heatmap(view.categories, title="Kinds of place each expert's visits are in (1 = city average)",
-                                   colour_label="× average", scale="RdBu_r", midpoint=1.0, height=360), key="heat_categories")
-    views.plotly(views.hour_heatmap(view.hours, title="When each expert is used (1 = its usual share; blank: under "
-                                                    f"{outputs.MIN_HOUR_VISITS} visits)"), key="heat_hours")
+        charts.plotly(charts.heatmap(view.categories, title="Kinds of place each expert's visits are in (1 = city average)",
+                                     colour_label="× average", scale="RdBu_r", midpoint=1.0, height=360), key="heat_categories")
+    charts.plotly(charts.hour_heatmap(view.hours, title="When each expert is used (1 = its usual share; blank: under "
+                                                      f"{experts.MIN_HOUR_VISITS} visits)"), key="heat_hours")

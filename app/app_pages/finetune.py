@@ -2,8 +2,9 @@
 
 import streamlit as st
 
-import views
-from state import inputs, outputs, saved
+import charts
+import page_parts
+from state import finetuning, inputs, predictions, saved
 from state.session import FinetuneSettings, session
 from state.text import error, plain
 from trajmoe.errors import TrajMoEError
@@ -14,7 +15,7 @@ st.markdown(
     "The pretrained model already knows how people move in other cities. Fine-tuning shows it a "
     "small share of this city's trajectories so that it learns the local patterns, in seconds."
 )
-prep, data = inputs.require_city()
+prep, data = page_parts.require_city()
 city = plain(prep.meta["city"])  # shown in Markdown; the file names below use the name itself
 sess = session()
 
@@ -47,7 +48,7 @@ _, base_meta, base_path = base
 trained_on = ", ".join(dict.fromkeys(base_meta.get("cities", []))) or "other cities"  # once each
 st.caption(f"Starting checkpoint: {plain(base_path.name)}, pretrained on {plain(trained_on)}.")
 
-seen = outputs.pretrained_on(base_meta, prep)
+seen = predictions.pretrained_on(base_meta, prep)
 if seen:
     st.info(f"This checkpoint's pretraining included **{plain(seen)}** (its training part). The pretrained model's "
             "result below is therefore not a zero-shot test on a new city: it has seen this city before.")
@@ -66,10 +67,10 @@ sess.finetune_settings = FinetuneSettings(share=int(share), epochs=int(epochs), 
                                           light=bool(light))  # kept across pages, refreshes, the project file
 
 held_out = prep.meta["n_visits"]
-too_small = min(held_out["val"], held_out["test"]) < outputs.MIN_HELD_OUT
+too_small = min(held_out["val"], held_out["test"]) < finetuning.MIN_HELD_OUT
 if too_small:
     st.info(f"Too little data to fine-tune and score a model: {city} has {held_out['val']:,} visits to check "
-            f"the training on and {held_out['test']:,} to score it on (at least {outputs.MIN_HELD_OUT} of each "
+            f"the training on and {held_out['test']:,} to score it on (at least {finetuning.MIN_HELD_OUT} of each "
             "are needed). Upload a file with more people, or more visits per person.")
 
 
@@ -78,8 +79,8 @@ def run_finetune(fraction: float, epochs: int, max_steps: int | None, mode: str)
     already names the fine-tuned model in the same run."""
     try:
         with saved.fine_tuning(sess):  # recorded while it runs: a restart that cuts it off is said on reconnect
-            sess.finetuned = outputs.finetune(prep, data, fraction=fraction, epochs=epochs, max_steps=max_steps,
-                                              mode=mode)
+            sess.finetuned = finetuning.finetune(prep, data, fraction=fraction, epochs=epochs, max_steps=max_steps,
+                                                 mode=mode)
     except TrajMoEError as exc:
         sess.finetune_error = f"Fine-tuning could not run: {error(exc)}"
 
@@ -91,7 +92,7 @@ if sess.finetune_error:
     sess.finetune_error = None
     st.stop()
 
-ft = outputs.finetuned_for(prep.folder)
+ft = page_parts.finetuned_for(prep.folder)
 if ft is None:
     st.info("Not fine-tuned yet: the Flows, Experts and Scenario pages show the pretrained model's "
             + ("predictions" if seen else "zero-shot predictions") + " until you do.")
@@ -99,19 +100,19 @@ if ft is None:
 
 st.success(f"Done: {plural(ft.steps, 'training step')} in {ft.seconds:.1f} s. The Flows, Experts and "
            f"Scenario pages now show **{plain(ft.label)}**.")
-table = outputs.metrics_table(ft.metrics, seen=seen)
+table = finetuning.metrics_table(ft.metrics, seen=seen)
 st.markdown(f"#### How often each model guesses the next place right, on {ft.metrics['fine-tuned']['n']:,} "
             "held-out visits")
 measures = list(table.columns[1:])
 st.dataframe(table.style.format("{:.1%}", subset=measures),  # one format: every measure a percentage, 1 decimal
-             hide_index=True, column_config={c: st.column_config.Column(help=outputs.MEASURES[c]) for c in measures})
-views.plotly(views.metrics_chart(table), key="ft_metrics")
+             hide_index=True, column_config={c: st.column_config.Column(help=finetuning.MEASURES[c]) for c in measures})
+charts.plotly(charts.metrics_chart(table), key="ft_metrics")
 st.caption(
-    f"**{outputs.RANK_SCORE}**: {outputs.MEASURES[outputs.RANK_SCORE]}. **Markov baseline**: guesses the places "
+    f"**{finetuning.RANK_SCORE}**: {finetuning.MEASURES[finetuning.RANK_SCORE]}. **Markov baseline**: guesses the places "
     "people most often went to next from the same place in the training data. **Return + gravity baseline**: "
     "guesses a return to the person's own earlier places, or else a busy place nearby. The baselines learn "
     "from the same share of data. Held-out visits are the last 20% of each person's visits, never seen in "
-    f"fine-tuning; each is predicted from the person's earlier visits (up to the last {outputs.CONTEXT_VISITS}; "
+    f"fine-tuning; each is predicted from the person's earlier visits (up to the last {predictions.CONTEXT_VISITS}; "
     "fewer for people with only a few visits), as in the benchmarks.")
 
 d1, d2, d3 = st.columns(3)

@@ -4,8 +4,13 @@ between the two (same view), or both side by side."""
 import map_png
 import streamlit as st
 
-import views
-from state import inputs, outputs, summaries
+import kept_map
+import page_parts
+from maps.colours import legend
+from maps.deck import show, tiles_toggle
+from maps.flows import FLOW_COLOUR, flow_map, flow_width_legend
+from maps.visits import visits_map
+from state import flows, inputs, summaries
 from state.session import privacy_k
 from state.text import error
 from trajmoe.analysis.flows import DEFAULT_TOP_N, flows_csv, flows_geojson, snap_hours
@@ -13,8 +18,8 @@ from trajmoe.analysis.privacy import HOUR_BAND, counted_unit, hidden_note
 from trajmoe.errors import TrajMoEError
 
 st.title("Flows: where people move next")
-prep, data = inputs.require_city()
-shown = outputs.require_model(prep)
+prep, data = page_parts.require_city()
+shown = page_parts.require_model(prep)
 meta, k = prep.meta, privacy_k()
 unit = counted_unit(meta["kind"])
 days = summaries.days_covered(prep.folder)
@@ -49,16 +54,16 @@ def map_columns():
 
 def draw(d, name: str, key: str) -> None:
     """The single map (observed or predicted, moves or arrivals) is the page's map, which the browser
-    keeps and only redraws (views.page_map); side by side, one map per column."""
+    keeps and only redraws (kept_map.page_map); side by side, one map per column."""
     if len(which) > 1:
-        views.show(d, key=f"{name}_{key}")
+        show(d, key=f"{name}_{key}")
     else:
-        views.page_map(d)
+        kept_map.page_map(d)
 
 
 def under_map(col):
     """Where a map's notes go: under the page's map, or in its column side by side."""
-    return col if len(which) > 1 else views.below_map()
+    return col if len(which) > 1 else kept_map.below_map()
 
 
 def other_one(heading) -> None:
@@ -96,7 +101,7 @@ def show_arrivals(resolution) -> None:
     st.caption(f"Where people arrive between {hours[0]:02d}:00 and {hours[1]:02d}:00 ({day.lower()}), per {a_what[:-1]}. "
                "**Observed**: the visits that really began then. **Predicted**: for each of the same arrivals, the "
                "places the model expected when told the time of the visit (not its place).")
-    arrivals = outputs.arrival_summaries(shown, data, hours=hours, day=day_names[day], top_n=top_n, k=k,
+    arrivals = flows.arrival_summaries(shown, data, hours=hours, day=day_names[day], top_n=top_n, k=k,
                                          resolution=resolution)
     if arrivals is None:
         st.info("Arrivals by hour cannot be predicted with this model: it was trained to guess the next place "
@@ -106,7 +111,7 @@ def show_arrivals(resolution) -> None:
     a_obs, a_pred = arrivals
     st.markdown(f"**{a_obs.n_moves:,.0f} arrivals** between {hours[0]:02d}:00 and {hours[1]:02d}:00 "
                 f"({day.lower()}): the same arrivals observed and predicted ({a_pred.n_moves:,.0f} predicted).")
-    if summaries.nothing_to_show(len(a_obs.places) + len(a_pred.places), hidden=a_obs.hidden_places, kind=meta["kind"],
+    if page_parts.nothing_to_show(len(a_obs.places) + len(a_pred.places), hidden=a_obs.hidden_places, kind=meta["kind"],
                                  k=k, what="the arrival maps"):
         return
     summary_of = {"observed": a_obs, "predicted": a_pred}
@@ -123,12 +128,12 @@ def show_arrivals(resolution) -> None:
                              else cells["arrivals"].round(1))
         with col:
             st.markdown(f"#### {heading(key)}")
-            draw(views.visits_map(cells, context=context, unit=unit, base=base, tiles=tiles), "map_arrivals", key)
+            draw(visits_map(cells, context=context, unit=unit, base=base, tiles=tiles), "map_arrivals", key)
         with under_map(col):
             st.caption(f"Not shown: {summary.moves_hidden:,.0f} arrivals at {a_what} where fewer than {k} {unit} "
                        f"arrive in a {HOUR_BAND}-hour band on weekdays or on weekends ({summary.hidden_places:,} "
                        f"{a_what} hidden): comparing two settings then never singles anyone out.")
-    with views.below_map():
+    with kept_map.below_map():
         other_one(heading)
         st.caption("Darker: more arrivals (observed and predicted each on its own scale). Predicted arrivals are shares "
                    f"of the same moves spread over each move's {top_n} most likely places.")
@@ -143,13 +148,14 @@ g1, g2 = st.columns([3, 2])
 # flows are too small for the privacy rule (the embedded default shows 12% of its moves, one level up 56%).
 level = g1.radio("Group places into", list(levels), index=min(1, len(levels) - 1), horizontal=True, key="fl_level",
                  help="Grouping nearby places (their H3 parent cells) shows flows too small to show place by place.")
-tiles = views.tiles_toggle("fl_tiles", g2)
+tiles = tiles_toggle(key="fl_tiles", where=g2)
 resolution = levels[level]
 context = summaries.context_cells(prep.folder, k)
-base = summaries.basemap()
+found = summaries.basemap_file()
+base = summaries.basemap(found)
 if showing == ARRIVALS:
     show_arrivals(resolution)
-    views.end_page()  # not st.stop(): the page's map is drawn after the page
+    kept_map.end_page()  # not st.stop(): the page's map is drawn after the page
 with st.expander("Add flows up to districts (optional)"):
     zone_file = st.file_uploader(f"A GeoJSON of district polygons (up to {inputs.max_upload_mb()} MB)",
                                  type=["geojson", "json"], key="fl_zones")
@@ -157,16 +163,16 @@ zones, zones_key = None, None
 if zone_file is not None:
     src = inputs.save_upload(zone_file, zone_file.name)
     try:
-        zones, zones_key = outputs.zones(src.key, src.path, prep.folder), src.key
+        zones, zones_key = flows.zones(src.key, src.path, prep.folder), src.key
         st.caption(f"The flows of the **{level.lower()}** map (grouping above) added up to {len(zones.position):,} districts, "
                    "each place in the district its centre lies in. So that no drawing of districts can single anyone "
                    "out, a district flow shows only what that map shows.")
     except TrajMoEError as exc:
         st.error(error(exc))
 
-obs, pred = outputs.flow_summaries(shown, data, hours=hours, day=day_names[day], top_n=top_n, k=k,
+obs, pred = flows.flow_summaries(shown, data, hours=hours, day=day_names[day], top_n=top_n, k=k,
                                    zones=zones, zones_key=zones_key, resolution=resolution)
-names = None if zones is not None else summaries.cell_names(prep.folder)
+names = None if zones is not None else summaries.cell_names(prep.folder, found)
 top = max([float(s.flows["flow"].max()) for s in (obs, pred) if len(s.flows)] or [0.0])
 what = "cells" if zones is None and resolution is None else ("districts" if zones is not None else "larger cells")
 
@@ -189,8 +195,8 @@ def heading(key: str) -> str:
     return f"{LABEL[key]}: {summary.moves_shown:,.0f} of {summary.n_moves:,.0f} moves shown in {len(summary.flows):,} flows"
 
 
-def flow_map(key: str, tiles: bool = False):
-    return views.flow_map(summary_of[key], context=context, names=names, unit=unit, zones=zones, max_arcs=n_arcs,
+def flows_deck(key: str, tiles: bool = False):
+    return flow_map(summary_of[key], context=context, names=names, unit=unit, zones=zones, max_arcs=n_arcs,
                           base=base, tiles=tiles, top=top)
 
 
@@ -198,17 +204,17 @@ for col, key in zip(map_columns(), which):
     summary = summary_of[key]
     with col:
         st.markdown(f"#### {heading(key)}")
-        draw(flow_map(key, tiles=tiles), "map", key)
+        draw(flows_deck(key, tiles=tiles), "map", key)
     with under_map(col):
         st.caption(not_shown(summary))
         st.caption(hidden_note(f"the {key} map", places=summary.hidden_places, flows=summary.hidden_flows,
                                kind=meta["kind"], k=k).replace(" cells ", f" {what} ").replace(" cell ", f" {what[:-1]} "))
-# Everything after the maps goes under the page's map (views.page_map).
-with views.below_map():
+# Everything after the maps goes under the page's map (kept_map.page_map).
+with kept_map.below_map():
     other_one(heading)
-    views.legend([("flow: narrow where it leaves, an arrow head where it arrives", views.FLOW_COLOUR),
-                  ("place with more arrivals than departures", "#2166ac"), ("more departures than arrivals", "#d6604d")])
-    views.flow_width_legend(top)
+    legend([("flow: narrow where it leaves, an arrow head where it arrives", FLOW_COLOUR),
+            ("place with more arrivals than departures", "#2166ac"), ("more departures than arrivals", "#d6604d")])
+    flow_width_legend(top)
     st.caption("Circles: places, as large as the moves through them. Arrows bend to the right of their direction, "
                "so the two directions between two places lie side by side." +
                ("" if base is not None else " No streets under the maps: no OpenStreetMap data of this area is loaded. "
@@ -222,7 +228,7 @@ with views.below_map():
         st.info("No move starts in these hours on these days: choose more hours or all days.")
 
     st.markdown("#### Arrivals and departures per place")
-    per_place = outputs.per_place_table(obs, pred, names)
+    per_place = flows.per_place_table(obs, pred, names)
     # observed moves are whole counts; predicted ones are expected numbers (shares of moves)
     st.dataframe(per_place, hide_index=True,
                  column_config={c: st.column_config.NumberColumn(format="%d" if "observed" in c else "%.1f")
@@ -239,7 +245,7 @@ with views.below_map():
                          f"flows_predicted_{tag}.geojson", mime="application/geo+json", key="dl_pred_geojson")
     d[3].download_button("Predicted (CSV)", flows_csv(pred), f"flows_predicted_{tag}.csv", mime="text/csv", key="dl_pred_csv")
     for col, key in ((d[4], "observed"), (d[5], "predicted")):
-        col.download_button(f"{key.title()} map (PNG)", lambda key=key: map_png.deck_png(flow_map(key), title=f"{key.title()} flows"),
+        col.download_button(f"{key.title()} map (PNG)", lambda key=key: map_png.deck_png(flows_deck(key), title=f"{key.title()} flows"),
                             f"flows_{key}_{tag}.png", mime="image/png", key=f"dl_{key}_png")
     st.caption(f"Downloads contain only the flows on the maps (places by H3 id, to join with other data): flows with "
                f"fewer than {k} {unit} are left out.")

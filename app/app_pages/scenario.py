@@ -3,8 +3,11 @@
 import map_png
 import streamlit as st
 
-import views
-from state import inputs, outputs, summaries
+import kept_map
+import page_parts
+from maps.deck import tiles_toggle
+from maps.scenario import change_legend, change_map, change_scale
+from state import scenario, summaries
 from state.session import privacy_k
 from state.text import error, plain
 from trajmoe.analysis.privacy import HOUR_BAND, hidden_note
@@ -17,15 +20,17 @@ st.markdown(
     "asks the model again about the same held-out moves, and maps how the expected number of "
     "arrivals in each place changes."
 )
-prep, data = inputs.require_city()
-shown = outputs.require_model(prep)
+prep, data = page_parts.require_city()
+shown = page_parts.require_model(prep)
 meta, k = prep.meta, privacy_k()
-if not bool(data.cells["poi_known"].iloc[0]):
+if not data.poi_known:
     st.warning("This city has no POI data, so there are no POIs to add or remove. Load POIs on the "
                "**City & POIs** page (the city is prepared again automatically).")
     st.stop()
 
-label = summaries.scenario_places(prep.folder, k)  # cell -> "near <POI> (N visits)", busiest first
+found = summaries.basemap_file()
+names = summaries.cell_names(prep.folder, found)
+label = summaries.scenario_places(prep.folder, k, names)  # cell -> "<name> (N visits)", busiest first
 if not label:
     st.warning("No place has enough people to be shown under the privacy setting.")
     st.stop()
@@ -42,7 +47,6 @@ if not chosen:
 
 change = int(count) if action == "Add" else -int(count)
 edits = tuple((c, category, change) for c in chosen)
-names = summaries.cell_names(prep.folder)
 have = data.cells.set_index("cell")[f"poi_n_{category}"].reindex(chosen, fill_value=0).astype(int)
 kind = CATEGORY_LABELS[category]
 st.caption("Now: " + "; ".join(f"{plain(names.get(c, c))} has {n:,} {kind} POI{'s' if n != 1 else ''}" for c, n in have.items()) +
@@ -54,14 +58,14 @@ hours = None
 if timed:
     hours = st.slider("Arrival time (hour the visit starts)", 0, 24, (6, 12), step=HOUR_BAND, key="sc_hours")
 try:
-    result = outputs.scenario(shown, data, edits, hours=hours)
+    result = scenario.scenario(shown, data, edits, hours=hours)
 except TrajMoEError as exc:
     st.warning(error(exc))
     st.stop()
 if not result.applied:
     st.info(f"Nothing to remove: the chosen places have no {CATEGORY_LABELS[category]} POIs.")
     st.stop()
-view = outputs.scenario_view(result, k)
+view = scenario.scenario_view(result, k)
 verb = "adding" if change > 0 else "removing"
 when = (f" arriving between {result.arrival_hours[0]:02d}:00 and {result.arrival_hours[1]:02d}:00"
         if result.arrival_hours else "")
@@ -73,15 +77,15 @@ st.markdown(
     f"{'s' if len(chosen) > 1 else ''}**{capped}: {view.here:+,.2f} arrivals there out of {result.n_targets:,} predicted "
     f"moves{when} ({view.share:+.2%}); the other shown places change by {view.elsewhere:+,.2f} in total."
 )
-tiles = views.tiles_toggle("sc_tiles")
-changed = views.change_map(view.cells, edited=chosen, names=names, context=summaries.context_cells(prep.folder, k),
-                           base=summaries.basemap())
-views.page_map(views.change_map(view.cells, edited=chosen, names=names, context=summaries.context_cells(prep.folder, k),
-                                base=summaries.basemap(), tiles=True) if tiles else changed)  # kept across pages
-below = views.below_map()
+tiles = tiles_toggle(key="sc_tiles")
+context, base = summaries.context_cells(prep.folder, k), summaries.basemap(found)
+changed = change_map(view.cells, edited=chosen, names=names, context=context, base=base)
+kept_map.page_map(change_map(view.cells, edited=chosen, names=names, context=context, base=base, tiles=True)
+                  if tiles else changed)  # kept across pages
+below = kept_map.below_map()
 left, right = below.columns([5, 4])
 with left:
-    views.change_legend(views.change_scale(view.cells["change_pct"]))
+    change_legend(change_scale(view.cells["change_pct"]))
     st.download_button("Map (PNG)", lambda: map_png.deck_png(changed, title=f"Expected effect of {verb} {abs(change)} "
                                                                           f"{kind} POIs"),
                        f"scenario_{meta['city'].lower().replace(' ', '_')}.png", mime="image/png", key="dl_scenario_png")

@@ -2,7 +2,10 @@
 
 import streamlit as st
 
-import views
+import charts
+import page_parts
+from maps.deck import show
+from maps.visits import visits_map
 from state import inputs, summaries
 from state.session import privacy_k, session
 from state.text import error, plain
@@ -77,7 +80,7 @@ meta, k = prep.meta, privacy_k()
 unit, one = counted_unit(meta["kind"]), counted_unit_one(meta["kind"])
 cov = inputs.coverage()
 if cov is not None and not cov.covered:
-    inputs.offer_pois_for_area(cov)
+    page_parts.offer_pois_for_area(cov)
 elif inputs.pois_source().label == inputs.NO_POIS_LABEL:
     st.info("Going on without POIs, as you chose: the model works from the visits alone. Load POIs of the "
             "area on the **City & POIs** page at any time (the city is prepared again automatically).")
@@ -97,19 +100,19 @@ st.markdown(
 )
 
 cells, hidden = summaries.visited_cells(prep.folder, k)
-if summaries.nothing_to_show(len(cells), hidden=hidden, kind=meta["kind"], k=k, what="the charts and the map"):
+if page_parts.nothing_to_show(len(cells), hidden=hidden, kind=meta["kind"], k=k, what="the charts and the map"):
     st.stop()
 left, mid, right = st.columns(3)
 with left:
-    views.plotly(views.hour_bar(summaries.visits_per_hour(prep.folder)), key="per_hour")
+    charts.plotly(charts.hour_bar(summaries.visits_per_hour(prep.folder)), key="per_hour")
 with mid:
-    views.plotly(views.move_length_histogram(summaries.move_lengths(prep.folder)), key="move_lengths")
+    charts.plotly(charts.move_length_histogram(summaries.move_lengths(prep.folder)), key="move_lengths")
 with right:
-    views.plotly(views.per_person_bar(summaries.visits_per_person(prep.folder, k), one=one, many=unit), key="per_user")
+    charts.plotly(charts.per_person_bar(summaries.visits_per_person(prep.folder, k), one=one, many=unit), key="per_user")
     st.caption(f"Each bar holds at least {k} {unit} (the privacy rule); the "
                "last bar is open-ended, so nobody's exact count shows.")
 
 st.markdown("#### Where the visits are")
-views.show(views.visits_map(cells, context=summaries.context_cells(prep.folder, k), unit=unit,
-                            base=summaries.basemap()), key="visit_map")
+show(visits_map(cells, context=summaries.context_cells(prep.folder, k), unit=unit,
+                base=summaries.basemap(summaries.basemap_file())), key="visit_map")
 st.caption(hidden_note("this map", places=hidden, flows=None, kind=meta["kind"], k=k))

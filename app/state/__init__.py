@@ -1,10 +1,15 @@
-"""What the app keeps and computes, by concern; the pages lay out widgets and call these.
+"""What the app keeps and computes, by concern: data only, no widget (the pages and
+``page_parts.py`` show it; tests/test_app_layout.py checks).
 
 * :mod:`state.session`: the one typed object a planner's session keeps (``st.session_state``, one key).
 * :mod:`state.inputs`: the files (bundled or uploaded), the POIs, the prepared city, checkpoints
   and the shared pretrained model.
-* :mod:`state.outputs`: what is shown from them: predictions, fine-tuning, flows, experts,
-  scenarios, cell names and the privacy-filtered summaries of the data.
+* :mod:`state.summaries`: what the data pages show of the visits (the privacy rule applied), the
+  base map's file and the cells' names.
+* :mod:`state.predictions`: the model the pages show and its predictions over every visit, on
+  the app's one run subset of the city.
+* One module per analysis page for what it shows from the model: :mod:`state.finetuning`,
+  :mod:`state.flows`, :mod:`state.experts`, :mod:`state.scenario`.
 * :mod:`state.saved`: what survives a refresh (the link's token, the session's folder, expiry,
   delete).
 * :mod:`state.project`: the project file (download, and loading one as hostile input).
@@ -12,5 +17,7 @@
 * :mod:`state.storage`: the disk all sessions share: the link's lock, whole-file writes, tombstones
   of deleted links, disk quotas and the expiry sweep.
 
-Dependencies run one way: ``session`` <- ``text`` <- ``inputs`` <- ``outputs``, ``saved``, ``project``; ``views`` (app/views.py) only draws.
+Dependencies run one way: ``session`` <- ``storage``, ``text`` <- ``inputs`` <- ``summaries``,
+``predictions``, ``saved``, ``project``; ``predictions`` <- the page modules. Maps and charts
+(``maps/``, ``charts.py``) only draw.
 """

@@ -7,7 +7,7 @@
   under ``WORK_DIR/cities``, shared by every session; one made from a session's files inside that
   session's folder, never shared between links (``st.cache_data`` + the folder on disk).
 * The pretrained model lives in ``st.cache_resource`` and is never modified (a session fine-tunes
-  its own deep copy: :mod:`state.outputs`).
+  its own deep copy: :mod:`state.finetuning`).
 * torch is imported only inside the functions that need a model (``import torch`` costs ~2 s).
 
 Streamlit's rules from its own examples: no widgets in cached functions (progress bars are
@@ -362,56 +362,11 @@ def coverage() -> Coverage | None:
     return _coverage(prep.folder, pois_source().key, pois())
 
 
-def offer_pois_for_area(cov: Coverage, *, link_to_city: bool = True) -> None:
-    """The warning that the POIs miss the trajectories, with what to do: fetch POIs for their area,
-    upload an extract, or go on without POIs."""
-    st.warning(cov.sentence(pois_source().label, trajectories().label) + " Choose one:")
-    w, s, e, n = cov.bbox
-    a, b, c = st.columns(3)
-    if a.button("Fetch POIs for this area from OpenStreetMap (online)", key="fetch_area",
-                help=f"The box the visits are in: west {w}, south {s}, east {e}, north {n}. The streets, "
-                     "water and parks under the maps come with them."):
-        with st.spinner("Asking OpenStreetMap for the POIs and streets of the trajectories' area..."):
-            frame, base, problems = fetch_area(bbox=cov.bbox)
-        for problem in problems:
-            st.error(problem)
-        if frame is not None:
-            if base is not None:
-                keep_area_basemap(base)
-            use_pois(pois_from_frame(frame, f"the trajectories' area {w:.3f}, {s:.3f}, {e:.3f}, {n:.3f} (OpenStreetMap)"))
-            if not problems:
-                st.rerun()
-    if link_to_city:
-        b.page_link("app_pages/city.py", label="Upload POIs of the area (City & POIs page)")
-    else:
-        b.write("Or upload an OpenStreetMap extract or a POI table of the area on the **Upload a file** tab.")
-    if c.button("Go on without POIs", key="no_pois"):
-        use_no_pois()
-        st.rerun()
-
-
 def keep_area_basemap(base) -> Path:
     """Keep a base map fetched for the trajectories' area: every map of these trajectories draws it."""
     from trajmoe.pois.basemap import write_basemap
 
     return write_basemap(base, area_basemap_path())
-
-
-def offer_basemap_for_area(cov: Coverage) -> None:
-    """A button that fetches the streets, water, parks and place names of the trajectories' area."""
-    from trajmoe.errors import POIError
-    from trajmoe.pois.online import fetch_basemap
-
-    w, s, e, n = cov.bbox
-    if st.button("Fetch the streets of the trajectories' area from OpenStreetMap (online)", key="fetch_basemap",
-                 help=f"The box the visits are in: west {w}, south {s}, east {e}, north {n}. Over 50 km² no residential "
-                      "streets are fetched, over 500 km² only motorways and main roads."):
-        try:
-            with st.spinner("Asking OpenStreetMap for the streets of the trajectories' area..."):
-                keep_area_basemap(fetch_basemap(bbox=cov.bbox, timeout=15))
-            st.rerun()
-        except POIError as exc:
-            st.error(f"Could not fetch the streets online. {exc}")
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -420,16 +375,6 @@ def city_data(folder: str):
     from trajmoe.city.data import CityData
 
     return CityData(folder)
-
-
-def require_city() -> tuple[Prepared, object]:
-    """The prepared city and its CityData, or stop the page with the reason in plain words."""
-    prep = prepared()
-    if prep.folder is None:
-        st.error(f"The trajectories could not be used: {error(prep.error)}")
-        st.page_link("app_pages/trajectories.py", label="See what was wrong on the Trajectories page")
-        st.stop()
-    return prep, city_data(prep.folder)
 
 
 # --------------------------------------------------------------------------- checkpoints and models

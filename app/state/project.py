@@ -40,7 +40,7 @@ FIELDS = ("format", "version", "trajectories", "pois", "city", "resolution", "we
           "finetune")
 _DIGEST = re.compile(r"[0-9a-f]{20}")  # inputs.digest()
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string (its brackets do not nest anything)
-_PAGES = {"trajectories": "Trajectories", "pois": "City & POIs"}
+_PAGES = (("trajectories", "Trajectories"), ("pois", "City & POIs"))  # what -> the page it is uploaded on
 
 
 # --------------------------------------------------------------------------- download
@@ -246,9 +246,9 @@ def load_project(data: bytes) -> list[str]:
     project names but this session does not hold is not guessed: the planner is asked to upload it.
     """
     settings = read_project(data)
-    found = {what: None if settings[what] is None else _find(settings[what]) for what in _PAGES}
+    found = {what: None if settings[what] is None else _find(settings[what]) for what, _ in _PAGES}
     sess, todo = session(), []
-    for what, page in _PAGES.items():
+    for what, page in _PAGES:
         entry = settings[what]
         if entry is not None and found[what] is None:
             todo.append(f"Upload {entry['file']} again on the {page} page (this link does not hold it; "

@@ -49,12 +49,18 @@ _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")  # what new_token() makes; anything
 # A change of any of these is a new view of the link's work: other tabs are told theirs is stale.
 VIEW = ("trajectories", "pois", "city", "resolution", "weekday_unreliable", "base_checkpoint", "finetuned")
 SERVER = secrets.token_hex(8)  # this server process: a run recorded by another one was cut off by a restart
-_LIVE: dict[str, float] = {}  # token -> start of a fine-tuning running in this process now
 _KEEP = object()  # commit(): leave the record's "running" as it is
 _UNREADABLE = (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError, OSError)
 DAMAGED = ("The work saved under this link could not be read (its record on the server is damaged), so this page "
            "starts from the defaults; what you do now is kept under this link. To remove everything this link "
            "holds, use **Delete my data now** under *Your work and this link*.")
+
+
+@st.cache_resource(show_spinner=False)
+def _live_runs() -> dict[str, float]:
+    """Token -> start of a fine-tuning running in this server process now (one dict for all its
+    sessions; a run recorded by another process, or missing here, was cut off by a restart)."""
+    return {}
 
 
 def _k(value) -> int:
@@ -142,7 +148,7 @@ def _open(token: str) -> tuple[Session, int]:
     running = record.get("running")
     if running:
         started = time.strftime("%H:%M UTC", time.gmtime(running["started"]))
-        if running["server"] == SERVER and token in _LIVE:
+        if running["server"] == SERVER and token in _live_runs():
             sess.notices.append(f"A fine-tuning of this link started at {started} is still running in another tab. "
                                 "Reload this link's saved work once it is done to see its model.")
         else:
@@ -304,18 +310,18 @@ def fine_tuning(sess: Session):
     need = sum(p.stat().st_size for p in (path, path.with_suffix(".json")) if p.is_file()) if path else 0
     storage.check_room(inputs.WORK_DIR, sess.token, need, "the fine-tuned model")
     k = sess.saved.get("privacy_k", DEFAULT_K)  # unchanged here: the end of the page saves a new k
-    _LIVE[sess.token] = time.time()
-    _store(sess, k, running={"started": _LIVE[sess.token], "server": SERVER})
+    _live_runs()[sess.token] = time.time()
+    _store(sess, k, running={"started": _live_runs()[sess.token], "server": SERVER})
     try:
         yield
     except TrajMoEError:
-        _LIVE.pop(sess.token, None)
+        _live_runs().pop(sess.token, None)
         _store(sess, k, running=None)
         raise
     except BaseException:
-        _LIVE.pop(sess.token, None)
+        _live_runs().pop(sess.token, None)
         raise
-    _LIVE.pop(sess.token, None)
+    _live_runs().pop(sess.token, None)
     _store(sess, k, running=None)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import asdict, dataclass, field
+from types import MappingProxyType
 
 import streamlit as st
 
@@ -40,7 +41,7 @@ class Finetuned:
     """A model this session fine-tuned: its own copy, its predictions and its downloads.
 
     Restored after a refresh, ``model`` and ``outputs`` are None until a page needs them
-    (state.outputs.finetuned_for loads the saved weights and predicts again)."""
+    (state.predictions.finetuned_for loads the saved weights and predicts again)."""
 
     folder: str  # the prepared city it was tuned on (shown only while that city is)
     model: object  # the tuned deep copy (torch.nn.Module); the shared pretrained model is untouched
@@ -137,10 +138,10 @@ class Session:
                    if ft and finetuned_files else None)
 
 
-_TYPES = {"city": str, "resolution": int, "base_checkpoint": str, "weekday_unreliable": bool,
-          "finetune_settings": dict, "finetuned": dict, "trajectories": dict, "pois": dict}
-_FINETUNED_TYPES = {"folder": str, "fraction": float, "metrics": dict, "label": str, "steps": int,
-                    "seconds": float, "key": str}
+_TYPES = MappingProxyType({"city": str, "resolution": int, "base_checkpoint": str, "weekday_unreliable": bool,
+                           "finetune_settings": dict, "finetuned": dict, "trajectories": dict, "pois": dict})
+_FINETUNED_TYPES = MappingProxyType({"folder": str, "fraction": float, "metrics": dict, "label": str, "steps": int,
+                                     "seconds": float, "key": str})
 
 
 def _check_record(record: dict) -> None:

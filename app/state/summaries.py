@@ -6,6 +6,7 @@ trajmoe.analysis.privacy; every summary here is cached per prepared city (and k)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from state.inputs import city_data, pois, pois_source
-from trajmoe.analysis.privacy import allowed, counted_unit, persons_per, pooled_histogram
+from trajmoe.analysis.privacy import allowed, persons_per, pooled_histogram
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -54,46 +55,19 @@ def visited_cells(folder: str, k: int) -> tuple[pd.DataFrame, int]:
     return counts[ok].reset_index(drop=True), int((~ok).sum())
 
 
-def scenario_places(folder: str, k: int) -> dict[str, str]:
+def scenario_places(folder: str, k: int, names: pd.Series) -> dict[str, str]:
     """The places a scenario may change: candidate cells with at least k persons, busiest first,
-    each labelled 'near <POI> (N visits)'."""
+    each labelled with its name (:func:`cell_names`) and visits."""
     cells = _people_of_candidates(folder)
     cells = cells[allowed(cells["people"], k)].sort_values("visits", ascending=False)
-    names = cell_names(folder)
     return {c: f"{names.get(c, c)} ({int(v):,} visits)" for c, v in cells[["cell", "visits"]].itertuples(index=False)}
-
-
-# --------------------------------------------------------------------------- empty states
-def nothing_to_show(n_shown: int, *, hidden: int, kind: str, k: int, what: str) -> bool:
-    """True when nothing may be shown (no cell, place or flow passes the privacy rule), after saying
-    why and what to do, so that a page draws no blank map, empty chart or empty download; False
-    (and nothing said) otherwise. ``what``: the maps or tables left out, e.g. "the flow maps"."""
-    if n_shown:
-        return False
-    unit = counted_unit(kind)
-    if hidden:
-        why = f"each of the {hidden:,} places has fewer than {k} {unit} (the privacy rule in the sidebar)"
-        todo = (f"lower the privacy slider (now {k}), choose a coarser **Map detail** on the Trajectories page "
-                f"(bigger cells hold more {unit}), or upload a file with more {unit}")
-    else:
-        why = "the data has nothing of this kind (too few visits or moves)"
-        todo = f"upload a file with more {unit} or more visits each"
-    st.info(f"Nothing to show in {what}: {why}. To see it, {todo}.")
-    return True
-
-
-def download_button(label: str, data, *, n_rows: int, file_name: str, mime: str, key: str) -> None:
-    """``st.download_button``, disabled with the reason when the file would hold no row."""
-    st.download_button(label, data, file_name=file_name, mime=mime, key=key, disabled=n_rows == 0,
-                       help="Nothing to download: every row is hidden by the privacy rule or there is no data."
-                       if n_rows == 0 else None)
 
 
 # --------------------------------------------------------------------------- the Trajectories page
 @st.cache_data(show_spinner=False, max_entries=16)
 def visits_per_hour(folder: str) -> pd.DataFrame:
     """Visits per local hour of the day (columns hour, visits; all 24 hours)."""
-    hour = pd.to_datetime(city_data(folder).visits["timestamp"]).dt.hour
+    hour = city_data(folder).times.dt.hour
     return hour.value_counts().reindex(range(24), fill_value=0).rename_axis("hour").reset_index(name="visits")
 
 
@@ -117,7 +91,7 @@ def visits_per_person(folder: str, k: int) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def days_covered(folder: str) -> int:
-    ts = pd.to_datetime(city_data(folder).visits["timestamp"])
+    ts = city_data(folder).times
     return (ts.max() - ts.min()).days + 1
 
 
@@ -133,31 +107,41 @@ def _basemap(key: str, path: str):
     return read_basemap_geojson(path) if path.endswith(".geojson") else read_basemap(path)
 
 
-def basemap_file() -> tuple[str, str, str] | None:
-    """(cache key, path, where it comes from in words) of the base map under every map, in this
-    order of choice: the one fetched online for the trajectories' area; the shipped Helsinki base
-    map for the bundled POIs; the uploaded OSM file the POIs come from; the one fetched with online
-    POIs; else None (POIs from a table or none, nothing fetched: no streets are known offline)."""
+@dataclass(frozen=True)
+class BasemapFile:
+    """Where the base map under every map comes from (:func:`basemap_file`)."""
+
+    key: str  # cache key
+    path: str
+    where: str  # in words, for the City & POIs page
+
+
+def basemap_file() -> BasemapFile | None:
+    """The base map under every map, in this order of choice: the one fetched online for the
+    trajectories' area; the shipped Helsinki base map for the bundled POIs; the uploaded OSM file
+    the POIs come from; the one fetched with online POIs; else None (POIs from a table or none,
+    nothing fetched: no streets are known offline). A page asks once and hands the answer to
+    :func:`basemap` and :func:`cell_names`."""
     from state.inputs import BASEMAP_NEXT_TO_POIS, SAMPLE_BASEMAP, SAMPLE_POIS, area_basemap_path
 
     area = area_basemap_path()
     if area.is_file():
-        return f"{area.name}:{area.stat().st_mtime_ns}", str(area), "OpenStreetMap (fetched for the trajectories' area)"
+        return BasemapFile(f"{area.name}:{area.stat().st_mtime_ns}", str(area),
+                           "OpenStreetMap (fetched for the trajectories' area)")
     src = pois_source()
     if src.path == str(SAMPLE_POIS):
-        return src.key, str(SAMPLE_BASEMAP), "the bundled Helsinki centre extract (OpenStreetMap)"
+        return BasemapFile(src.key, str(SAMPLE_BASEMAP), "the bundled Helsinki centre extract (OpenStreetMap)")
     if src.path.lower().endswith(OSM_SUFFIXES):
-        return src.key, src.path, f"the POIs' file {Path(src.path).name}"
+        return BasemapFile(src.key, src.path, f"the POIs' file {Path(src.path).name}")
     fetched = Path(src.path).parent / BASEMAP_NEXT_TO_POIS if src.path else None
     if fetched is not None and fetched.is_file():
-        return f"{src.key}:basemap", str(fetched), f"OpenStreetMap (fetched with the POIs of {src.label})"
+        return BasemapFile(f"{src.key}:basemap", str(fetched), f"OpenStreetMap (fetched with the POIs of {src.label})")
     return None
 
 
-def basemap():
-    """The :class:`trajmoe.pois.basemap.Basemap` of :func:`basemap_file`, or None."""
-    found = basemap_file()
-    return None if found is None else _basemap(*found[:2])
+def basemap(found: BasemapFile | None):
+    """The :class:`trajmoe.pois.basemap.Basemap` of ``found`` (:func:`basemap_file`), or None."""
+    return None if found is None else _basemap(found.key, found.path)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -173,9 +157,8 @@ def _cell_names(folder: str, pois_key: str, _pois: pd.DataFrame, _basemap) -> pd
     return pd.concat([place_names(level, pois=_pois, basemap=_basemap) for level in levels])
 
 
-def cell_names(folder: str) -> pd.Series:
+def cell_names(folder: str, found: BasemapFile | None) -> pd.Series:
     """A unique readable name per H3 cell of the city and of its coarser parents: the nearest named
-    street near its neighbourhood or POI, else rounded coordinates (trajmoe.pois.placenames)."""
-    found = basemap_file()
-    base = None if found is None else _basemap(*found[:2])
-    return _cell_names(folder, f"{pois_source().key}|{found[0] if found else ''}", pois(), base)
+    street near its neighbourhood or POI, else rounded coordinates (trajmoe.pois.placenames), with
+    the base map ``found`` (:func:`basemap_file`)."""
+    return _cell_names(folder, f"{pois_source().key}|{found.key if found else ''}", pois(), basemap(found))

@@ -70,6 +70,7 @@ class CityData:
         self.weekday_reliable: bool = bool(self.meta.get("weekday_reliable", True))
         v = self.visits
         ts = pd.to_datetime(v["timestamp"])
+        self.times: pd.Series = ts  # each visit's local time, parsed once (callers read it, never parse again)
         self.cell_idx = v["cell_idx"].to_numpy(np.int64)
         self.split = pd.Categorical(v["split"], categories=list(SPLITS)).codes.astype(np.int64)
         self.seq = v["seq"].to_numpy(np.int64)
@@ -98,6 +99,12 @@ class CityData:
     @property
     def n_cells(self) -> int:
         return len(self.cells)
+
+    @property
+    def poi_known(self) -> bool:
+        """Whether the city was prepared with POI data (False: the model works from the visits alone
+        and its POI features are masked; a scenario has no POIs to change)."""
+        return bool(len(self.cells)) and bool(self.cells["poi_known"].iloc[0])
 
     def all_train_windows(self, *, max_len: int = DEFAULT_MAX_LEN) -> list[np.ndarray]:
         """Every training window (>= 2 visits) in a fixed order; consecutive windows share a visit."""
