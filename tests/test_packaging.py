@@ -18,7 +18,9 @@ import pytest
 from tools.realdata import REPO_ROOT
 
 PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
-LOCAL = {"trajmoe", "tools", "state", "views", "shapes", "map_png", "app_pages"}  # the repository's own
+# The repository's own import roots: the package, tools/, and app/'s modules and folders (the app
+# runs with app/ on sys.path: `import state`, `import maps`, ...).
+LOCAL = {"trajmoe", "tools"} | {p.stem for p in (REPO_ROOT / "app").iterdir() if p.suffix == ".py" or p.is_dir()}
 
 
 def _imported_tops(folder: Path) -> set[str]:

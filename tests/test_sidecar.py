@@ -105,7 +105,7 @@ def test_the_app_recognises_the_city_a_cli_checkpoint_was_pretrained_on(folders,
     code, _, stderr = _pretrain([folders["testville_foursquare"]], out, "--max-steps", "2", "--task", "next")
     assert code == 0, stderr
     with app_sandbox(tmp_path / "app"):
-        from state.outputs import pretrained_on
+        from state.predictions import pretrained_on
 
         class Prep:  # what the app keeps of a prepared upload: its meta.json and report
             def __init__(self, folder: Path, city: str | None = None):

@@ -104,7 +104,7 @@ def predict(model, data: CityData, *, top_k: int = 10, split: str = "test", city
     v = data.visits
     table = pd.DataFrame({
         "user_id": v["user_id"].to_numpy()[origin],
-        "timestamp": pd.to_datetime(v["timestamp"]).to_numpy()[origin],
+        "timestamp": data.times.to_numpy()[origin],  # parsed once, by CityData
         "cell": v["cell"].to_numpy()[origin],
         "rank": np.tile(np.arange(1, k + 1), len(chunk)),
         "next_cell": data.cells["cell"].to_numpy()[np.concatenate(idx)[sort].reshape(-1)] if idx else [],
