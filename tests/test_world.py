@@ -11,7 +11,7 @@ from trajmoe.geo import cell_centres, latlon_to_cells, project_km
 from trajmoe.pois.basemap import Basemap
 from trajmoe.pois.geocheck import coordinate_check
 from trajmoe.pois.placenames import coordinates_name, place_names
-from trajmoe.pois.world import on_land, places_in, with_world, world_basemap
+from trajmoe.pois.world import land_shape, on_land, places_in, with_world, world_basemap
 
 APP_LABEL_KINDS = ("town", "borough", "suburb", "quarter", "neighbourhood", "village")  # app/views.py
 
@@ -44,8 +44,21 @@ def test_world_layer_of_a_real_city_has_water_and_labels_the_app_draws(city, req
         assert pts[:, 0].min() >= west - 1e-6 and pts[:, 0].max() <= east + 1e-6
         assert pts[:, 1].min() >= south - 1e-6 and pts[:, 1].max() <= north + 1e-6
     assert base.clip(south, west, north, east).labels.shape == base.labels.shape
+    # The hole-free pieces add up to the water: the box less the land.
+    import shapely
+
+    pieces = sum(shapely.Polygon(ring).area for ring in base.areas["polygon"])
+    water = shapely.box(west, south, east, north).area - land_shape(south, west, north, east).area
+    assert pieces == pytest.approx(water, rel=0.02)
     # Most check-ins are on land, and none of the water rings covers most of them.
     assert on_land(frame["lat"], frame["lon"]).mean() > 0.9
+
+
+def test_the_ocean_is_all_water_and_has_no_places():
+    base = world_basemap(-42.1, -87.9, -41.7, -87.5)  # Chicago with its latitude sign-flipped
+    assert len(base.labels) == 0 and base.areas["kind"].tolist() == ["water"]
+    lon, lat = np.asarray(base.areas["polygon"].iloc[0]).T
+    assert (lon.min(), lat.min(), lon.max(), lat.max()) == pytest.approx((-87.9, -42.1, -87.5, -41.7))
 
 
 def test_water_is_where_the_sea_is():
