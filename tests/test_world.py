@@ -11,7 +11,7 @@ from trajmoe.geo import cell_centres, latlon_to_cells, project_km
 from trajmoe.pois.basemap import Basemap
 from trajmoe.pois.geocheck import coordinate_check
 from trajmoe.pois.placenames import coordinates_name, place_names
-from trajmoe.pois.world import land_shape, on_land, places_in, with_world, world_basemap
+from trajmoe.pois.world import land_shape, on_land, places_in, visits_box, with_world, world_basemap
 
 APP_LABEL_KINDS = ("town", "borough", "suburb", "quarter", "neighbourhood", "village")  # app/views.py
 
@@ -27,8 +27,11 @@ def seattle(shared_data) -> pd.DataFrame:
 
 
 def _box(frame: pd.DataFrame) -> tuple[float, float, float, float]:
-    lat, lon = frame["lat"].quantile([0.01, 0.99]).to_numpy(), frame["lon"].quantile([0.01, 0.99]).to_numpy()
-    return float(lat[0]), float(lon[0]), float(lat[1]), float(lon[1])
+    box = visits_box(frame["lat"], frame["lon"], margin_km=2.0)
+    lat, lon = frame["lat"].to_numpy(), frame["lon"].to_numpy()
+    inside = (lat >= box[0]) & (lat <= box[2]) & (lon >= box[1]) & (lon <= box[3])
+    assert inside.mean() > 0.98 and box == visits_box(frame["lat"], frame["lon"], margin_km=2.0)
+    return box
 
 
 @pytest.mark.parametrize("city", ["nyc", "seattle"])

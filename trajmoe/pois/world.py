@@ -194,6 +194,20 @@ def world_basemap(south: float, west: float, north: float, east: float) -> Basem
     return Basemap(streets=streets, areas=areas, labels=labels, source=source)
 
 
+def visits_box(lat, lon, *, margin_km: float = 10.0) -> tuple[float, float, float, float]:
+    """(south, west, north, east) around the points (their 0.5-99.5 percentiles: a few stray
+    visits do not stretch it) plus ``margin_km``, rounded out to 0.01° so that the same city
+    gives the same box (and :func:`world_basemap`'s cache is hit)."""
+    lat, lon = np.asarray(lat, dtype=float), np.asarray(lon, dtype=float)
+    keep = np.isfinite(lat) & np.isfinite(lon)
+    (s, n), (w, e) = np.percentile(lat[keep], [0.5, 99.5]), np.percentile(lon[keep], [0.5, 99.5])
+    dlat = margin_km / 111.0
+    dlon = dlat / max(np.cos(np.radians((s + n) / 2)), 0.1)
+    south, north = max(np.floor((s - dlat) * 100) / 100, -90.0), min(np.ceil((n + dlat) * 100) / 100, 90.0)
+    west, east = max(np.floor((w - dlon) * 100) / 100, -180.0), min(np.ceil((e + dlon) * 100) / 100, 180.0)
+    return float(south), float(west), float(north), float(east)
+
+
 def with_world(base: Basemap | None, south: float, west: float, north: float, east: float) -> Basemap:
     """The city's own OSM base map (streets, parks, water, names: drawn on top) over the world
     layer of the box; only the world layer when ``base`` is None. A world label is left out
