@@ -64,9 +64,10 @@ def _geonames(latlon: np.ndarray, xy: np.ndarray, centre) -> tuple[np.ndarray, n
     "1.3 km NE of " or "" when the place lies within the cell's own 0.5 km)."""
     from trajmoe.pois.world import places_in
 
-    pad = GEONAMES_KM / 100 + 0.01  # degrees; generous at any latitude below 80°
     lat, lon = latlon[:, 0], latlon[:, 1]
-    places = places_in(lat.min() - pad, lon.min() - pad * 3, lat.max() + pad, lon.max() + pad * 3)
+    pad = GEONAMES_KM / 100  # degrees of latitude (111 km each), generously
+    pad_lon = pad / max(float(np.cos(np.radians(np.abs(lat).max()))), 0.05)
+    places = places_in(lat.min() - pad, lon.min() - pad_lon, lat.max() + pad, lon.max() + pad_lon)
     name, offset = np.full(len(xy), "", dtype=object), np.full(len(xy), "", dtype=object)
     if len(places) == 0:
         return name, offset
