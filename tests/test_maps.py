@@ -96,14 +96,16 @@ def test_place_names_are_streets_and_neighbourhoods_never_ids(helsinki_base, hel
 
 
 def test_places_with_nothing_named_nearby_get_rounded_coordinates():
-    """Los Angeles check-ins come without POIs or streets: coordinates, unique, no hex id."""
+    """Los Angeles check-ins come without POIs or streets: coordinates (GeoNames off; with it, only
+    cells 2 km from any place: tests/test_world.py), unique, no hex id."""
     path = REPO.parent / "shared" / "data" / "cities" / "la_gowalla.csv.gz"
     if not path.is_file():
         pytest.skip(f"{path} not available")
     frame = pd.read_csv(path, nrows=3000)
     cells = pd.unique(np.array([h3.latlng_to_cell(a, b, 8) for a, b in zip(frame["lat"], frame["lon"])]))
-    names = place_names(cells)
+    names = place_names(cells, geonames=False)
     assert names.is_unique and not names.str.contains(HEX_RUN).any()
+    assert place_names(cells).is_unique
     lat, lon = h3.cell_to_latlng(cells[0])
     assert names[cells[0]] == coordinates_name(lat, lon) and names[cells[0]].endswith("°W")
     assert coordinates_name(34.05223, -118.24368) == "34.0522°N, 118.2437°W"

@@ -30,6 +30,7 @@ from trajmoe.city.data import SPLITS
 from trajmoe.city.features import SCHEMA_ID, build_cell_table, poi_counts
 from trajmoe.errors import InputDataError
 from trajmoe.geo import latlon_to_cells, project_km
+from trajmoe.pois.geocheck import coordinate_check
 from trajmoe.pois.offline import read_pois
 from trajmoe.trajectories.kinds import KINDS, detect_kind, to_visits
 from trajmoe.trajectories.reader import read_trajectories
@@ -157,6 +158,9 @@ def prepare(
         report.note(f"Detected kind: {kind}.")
     visits, kind = to_visits(frame, kind, report)
     report.kind = kind
+    warning = coordinate_check(visits["lat"].to_numpy(), visits["lon"].to_numpy())  # swapped/sign-flipped
+    if warning:
+        report.note(warning)
     if resolution is None:
         resolution, why = default_resolution(kind, visits["lat"].to_numpy(), visits["lon"].to_numpy())
         report.note(f"H3 resolution {resolution} chosen automatically ({why}); a different resolution (map detail) can be chosen.")
