@@ -111,14 +111,16 @@ else:
         charts.plotly(charts.category_bar(pois), key="poi_counts")
 
 st.markdown("#### Streets under the maps")
-if base is not None:
-    st.caption(f"Streets, water, parks and place names come from {plain(found.where)}: {len(base.streets):,} streets, "
-               f"{len(base.areas):,} areas of water or park, {len(base.labels):,} place names. Map data © OpenStreetMap "
-               "contributors (ODbL). No map tiles are loaded: the maps work offline.")
+WORLD = ("shorelines, lakes and town names of the whole area come from an offline world layer (GSHHG shorelines, "
+         "LGPL; GeoNames places of 1,000 people or more, CC BY 4.0)")
+if found is not None and base is not None:
+    st.caption(f"Streets, water, parks and place names come from {plain(found.where)}; {WORLD}. In all: "
+               f"{len(base.streets):,} streets, {len(base.areas):,} areas of water or park, {len(base.labels):,} place "
+               "names. Map data © OpenStreetMap contributors (ODbL). No map tiles are loaded: the maps work offline.")
 else:
-    st.caption("The maps have no streets under them: these POIs come from a table (or there are none), and a "
-               "table has no streets. Upload an OpenStreetMap extract of the area on the **Upload a file** tab, "
-               "or fetch the streets online.")
+    st.caption(f"The maps have no streets under them: these POIs come from a table (or there are none), and a table "
+               f"has no streets; {WORLD}. For streets, upload an OpenStreetMap extract of the area on the **Upload a "
+               "file** tab, or fetch the streets online.")
 # The POIs' own base map misses trajectories the POIs do not cover: offer the trajectories' area.
-if cov is not None and not inputs.area_basemap_path().is_file() and (base is None or not cov.covered):
+if cov is not None and not inputs.area_basemap_path().is_file() and (found is None or not cov.covered):
     page_parts.offer_basemap_for_area(cov)

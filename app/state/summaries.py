@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from state.inputs import city_data, pois, pois_source
+from state.inputs import city_data, pois, pois_source, prepared
 from trajmoe.analysis.privacy import allowed, persons_per, pooled_histogram
 
 
@@ -139,8 +139,29 @@ def basemap_file() -> BasemapFile | None:
     return None
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def _over_world(key: str, path: str, folder: str):
+    from trajmoe.pois.world import visits_box, with_world
+
+    visits = city_data(folder).visits
+    return with_world(_basemap(key, path) if path else None, *visits_box(visits["lat"], visits["lon"]))
+
+
 def basemap(found: BasemapFile | None):
-    """The :class:`trajmoe.pois.basemap.Basemap` of ``found`` (:func:`basemap_file`), or None."""
+    """The :class:`trajmoe.pois.basemap.Basemap` under every map: the city's own OSM data (``found``,
+    :func:`basemap_file`: streets, water, parks, names) on top of the offline world layer of the
+    trajectories' box (trajmoe/pois/world.py: shorelines and lakes, GeoNames places), so that every
+    city has its geography, an upload without OSM data too; the box comes from the visits, so a file
+    with sign-flipped coordinates shows the ocean it falls in. Without a prepared city: ``found``
+    alone, or None."""
+    folder = prepared().folder
+    if folder is None:
+        return None if found is None else _basemap(found.key, found.path)
+    return _over_world(found.key if found else "", found.path if found else "", folder)
+
+
+def osm_basemap(found: BasemapFile | None):
+    """Only the city's own OSM base map of ``found`` (no world layer), or None."""
     return None if found is None else _basemap(found.key, found.path)
 
 
@@ -161,4 +182,4 @@ def cell_names(folder: str, found: BasemapFile | None) -> pd.Series:
     """A unique readable name per H3 cell of the city and of its coarser parents: the nearest named
     street near its neighbourhood or POI, else rounded coordinates (trajmoe.pois.placenames), with
     the base map ``found`` (:func:`basemap_file`)."""
-    return _cell_names(folder, f"{pois_source().key}|{found.key if found else ''}", pois(), basemap(found))
+    return _cell_names(folder, f"{pois_source().key}|{found.key if found else ''}", pois(), osm_basemap(found))
