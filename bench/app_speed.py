@@ -28,32 +28,27 @@ import argparse
 import os
 import platform
 import re
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: tools/ is not installed
 
-REPO = Path(__file__).resolve().parent.parent
+from bench.streamlit_server import (  # noqa: E402
+    CHROMIUM,
+    DONE,
+    FLAGS,
+    MAP,
+    REPO,
+    start_server,
+    stop_server,
+)
+
 OUT = REPO / "bench" / "results" / "app_speed.md"
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
-MAP = "[data-testid=stDeckGlJsonChart] canvas"
-DONE = "[data-testid=stStatusWidget]"  # Streamlit's "Running..." indicator, gone when a run ends
 GOALS = {"cold start": 8.0, "fine-tune": 15.0, "page switch": 1.0, "upload fine-tune to maps": 5.0}
 LA_FILE = "cities/la_gowalla.csv.gz"  # under tools.realdata.shared_data_dir()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def stand_in_checkpoint(folder: Path) -> Path:
@@ -299,8 +294,6 @@ def main(argv: list[str] | None = None) -> int:
     shipped = REPO / "assets" / "trajmoe_pretrained.safetensors"
     checkpoint = args.checkpoint or (shipped if shipped.is_file() else stand_in_checkpoint(work))
     env = {**os.environ, "TRAJMOE_APP_DIR": str(work / "app"), "TRAJMOE_CHECKPOINT": str(checkpoint)}
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     results: dict[str, float] = {}
     switch_times: list[float] = []
     upload: dict = {}
@@ -314,17 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         page = browser.new_page(viewport={"width": 1500, "height": 2000})
         page.add_init_script(COUNT_DRAWS)
         start = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app/streamlit_app.py", "--server.headless", "true",
-             "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc, url = start_server(env, poll_s=0.05)  # the cold start counts the server's start too
         try:
-            while True:
-                try:
-                    if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
-                        break
-                except OSError:
-                    time.sleep(0.05)
             page.goto(url)
             maps_drawn(page, 1, 120_000)
             results["cold start"] = time.perf_counter() - start
@@ -372,11 +356,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"upload fine-tune to maps s: {upload['total']:.2f}")
             gauges.append(webgl_gauge(browser))
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:  # a busy machine: do not lose the numbers over it
-                proc.kill()
+            stop_server(proc)
             browser.close()
 
     server_times = server_switch_times(env, args.switches)

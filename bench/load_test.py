@@ -29,32 +29,29 @@ import json
 import os
 import platform
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root
+
+from bench.streamlit_server import (  # noqa: E402
+    CHROMIUM,
+    DONE,
+    FLAGS,
+    MAP,
+    start_server,
+    stop_server,
+)
+
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "bench" / "results" / "load_test"
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
-MAP = "[data-testid=stDeckGlJsonChart] canvas"
-DONE = "[data-testid=stStatusWidget]"  # Streamlit's "Running..." indicator, gone when a run ends
 MAX_SESSIONS = 8  # the machine is small: more browsers than this measure the browsers, not the server
 STEPS = ("open", "upload", "fine-tune", "flows")
 LOCAL = ("127.0.0.1", "localhost")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_bytes(pid: int) -> int:
@@ -186,34 +183,6 @@ async def run_planners(url: str, paths: list[Path], step_timeout_ms: int) -> tup
         results = await asyncio.gather(*(planner(browser, url, path, outside, step_timeout_ms) for path in paths))
         await browser.close()
     return list(results), outside
-
-
-def start_server(env: dict) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app/streamlit_app.py", "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                return proc, url
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            raise SystemExit(f"streamlit did not start: {proc.stderr.read().decode()[-2000:]}")
-        time.sleep(0.3)
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 def disk_usage(folder: Path) -> int:

@@ -92,6 +92,15 @@ def tiny_model():
 
 
 @pytest.fixture(scope="session")
+def small_upload(sample_trajectories) -> bytes:
+    """The sample's first 60 people as CSV bytes: an upload the app prepares in seconds."""
+    import pandas as pd
+
+    frame = pd.read_csv(sample_trajectories)
+    return frame[frame["user_id"].isin(frame["user_id"].unique()[:60])].to_csv(index=False).encode()
+
+
+@pytest.fixture(scope="session")
 def app_sandbox():
     """``with app_sandbox(root, n_layers=1) as ckpt:`` for app tests: a tiny random checkpoint in
     ``root``, the app pointed at it and at a work folder ``root/work`` of its own (environment,

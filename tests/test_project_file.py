@@ -15,7 +15,6 @@ import re
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from google.protobuf.json_format import MessageToDict
 from streamlit.testing.v1 import AppTest
@@ -69,12 +68,10 @@ HOSTILE = {  # case -> (file content, words the one message must hold)
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory, sample_trajectories, app_sandbox):
+def env(tmp_path_factory, small_upload, app_sandbox):
     root = tmp_path_factory.mktemp("project_file")
-    frame = pd.read_csv(sample_trajectories)
-    small = frame[frame["user_id"].isin(frame["user_id"].unique()[:60])]
     with app_sandbox(root, n_layers=1) as ckpt:
-        yield {"checkpoint": ckpt, "csv": small.to_csv(index=False).encode(), "root": root}
+        yield {"checkpoint": ckpt, "csv": small_upload, "root": root}
 
 
 def open_app() -> AppTest:
