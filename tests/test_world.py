@@ -13,7 +13,7 @@ from trajmoe.pois.geocheck import coordinate_check
 from trajmoe.pois.placenames import coordinates_name, place_names
 from trajmoe.pois.world import land_shape, on_land, places_in, visits_box, with_world, world_basemap
 
-APP_LABEL_KINDS = ("town", "borough", "suburb", "quarter", "neighbourhood", "village")  # app/views.py
+APP_LABEL_KINDS = ("town", "borough", "suburb", "quarter", "neighbourhood", "village")  # app/maps/basemap.py
 
 
 @pytest.fixture(scope="module")
