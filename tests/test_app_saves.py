@@ -305,6 +305,22 @@ def test_a_refused_upload_is_deleted_at_once(env):
     assert not list(env["work"].glob(f"sessions/{at.query_params['s']}/uploads/*/broken.csv"))
 
 
+def test_a_refused_poi_or_district_file_is_deleted_at_once(env):
+    at = uploaded(env, "refused_pois.csv")  # the link keeps something: its folder exists
+    uploads = env["work"] / "sessions" / at.query_params["s"] / "uploads"
+    go(at, "city")
+    at.file_uploader(key="poi_upload").set_value(("pois.csv", b"name\nno coordinates\n", "text/csv")).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert at.error  # it says why
+    assert not list(uploads.glob("*/pois.csv"))
+    go(at, "flows")
+    at.file_uploader(key="fl_zones").set_value(("districts.geojson", b"not json", "application/json")).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("districts.geojson" in e.value for e in at.error)
+    assert not list(uploads.glob("*/districts.geojson"))
+    assert list(uploads.glob("*/refused_pois.csv"))  # the trajectories in use stay
+
+
 def test_a_refused_checkpoint_is_deleted_at_once(env):
     at = uploaded(env, "ckpt_city.csv")  # the link keeps something: its folder exists
     go(at, "finetune")

@@ -77,6 +77,7 @@ with upload:
                 inputs.read_poi_file(src.key, src.path)
             use(src)
         except TrajMoEError as exc:
+            inputs.discard_upload(file, src)
             st.error(error(exc))
 
 try:

@@ -168,6 +168,7 @@ if zone_file is not None:
                    "each place in the district its centre lies in. So that no drawing of districts can single anyone "
                    "out, a district flow shows only what that map shows.")
     except TrajMoEError as exc:
+        inputs.discard_upload(zone_file, src)
         st.error(error(exc))
 
 obs, pred = flows.flow_summaries(shown, data, hours=hours, day=day_names[day], top_n=top_n, k=k,

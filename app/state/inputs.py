@@ -105,6 +105,16 @@ def save_upload(upload, label: str) -> Source:
     return memo[upload.file_id]
 
 
+def discard_upload(upload, source: Source) -> None:
+    """Delete an upload the app refused (a POI or district file it cannot read): nothing of a file
+    that cannot be used stays on the server. Kept when the session uses the same content elsewhere."""
+    sess = session()
+    if source in (sess.trajectories, sess.pois):
+        return
+    sess.uploads.pop(upload.file_id, None)
+    shutil.rmtree(Path(source.path).parent, ignore_errors=True)
+
+
 def new_upload(what: str, upload) -> bool:
     """True once per uploaded file: an uploader keeps its file across reruns, and choosing another
     source afterwards must not bring the old upload back."""
