@@ -321,6 +321,38 @@ def test_a_refused_poi_or_district_file_is_deleted_at_once(env):
     assert list(uploads.glob("*/refused_pois.csv"))  # the trajectories in use stay
 
 
+def _fetch_pois_script():  # an AppTest script: keep two "fetched" POIs, or say why not
+    import pandas as pd
+    import streamlit as st
+
+    from state import inputs, storage
+
+    frame = pd.DataFrame({"lat": [60.17, 60.18], "lon": [24.94, 24.95], "category": ["food_drink", "retail"],
+                          "name": ["a", "b"], "source": ["osm", "osm"]})
+    try:
+        src = inputs.pois_from_frame(frame, 'fetched')
+        st.write(f"kept {len(inputs.read_poi_file(src.key, src.path))} POIs")
+    except storage.QuotaExceeded as exc:
+        st.error(str(exc))
+
+
+def test_osm_data_fetched_online_is_kept_only_within_the_quota(env, monkeypatch):
+    from state import storage
+
+    kept = lambda: sorted(env["work"].glob("sessions/*/pois/*/pois.parquet"))  # noqa: E731
+    before = kept()
+    at = AppTest.from_function(_fetch_pois_script, default_timeout=TIMEOUT).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert [m.value for m in at.markdown] == ["kept 2 POIs"] and len(kept()) == len(before) + 1
+
+    monkeypatch.setattr(storage, "SESSION_MB", 1e-9)  # no room left for this link
+    at = AppTest.from_function(_fetch_pois_script, default_timeout=TIMEOUT).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert "No room for the POIs and streets fetched from OpenStreetMap" in at.error[0].value
+    assert len(kept()) == len(before) + 1  # nothing of the refused fetch was kept
+    assert not [p for p in (env["work"] / "scratch").rglob("*") if p.is_file()]
+
+
 def test_a_refused_checkpoint_is_deleted_at_once(env):
     at = uploaded(env, "ckpt_city.csv")  # the link keeps something: its folder exists
     go(at, "finetune")

@@ -163,18 +163,32 @@ def use_pois(source: Source | None) -> None:
     session().pois = source
 
 
+def _keep_staged(staged: Path, into: Path, what: str) -> None:
+    """Move the files written in ``staged`` (a scratch folder: an online fetch's size is known only
+    once written) into ``into`` when the link's and the server's quotas leave room for them
+    (:func:`state.storage.check_room`); otherwise nothing of them is kept."""
+    try:
+        storage.check_room(WORK_DIR, session().token, storage.usage(staged), what)
+        into.mkdir(parents=True, exist_ok=True)
+        for file in staged.iterdir():
+            os.replace(file, into / file.name)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
 def pois_from_frame(frame: pd.DataFrame, label: str, basemap=None) -> Source:
     """Keep POIs downloaded from OpenStreetMap as a file, like any other POI source, and the base
-    map fetched with them (:data:`BASEMAP_NEXT_TO_POIS`) next to it."""
+    map fetched with them (:data:`BASEMAP_NEXT_TO_POIS`) next to it (within the quotas)."""
     from trajmoe.pois.basemap import write_basemap
     from trajmoe.pois.offline import write_pois
 
-    folder = session_dir() / "pois"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = write_pois(frame, Path(tempfile.mkdtemp(dir=folder)) / "pois.parquet")
+    staged = scratch_dir()
+    key = digest(write_pois(frame, staged / "pois.parquet").read_bytes())
     if basemap is not None:
-        write_basemap(basemap, path.parent / BASEMAP_NEXT_TO_POIS)
-    return Source(label=label, path=str(path), key=digest(path.read_bytes()))
+        write_basemap(basemap, staged / BASEMAP_NEXT_TO_POIS)
+    folder = session_dir() / "pois" / key
+    _keep_staged(staged, folder, "the POIs and streets fetched from OpenStreetMap")
+    return Source(label=label, path=str(folder / "pois.parquet"), key=key)
 
 
 BASEMAP_NEXT_TO_POIS = "basemap.geojson"
@@ -373,10 +387,14 @@ def coverage() -> Coverage | None:
 
 
 def keep_area_basemap(base) -> Path:
-    """Keep a base map fetched for the trajectories' area: every map of these trajectories draws it."""
+    """Keep a base map fetched for the trajectories' area (within the quotas): every map of these
+    trajectories draws it."""
     from trajmoe.pois.basemap import write_basemap
 
-    return write_basemap(base, area_basemap_path())
+    path, staged = area_basemap_path(), scratch_dir()
+    write_basemap(base, staged / path.name)
+    _keep_staged(staged, path.parent, "the streets fetched from OpenStreetMap")
+    return path
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
