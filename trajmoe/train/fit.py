@@ -163,6 +163,7 @@ class TrainResult:
     # The keep rule's verdict among the fine-tuned state, the starting one and the calibrated
     # hand-made head alone (train.keep.Verdict); None without validation targets or a starting state.
     verdict: Verdict | None = None
+    state_ranks: dict[str, np.ndarray] = field(default_factory=dict)  # the verdict's validation ranks per state
     subsets: list[RunSubset] = field(default_factory=list)  # what each training city gave the run
     val_subset: RunSubset | None = None  # the validation city's subset (its features and val targets)
     skipped: list[CityData] = field(default_factory=list)  # cities given without a training window
@@ -385,6 +386,7 @@ def _keep_among_states(model: torch.nn.Module, val: Validation, cfg: TrainConfig
         model.load_state_dict(kept_state)
     result.kept = chosen
     result.verdict = Verdict.of(ranks, chosen, targets=len(val.targets))
+    result.state_ranks = ranks
     log.info("keep rule: %s", result.verdict.sentence())
 
 

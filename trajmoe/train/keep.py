@@ -65,11 +65,12 @@ def paired_z(a: np.ndarray, b: np.ndarray) -> float:
     return float(d.mean() / se) if se > 0 else (0.0 if d.mean() == 0 else float(np.sign(d.mean()) * np.inf))
 
 
-def choose_state(ranks: dict[str, np.ndarray], *, z: float = KEEP_Z) -> str:
-    """The state to keep: the first of :data:`STATES` (of those in ``ranks``: validation ranks of
-    each, same targets, same order) that is not worse beyond noise than any other. One always is:
-    the state with the highest mean reciprocal rank is worse than none."""
-    names = [s for s in STATES if s in ranks]
+def choose_state(ranks: dict[str, np.ndarray], *, z: float = KEEP_Z, order: tuple[str, ...] = STATES) -> str:
+    """The state to keep: the first of ``order`` (of those in ``ranks``: validation ranks of each, same
+    targets, same order) that is not worse beyond noise than any other. One always is: the state
+    with the highest mean reciprocal rank is worse than none. (``order``: :data:`STATES`; other
+    orders only for bench/city_preset.py's comparison of rules.)"""
+    names = [s for s in order if s in ranks]
     for name in names:
         if not any(worse_beyond_noise(1.0 / ranks[name], 1.0 / ranks[o], z=z) for o in names if o != name):
             return name
