@@ -166,9 +166,11 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--methods", nargs="+", default=["city", "protocol", *BASELINES],
                     choices=["city", "protocol", *BASELINES, "keep_study"])
+    ap.add_argument("--json", type=Path, help="cache the runs in this file instead (a second run beside another; "
+                                              "the table reads every bench/results/city_preset*.json)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    out_file = KEEP_OUT if args.methods == ["keep_study"] else OUT
+    out_file = args.json or (KEEP_OUT if args.methods == ["keep_study"] else OUT)
     runs = json.loads(out_file.read_text()) if out_file.is_file() else {}
     for key in args.cities:
         assert REAL_DATASETS[key][0].endswith(".csv.gz")
@@ -189,7 +191,7 @@ def main() -> None:
                 runs = {**(json.loads(out_file.read_text()) if out_file.is_file() else {}), **runs}
                 out_file.write_text(json.dumps(runs, indent=1))
                 print(rid, json.dumps(out.get("test")), out.get("kept", ""), flush=True)
-    runs = {**runs, **{k: v for f in (OUT, KEEP_OUT) if f.is_file() for k, v in json.loads(f.read_text()).items()}}
+    runs = {**runs, **{k: v for f in sorted(OUT.parent.glob("city_preset*.json")) for k, v in json.loads(f.read_text()).items()}}
     OUT.with_suffix(".md").write_text(table(runs))
     print(table(runs))
 
