@@ -109,7 +109,7 @@ def table(runs: dict) -> str:
     """The markdown table: seed means per target, ratios to the best hand-made baseline."""
     lines = ["# City preset vs protocol preset vs hand-made baselines (check-in targets)", "",
              "Shipped checkpoint `assets/trajmoe_pretrained.safetensors` fine-tuned with `trajmoe finetune --preset "
-             f"city` (all training visits, both tasks, {PRESETS['city'].max_seconds:.0f} s of steps, up to "
+             f"city` (all training visits, both tasks, {PRESETS['city'].max_seconds:.0f} s training budget, up to "
              f"{PRESETS['city'].epochs} epochs, early stopping, three-state keep rule) and `--preset protocol` (5%, "
              "1 epoch, next); baselines `trajmoe baseline --fraction 1.0` (epr, epr+; epr-time at-time). Test Acc@1 "
              "scored as `trajmoe evaluate` (features from all training visits); mean over the seeds listed. "

@@ -114,11 +114,11 @@ def build_parser(verbs: dict[str, Callable[[argparse.Namespace], int]]) -> argpa
                    help=f"protocol (default, so benchmark numbers do not move): the benchmark's few-shot "
                         f"run, {PROTOCOL.fraction * 100:.0f}%% of the training windows, {PROTOCOL.epochs} epoch, task next; "
                         f"city (the app's default): all training visits, both tasks, up to {CITY.epochs} epochs "
-                        f"within a {CITY.max_seconds:.0f} s budget of steps, early stopping on validation. "
+                        f"within a {CITY.max_seconds:.0f} s training budget, early stopping on validation. "
                         "The flags below override the preset's values")
     s.add_argument("--fraction", type=float, default=None, help="share of the training windows (default: the preset's)")
     s.add_argument("--max-seconds", type=float, default=None,
-                   help="wall-clock budget of the optimiser steps (default: the preset's; city: "
+                   help="wall-clock budget of the training loop, steps and each epoch's validation (default: the preset's; city: "
                         f"{CITY.max_seconds:.0f} s, sized so ~30k visits finish in about a minute on 2 CPU cores)")
     s.add_argument("--mode", choices=["full", "light"], default="full")
     train_flags(s, None)

@@ -85,9 +85,9 @@ class TrainConfig:
     # (a warning, TrainResult.epoch_capped) when the epochs end it before max_steps.
     epochs: int | None = FINETUNE.epochs
     max_steps: int | None = FINETUNE.max_steps  # stop after this many optimiser steps (None = epochs decide)
-    # Wall-clock budget of the optimiser steps: the run stops when it is used, and the learning-rate
-    # schedule follows whichever of steps and time is further along (so a run cut by time still ends
-    # its cosine decay). None: no budget.
+    # Wall-clock budget of the training loop (its steps and each epoch's validation): the run stops
+    # when it is used, and on one rank the learning-rate schedule follows whichever of steps and time
+    # is further along (so a run cut by time still ends its cosine decay). None: no budget.
     max_seconds: float | None = None
     batch_size: int = FINETUNE.batch_size  # windows per step
     lr: float = FINETUNE.lr
@@ -271,7 +271,8 @@ def _steps(model: torch.nn.Module, p: Plan, cfg: TrainConfig, result: TrainResul
         n_global = sum(len(w) - 1 for w in batch_windows)
         mine = shard(batch_windows, rank=rank, world=world)
         task = cfg.tasks[step % len(cfg.tasks)]  # tasks in turn, on the same windows
-        used = (time.perf_counter() - t0) / cfg.max_seconds if cfg.max_seconds else 0.0
+        # the share of the time budget used (one rank only: ranks' clocks differ, their learning rates must not)
+        used = (time.perf_counter() - t0) / cfg.max_seconds if cfg.max_seconds and world == 1 else 0.0
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, p.steps, cfg, time_used=used) * g["lr_scale"]
         if mine:
