@@ -64,7 +64,7 @@ def preset_run(data, preset: str, seed: int) -> dict:
             "sentence": run.verdict.sentence() if run.verdict else "", "test": test}
 
 
-# The keep rules compared on validation (bench/city_preset.md, "Keep rule"): each picks a state from
+# The keep rules compared on validation (bench/results/city_preset.md, "Keep rule"): each picks a state from
 # the ranks of half of the validation targets; it is judged on the other half.
 RULES = {
     "most tuned unless worse beyond noise (shipped)": lambda r: choose_state(r),
