@@ -38,7 +38,7 @@ class Recipe:
 PRETRAIN = Recipe(epochs=None, max_steps=1600, batch_size=32, lr=2e-3, warmup_steps=30, tasks=TASKS)
 FINETUNE = Recipe(epochs=1, max_steps=None, batch_size=32, lr=3e-3, warmup_steps=10, tasks=(TASKS[0],))
 
-PROTOCOL = replace(FINETUNE, fraction=0.05)  # the benchmark's few-shot run (bench/transfer.py), unchanged
+PROTOCOL = replace(FINETUNE, fraction=0.05)  # `trajmoe finetune`'s defaults before presets, unchanged
 # The city preset's budget: about a minute for an upload of ~30k visits on a 2-core CPU: 40 s of
 # steps and per-epoch validation, the rest for the keep rule's three states and head calibration
 # (the 30,595-visit Helsinki sample: fit 65 s, under a load average of 4 on 2 cores). Epochs: at most 20, early stopping (patience 2) and the budget end
