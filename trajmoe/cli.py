@@ -30,18 +30,25 @@ MODEL_VERBS = ("pretrain", "finetune", "evaluate", "baseline", "predict")
 
 
 def _progress_bar(desc: str):
-    """A tqdm bar driven by train.fit's progress callback (step, total, loss)."""
+    """A tqdm bar driven by train.fit's progress callback (step, total, loss, seconds_left): with a
+    time budget the total follows the steps that fit in it, and the seconds left are shown."""
     from tqdm import tqdm
 
     state = {"bar": None}
 
-    def update(step: int, total: int, loss: float) -> None:
+    def update(step: int, total: int, loss: float, seconds_left: float | None = None) -> None:
         if state["bar"] is None:
             state["bar"] = tqdm(total=total, desc=desc, unit="step", file=sys.stderr)
-        state["bar"].update(1)
-        state["bar"].set_postfix(loss=f"{loss:.3f}")
+        bar = state["bar"]
+        if bar.total != total:
+            bar.total = total
+        bar.update(step - bar.n)
+        post = {"loss": f"{loss:.3f}"}
+        if seconds_left is not None:
+            post["left"] = f"{seconds_left:.0f}s"
+        bar.set_postfix(post)
         if step >= total:
-            state["bar"].close()
+            bar.close()
 
     return update
 
@@ -169,20 +176,26 @@ def cmd_pretrain(args) -> int:
 def cmd_finetune(args) -> int:
     from trajmoe.city.data import CityData
     from trajmoe.train.checkpoint import load_checkpoint
-    from trajmoe.train.finetune import finetune
+    from trajmoe.train.finetune import finetune, preset_config
 
     model, meta = load_checkpoint(args.checkpoint)
     model.to(args.torch_device)  # fine-tuning may teach a checkpoint a task it was not pretrained for
     data = CityData(args.data)
-    cfg = _train_config(args, fraction=args.fraction, mode=args.mode, tasks=(args.task,))
+    # the preset's values, each flag given overriding its own (train.recipe.PRESETS)
+    cfg = preset_config(args.preset, epochs=args.epochs, max_steps=args.max_steps, seed=args.seed,
+                        batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup, precision=args.precision,
+                        fraction=args.fraction, max_seconds=args.max_seconds, mode=args.mode,
+                        tasks=(args.task,) if args.task else None)
     run = finetune(model, data, cfg, base_info=meta, source=str(args.checkpoint), progress=_progress_bar("fine-tune"))
     run.save(args.out, arch=meta["arch"])
     _say_capped(run.train, cfg)
-    kept = {"starting": "the starting state (no epoch beat it on the validation share)",
-            "fine-tuned": "the fine-tuned state"}.get(run.train.kept, "the fine-tuned state (no validation targets)")
-    print(f"fine-tuned on {cfg.fraction:.0%} of {data.name}: {run.train.steps} steps in {run.train.seconds:.1f}s, kept "
-          f"{kept}; head calibration {'kept' if run.train.calibration_kept else 'not kept'} -> {args.out}",
-          file=sys.stderr)
+    kept = {"starting": "the starting state", "fine-tuned": "the fine-tuned state",
+            "baseline": "the simple baseline inside the model"}.get(run.train.kept, "the fine-tuned state (no validation targets)")
+    print(f"fine-tuned ({args.preset} preset) on {cfg.fraction:.0%} of {data.name}: {run.train.steps} steps in "
+          f"{run.train.seconds:.1f}s, kept {kept}; head calibration "
+          f"{'kept' if run.train.calibration_kept else 'not kept'} -> {args.out}", file=sys.stderr)
+    if run.verdict is not None:
+        print(run.verdict.sentence(), file=sys.stderr)
     print(f"test acc@1 (subset features): {run.metrics['acc@1']:.4f}")
     print(f"test acc@1 (all training visits): {run.metrics_all['acc@1']:.4f}")
     return 0

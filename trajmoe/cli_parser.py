@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from trajmoe.city.tasks import TASKS
 from trajmoe.train.device import DEVICES, PRECISIONS
-from trajmoe.train.recipe import FINETUNE, PRETRAIN
+from trajmoe.train.recipe import CITY, PRESETS, PRETRAIN, PROTOCOL
 
 
 def build_parser(verbs: dict[str, Callable[[argparse.Namespace], int]]) -> argparse.ArgumentParser:
@@ -56,7 +56,17 @@ def build_parser(verbs: dict[str, Callable[[argparse.Namespace], int]]) -> argpa
     s.set_defaults(func=verbs["prepare"])
 
     def train_flags(s, recipe):
-        """Training flags with ``recipe``'s defaults (train.recipe): they map one to one to TrainConfig fields."""
+        """Training flags with ``recipe``'s defaults (train.recipe): they map one to one to TrainConfig fields.
+        ``recipe`` None: defaults None, the verb's --preset decides."""
+        if recipe is None:
+            s.add_argument("--epochs", type=int, default=None, help="passes over the training windows "
+                           "(default: the preset's)")
+            s.add_argument("--max-steps", type=int, default=None, help="optimiser steps (default: the preset's)")
+            s.add_argument("--seed", type=int, default=0)
+            s.add_argument("--batch-size", type=int, default=None, help="training windows per step (default: the preset's)")
+            s.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's)")
+            s.add_argument("--warmup", type=int, default=None, help="learning-rate warm-up steps (default: the preset's)")
+            return
         s.add_argument("--epochs", type=int, default=recipe.epochs,
                        help="passes over the training windows" + (
                            " (default: no limit, --max-steps decides)" if recipe.epochs is None else
@@ -70,10 +80,13 @@ def build_parser(verbs: dict[str, Callable[[argparse.Namespace], int]]) -> argpa
         s.add_argument("--warmup", type=int, default=recipe.warmup_steps,
                        help=f"learning-rate warm-up steps (default {recipe.warmup_steps})")
 
-    def task_flag(s, *, many: bool = False):
+    def task_flag(s, *, many: bool = False, preset: bool = False):
         help_ = ("next: where the next visit is, its time unknown (default); at-time: where it is, given when it "
                  "happens (its hour, weekday and the time since the current visit; never its place)")
-        if many:
+        if preset:
+            s.add_argument("--task", choices=TASKS, default=None, help=help_.replace(" (default)", "") + "; default: "
+                           "the preset's (protocol: next; city: both in turn, test metrics of next)")
+        elif many:
             s.add_argument("--task", nargs="+", choices=TASKS, default=list(TASKS), help=help_ + "; pretraining "
                            "takes the tasks in turn (default both)")
         else:
@@ -93,14 +106,23 @@ def build_parser(verbs: dict[str, Callable[[argparse.Namespace], int]]) -> argpa
     task_flag(s, many=True)
     s.set_defaults(func=verbs["pretrain"])
 
-    s = sub.add_parser("finetune", help="fine-tune a checkpoint on a share of one city")
+    s = sub.add_parser("finetune", help="fine-tune a checkpoint on one city (--preset city: all of it)")
     s.add_argument("--checkpoint", required=True)
     s.add_argument("--data", required=True)
     s.add_argument("--out", required=True)
-    s.add_argument("--fraction", type=float, default=0.05)
+    s.add_argument("--preset", choices=list(PRESETS), default="protocol",
+                   help=f"protocol (default, so benchmark numbers do not move): the benchmark's few-shot "
+                        f"run, {PROTOCOL.fraction * 100:.0f}%% of the training windows, {PROTOCOL.epochs} epoch, task next; "
+                        f"city (the app's default): all training visits, both tasks, up to {CITY.epochs} epochs "
+                        f"within a {CITY.max_seconds:.0f} s training budget, early stopping on validation. "
+                        "The flags below override the preset's values")
+    s.add_argument("--fraction", type=float, default=None, help="share of the training windows (default: the preset's)")
+    s.add_argument("--max-seconds", type=float, default=None,
+                   help="wall-clock budget of the training loop, steps and each epoch's validation (default: the preset's; city: "
+                        f"{CITY.max_seconds:.0f} s, sized so ~30k visits finish in about a minute on 2 CPU cores)")
     s.add_argument("--mode", choices=["full", "light"], default="full")
-    train_flags(s, FINETUNE)
-    task_flag(s)
+    train_flags(s, None)
+    task_flag(s, preset=True)
     s.set_defaults(func=verbs["finetune"])
 
     s = sub.add_parser("evaluate", help="metrics of a checkpoint on a prepared city")

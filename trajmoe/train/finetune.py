@@ -4,7 +4,11 @@
 the browser and one tuned on the command line are trained, scored and described the same way:
 
 1. :func:`trajmoe.train.fit.fit` on ``cfg.fraction`` of the city's training windows (seed
-   ``cfg.seed``), early stopping and head calibration on the same share of validation targets;
+   ``cfg.seed``), early stopping and head calibration on the same share of validation targets,
+   and the keep rule's verdict among the fine-tuned state, the starting one and the simple baseline
+   inside the model (:attr:`FinetuneResult.verdict`). :func:`preset_config` builds ``cfg`` from a
+   preset (:data:`trajmoe.train.recipe.PRESETS`: ``city`` for a planner's whole file, ``protocol``
+   for the benchmark's);
 2. test metrics with cell features from exactly that subset's training visits (what the model
    was tuned on; README.md § Protocol);
 3. the sidecar ``info`` for :func:`trajmoe.train.checkpoint.save_checkpoint`, recording the run
@@ -18,6 +22,7 @@ A model must not depend on how much data stands behind its features; both number
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +31,12 @@ import torch
 
 from trajmoe.city.data import CityData
 from trajmoe.city.subset import RunSubset, run_subset
-from trajmoe.errors import CheckpointError
+from trajmoe.errors import CheckpointError, TrajMoEError
 from trajmoe.train.checkpoint import save_checkpoint
 from trajmoe.train.evaluate import evaluate
 from trajmoe.train.fit import Progress, TrainConfig, TrainResult, fit
+from trajmoe.train.keep import Verdict
+from trajmoe.train.recipe import PRESETS
 from trajmoe.train.record import TrainingRecord, training_record
 
 log = logging.getLogger(__name__)
@@ -49,6 +56,13 @@ class FinetuneResult:
     record: TrainingRecord  # the sidecar's training record
     metrics_all: dict | None = None  # test metrics with cell features from all training visits
 
+    @property
+    def verdict(self) -> Verdict | None:
+        """Which state the keep rule kept (fine-tuned, starting, baseline), each state's validation
+        Acc@1 and MRR, and the paired z (:class:`trajmoe.train.keep.Verdict`; its ``sentence()`` says
+        it in plain words); the same is in :attr:`record` (``verdict``) and the saved sidecar."""
+        return self.train.verdict
+
     def record_metrics(self, metrics: dict) -> None:
         """Store test metrics measured by the caller (see ``evaluate_test`` of :func:`finetune`)."""
         self.metrics = metrics
@@ -57,6 +71,15 @@ class FinetuneResult:
     def save(self, path: str | Path, *, arch: str) -> Path:
         """Write ``NAME.safetensors`` + ``NAME.json`` (the run's config and :attr:`info`)."""
         return save_checkpoint(path, self.model, arch=arch, config=self.model.config, info=self.info, record=self.record)
+
+
+def preset_config(preset: str, **overrides) -> TrainConfig:
+    """The TrainConfig of fine-tuning preset ``preset`` (:data:`trajmoe.train.recipe.PRESETS`);
+    ``overrides`` (not None) set other fields, e.g. ``seed`` or ``tasks``."""
+    if preset not in PRESETS:
+        raise TrajMoEError(f"Unknown fine-tuning preset {preset!r}: choose one of {', '.join(PRESETS)}.")
+    fields = {**dataclasses.asdict(PRESETS[preset]), **{k: v for k, v in overrides.items() if v is not None}}
+    return TrainConfig(**fields)
 
 
 def finetune(model: torch.nn.Module, data: CityData, cfg: TrainConfig, *, base_info: dict, source: str,
@@ -78,7 +101,9 @@ def finetune(model: torch.nn.Module, data: CityData, cfg: TrainConfig, *, base_i
         The starting checkpoint, as a path or a file name: the sidecar records its file name only
         (a sidecar is shared with others; it never carries a path of the user's machine).
     progress
-        Optional ``(step, total, loss)`` callback.
+        Optional ``(step, total, loss)`` or ``(step, total, loss, seconds_left)`` callback
+        (:data:`trajmoe.train.fit.Progress`: with a time budget, ``total`` is the steps expected to
+        fit in it and ``seconds_left`` what is left of it).
     evaluate_test
         False skips the exact test evaluation (one context per target): the app scores every
         visit in its own faster pass and records those metrics with

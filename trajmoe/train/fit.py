@@ -14,8 +14,9 @@ and never writes into the model's config; a checkpoint's training record carries
 * Cross-fitting: each person fold of a city's windows trains against cell features, popularity and
   transitions counted from the other fold (``RunSubset.cross_fit``): no target is in its own features.
 * Early stopping on the validation targets (the same few-shot share of them), best state restored;
-  the state before training is kept instead when every epoch is worse beyond noise on that share
-  (:func:`trajmoe.train.keep.worse_beyond_noise`), and head calibration is undone on the same test.
+  the state before training, or the calibrated hand-made head alone, is kept instead when the
+  trained one is worse than it beyond noise on that share (:mod:`trajmoe.train.keep`), and head
+  calibration is undone on the same test.
 * Device: the model's own (:func:`trajmoe.train.device.model_device`); the caller moves the model
   once (``model.to(device)``), fit moves each batch and its city tensors before the forward pass,
   which runs under ``cfg.precision`` (``bf16``: autocast on CUDA; the loss is summed in float32).
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import logging
 import math
 import time
@@ -50,7 +52,7 @@ from trajmoe.model.loss import next_cell_loss
 from trajmoe.train.calibration import CALIBRATION_PRIOR_TARGETS, calibrate_head
 from trajmoe.train.device import PRECISIONS, autocast, check_precision, model_device
 from trajmoe.train.distributed import dist_info, shard
-from trajmoe.train.keep import Best, keep_state, worse_beyond_noise
+from trajmoe.train.keep import Best, Verdict, choose_state, keep_state, worse_beyond_noise
 from trajmoe.train.metrics import metrics_from_ranks
 from trajmoe.train.models import check_model_task
 from trajmoe.train.plan import Plan, Validation, plan, validation
@@ -58,7 +60,20 @@ from trajmoe.train.recipe import FINETUNE, PRETRAIN
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int, int, float], None]  # (step, total_steps, loss) -> None
+# (step, total_steps, loss) -> None, or (step, total_steps, loss, seconds_left) -> None: a callback
+# with a fourth parameter also gets the seconds left of cfg.max_seconds (None without a budget). With
+# a budget, total_steps is the steps expected to fit in it (the planned steps when fewer), so
+# step / total_steps is the share of the run done either way.
+Progress = Callable[..., None]
+
+
+def _takes_seconds_left(progress: Progress) -> bool:
+    try:
+        params = inspect.signature(progress).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params) >= 4 or any(
+        p.kind == p.VAR_POSITIONAL for p in params)
 
 
 @dataclass
@@ -70,7 +85,10 @@ class TrainConfig:
     # (a warning, TrainResult.epoch_capped) when the epochs end it before max_steps.
     epochs: int | None = FINETUNE.epochs
     max_steps: int | None = FINETUNE.max_steps  # stop after this many optimiser steps (None = epochs decide)
-    max_seconds: float | None = None  # wall-clock budget; the LR schedule assumes max_steps
+    # Wall-clock budget of the training loop (its steps and each epoch's validation): the run stops
+    # when it is used, and on one rank the learning-rate schedule follows whichever of steps and time
+    # is further along (so a run cut by time still ends its cosine decay). None: no budget.
+    max_seconds: float | None = None
     batch_size: int = FINETUNE.batch_size  # windows per step
     lr: float = FINETUNE.lr
     weight_decay: float = 0.01
@@ -133,13 +151,19 @@ class TrainResult:
     val: list[dict] = field(default_factory=list)
     best_epoch: int = -1
     calibration: dict = field(default_factory=dict)
-    # Which state the run ended with: "fine-tuned" (the best trained epoch on the validation share),
-    # "starting" (every epoch was worse than the state before training beyond noise on that share,
-    # worse_beyond_noise: fine-tuning never leaves a model measurably worse), or "" (no validation
-    # targets). ``start_val``: the starting state's validation metrics.
+    # Which state the run ended with (train.keep.choose_state): "fine-tuned" (the best trained epoch
+    # on the validation share), "starting" (the state before training), "baseline" (the calibrated
+    # hand-made head alone: both learned states were worse than it beyond noise), or "" (no
+    # validation targets). A state is set aside only when worse beyond noise than another
+    # (worse_beyond_noise): fine-tuning never leaves a model measurably worse than where it started,
+    # nor than the simple baseline. ``start_val``: the starting state's validation metrics.
     kept: str = ""
     start_val: dict = field(default_factory=dict)
     calibration_kept: bool = False  # head calibration ran and the validation share did not show it hurt
+    # The keep rule's verdict among the fine-tuned state, the starting one and the calibrated
+    # hand-made head alone (train.keep.Verdict); None without validation targets or a starting state.
+    verdict: Verdict | None = None
+    state_ranks: dict[str, np.ndarray] = field(default_factory=dict)  # the verdict's validation ranks per state
     subsets: list[RunSubset] = field(default_factory=list)  # what each training city gave the run
     val_subset: RunSubset | None = None  # the validation city's subset (its features and val targets)
     skipped: list[CityData] = field(default_factory=list)  # cities given without a training window
@@ -160,10 +184,12 @@ class TrainResult:
 
 
 # --------------------------------------------------------------------------- helpers
-def _lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+def _lr_at(step: int, total: int, cfg: TrainConfig, *, time_used: float = 0.0) -> float:
+    """Linear warm-up, then cosine down to a tenth of ``cfg.lr``; ``time_used``: the share of
+    ``cfg.max_seconds`` spent (the decay follows it when it is further along than the steps)."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    progress = max((step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps), time_used)
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
@@ -232,6 +258,7 @@ def _steps(model: torch.nn.Module, p: Plan, cfg: TrainConfig, result: TrainResul
         result.start_val = metrics_from_ranks(start_ranks)
         start = Best(copy.deepcopy(model.state_dict()), start_ranks)
     best, bad_epochs = Best(), 0
+    timed = progress is not None and _takes_seconds_left(progress)
     t0 = time.perf_counter()
     model.train()
     for step in range(p.steps):
@@ -244,8 +271,10 @@ def _steps(model: torch.nn.Module, p: Plan, cfg: TrainConfig, result: TrainResul
         n_global = sum(len(w) - 1 for w in batch_windows)
         mine = shard(batch_windows, rank=rank, world=world)
         task = cfg.tasks[step % len(cfg.tasks)]  # tasks in turn, on the same windows
+        # the share of the time budget used (one rank only: ranks' clocks differ, their learning rates must not)
+        used = (time.perf_counter() - t0) / cfg.max_seconds if cfg.max_seconds and world == 1 else 0.0
         for g in opt.param_groups:
-            g["lr"] = _lr_at(step, p.steps, cfg) * g["lr_scale"]
+            g["lr"] = _lr_at(step, p.steps, cfg, time_used=used) * g["lr_scale"]
         if mine:
             loss, ce_sum, n_tok = sequence_loss(train_model, p.cities[p.entries[ci][0]].window_batch(mine).to(device),
                                                 tensors[ci], n_global=n_global, precision=cfg.precision, task=task)
@@ -263,9 +292,14 @@ def _steps(model: torch.nn.Module, p: Plan, cfg: TrainConfig, result: TrainResul
         opt.step()
         result.losses.append(ce)
         result.steps = step + 1
+        elapsed = time.perf_counter() - t0
         if progress is not None and rank == 0:
-            progress(step + 1, p.steps, ce)
-        out_of_time = cfg.max_seconds is not None and time.perf_counter() - t0 > cfg.max_seconds
+            total, left = p.steps, None
+            if cfg.max_seconds:  # the steps the budget allows at this pace, and the seconds it has left
+                left = max(0.0, cfg.max_seconds - elapsed)
+                total = min(p.steps, max(step + 1, int((step + 1) * cfg.max_seconds / max(elapsed, 1e-9))))
+            progress(step + 1, total, ce, left) if timed else progress(step + 1, total, ce)
+        out_of_time = cfg.max_seconds is not None and elapsed > cfg.max_seconds
         if world > 1:  # every rank stops at the same step
             flag = torch.tensor([float(out_of_time)], device=device)
             torch.distributed.all_reduce(flag)
@@ -293,11 +327,10 @@ def _steps(model: torch.nn.Module, p: Plan, cfg: TrainConfig, result: TrainResul
 
 # --------------------------------------------------------------------------- calibrate
 def _calibrate(model: torch.nn.Module, val: Validation, cfg: TrainConfig, result: TrainResult, *,
-               kinds_before: tuple[str, ...], kept_ranks: np.ndarray | None) -> None:
+               kinds_before: tuple[str, ...], kept_ranks: np.ndarray | None) -> np.ndarray | None:
     """Fit the head's prior weights of every task on the validation share (train.calibration), and
-    undo it when the same share shows it worse beyond noise."""
-    # The prior pulls toward weights only a kind's earlier training made meaningful.
-    prior = cfg.calibration_prior if val.data.kind in kinds_before else 0.0
+    undo it when the same share shows it worse beyond noise. Returns the kept state's validation ranks."""
+    prior = _calibration_prior(val, cfg, kinds_before)
     # calibrate_head is looked up in this module's namespace: tests patch it on trajmoe.train.fit.
     head = getattr(model, "head", None)
     saved = copy.deepcopy(head.state_dict()) if head is not None else None
@@ -312,6 +345,50 @@ def _calibrate(model: torch.nn.Module, val: Validation, cfg: TrainConfig, result
             head.load_state_dict(saved)
         log.info("head calibration %s: validation acc@1 %.4f", "kept" if result.calibration_kept else "undone",
                  metrics_from_ranks(after)["acc@1"])
+        return after if result.calibration_kept else kept_ranks
+    return kept_ranks
+
+
+def _calibration_prior(val: Validation, cfg: TrainConfig, kinds_before: tuple[str, ...]) -> float:
+    """Calibration pulls toward the weights only a kind's earlier training made meaningful."""
+    return cfg.calibration_prior if val.data.kind in kinds_before else 0.0
+
+
+# --------------------------------------------------------------------------- keep among three states
+def _keep_among_states(model: torch.nn.Module, val: Validation, cfg: TrainConfig, result: TrainResult, *,
+                       best: Best, start: Best, kept_ranks: np.ndarray, kinds_before: tuple[str, ...]) -> None:
+    """The keep rule's last word (train.keep.choose_state): the state kept so far (fine-tuned or
+    starting, calibrated when that held), the starting state, and the calibrated hand-made head alone
+    (the learned terms' trust set to 0, the prior terms' weights fitted on the validation share, as
+    bench/transfer_runs.py's ``prior_only``). Leaves the model in the chosen state and records
+    :attr:`TrainResult.verdict`."""
+    head = getattr(model, "head", None)
+    kept_state = copy.deepcopy(model.state_dict())
+    ranks = {result.kept: kept_ranks}
+    if result.kept == "fine-tuned":
+        ranks["starting"] = start.ranks
+    elif best.ranks is not None:  # the fine-tuned state was set aside already: shown, not chosen
+        ranks["fine-tuned"] = best.ranks
+    if head is not None and hasattr(head, "scales") and hasattr(model, "states_at"):
+        model.load_state_dict(start.state)
+        with torch.no_grad():
+            for scale in head.scales:
+                scale.zero_()
+        prior = _calibration_prior(val, cfg, kinds_before)
+        for task in cfg.tasks:
+            calibrate_head(model, val.data, val.subset.city, val.targets, task=task, prior_targets=prior,
+                           fit_similarity=False)
+        ranks["baseline"] = val.ranks(model, cfg)
+    candidates = {s: r for s, r in ranks.items() if s != "fine-tuned" or result.kept == "fine-tuned"}
+    chosen = choose_state(candidates)
+    if chosen == "starting" and result.kept != "starting":
+        model.load_state_dict(start.state)
+    elif chosen == result.kept:
+        model.load_state_dict(kept_state)
+    result.kept = chosen
+    result.verdict = Verdict.of(ranks, chosen, targets=len(val.targets))
+    result.state_ranks = ranks
+    log.info("keep rule: %s", result.verdict.sentence())
 
 
 # --------------------------------------------------------------------------- training
@@ -354,7 +431,10 @@ def fit(
     steps_done = time.perf_counter()
     kept_ranks = keep_state(model, result, best, start)
     if cfg.calibrate and validate:
-        _calibrate(model, val, cfg, result, kinds_before=kinds_before, kept_ranks=kept_ranks)
+        kept_ranks = _calibrate(model, val, cfg, result, kinds_before=kinds_before, kept_ranks=kept_ranks)
+    if start is not None and kept_ranks is not None:
+        _keep_among_states(model, val, cfg, result, best=best, start=start, kept_ranks=kept_ranks,
+                           kinds_before=kinds_before)
     result.trained_kinds = tuple(sorted(set(kinds_before) | {c.kind for c in p.cities}))
     result.trained_tasks = tuple(t for t in TASKS if t in set(getattr(config, "tasks", ())) | set(cfg.tasks))
     model.eval()

@@ -65,8 +65,11 @@ class TrainingRecord:
     city: str | None = None  # the city fine-tuned on (evaluate --features subset checks it)
     source: str | None = None  # the starting checkpoint's file name (JSON: "from"; never a path)
     subset: dict | None = None  # the run subset (RunSubset.describe()): evaluate --features subset rebuilds it
-    kept: str = ""  # TrainResult.kept
+    kept: str = ""  # TrainResult.kept: "fine-tuned", "starting" or "baseline"
     calibration_kept: bool = False
+    # The keep rule's verdict (train.keep.Verdict.to_json: kept, each state's validation acc@1 and
+    # mrr, the paired z of the kept state over each other one, targets); None in older records.
+    verdict: dict | None = None
 
     def to_json(self) -> dict:
         """The sidecar's ``training`` entry (a fine-tuning run's starting checkpoint as ``from``)."""
@@ -79,6 +82,13 @@ class TrainingRecord:
         if tuned:
             out["from"] = self.source
         return out
+
+    @property
+    def keep_verdict(self):
+        """The recorded :class:`trajmoe.train.keep.Verdict` (None when the record has none)."""
+        from trajmoe.train.keep import Verdict  # torch-free readers of the record do not pay for it
+
+        return Verdict.from_json(self.verdict)
 
     @classmethod
     def of(cls, meta: dict) -> TrainingRecord | None:
@@ -106,12 +116,12 @@ class TrainingRecord:
                    trained_kinds=_names(training.get("trained_kinds") or config.get("pretrained_kinds")))
 
 
-_FINETUNE_ONLY = ("city", "subset", "kept", "calibration_kept")  # left out of a pretraining's record
+_FINETUNE_ONLY = ("city", "subset", "kept", "calibration_kept", "verdict")  # left out of a pretraining's record
 # The JSON types of the record's plain fields (TrainingRecord.of keeps a value only when it has its type).
 _FIELD_TYPES = {"kind": str, "skipped": list, "steps": int, "seconds": int | float, "final_loss": int | float,
                 "seed": int, "batch_size": int, "lr": int | float, "warmup_steps": int, "epochs": int,
                 "max_steps": int, "fraction": int | float, "mode": str, "world_size": int, "splits": str, "city": str,
-                "subset": dict, "kept": str, "calibration_kept": bool}
+                "subset": dict, "kept": str, "calibration_kept": bool, "verdict": dict}
 
 
 def _names(value) -> tuple[str, ...]:
@@ -155,6 +165,7 @@ def training_record(kind: str, result: TrainResult, cfg: TrainConfig, *, source:
         mode=cfg.mode, world_size=world_size, source=Path(str(source)).name if source is not None else None,
         city=result.subsets[0].data.name if tuned and result.subsets else None,
         subset=result.val_subset.describe() if tuned and result.val_subset is not None else None,
-        kept=result.kept, calibration_kept=result.calibration_kept)
+        kept=result.kept, calibration_kept=result.calibration_kept,
+        verdict=result.verdict.to_json() if tuned and result.verdict is not None else None)
 
 
