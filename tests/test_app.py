@@ -161,6 +161,13 @@ def test_upload_finetune_and_flows(env):
     assert list(table["Model"]) == ["Pretrained, no fine-tuning (zero-shot)", "Fine-tuned",
                                     "Markov baseline (same data)", "Return + gravity baseline (same data)"]
     assert table["First guess right"].between(0, 1).all()
+    # The keep rule's verdict in words (trajmoe/train/keep.py), and a label that names the kept state.
+    verdict = [i.value for i in at.info if i.value.startswith("**Which model was kept.**")]
+    assert len(verdict) == 1 and "validation visits" in verdict[0], [i.value for i in at.info]
+    kept = re.search(r"Kept (the fine-tuned model|the pretrained model|the simple baseline)", verdict[0])
+    assert kept, verdict[0]
+    assert ("the simple return + distance baseline inside it kept" in finetuned(at).label) == ("baseline" in kept[1])
+    assert finetuned(at).verdict.startswith("Kept ")
     weights, sidecar = at.get("download_button")[:2]
     assert weights.proto.label.endswith("(.safetensors)") and sidecar.proto.label.endswith("(.json)")
     # The session trained its own copy: the shared cached model still equals the checkpoint file.

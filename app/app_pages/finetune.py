@@ -100,6 +100,8 @@ if ft is None:
 
 st.success(f"Done: {plural(ft.steps, 'training step')} in {ft.seconds:.1f} s. The Flows, Experts and "
            f"Scenario pages now show **{plain(ft.label)}**.")
+if ft.verdict:  # which state was kept, on the validation visits, and how sure that is
+    st.info(f"**Which model was kept.** {plain(ft.verdict)}")
 table = finetuning.metrics_table(ft.metrics, seen=seen)
 st.markdown(f"#### How often each model guesses the next place right, on {ft.metrics['fine-tuned']['n']:,} "
             "held-out visits")

@@ -66,9 +66,19 @@ def finetune(prep: Prepared, data, *, fraction: float, epochs: int, max_steps: i
     files = {"safetensors": out.read_bytes(), "json": out.with_suffix(".json").read_bytes()}
     shutil.rmtree(out.parent, ignore_errors=True)
     label = f"your model fine-tuned on {fraction:.0%} of {prep.meta['city']} ({epochs} epoch{'s' if epochs > 1 else ''})"
+    kept = run.verdict.kept if run.verdict is not None else "fine-tuned"
+    label += KEPT_NOTE.get(kept, "")  # the sidebar and every page name what the maps really show
     return Finetuned(folder=prep.folder, model=model, outputs=outputs, fraction=fraction, metrics=metrics,
                      files=files, label=label, steps=run.train.steps, seconds=run.train.seconds,
-                     key=f"finetuned:{inputs.digest(files['safetensors'])}:{prep.folder}")
+                     key=f"finetuned:{inputs.digest(files['safetensors'])}:{prep.folder}",
+                     verdict=run.verdict.sentence() if run.verdict is not None else "")
+
+
+# What a fine-tuned model is when the keep rule (trajmoe/train/keep.py) set the tuned state aside.
+KEPT_NOTE = MappingProxyType({
+    "starting": ": the pretrained state kept, fine-tuning did not beat it",
+    "baseline": ": the simple return + distance baseline inside it kept, the learned parts did not beat it",
+})
 
 
 MODEL_NAMES = MappingProxyType({"zero-shot": "Pretrained, no fine-tuning (zero-shot)", "fine-tuned": "Fine-tuned",

@@ -53,8 +53,9 @@ class Finetuned:
     steps: int
     seconds: float
     key: str  # identifies model + city for caches
+    verdict: str = ""  # which state fine-tuning kept and how sure (trajmoe.train.keep.Verdict.sentence)
 
-    RECORD = ("folder", "fraction", "metrics", "label", "steps", "seconds", "key")  # kept across a refresh
+    RECORD = ("folder", "fraction", "metrics", "label", "steps", "seconds", "key", "verdict")  # kept across a refresh
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,7 @@ class Session:
 _TYPES = MappingProxyType({"city": str, "resolution": int, "base_checkpoint": str, "weekday_unreliable": bool,
                            "finetune_settings": dict, "finetuned": dict, "trajectories": dict, "pois": dict})
 _FINETUNED_TYPES = MappingProxyType({"folder": str, "fraction": float, "metrics": dict, "label": str, "steps": int,
-                                     "seconds": float, "key": str})
+                                     "seconds": float, "key": str, "verdict": str})
 
 
 def _check_record(record: dict) -> None:
