@@ -17,7 +17,7 @@ import contextlib
 import streamlit as st
 
 import kept_map
-from state import inputs, project, saved, storage
+from state import inputs, models, project, saved, storage
 from state.session import PRIVACY_K, session
 from state.text import error, plain
 from trajmoe.analysis.privacy import K_CHOICES
@@ -100,10 +100,10 @@ with st.sidebar:
     ft = sess.finetuned
     if ft:
         st.caption(f"Fine-tuned in this session ({plain(ft.label)})")
-    elif inputs.base_checkpoint() is None:
+    elif models.base_checkpoint() is None:
         st.caption("No shipped checkpoint found: data pages only, or upload one on Fine-tune.")
     else:
-        st.caption(f"Pretrained: {plain(inputs.base_checkpoint().name)}")
+        st.caption(f"Pretrained: {plain(models.base_checkpoint().name)}")
     k = st.slider(  # its value is set by saved.restore() (default, or the link's saved k)
         "Privacy: hide places and flows with fewer than this many people", min_value=K_CHOICES[0],
         max_value=K_CHOICES[1], key=PRIVACY_K,

@@ -173,9 +173,9 @@ def test_upload_finetune_and_flows(env):
     # The session trained its own copy: the shared cached model still equals the checkpoint file.
     from safetensors.torch import load_file
 
-    from state import inputs
+    from state import models
 
-    shared, _ = inputs.load_model(str(env["checkpoint"]), env["checkpoint"].stat().st_mtime)
+    shared, _ = models.load_model(str(env["checkpoint"]), env["checkpoint"].stat().st_mtime)
     on_disk = load_file(str(env["checkpoint"]))
     assert all(torch.equal(t, on_disk[name]) for name, t in shared.state_dict().items())
     assert finetuned(at).model is not shared

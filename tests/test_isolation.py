@@ -112,9 +112,9 @@ def test_each_session_keeps_its_own_data_and_model(sessions):
 
 
 def test_the_shared_model_is_unchanged_and_not_in_training_mode(env, sessions):
-    from state import inputs
+    from state import models
 
-    shared, _ = inputs.load_model(str(env["checkpoint"]), env["checkpoint"].stat().st_mtime)
+    shared, _ = models.load_model(str(env["checkpoint"]), env["checkpoint"].stat().st_mtime)
     on_disk = load_file(str(env["checkpoint"]))
     assert set(shared.state_dict()) == set(on_disk)
     assert all(torch.equal(t, on_disk[name]) for name, t in shared.state_dict().items())

@@ -18,7 +18,7 @@ from trajmoe.model.moe import domain_key
 from trajmoe.model.returns import context_return_features, context_successor_counts
 from trajmoe.model.trajmoe import TrajMoE
 from trajmoe.pois.categories import CATEGORIES
-from trajmoe.train.fit import trainable_parameters
+from trajmoe.train.models import trainable_parameters
 
 TINY = dict(d_model=32, n_layers=2, n_heads=4, max_len=16, dropout=0.0, encoder_group_dim=8,
             n_routed_experts=4, top_k=2)

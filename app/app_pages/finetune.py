@@ -4,7 +4,7 @@ import streamlit as st
 
 import charts
 import page_parts
-from state import finetuning, inputs, predictions, saved
+from state import finetuning, inputs, models, predictions, saved
 from state.session import FinetuneSettings, session
 from state.text import error, plain
 from trajmoe.errors import TrajMoEError
@@ -27,7 +27,7 @@ if start == choices[1]:
         type=["safetensors", "json"], accept_multiple_files=True, key="ckpt_upload")
     if files:
         try:
-            inputs.start_from_upload(files)
+            models.start_from_upload(files)
             st.success(f"Starting from the uploaded checkpoint ({plain(files[0].name)}).")
         except TrajMoEError as exc:
             st.error(f"This checkpoint cannot be used: {error(exc)}")
@@ -36,7 +36,7 @@ else:
     sess.start_from(None)
 
 try:
-    base = inputs.base_model()
+    base = models.base_model()
 except TrajMoEError as exc:
     st.error(f"The starting checkpoint cannot be loaded: {error(exc)}")
     st.stop()

@@ -2,8 +2,8 @@
 ``page_parts.py`` show it; tests/test_app_layout.py checks).
 
 * :mod:`state.session`: the one typed object a planner's session keeps (``st.session_state``, one key).
-* :mod:`state.inputs`: the files (bundled or uploaded), the POIs, the prepared city, checkpoints
-  and the shared pretrained model.
+* :mod:`state.inputs`: the files (bundled or uploaded), the POIs, the prepared city.
+* :mod:`state.models`: the checkpoint a session starts from and the shared pretrained model.
 * :mod:`state.summaries`: what the data pages show of the visits (the privacy rule applied), the
   base map's file and the cells' names.
 * :mod:`state.predictions`: the model the pages show and its predictions over every visit, on

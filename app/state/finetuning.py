@@ -14,7 +14,8 @@ import pandas as pd
 import streamlit as st
 
 from state import inputs
-from state.inputs import Prepared, base_model, city_data
+from state.inputs import Prepared, city_data
+from state.models import base_model
 from state.predictions import SEED, base_outputs, compute_outputs, run_subset
 from state.session import Finetuned
 

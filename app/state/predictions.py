@@ -18,7 +18,8 @@ from types import MappingProxyType
 import streamlit as st
 
 from state import inputs
-from state.inputs import Prepared, base_model, city_data, load_model
+from state.inputs import Prepared, city_data
+from state.models import base_model, load_model
 from state.session import Finetuned, session
 from trajmoe.errors import CheckpointError, TrajMoEError
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from state import inputs, storage
+from state import inputs, models, storage
 from state.session import KEY, PRIVACY_K, Session, session
 from trajmoe.analysis.privacy import DEFAULT_K, K_CHOICES, check_k
 from trajmoe.errors import InputDataError, TrajMoEError
@@ -306,7 +306,7 @@ def fine_tuning(sess: Session):
     and the model, if any, is written. Cut off (the server stopped or restarted, the page was left),
     the record still says running: the next visit of the link says the run did not finish. Uses
     no Streamlit state (after a stop every read of it raises again)."""
-    path = inputs.base_checkpoint()
+    path = models.base_checkpoint()
     need = sum(p.stat().st_size for p in (path, path.with_suffix(".json")) if p.is_file()) if path else 0
     storage.check_room(inputs.WORK_DIR, sess.token, need, "the fine-tuned model")
     k = sess.saved.get("privacy_k", DEFAULT_K)  # unchanged here: the end of the page saves a new k

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 
-from state.inputs import base_checkpoint, city_data, load_model
+from state.inputs import city_data
+from state.models import base_checkpoint, load_model
 from state.predictions import Shown, run_subset
 from state.session import session
 

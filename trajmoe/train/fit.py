@@ -52,9 +52,15 @@ from trajmoe.model.loss import next_cell_loss
 from trajmoe.train.calibration import CALIBRATION_PRIOR_TARGETS, calibrate_head
 from trajmoe.train.device import PRECISIONS, autocast, check_precision, model_device
 from trajmoe.train.distributed import dist_info, shard
-from trajmoe.train.keep import Best, Verdict, choose_state, keep_state, worse_beyond_noise
+from trajmoe.train.keep import (
+    Best,
+    Verdict,
+    keep_among_states,
+    keep_state,
+    worse_beyond_noise,
+)
 from trajmoe.train.metrics import metrics_from_ranks
-from trajmoe.train.models import check_model_task
+from trajmoe.train.models import check_model_task, trainable_parameters
 from trajmoe.train.plan import Plan, Validation, plan, validation
 from trajmoe.train.recipe import FINETUNE, PRETRAIN
 
@@ -191,22 +197,6 @@ def _lr_at(step: int, total: int, cfg: TrainConfig, *, time_used: float = 0.0) -
         return cfg.lr * (step + 1) / cfg.warmup_steps
     progress = max((step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps), time_used)
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
-def trainable_parameters(model: torch.nn.Module, mode: str) -> list[torch.nn.Parameter]:
-    """All parameters, or for ``light`` mode only domain experts, routers and output heads."""
-    if mode == "full":
-        return [p for p in model.parameters() if p.requires_grad]
-    light_keys = getattr(model, "light_parameter_keys", ("domain", "gate", "head"))
-    chosen = []
-    for name, p in model.named_parameters():
-        keep = any(k in name for k in light_keys)
-        p.requires_grad_(keep)
-        if keep:
-            chosen.append(p)
-    if not chosen:
-        raise TrajMoEError("light fine-tuning found no domain expert, router or head parameters: use --mode full")
-    return chosen
 
 
 def sequence_loss(model: torch.nn.Module, batch: Batch, city: CityTensors, *, n_global: int,
@@ -354,43 +344,6 @@ def _calibration_prior(val: Validation, cfg: TrainConfig, kinds_before: tuple[st
     return cfg.calibration_prior if val.data.kind in kinds_before else 0.0
 
 
-# --------------------------------------------------------------------------- keep among three states
-def _keep_among_states(model: torch.nn.Module, val: Validation, cfg: TrainConfig, result: TrainResult, *,
-                       best: Best, start: Best, kept_ranks: np.ndarray, kinds_before: tuple[str, ...]) -> None:
-    """The keep rule's last word (train.keep.choose_state): the state kept so far (fine-tuned or
-    starting, calibrated when that held), the starting state, and the calibrated hand-made head alone
-    (the learned terms' trust set to 0, the prior terms' weights fitted on the validation share, as
-    bench/transfer_runs.py's ``prior_only``). Leaves the model in the chosen state and records
-    :attr:`TrainResult.verdict`."""
-    head = getattr(model, "head", None)
-    kept_state = copy.deepcopy(model.state_dict())
-    ranks = {result.kept: kept_ranks}
-    if result.kept == "fine-tuned":
-        ranks["starting"] = start.ranks
-    elif best.ranks is not None:  # the fine-tuned state was set aside already: shown, not chosen
-        ranks["fine-tuned"] = best.ranks
-    if head is not None and hasattr(head, "scales") and hasattr(model, "states_at"):
-        model.load_state_dict(start.state)
-        with torch.no_grad():
-            for scale in head.scales:
-                scale.zero_()
-        prior = _calibration_prior(val, cfg, kinds_before)
-        for task in cfg.tasks:
-            calibrate_head(model, val.data, val.subset.city, val.targets, task=task, prior_targets=prior,
-                           fit_similarity=False)
-        ranks["baseline"] = val.ranks(model, cfg)
-    candidates = {s: r for s, r in ranks.items() if s != "fine-tuned" or result.kept == "fine-tuned"}
-    chosen = choose_state(candidates)
-    if chosen == "starting" and result.kept != "starting":
-        model.load_state_dict(start.state)
-    elif chosen == result.kept:
-        model.load_state_dict(kept_state)
-    result.kept = chosen
-    result.verdict = Verdict.of(ranks, chosen, targets=len(val.targets))
-    result.state_ranks = ranks
-    log.info("keep rule: %s", result.verdict.sentence())
-
-
 # --------------------------------------------------------------------------- training
 def fit(
     model: torch.nn.Module,
@@ -433,8 +386,8 @@ def fit(
     if cfg.calibrate and validate:
         kept_ranks = _calibrate(model, val, cfg, result, kinds_before=kinds_before, kept_ranks=kept_ranks)
     if start is not None and kept_ranks is not None:
-        _keep_among_states(model, val, cfg, result, best=best, start=start, kept_ranks=kept_ranks,
-                           kinds_before=kinds_before)
+        keep_among_states(model, val, cfg, result, best=best, start=start, kept_ranks=kept_ranks,
+                          calibration_prior=_calibration_prior(val, cfg, kinds_before), calibrate=calibrate_head)
     result.trained_kinds = tuple(sorted(set(kinds_before) | {c.kind for c in p.cities}))
     result.trained_tasks = tuple(t for t in TASKS if t in set(getattr(config, "tasks", ())) | set(cfg.tasks))
     model.eval()

@@ -11,7 +11,9 @@ and how sure, for the training record and the app.
 
 from __future__ import annotations
 
+import copy
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -21,7 +23,8 @@ import torch
 from trajmoe.train.metrics import metrics_from_ranks
 
 if TYPE_CHECKING:
-    from trajmoe.train.fit import TrainResult
+    from trajmoe.train.fit import TrainConfig, TrainResult
+    from trajmoe.train.plan import Validation
 
 log = logging.getLogger(__name__)
 
@@ -168,3 +171,38 @@ def keep_state(model: torch.nn.Module, result: TrainResult, best: Best, start: B
     return best.ranks
 
 
+# --------------------------------------------------------------------------- keep among three states
+def keep_among_states(model: torch.nn.Module, val: Validation, cfg: TrainConfig, result: TrainResult, *,
+                      best: Best, start: Best, kept_ranks: np.ndarray, calibration_prior: float,
+                      calibrate: Callable) -> None:
+    """The keep rule's last word (:func:`choose_state`; ``calibrate``: trajmoe.train.calibration.calibrate_head, as fit looks it up): the state kept so far (fine-tuned or
+    starting, calibrated when that held), the starting state, and the calibrated hand-made head alone
+    (the learned terms' trust set to 0, the prior terms' weights fitted on the validation share, as
+    bench/transfer_runs.py's ``prior_only``). Leaves the model in the chosen state and records
+    :attr:`TrainResult.verdict`."""
+    head = getattr(model, "head", None)
+    kept_state = copy.deepcopy(model.state_dict())
+    ranks = {result.kept: kept_ranks}
+    if result.kept == "fine-tuned":
+        ranks["starting"] = start.ranks
+    elif best.ranks is not None:  # the fine-tuned state was set aside already: shown, not chosen
+        ranks["fine-tuned"] = best.ranks
+    if head is not None and hasattr(head, "scales") and hasattr(model, "states_at"):
+        model.load_state_dict(start.state)
+        with torch.no_grad():
+            for scale in head.scales:
+                scale.zero_()
+        for task in cfg.tasks:
+            calibrate(model, val.data, val.subset.city, val.targets, task=task, prior_targets=calibration_prior,
+                           fit_similarity=False)
+        ranks["baseline"] = val.ranks(model, cfg)
+    candidates = {s: r for s, r in ranks.items() if s != "fine-tuned" or result.kept == "fine-tuned"}
+    chosen = choose_state(candidates)
+    if chosen == "starting" and result.kept != "starting":
+        model.load_state_dict(start.state)
+    elif chosen == result.kept:
+        model.load_state_dict(kept_state)
+    result.kept = chosen
+    result.verdict = Verdict.of(ranks, chosen, targets=len(val.targets))
+    result.state_ranks = ranks
+    log.info("keep rule: %s", result.verdict.sentence())

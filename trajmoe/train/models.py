@@ -138,3 +138,19 @@ def require_task(model: torch.nn.Module, task: str, *, checkpoint: str = "this c
             f"{checkpoint} was trained for the task(s) {', '.join(trained)}, not {task!r}: fine-tune it for that "
             f"task first (`trajmoe finetune --task {task} ...`), or use --task {trained[0]}.")
     return task
+
+
+def trainable_parameters(model: torch.nn.Module, mode: str) -> list[torch.nn.Parameter]:
+    """All parameters, or for ``light`` mode only domain experts, routers and output heads."""
+    if mode == "full":
+        return [p for p in model.parameters() if p.requires_grad]
+    light_keys = getattr(model, "light_parameter_keys", ("domain", "gate", "head"))
+    chosen = []
+    for name, p in model.named_parameters():
+        keep = any(k in name for k in light_keys)
+        p.requires_grad_(keep)
+        if keep:
+            chosen.append(p)
+    if not chosen:
+        raise TrajMoEError("light fine-tuning found no domain expert, router or head parameters: use --mode full")
+    return chosen
