@@ -72,7 +72,7 @@ def finetune(prep: Prepared, data, *, fraction: float, epochs: int, max_steps: i
     return Finetuned(folder=prep.folder, model=model, outputs=outputs, fraction=fraction, metrics=metrics,
                      files=files, label=label, steps=run.train.steps, seconds=run.train.seconds,
                      key=f"finetuned:{inputs.digest(files['safetensors'])}:{prep.folder}",
-                     verdict=run.verdict.sentence() if run.verdict is not None else "")
+                     verdict=run.verdict.in_plain_words() if run.verdict is not None else "")
 
 
 # What a fine-tuned model is when the keep rule (trajmoe/train/keep.py) set the tuned state aside.

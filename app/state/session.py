@@ -53,7 +53,7 @@ class Finetuned:
     steps: int
     seconds: float
     key: str  # identifies model + city for caches
-    verdict: str = ""  # which state fine-tuning kept and how sure (trajmoe.train.keep.Verdict.sentence)
+    verdict: str = ""  # which state fine-tuning kept and how sure (trajmoe.train.keep.Verdict.in_plain_words)
 
     RECORD = ("folder", "fraction", "metrics", "label", "steps", "seconds", "key", "verdict")  # kept across a refresh
 

@@ -139,7 +139,7 @@ def basemap_file() -> BasemapFile | None:
     return None
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
+@st.cache_resource(show_spinner=False, max_entries=8)  # read only: shared, not copied on every page run
 def _over_world(key: str, path: str, folder: str):
     from trajmoe.pois.world import visits_box, with_world
 

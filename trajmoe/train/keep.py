@@ -116,6 +116,24 @@ class Verdict:
     def to_json(self) -> dict:
         return {"kept": self.kept, "val": self.val, "z": self.z, "targets": self.targets}
 
+    def in_plain_words(self) -> str:
+        """The verdict for a planner (the app's Fine-tune page): hit rates and "as good within the
+        noise", no rank statistics; :meth:`sentence` has the numbers behind it."""
+        def first(state: str) -> str:
+            return f"{self.val.get(state, {}).get('acc@1', 0):.1%}"
+
+        # choose_state never keeps a state worse beyond noise than another: each other one is either
+        # clearly worse or as good.
+        others = [f"{_PLAIN[o]} {first(o)} ({'clearly worse' if z > KEEP_Z else 'as good, within the noise'})"
+                  for o, z in self.z.items()]
+        text = (f"Kept {_PLAIN[self.kept]}: on {self.targets:,} validation visits (held back from training to check "
+                f"it) it guessed the next place first time {first(self.kept)} of the time; " + "; ".join(others) + ".")
+        if self.kept == "baseline":
+            return text + " The learned model did not beat the simple baseline on your data: the maps show the baseline."
+        if self.z.get("baseline", KEEP_Z + 1) <= KEEP_Z:
+            return text + " The simple baseline is as good on your data."
+        return text
+
     @classmethod
     def from_json(cls, value) -> Verdict | None:
         """A recorded verdict, or None when ``value`` is not one."""
